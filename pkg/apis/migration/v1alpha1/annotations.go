@@ -1,0 +1,37 @@
+package v1alpha1
+
+// Well-known annotations and labels: the contract between workloads, the
+// webhook, the controller, the agent and the scheduler extender.
+const (
+	// AnnotationMigratable opts a pod (template) in: "true" makes the webhook
+	// inject the replay sidecar and lets ms2m migrate the pod.
+	AnnotationMigratable = "ms2m.io/migratable"
+	// AnnotationKafkaBrokers is a comma-separated list of host:port.
+	AnnotationKafkaBrokers = "ms2m.io/kafka-brokers"
+	// AnnotationKafkaTopic is the topic the app consumes.
+	AnnotationKafkaTopic = "ms2m.io/kafka-topic"
+	// AnnotationKafkaGroup is the consumer group of the app's sidecar.
+	AnnotationKafkaGroup = "ms2m.io/kafka-group"
+	// AnnotationAppPort is the app's HTTP port the sidecar delivers to.
+	AnnotationAppPort = "ms2m.io/app-port"
+	// AnnotationDeliveryPath is the HTTP path messages are POSTed to
+	// (default /messages).
+	AnnotationDeliveryPath = "ms2m.io/delivery-path"
+
+	// LabelCheckpointRestore is set by the agent on nodes whose runtime can
+	// restore a checkpoint ("true").
+	LabelCheckpointRestore = "ms2m.io/checkpoint-restore"
+	// LabelRuntime and LabelRuntimeVersion name the node's container runtime.
+	LabelRuntime        = "ms2m.io/runtime"
+	LabelRuntimeVersion = "ms2m.io/runtime-version"
+	// LabelCRIUVersion is the CRIU version found on the node.
+	LabelCRIUVersion = "ms2m.io/criu-version"
+
+	// LabelTrigger on a StatefulMigration says who started it: "user" or
+	// "evacuation".
+	LabelTrigger = "migration.ms2m.io/trigger"
+
+	// SidecarContainerName is the name of the injected replay sidecar. It is
+	// never checkpointed.
+	SidecarContainerName = "ms2m-replay"
+)
