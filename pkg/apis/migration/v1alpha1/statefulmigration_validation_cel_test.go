@@ -2,6 +2,7 @@ package v1alpha1_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"strings"
@@ -106,7 +107,12 @@ func TestMalformedSpecIsRejectedNamingTheField(t *testing.T) {
 			s.MessageQueueConfig.Brokers = []v1.BrokerAddress{"kafka:9092", "kafka:70000"}
 		}, "spec.messageQueueConfig.brokers[1]", "between 1 and 65535"},
 		{"broker with scheme", func(s *v1.StatefulMigrationSpec) { s.MessageQueueConfig.Brokers = []v1.BrokerAddress{"kafka://k:9092"} }, "spec.messageQueueConfig.brokers[0]", "host:port"},
-		{"empty broker list", func(s *v1.StatefulMigrationSpec) { s.MessageQueueConfig.Brokers = []v1.BrokerAddress{} }, "spec.messageQueueConfig.brokers", ""},
+		{"too many brokers", func(s *v1.StatefulMigrationSpec) {
+			s.MessageQueueConfig.Brokers = make([]v1.BrokerAddress, 33)
+			for i := range s.MessageQueueConfig.Brokers {
+				s.MessageQueueConfig.Brokers[i] = v1.BrokerAddress(fmt.Sprintf("kafka-%d:9092", i))
+			}
+		}, "spec.messageQueueConfig.brokers", "must have at most 32 items"},
 		{"invalid topic", func(s *v1.StatefulMigrationSpec) { s.MessageQueueConfig.Topic = "orders v1" }, "spec.messageQueueConfig.topic", ""},
 		{"topic too long", func(s *v1.StatefulMigrationSpec) { s.MessageQueueConfig.Topic = strings.Repeat("t", 250) }, "spec.messageQueueConfig.topic", ""},
 		{"invalid consumer group", func(s *v1.StatefulMigrationSpec) { s.MessageQueueConfig.ConsumerGroup = "grp/1" }, "spec.messageQueueConfig.consumerGroup", ""},
