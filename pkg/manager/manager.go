@@ -1,0 +1,122 @@
+// Package manager wires every ms2m controller, webhook and endpoint into one
+// controller-runtime manager. The list in setup is the single place where
+// components are registered: no init() self-registration.
+package manager
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"time"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	migrationv1alpha1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
+)
+
+// Options are the manager's flags.
+type Options struct {
+	MetricsAddr               string
+	ProbeAddr                 string
+	LeaderElection            bool
+	LeaderElectionNamespace   string
+	CheckpointImageRepository string
+	MaxParallelMigrations     int
+	MaxOutboundPerNode        int
+	DefaultReplayCutoff       time.Duration
+}
+
+// DefaultOptions are the defaults documented in --help.
+func DefaultOptions() Options {
+	return Options{
+		MetricsAddr:           ":8080",
+		ProbeAddr:             ":8081",
+		LeaderElection:        true,
+		MaxParallelMigrations: 5,
+		MaxOutboundPerNode:    2,
+		DefaultReplayCutoff:   120 * time.Second,
+	}
+}
+
+// BindFlags registers the options as flags.
+func (o *Options) BindFlags(fs *flag.FlagSet) {
+	fs.StringVar(&o.MetricsAddr, "metrics-bind-address", o.MetricsAddr, "Address of the Prometheus metrics endpoint; 0 disables it.")
+	fs.StringVar(&o.ProbeAddr, "health-probe-bind-address", o.ProbeAddr, "Address of the /healthz and /readyz endpoints.")
+	fs.BoolVar(&o.LeaderElection, "leader-elect", o.LeaderElection, "Run only while holding the leader lease, so replicas can stand by.")
+	fs.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", o.LeaderElectionNamespace, "Namespace of the leader lease (default: the pod's namespace).")
+	fs.StringVar(&o.CheckpointImageRepository, "checkpoint-image-repository", o.CheckpointImageRepository,
+		"Repository checkpoint images are pushed to when a StatefulMigration sets no spec.checkpointImageRepository.")
+	fs.IntVar(&o.MaxParallelMigrations, "max-parallel-migrations", o.MaxParallelMigrations, "Migrations running at once in the cluster; more wait in Pending.")
+	fs.IntVar(&o.MaxOutboundPerNode, "max-outbound-migrations-per-node", o.MaxOutboundPerNode, "Migrations leaving one node at once; more wait in Pending.")
+	fs.DurationVar(&o.DefaultReplayCutoff, "default-replay-cutoff", o.DefaultReplayCutoff, "Replay cutoff for migrations that set none.")
+}
+
+// Validate reports the first flag that makes no sense, by name.
+func (o Options) Validate() error {
+	var errs []error
+	if o.MaxParallelMigrations < 1 {
+		errs = append(errs, fmt.Errorf("--max-parallel-migrations must be at least 1, got %d", o.MaxParallelMigrations))
+	}
+	if o.MaxOutboundPerNode < 1 {
+		errs = append(errs, fmt.Errorf("--max-outbound-migrations-per-node must be at least 1, got %d", o.MaxOutboundPerNode))
+	}
+	if o.DefaultReplayCutoff < time.Second {
+		errs = append(errs, fmt.Errorf("--default-replay-cutoff must be at least 1s, got %s", o.DefaultReplayCutoff))
+	}
+	return errors.Join(errs...)
+}
+
+// Scheme knows the core types and the ms2m API.
+func Scheme() (*runtime.Scheme, error) {
+	s := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(s); err != nil {
+		return nil, err
+	}
+	if err := migrationv1alpha1.AddToScheme(s); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Run builds the manager, registers every component and blocks until ctx
+// ends.
+func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
+	if err := opts.Validate(); err != nil {
+		return err
+	}
+	scheme, err := Scheme()
+	if err != nil {
+		return err
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                  scheme,
+		Metrics:                 metricsserver.Options{BindAddress: opts.MetricsAddr},
+		HealthProbeBindAddress:  opts.ProbeAddr,
+		LeaderElection:          opts.LeaderElection,
+		LeaderElectionID:        "ms2m-manager.migration.ms2m.io",
+		LeaderElectionNamespace: opts.LeaderElectionNamespace,
+	})
+	if err != nil {
+		return fmt.Errorf("creating manager: %w", err)
+	}
+	if err := setup(mgr, opts); err != nil {
+		return err
+	}
+	return mgr.Start(ctx)
+}
+
+// setup is the one list of everything the manager runs. The migration and
+// evacuation controllers, the webhooks and the extender are added here as
+// they land (issues 4-7).
+func setup(mgr ctrl.Manager, _ Options) error {
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return err
+	}
+	return mgr.AddReadyzCheck("readyz", healthz.Ping)
+}

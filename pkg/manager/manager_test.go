@@ -1,0 +1,111 @@
+package manager
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/ms2m/ms2m/pkg/testenv"
+)
+
+func TestValidateNamesTheFlag(t *testing.T) {
+	cases := []struct {
+		name   string
+		mutate func(*Options)
+		flag   string
+	}{
+		{"no parallel migrations", func(o *Options) { o.MaxParallelMigrations = 0 }, "--max-parallel-migrations"},
+		{"no outbound migrations", func(o *Options) { o.MaxOutboundPerNode = -1 }, "--max-outbound-migrations-per-node"},
+		{"sub-second cutoff", func(o *Options) { o.DefaultReplayCutoff = time.Millisecond }, "--default-replay-cutoff"},
+	}
+	if err := DefaultOptions().Validate(); err != nil {
+		t.Fatalf("defaults must be valid: %v", err)
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			o := DefaultOptions()
+			tc.mutate(&o)
+			err := o.Validate()
+			if err == nil || !strings.Contains(err.Error(), tc.flag) {
+				t.Fatalf("Validate() = %v; want an error naming %s", err, tc.flag)
+			}
+		})
+	}
+}
+
+// TestManagerServesProbesAndTakesTheLease runs the manager against a real
+// API server: it must take its leader lease and answer the probes a
+// Deployment's kubelet will call.
+func TestManagerServesProbesAndTakesTheLease(t *testing.T) {
+	env := testenv.Start(t, testenv.Options{})
+	opts := DefaultOptions()
+	opts.MetricsAddr = "127.0.0.1:0"
+	opts.ProbeAddr = freeAddr(t)
+	opts.LeaderElectionNamespace = "default"
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, env.Config, opts) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("manager exited with %v", err)
+		}
+	})
+
+	for _, path := range []string{"/healthz", "/readyz"} {
+		eventually(t, func() error {
+			resp, err := http.Get("http://" + opts.ProbeAddr + path)
+			if err != nil {
+				return err
+			}
+			_ = resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("%s answered %d", path, resp.StatusCode)
+			}
+			return nil
+		})
+	}
+	eventually(t, func() error {
+		lease := &coordinationv1.Lease{}
+		key := client.ObjectKey{Namespace: "default", Name: "ms2m-manager.migration.ms2m.io"}
+		if err := env.Client.Get(ctx, key, lease); err != nil {
+			return err
+		}
+		if lease.Spec.HolderIdentity == nil || *lease.Spec.HolderIdentity == "" {
+			return fmt.Errorf("lease has no holder")
+		}
+		return nil
+	})
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = l.Close() }()
+	return l.Addr().String()
+}
+
+// eventually polls f until it succeeds or 30 s pass.
+func eventually(t *testing.T, f func() error) {
+	t.Helper()
+	var last error
+	err := wait.PollUntilContextTimeout(context.Background(), 50*time.Millisecond, 30*time.Second, true,
+		func(context.Context) (bool, error) {
+			last = f()
+			return last == nil, nil
+		})
+	if err != nil {
+		t.Fatalf("still failing after 30s: %v", last)
+	}
+}
