@@ -54,3 +54,9 @@ run: ## Run the manager against the current kubeconfig.
 
 $(CONTROLLER_GEN):
 	GOBIN=$(BIN) $(GO) install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_GEN_VERSION)
+
+IMG ?= ms2m:dev
+.PHONY: docker-build
+docker-build: ## Build the image where a Docker engine runs; skipped, saying so, where none does.
+	@if docker info >/dev/null 2>&1; then docker build -t $(IMG) .; \
+	  else echo "docker-build: no Docker engine here; skipped (no image is needed for the tests)"; fi
