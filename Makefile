@@ -7,7 +7,7 @@ CONTROLLER_GEN  := $(BIN)/controller-gen
 CONTROLLER_GEN_VERSION := v0.23.0
 CRD_DIR         := charts/ms2m/crds
 RBAC_DIR        := config/rbac
-GENERATED       := pkg/apis $(CRD_DIR) $(RBAC_DIR)
+GENERATED       := $(shell find pkg/apis -name zz_generated.deepcopy.go) $(CRD_DIR) $(RBAC_DIR)
 # The test command: builds the control plane into the cache when it is
 # missing (about 7 minutes cold on 2 cores), then runs every test tier.
 TEST_FLAGS      ?= -count=1 -timeout 60m
