@@ -7,7 +7,8 @@ CONTROLLER_GEN  := $(BIN)/controller-gen
 CONTROLLER_GEN_VERSION := v0.23.0
 CRD_DIR         := charts/ms2m/crds
 RBAC_DIR        := config/rbac
-GENERATED       := $(shell find pkg/apis -name zz_generated.deepcopy.go) $(CRD_DIR) $(RBAC_DIR)
+WEBHOOK_DIR     := config/webhook
+GENERATED       := $(shell find pkg/apis -name zz_generated.deepcopy.go) $(CRD_DIR) $(RBAC_DIR) $(WEBHOOK_DIR)
 # The test command: builds the control plane into the cache when it is
 # missing (about 7 minutes cold on 2 cores), then runs every test tier.
 TEST_FLAGS      ?= -count=1 -timeout 60m
@@ -33,6 +34,7 @@ test: control-plane ## Run unit, integration (real apiserver) and e2e tests.
 generate: $(CONTROLLER_GEN) ## Regenerate deepcopy, CRDs and RBAC from the markers.
 	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./pkg/apis/...
 	$(CONTROLLER_GEN) crd paths=./pkg/apis/... output:crd:artifacts:config=$(CRD_DIR)
+	$(CONTROLLER_GEN) webhook paths=./webhooks/... output:webhook:artifacts:config=$(WEBHOOK_DIR)
 	$(CONTROLLER_GEN) rbac:roleName=ms2m-manager paths=./pkg/... paths=./webhooks/... paths=./scheduler/... output:rbac:artifacts:config=$(RBAC_DIR)
 
 .PHONY: verify

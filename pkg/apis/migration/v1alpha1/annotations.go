@@ -18,6 +18,12 @@ const (
 	// (default /messages).
 	AnnotationDeliveryPath = "ms2m.io/delivery-path"
 
+	// AnnotationCheckpointRestore is set to "enabled" by the webhook on the
+	// pods it prepared (sidecar injected); the controller migrates only those.
+	AnnotationCheckpointRestore = "ms2m.io/checkpoint-restore"
+	// AnnotationSidecarImage records the sidecar image the webhook injected.
+	AnnotationSidecarImage = "ms2m.io/sidecar-image"
+
 	// LabelCheckpointRestore is set by the agent on nodes whose runtime can
 	// restore a checkpoint ("true").
 	LabelCheckpointRestore = "ms2m.io/checkpoint-restore"

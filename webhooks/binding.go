@@ -1,0 +1,126 @@
+package webhooks
+
+import (
+	"net"
+	"strconv"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+
+	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
+)
+
+// DefaultDeliveryPath is where the sidecar POSTs messages when the pod sets
+// no ms2m.io/delivery-path.
+const DefaultDeliveryPath = "/messages"
+
+// Binding is a pod's Kafka binding, read from its ms2m.io/* annotations.
+type Binding struct {
+	Brokers      []string
+	Topic        string
+	Group        string
+	AppPort      int32
+	DeliveryPath string
+}
+
+var annotationsPath = field.NewPath("metadata", "annotations")
+
+// IsMigratable reports whether the pod opted in, and refuses values other
+// than "true" and "false" so a typo does not silently disable migration.
+func IsMigratable(annotations map[string]string) (bool, *field.Error) {
+	v, ok := annotations[v1.AnnotationMigratable]
+	if !ok {
+		return false, nil
+	}
+	switch v {
+	case "true":
+		return true, nil
+	case "false":
+		return false, nil
+	}
+	return false, field.NotSupported(annotationsPath.Key(v1.AnnotationMigratable), v, []string{"true", "false"})
+}
+
+// ParseBinding reads and checks the ms2m.io/kafka-* and ms2m.io/app-port
+// annotations of a migratable pod. Every problem is reported, each naming
+// its annotation.
+func ParseBinding(annotations map[string]string) (Binding, field.ErrorList) {
+	var b Binding
+	var errs field.ErrorList
+	required := func(key string) (string, bool) {
+		v := strings.TrimSpace(annotations[key])
+		if v == "" {
+			errs = append(errs, field.Required(annotationsPath.Key(key), "a migratable pod needs it"))
+			return "", false
+		}
+		return v, true
+	}
+
+	if v, ok := required(v1.AnnotationKafkaBrokers); ok {
+		for _, addr := range strings.Split(v, ",") {
+			addr = strings.TrimSpace(addr)
+			if msg := validBroker(addr); msg != "" {
+				errs = append(errs, field.Invalid(annotationsPath.Key(v1.AnnotationKafkaBrokers), addr, msg))
+				continue
+			}
+			b.Brokers = append(b.Brokers, addr)
+		}
+	}
+	if v, ok := required(v1.AnnotationKafkaTopic); ok {
+		if !validKafkaName(v, 249) {
+			errs = append(errs, field.Invalid(annotationsPath.Key(v1.AnnotationKafkaTopic), v,
+				"must be 1-249 characters of letters, digits, '.', '_' and '-'"))
+		}
+		b.Topic = v
+	}
+	if v, ok := required(v1.AnnotationKafkaGroup); ok {
+		if !validKafkaName(v, 255) {
+			errs = append(errs, field.Invalid(annotationsPath.Key(v1.AnnotationKafkaGroup), v,
+				"must be 1-255 characters of letters, digits, '.', '_' and '-'"))
+		}
+		b.Group = v
+	}
+	if v, ok := required(v1.AnnotationAppPort); ok {
+		port, err := strconv.Atoi(v)
+		if err != nil || port < 1 || port > 65535 {
+			errs = append(errs, field.Invalid(annotationsPath.Key(v1.AnnotationAppPort), v, "must be a port number between 1 and 65535"))
+		}
+		b.AppPort = int32(port)
+	}
+	b.DeliveryPath = DefaultDeliveryPath
+	if v, ok := annotations[v1.AnnotationDeliveryPath]; ok {
+		if !strings.HasPrefix(v, "/") || strings.ContainsAny(v, " ?#\t\n") {
+			errs = append(errs, field.Invalid(annotationsPath.Key(v1.AnnotationDeliveryPath), v,
+				"must be an absolute URL path such as /messages, without query or fragment"))
+		}
+		b.DeliveryPath = v
+	}
+	return b, errs
+}
+
+func validBroker(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || host == "" {
+		return "must be host:port, for example kafka-0.kafka:9092"
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+		return "port must be between 1 and 65535"
+	}
+	if net.ParseIP(host) == nil && len(validation.IsDNS1123Subdomain(strings.ToLower(host))) > 0 {
+		return "host must be an IP address or a DNS name"
+	}
+	return ""
+}
+
+func validKafkaName(s string, maxLen int) bool {
+	if len(s) == 0 || len(s) > maxLen {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,162 @@
+package webhooks
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
+)
+
+// PodMutationPath is where the API server sends pod CREATEs.
+const PodMutationPath = "/mutate-v1-pod"
+
+// failurePolicy=Ignore, deliberately: the webhook sees every pod created in
+// the cluster (the opt-in is an annotation, which no selector can match), so
+// Fail would make the manager a single point of failure for all pod creation.
+// A migratable pod admitted while the webhook was down lacks the
+// ms2m.io/checkpoint-restore annotation and the controller refuses to
+// migrate it, naming why; recreating it fixes it.
+//
+// +kubebuilder:webhook:path=/mutate-v1-pod,mutating=true,failurePolicy=ignore,sideEffects=None,groups="",resources=pods,verbs=create,versions=v1,name=pods.ms2m.io,admissionReviewVersions=v1,timeoutSeconds=5,reinvocationPolicy=IfNeeded
+
+// SidecarOptions configure the injected replay sidecar.
+type SidecarOptions struct {
+	// Image runs the sidecar; the binary is ms2m-replay.
+	Image string
+	// Command is the sidecar's entrypoint in Image.
+	Command []string
+	// ControlPort serves the controller's control API and /readyz.
+	ControlPort int32
+	// MetricsPort serves Prometheus metrics.
+	MetricsPort int32
+	// Resources of the sidecar container.
+	Resources corev1.ResourceRequirements
+}
+
+// DefaultSidecarOptions are the manager's defaults.
+func DefaultSidecarOptions() SidecarOptions {
+	return SidecarOptions{
+		Image:       "ghcr.io/ms2m/ms2m:v0.1.0",
+		Command:     []string{"/ms2m/ms2m-replay"},
+		ControlPort: 9901,
+		MetricsPort: 9902,
+		Resources: corev1.ResourceRequirements{
+			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("20m"), corev1.ResourceMemory: resource.MustParse("32Mi")},
+			Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("64Mi")},
+		},
+	}
+}
+
+// PodMutator injects the replay sidecar and the checkpoint-restore
+// annotation into pods annotated ms2m.io/migratable: "true", and refuses
+// migratable pods whose Kafka binding is incomplete or invalid.
+type PodMutator struct {
+	Sidecar SidecarOptions
+	decoder admission.Decoder
+}
+
+// NewPodMutator returns the handler for PodMutationPath.
+func NewPodMutator(decoder admission.Decoder, sidecar SidecarOptions) *PodMutator {
+	return &PodMutator{Sidecar: sidecar, decoder: decoder}
+}
+
+// Handle implements admission.Handler.
+func (m *PodMutator) Handle(_ context.Context, req admission.Request) admission.Response {
+	pod := &corev1.Pod{}
+	if err := m.decoder.Decode(req, pod); err != nil {
+		return admission.Errored(http.StatusBadRequest, err)
+	}
+	if errs := Mutate(pod, m.Sidecar); len(errs) > 0 {
+		return admission.Denied("ms2m: " + errs.ToAggregate().Error())
+	}
+	raw, err := json.Marshal(pod)
+	if err != nil {
+		return admission.Errored(http.StatusInternalServerError, err)
+	}
+	return admission.PatchResponseFromRaw(req.Object.Raw, raw)
+}
+
+// Mutate prepares a migratable pod in place; others are left untouched. It is
+// idempotent: mutating a mutated pod changes nothing.
+func Mutate(pod *corev1.Pod, opts SidecarOptions) field.ErrorList {
+	migratable, ferr := IsMigratable(pod.Annotations)
+	if ferr != nil {
+		return field.ErrorList{ferr}
+	}
+	if !migratable {
+		return nil
+	}
+	binding, errs := ParseBinding(pod.Annotations)
+	if len(errs) > 0 {
+		return errs
+	}
+	sidecar := sidecarContainer(binding, opts)
+	replaced := false
+	for i := range pod.Spec.Containers {
+		if pod.Spec.Containers[i].Name == v1.SidecarContainerName {
+			pod.Spec.Containers[i] = sidecar
+			replaced = true
+		}
+	}
+	if !replaced {
+		pod.Spec.Containers = append(pod.Spec.Containers, sidecar)
+	}
+	pod.Annotations[v1.AnnotationCheckpointRestore] = "enabled"
+	pod.Annotations[v1.AnnotationSidecarImage] = opts.Image
+	return nil
+}
+
+func sidecarContainer(b Binding, opts SidecarOptions) corev1.Container {
+	fieldEnv := func(name, path string) corev1.EnvVar {
+		return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: path}}}
+	}
+	return corev1.Container{
+		Name:    v1.SidecarContainerName,
+		Image:   opts.Image,
+		Command: opts.Command,
+		Env: []corev1.EnvVar{
+			{Name: "MS2M_KAFKA_BROKERS", Value: strings.Join(b.Brokers, ",")},
+			{Name: "MS2M_KAFKA_TOPIC", Value: b.Topic},
+			{Name: "MS2M_KAFKA_GROUP", Value: b.Group},
+			{Name: "MS2M_APP_PORT", Value: strconv.Itoa(int(b.AppPort))},
+			{Name: "MS2M_DELIVERY_PATH", Value: b.DeliveryPath},
+			{Name: "MS2M_CONTROL_PORT", Value: strconv.Itoa(int(opts.ControlPort))},
+			{Name: "MS2M_METRICS_PORT", Value: strconv.Itoa(int(opts.MetricsPort))},
+			fieldEnv("POD_IP", "status.podIP"),
+			fieldEnv("POD_NAME", "metadata.name"),
+			fieldEnv("POD_NAMESPACE", "metadata.namespace"),
+		},
+		Ports: []corev1.ContainerPort{
+			{Name: "ms2m-control", ContainerPort: opts.ControlPort, Protocol: corev1.ProtocolTCP},
+			{Name: "ms2m-metrics", ContainerPort: opts.MetricsPort, Protocol: corev1.ProtocolTCP},
+		},
+		// Ready only while the sidecar consumes live: a restored target
+		// stays unready until the handover at the fence.
+		ReadinessProbe: &corev1.Probe{
+			ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
+				Path: "/readyz", Port: intstr.FromString("ms2m-control"),
+			}},
+			PeriodSeconds: 1, FailureThreshold: 1,
+		},
+		Resources:                opts.Resources,
+		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+		SecurityContext: &corev1.SecurityContext{
+			RunAsNonRoot:             ptr.To(true),
+			AllowPrivilegeEscalation: ptr.To(false),
+			ReadOnlyRootFilesystem:   ptr.To(true),
+			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+		},
+	}
+}
+
+func ptrTo[T any](v T) *T { return &v }

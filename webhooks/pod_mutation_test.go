@@ -1,0 +1,177 @@
+package webhooks
+
+import (
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
+)
+
+// podOption tweaks a test pod.
+type podOption func(*corev1.Pod)
+
+func withAnnotation(k, v string) podOption {
+	return func(p *corev1.Pod) { p.Annotations[k] = v }
+}
+
+func withoutAnnotation(k string) podOption {
+	return func(p *corev1.Pod) { delete(p.Annotations, k) }
+}
+
+// migratablePod is a pod with a complete, valid Kafka binding.
+func migratablePod(opts ...podOption) *corev1.Pod {
+	p := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "consumer-0", Namespace: "default", Annotations: map[string]string{
+			v1.AnnotationMigratable:   "true",
+			v1.AnnotationKafkaBrokers: "kafka-0.kafka:9092, 10.0.0.7:9093",
+			v1.AnnotationKafkaTopic:   "orders",
+			v1.AnnotationKafkaGroup:   "aggregator",
+			v1.AnnotationAppPort:      "8080",
+		}},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "example/consumer:1"}}},
+	}
+	for _, o := range opts {
+		o(p)
+	}
+	return p
+}
+
+func envOf(c corev1.Container, name string) string {
+	for _, e := range c.Env {
+		if e.Name == name {
+			return e.Value
+		}
+	}
+	return "<unset>"
+}
+
+func TestMutateInjectsSidecarAndAnnotation(t *testing.T) {
+	pod := migratablePod(withAnnotation(v1.AnnotationDeliveryPath, "/v1/events"))
+	if errs := Mutate(pod, DefaultSidecarOptions()); len(errs) > 0 {
+		t.Fatalf("valid pod refused: %v", errs)
+	}
+	if len(pod.Spec.Containers) != 2 || pod.Spec.Containers[0].Name != "app" {
+		t.Fatalf("containers = %v; want the app untouched and the sidecar appended", pod.Spec.Containers)
+	}
+	sc := pod.Spec.Containers[1]
+	if sc.Name != v1.SidecarContainerName || sc.Image != DefaultSidecarOptions().Image {
+		t.Errorf("sidecar = %s (%s)", sc.Name, sc.Image)
+	}
+	for k, want := range map[string]string{
+		"MS2M_KAFKA_BROKERS": "kafka-0.kafka:9092,10.0.0.7:9093",
+		"MS2M_KAFKA_TOPIC":   "orders",
+		"MS2M_KAFKA_GROUP":   "aggregator",
+		"MS2M_APP_PORT":      "8080",
+		"MS2M_DELIVERY_PATH": "/v1/events",
+		"MS2M_CONTROL_PORT":  "9901",
+	} {
+		if got := envOf(sc, k); got != want {
+			t.Errorf("sidecar env %s = %q, want %q", k, got, want)
+		}
+	}
+	if sc.ReadinessProbe == nil || sc.ReadinessProbe.HTTPGet == nil || sc.ReadinessProbe.HTTPGet.Path != "/readyz" {
+		t.Errorf("sidecar readiness must follow its live mode (/readyz): %+v", sc.ReadinessProbe)
+	}
+	if pod.Annotations[v1.AnnotationCheckpointRestore] != "enabled" {
+		t.Errorf("checkpoint-restore annotation = %q", pod.Annotations[v1.AnnotationCheckpointRestore])
+	}
+}
+
+func TestMutateIsIdempotent(t *testing.T) {
+	once := migratablePod()
+	if errs := Mutate(once, DefaultSidecarOptions()); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	twice := once.DeepCopy()
+	if errs := Mutate(twice, DefaultSidecarOptions()); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	if !equality.Semantic.DeepEqual(once, twice) {
+		t.Fatalf("re-admitting a mutated pod changed it:\nonce:  %+v\ntwice: %+v", once.Spec, twice.Spec)
+	}
+}
+
+func TestMutateLeavesOtherPodsUntouched(t *testing.T) {
+	for name, pod := range map[string]*corev1.Pod{
+		"no annotation":      migratablePod(withoutAnnotation(v1.AnnotationMigratable)),
+		"migratable false":   migratablePod(withAnnotation(v1.AnnotationMigratable, "false")),
+		"no annotations map": {Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app"}}}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			before := pod.DeepCopy()
+			if errs := Mutate(pod, DefaultSidecarOptions()); len(errs) > 0 {
+				t.Fatalf("refused a pod that did not opt in: %v", errs)
+			}
+			if !equality.Semantic.DeepEqual(before, pod) {
+				t.Fatalf("pod that did not opt in was changed")
+			}
+		})
+	}
+}
+
+func TestMutateRefusesBadAnnotationsNamingThem(t *testing.T) {
+	cases := []struct {
+		name string
+		pod  *corev1.Pod
+		want []string // every annotation that must be named
+	}{
+		{"typo in migratable", migratablePod(withAnnotation(v1.AnnotationMigratable, "yes")), []string{v1.AnnotationMigratable}},
+		{"nothing but migratable", &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{v1.AnnotationMigratable: "true"}}},
+			[]string{v1.AnnotationKafkaBrokers, v1.AnnotationKafkaTopic, v1.AnnotationKafkaGroup, v1.AnnotationAppPort}},
+		{"broker without port", migratablePod(withAnnotation(v1.AnnotationKafkaBrokers, "kafka-0")), []string{v1.AnnotationKafkaBrokers}},
+		{"broker port out of range", migratablePod(withAnnotation(v1.AnnotationKafkaBrokers, "kafka:9092,kafka:99999")), []string{v1.AnnotationKafkaBrokers}},
+		{"broker bad host", migratablePod(withAnnotation(v1.AnnotationKafkaBrokers, "ka_fka:9092")), []string{v1.AnnotationKafkaBrokers}},
+		{"topic with space", migratablePod(withAnnotation(v1.AnnotationKafkaTopic, "my orders")), []string{v1.AnnotationKafkaTopic}},
+		{"group with slash", migratablePod(withAnnotation(v1.AnnotationKafkaGroup, "a/b")), []string{v1.AnnotationKafkaGroup}},
+		{"port not a number", migratablePod(withAnnotation(v1.AnnotationAppPort, "http")), []string{v1.AnnotationAppPort}},
+		{"port zero", migratablePod(withAnnotation(v1.AnnotationAppPort, "0")), []string{v1.AnnotationAppPort}},
+		{"relative delivery path", migratablePod(withAnnotation(v1.AnnotationDeliveryPath, "messages")), []string{v1.AnnotationDeliveryPath}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			before := tc.pod.DeepCopy()
+			errs := Mutate(tc.pod, DefaultSidecarOptions())
+			if len(errs) == 0 {
+				t.Fatal("accepted")
+			}
+			msg := errs.ToAggregate().Error()
+			for _, a := range tc.want {
+				if !strings.Contains(msg, "metadata.annotations["+a+"]") {
+					t.Errorf("error does not name %s: %s", a, msg)
+				}
+			}
+			if !equality.Semantic.DeepEqual(before, tc.pod) {
+				t.Error("a refused pod was modified")
+			}
+		})
+	}
+}
+
+func FuzzParseBinding(f *testing.F) {
+	f.Add("kafka:9092", "orders", "group", "8080", "/messages")
+	f.Add("a:1,b:65535", "t", "g", "65535", "/")
+	f.Add("[::1]:9092", "t.x-y_z", "g", "1", "/p")
+	f.Add("", "", "", "", "")
+	f.Fuzz(func(t *testing.T, brokers, topic, group, port, path string) {
+		b, errs := ParseBinding(map[string]string{
+			v1.AnnotationKafkaBrokers: brokers, v1.AnnotationKafkaTopic: topic,
+			v1.AnnotationKafkaGroup: group, v1.AnnotationAppPort: port, v1.AnnotationDeliveryPath: path,
+		})
+		if len(errs) > 0 {
+			return
+		}
+		// Whatever is accepted is usable by the sidecar as it is.
+		if len(b.Brokers) == 0 || b.AppPort < 1 || b.Topic == "" || b.Group == "" || !strings.HasPrefix(b.DeliveryPath, "/") {
+			t.Fatalf("accepted an unusable binding %+v", b)
+		}
+		for _, br := range b.Brokers {
+			if validBroker(br) != "" {
+				t.Fatalf("accepted invalid broker %q", br)
+			}
+		}
+	})
+}
