@@ -76,8 +76,9 @@ func assetsDir() (string, error) {
 }
 
 // RunMain is for TestMain: it starts one control plane for all the tests of
-// a package, stores it in *env, runs the tests and stops it.
-func RunMain(m *testing.M, env **Env, opts Options) int {
+// a package, stores it in *env, runs each hook (servers the tests need, such
+// as a webhook server), runs the tests and stops everything.
+func RunMain(m *testing.M, env **Env, opts Options, hooks ...func(*Env) (stop func(), err error)) int {
 	assets, err := assetsDir()
 	if err == nil {
 		*env, err = start(assets, opts)
@@ -87,6 +88,14 @@ func RunMain(m *testing.M, env **Env, opts Options) int {
 		return 1
 	}
 	defer func() { _ = (*env).Stop() }()
+	for _, hook := range hooks {
+		stop, err := hook(*env)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "test setup: %v\n", err)
+			return 1
+		}
+		defer stop()
+	}
 	return m.Run()
 }
 
