@@ -16,8 +16,11 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	migrationv1alpha1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
+	"github.com/ms2m/ms2m/webhooks"
 )
 
 // Options are the manager's flags.
@@ -30,6 +33,10 @@ type Options struct {
 	MaxParallelMigrations     int
 	MaxOutboundPerNode        int
 	DefaultReplayCutoff       time.Duration
+	// WebhookPort serves the admission webhooks over TLS; 0 disables them.
+	WebhookPort    int
+	WebhookCertDir string
+	Sidecar        webhooks.SidecarOptions
 }
 
 // DefaultOptions are the defaults documented in --help.
@@ -41,6 +48,8 @@ func DefaultOptions() Options {
 		MaxParallelMigrations: 5,
 		MaxOutboundPerNode:    2,
 		DefaultReplayCutoff:   120 * time.Second,
+		WebhookPort:           9443,
+		Sidecar:               webhooks.DefaultSidecarOptions(),
 	}
 }
 
@@ -54,6 +63,9 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 		"Repository checkpoint images are pushed to when a StatefulMigration sets no spec.checkpointImageRepository.")
 	fs.IntVar(&o.MaxParallelMigrations, "max-parallel-migrations", o.MaxParallelMigrations, "Migrations running at once in the cluster; more wait in Pending.")
 	fs.IntVar(&o.MaxOutboundPerNode, "max-outbound-migrations-per-node", o.MaxOutboundPerNode, "Migrations leaving one node at once; more wait in Pending.")
+	fs.IntVar(&o.WebhookPort, "webhook-port", o.WebhookPort, "Port of the admission webhooks (TLS); 0 disables them.")
+	fs.StringVar(&o.WebhookCertDir, "webhook-cert-dir", o.WebhookCertDir, "Directory with tls.crt and tls.key for the webhooks (default: the system temp dir's k8s-webhook-server/serving-certs).")
+	fs.StringVar(&o.Sidecar.Image, "sidecar-image", o.Sidecar.Image, "Image of the injected replay sidecar (runs /ms2m/ms2m-replay).")
 	fs.DurationVar(&o.DefaultReplayCutoff, "default-replay-cutoff", o.DefaultReplayCutoff, "Replay cutoff for migrations that set none.")
 }
 
@@ -68,6 +80,12 @@ func (o Options) Validate() error {
 	}
 	if o.DefaultReplayCutoff < time.Second {
 		errs = append(errs, fmt.Errorf("--default-replay-cutoff must be at least 1s, got %s", o.DefaultReplayCutoff))
+	}
+	if o.WebhookPort < 0 || o.WebhookPort > 65535 {
+		errs = append(errs, fmt.Errorf("--webhook-port must be between 0 and 65535, got %d", o.WebhookPort))
+	}
+	if o.WebhookPort != 0 && o.Sidecar.Image == "" {
+		errs = append(errs, errors.New("--sidecar-image must not be empty"))
 	}
 	return errors.Join(errs...)
 }
@@ -94,14 +112,18 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 	if err != nil {
 		return err
 	}
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+	mgrOpts := ctrl.Options{
 		Scheme:                  scheme,
 		Metrics:                 metricsserver.Options{BindAddress: opts.MetricsAddr},
 		HealthProbeBindAddress:  opts.ProbeAddr,
 		LeaderElection:          opts.LeaderElection,
 		LeaderElectionID:        "ms2m-manager.migration.ms2m.io",
 		LeaderElectionNamespace: opts.LeaderElectionNamespace,
-	})
+	}
+	if opts.WebhookPort != 0 {
+		mgrOpts.WebhookServer = webhook.NewServer(webhook.Options{Port: opts.WebhookPort, CertDir: opts.WebhookCertDir})
+	}
+	mgr, err := ctrl.NewManager(cfg, mgrOpts)
 	if err != nil {
 		return fmt.Errorf("creating manager: %w", err)
 	}
@@ -112,11 +134,24 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 }
 
 // setup is the one list of everything the manager runs. The migration and
-// evacuation controllers, the webhooks and the extender are added here as
-// they land (issues 4-7).
-func setup(mgr ctrl.Manager, _ Options) error {
+// evacuation controllers and the extender are added here as they land.
+func setup(mgr ctrl.Manager, opts Options) error {
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return err
 	}
-	return mgr.AddReadyzCheck("readyz", healthz.Ping)
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		return err
+	}
+	if opts.WebhookPort != 0 {
+		hooks := mgr.GetWebhookServer()
+		hooks.Register(webhooks.PodMutationPath, &webhook.Admission{
+			Handler: webhooks.NewPodMutator(admission.NewDecoder(mgr.GetScheme()), opts.Sidecar),
+		})
+		// Ready only once the webhook server answers, so the API server is
+		// not sent to a pod that cannot admit yet.
+		if err := mgr.AddReadyzCheck("webhooks", hooks.StartedChecker()); err != nil {
+			return err
+		}
+	}
+	return nil
 }

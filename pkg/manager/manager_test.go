@@ -5,14 +5,19 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
 	"github.com/ms2m/ms2m/pkg/testenv"
 )
 
@@ -25,6 +30,8 @@ func TestValidateNamesTheFlag(t *testing.T) {
 		{"no parallel migrations", func(o *Options) { o.MaxParallelMigrations = 0 }, "--max-parallel-migrations"},
 		{"no outbound migrations", func(o *Options) { o.MaxOutboundPerNode = -1 }, "--max-outbound-migrations-per-node"},
 		{"sub-second cutoff", func(o *Options) { o.DefaultReplayCutoff = time.Millisecond }, "--default-replay-cutoff"},
+		{"webhook port out of range", func(o *Options) { o.WebhookPort = 70000 }, "--webhook-port"},
+		{"no sidecar image", func(o *Options) { o.Sidecar.Image = "" }, "--sidecar-image"},
 	}
 	if err := DefaultOptions().Validate(); err != nil {
 		t.Fatalf("defaults must be valid: %v", err)
@@ -41,12 +48,16 @@ func TestValidateNamesTheFlag(t *testing.T) {
 	}
 }
 
-// TestManagerServesProbesAndTakesTheLease runs the manager against a real
-// API server: it must take its leader lease and answer the probes a
-// Deployment's kubelet will call.
-func TestManagerServesProbesAndTakesTheLease(t *testing.T) {
-	env := testenv.Start(t, testenv.Options{})
+// TestManagerServesProbesWebhooksAndTakesTheLease runs the manager against a
+// real API server: it must take its leader lease, answer the probes a
+// Deployment's kubelet will call, and admit pods through its webhook.
+func TestManagerServesProbesWebhooksAndTakesTheLease(t *testing.T) {
+	env := testenv.Start(t, testenv.Options{WebhookInstallOptions: envtest.WebhookInstallOptions{
+		Paths: []string{filepath.Join(testenv.RepoRoot(), "config", "webhook")},
+	}})
 	opts := DefaultOptions()
+	opts.WebhookPort = env.Webhook().LocalServingPort
+	opts.WebhookCertDir = env.Webhook().LocalServingCertDir
 	opts.MetricsAddr = "127.0.0.1:0"
 	opts.ProbeAddr = freeAddr(t)
 	opts.LeaderElectionNamespace = "default"
@@ -84,6 +95,21 @@ func TestManagerServesProbesAndTakesTheLease(t *testing.T) {
 		}
 		return nil
 	})
+
+	// The webhook is wired: a migratable pod is stored with its sidecar.
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "consumer", Namespace: "default", Annotations: map[string]string{
+			v1.AnnotationMigratable: "true", v1.AnnotationKafkaBrokers: "kafka:9092",
+			v1.AnnotationKafkaTopic: "orders", v1.AnnotationKafkaGroup: "g", v1.AnnotationAppPort: "8080",
+		}},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "example/consumer"}}},
+	}
+	if err := env.Client.Create(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(pod.Spec.Containers); n != 2 || pod.Spec.Containers[1].Name != v1.SidecarContainerName {
+		t.Fatalf("manager's webhook did not inject the sidecar: %d containers", n)
+	}
 }
 
 func freeAddr(t *testing.T) string {
