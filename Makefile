@@ -62,3 +62,7 @@ IMG ?= ms2m:dev
 docker-build: ## Build the image where a Docker engine runs; skipped, saying so, where none does.
 	@if docker info >/dev/null 2>&1; then docker build -t $(IMG) .; \
 	  else echo "docker-build: no Docker engine here; skipped (no image is needed for the tests)"; fi
+
+.PHONY: bench
+bench: control-plane ## Micro-benchmarks (benchstat-friendly), with the real apiserver where a package needs it.
+	KUBEBUILDER_ASSETS="$$(hack/build-control-plane.sh)" $(GO) test -run '^$$' -bench . -benchmem -count 5 $(PKGS)
