@@ -1,0 +1,224 @@
+package replay
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"k8s.io/apimachinery/pkg/util/wait"
+)
+
+// These tests run the engine against a real Kafka-protocol broker (kfake,
+// in process, on loopback) and a real HTTP app.
+
+const topic = "orders"
+
+type broker struct {
+	addr string
+}
+
+func startBroker(t *testing.T) *broker {
+	t.Helper()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, topic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return &broker{addr: c.ListenAddrs()[0]}
+}
+
+func (b *broker) produce(t *testing.T, from, n int) {
+	t.Helper()
+	w := &kafka.Writer{Addr: kafka.TCP(b.addr), Topic: topic, BatchTimeout: time.Millisecond, RequiredAcks: kafka.RequireAll}
+	defer func() { _ = w.Close() }()
+	msgs := make([]kafka.Message, n)
+	for i := range msgs {
+		msgs[i] = kafka.Message{Key: []byte("k"), Value: []byte(strconv.Itoa(from + i)),
+			Headers: []kafka.Header{{Key: "seq", Value: []byte(strconv.Itoa(from + i))}}}
+	}
+	if err := w.WriteMessages(context.Background(), msgs...); err != nil {
+		t.Fatalf("producing: %v", err)
+	}
+}
+
+func (b *broker) committed(t *testing.T, group string) int64 {
+	t.Helper()
+	c := &kafka.Client{Addr: kafka.TCP(b.addr), Timeout: 5 * time.Second}
+	resp, err := c.OffsetFetch(context.Background(), &kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: {0}}})
+	if err != nil {
+		t.Fatalf("fetching committed offsets: %v", err)
+	}
+	return resp.Topics[topic][0].CommittedOffset
+}
+
+// app records what it acknowledged. It can fail an offset a number of times
+// and hold one offset until released.
+type app struct {
+	mu       sync.Mutex
+	acked    []int64
+	failures map[int64]int
+	holdAt   int64
+	held     chan struct{}
+	release  chan struct{}
+}
+
+func newApp() *app {
+	return &app{failures: map[int64]int{}, holdAt: -1, held: make(chan struct{}), release: make(chan struct{})}
+}
+
+func (a *app) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	off, _ := strconv.ParseInt(r.Header.Get(HeaderOffset), 10, 64)
+	if r.Header.Get(HeaderPrefix+"Seq") != strconv.FormatInt(off, 10) || r.Header.Get(HeaderTopic) != topic {
+		http.Error(w, "metadata headers missing", http.StatusBadRequest)
+		return
+	}
+	if off == a.holdAt {
+		close(a.held)
+		<-a.release
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.failures[off] > 0 {
+		a.failures[off]--
+		http.Error(w, "not now", http.StatusServiceUnavailable)
+		return
+	}
+	a.acked = append(a.acked, off)
+}
+
+func (a *app) ackedCopy() []int64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]int64(nil), a.acked...)
+}
+
+type harness struct {
+	b       *broker
+	app     *app
+	engine  *Engine
+	group   string
+	errs    int
+	errsMu  sync.Mutex
+	stopped chan error
+}
+
+func start(t *testing.T, a *app) *harness {
+	t.Helper()
+	h := &harness{b: startBroker(t), app: a, group: "g-" + t.Name(), stopped: make(chan error, 1)}
+	srv := httptest.NewServer(a)
+	t.Cleanup(srv.Close)
+	reader := kafka.NewReader(kafka.ReaderConfig{
+		Brokers: []string{h.b.addr}, GroupID: h.group, Topic: topic,
+		MinBytes: 1, MaxBytes: 1 << 20, MaxWait: 50 * time.Millisecond, StartOffset: kafka.FirstOffset,
+		HeartbeatInterval: 100 * time.Millisecond, SessionTimeout: 6 * time.Second, RebalanceTimeout: 2 * time.Second,
+	})
+	t.Cleanup(func() { _ = reader.Close() })
+	d := &Deliverer{URL: srv.URL, Client: srv.Client(), MinBackoff: time.Millisecond, MaxBackoff: 20 * time.Millisecond,
+		OnAppError: func(kafka.Message, error) { h.errsMu.Lock(); h.errs++; h.errsMu.Unlock() }}
+	h.engine = NewEngine(reader, d)
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { h.stopped <- h.engine.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-h.stopped; err != nil {
+			t.Errorf("engine stopped with %v", err)
+		}
+	})
+	return h
+}
+
+func eventually(t *testing.T, what string, cond func() error) {
+	t.Helper()
+	var last error
+	if err := wait.PollUntilContextTimeout(context.Background(), 10*time.Millisecond, 30*time.Second, true,
+		func(context.Context) (bool, error) { last = cond(); return last == nil, nil }); err != nil {
+		t.Fatalf("%s: still failing after 30s: %v", what, last)
+	}
+}
+
+// expectExactly checks the app acknowledged offsets 0..n-1, each once, in order.
+func expectExactly(t *testing.T, a *app, n int) {
+	t.Helper()
+	eventually(t, "app acknowledged every message", func() error {
+		got := a.ackedCopy()
+		if len(got) < n {
+			return fmt.Errorf("%d of %d acknowledged", len(got), n)
+		}
+		for i, off := range got {
+			if off != int64(i) {
+				return fmt.Errorf("acknowledgement %d is offset %d: gap, duplicate or reordering (%v)", i, off, got)
+			}
+		}
+		if len(got) != n {
+			return fmt.Errorf("%d acknowledged, want %d", len(got), n)
+		}
+		return nil
+	})
+}
+
+func TestLiveDeliveryIsOrderedRetriedAndCommitsOnlyAcked(t *testing.T) {
+	a := newApp()
+	a.failures[10] = 2
+	a.holdAt = 30
+	h := start(t, a)
+	h.b.produce(t, 0, 50)
+
+	<-a.held
+	// The app is still working on offset 30: the group's committed offset
+	// must not run ahead of what it acknowledged.
+	if got := h.b.committed(t, h.group); got != 30 {
+		t.Fatalf("committed offset while the app holds 30 = %d, want 30", got)
+	}
+	close(a.release)
+	expectExactly(t, a, 50)
+	eventually(t, "group committed the head", func() error {
+		if got := h.b.committed(t, h.group); got != 50 {
+			return fmt.Errorf("committed %d", got)
+		}
+		return nil
+	})
+	h.errsMu.Lock()
+	defer h.errsMu.Unlock()
+	if h.errs != 2 {
+		t.Errorf("app errors seen = %d, want 2 (two 503s on offset 10, retried)", h.errs)
+	}
+}
+
+func TestPauseReportsExactPositionAndResumeLosesNothing(t *testing.T) {
+	a := newApp()
+	h := start(t, a)
+	h.b.produce(t, 0, 20)
+	expectExactly(t, a, 20)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	p1, err := h.engine.Pause(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p2, err := h.engine.Pause(ctx) // idempotent
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !p1.Paused || p1.Next[0] != 20 || p2.Next[0] != 20 || p1.Delivered != 20 {
+		t.Fatalf("pause positions = %+v / %+v; want paused at next offset 20 twice", p1, p2)
+	}
+	if got := h.b.committed(t, h.group); got != p1.Next[0] {
+		t.Fatalf("committed %d but pause reported %d: the checkpoint offsets would be wrong", got, p1.Next[0])
+	}
+
+	h.b.produce(t, 20, 20)
+	if got := h.engine.Position(); got.Next[0] != 20 {
+		t.Fatalf("engine moved while paused: %+v", got)
+	}
+	h.engine.Resume()
+	h.engine.Resume() // idempotent
+	expectExactly(t, a, 40)
+}
