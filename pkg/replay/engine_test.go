@@ -24,7 +24,7 @@ type broker struct {
 	addr string
 }
 
-func startBroker(t *testing.T) *broker {
+func startBroker(t testing.TB) *broker {
 	t.Helper()
 	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, topic))
 	if err != nil {
@@ -34,7 +34,7 @@ func startBroker(t *testing.T) *broker {
 	return &broker{addr: c.ListenAddrs()[0]}
 }
 
-func (b *broker) produce(t *testing.T, from, n int) {
+func (b *broker) produce(t testing.TB, from, n int) {
 	t.Helper()
 	w := &kafka.Writer{Addr: kafka.TCP(b.addr), Topic: topic, BatchTimeout: time.Millisecond, RequiredAcks: kafka.RequireAll}
 	defer func() { _ = w.Close() }()
@@ -101,7 +101,6 @@ func (a *app) ackedCopy() []int64 {
 
 type harness struct {
 	b       *broker
-	app     *app
 	engine  *Engine
 	group   string
 	errs    int
@@ -109,9 +108,9 @@ type harness struct {
 	stopped chan error
 }
 
-func start(t *testing.T, a *app) *harness {
+func start(t testing.TB, a http.Handler) *harness {
 	t.Helper()
-	h := &harness{b: startBroker(t), app: a, group: "g-" + t.Name(), stopped: make(chan error, 1)}
+	h := &harness{b: startBroker(t), group: "g-" + t.Name(), stopped: make(chan error, 1)}
 	srv := httptest.NewServer(a)
 	t.Cleanup(srv.Close)
 	reader := kafka.NewReader(kafka.ReaderConfig{
@@ -134,7 +133,7 @@ func start(t *testing.T, a *app) *harness {
 	return h
 }
 
-func eventually(t *testing.T, what string, cond func() error) {
+func eventually(t testing.TB, what string, cond func() error) {
 	t.Helper()
 	var last error
 	if err := wait.PollUntilContextTimeout(context.Background(), 10*time.Millisecond, 30*time.Second, true,
