@@ -13,11 +13,11 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
+	"github.com/ms2m/ms2m/pkg/expect"
 	"github.com/ms2m/ms2m/pkg/testenv"
 )
 
@@ -72,7 +72,7 @@ func TestManagerServesProbesWebhooksAndTakesTheLease(t *testing.T) {
 	})
 
 	for _, path := range []string{"/healthz", "/readyz"} {
-		eventually(t, func() error {
+		expect.Eventually(t, "probe answers 200", func() error {
 			resp, err := http.Get("http://" + opts.ProbeAddr + path)
 			if err != nil {
 				return err
@@ -84,7 +84,7 @@ func TestManagerServesProbesWebhooksAndTakesTheLease(t *testing.T) {
 			return nil
 		})
 	}
-	eventually(t, func() error {
+	expect.Eventually(t, "leader lease taken", func() error {
 		lease := &coordinationv1.Lease{}
 		key := client.ObjectKey{Namespace: "default", Name: "ms2m-manager.migration.ms2m.io"}
 		if err := env.Client.Get(ctx, key, lease); err != nil {
@@ -120,18 +120,4 @@ func freeAddr(t *testing.T) string {
 	}
 	defer func() { _ = l.Close() }()
 	return l.Addr().String()
-}
-
-// eventually polls f until it succeeds or 30 s pass.
-func eventually(t *testing.T, f func() error) {
-	t.Helper()
-	var last error
-	err := wait.PollUntilContextTimeout(context.Background(), 50*time.Millisecond, 30*time.Second, true,
-		func(context.Context) (bool, error) {
-			last = f()
-			return last == nil, nil
-		})
-	if err != nil {
-		t.Fatalf("still failing after 30s: %v", last)
-	}
 }

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+
+	"github.com/ms2m/ms2m/pkg/expect"
 )
 
 // BenchmarkLiveDelivery measures live consumption to a no-op app on one
@@ -27,7 +29,7 @@ func BenchmarkLiveDelivery(b *testing.B) {
 	}
 	b.ResetTimer()
 	h.engine.Resume()
-	eventually(b, "all delivered", func() error {
+	expect.Eventually(b, "all delivered", func() error {
 		if n := acked.Load(); n < int64(b.N) {
 			return fmt.Errorf("%d of %d", n, b.N)
 		}

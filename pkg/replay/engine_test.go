@@ -12,7 +12,8 @@ import (
 
 	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kfake"
-	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/ms2m/ms2m/pkg/expect"
 )
 
 // These tests run the engine against a real Kafka-protocol broker (kfake,
@@ -133,19 +134,10 @@ func start(t testing.TB, a http.Handler) *harness {
 	return h
 }
 
-func eventually(t testing.TB, what string, cond func() error) {
-	t.Helper()
-	var last error
-	if err := wait.PollUntilContextTimeout(context.Background(), 10*time.Millisecond, 30*time.Second, true,
-		func(context.Context) (bool, error) { last = cond(); return last == nil, nil }); err != nil {
-		t.Fatalf("%s: still failing after 30s: %v", what, last)
-	}
-}
-
 // expectExactly checks the app acknowledged offsets 0..n-1, each once, in order.
 func expectExactly(t *testing.T, a *app, n int) {
 	t.Helper()
-	eventually(t, "app acknowledged every message", func() error {
+	expect.Eventually(t, "app acknowledged every message", func() error {
 		got := a.ackedCopy()
 		if len(got) < n {
 			return fmt.Errorf("%d of %d acknowledged", len(got), n)
@@ -177,7 +169,7 @@ func TestLiveDeliveryIsOrderedRetriedAndCommitsOnlyAcked(t *testing.T) {
 	}
 	close(a.release)
 	expectExactly(t, a, 50)
-	eventually(t, "group committed the head", func() error {
+	expect.Eventually(t, "group committed the head", func() error {
 		if got := h.b.committed(t, h.group); got != 50 {
 			return fmt.Errorf("committed %d", got)
 		}
