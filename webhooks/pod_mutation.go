@@ -76,6 +76,11 @@ func (m *PodMutator) Handle(_ context.Context, req admission.Request) admission.
 	if err := m.decoder.Decode(req, pod); err != nil {
 		return admission.Errored(http.StatusBadRequest, err)
 	}
+	// Every pod in the cluster passes here: let the ones that did not opt in
+	// through without building a patch.
+	if _, opted := pod.Annotations[v1.AnnotationMigratable]; !opted {
+		return admission.Allowed("")
+	}
 	if errs := Mutate(pod, m.Sidecar); len(errs) > 0 {
 		return admission.Denied("ms2m: " + errs.ToAggregate().Error())
 	}

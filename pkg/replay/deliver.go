@@ -30,7 +30,8 @@ type Deliverer struct {
 	// URL is the app's delivery endpoint, e.g. http://<pod IP>:8080/messages.
 	URL    string
 	Client *http.Client
-	// MinBackoff and MaxBackoff bound the wait between attempts.
+	// MinBackoff and MaxBackoff bound the wait between attempts (defaults:
+	// 10 ms and 5 s).
 	MinBackoff, MaxBackoff time.Duration
 	// OnAppError is called for each failed attempt (metrics, logs).
 	OnAppError func(kafka.Message, error)
@@ -39,7 +40,13 @@ type Deliverer struct {
 // Deliver returns nil once the app acknowledged m with 2xx, or ctx's error.
 // It never gives up on a message by itself: skipping one would lose it.
 func (d *Deliverer) Deliver(ctx context.Context, m kafka.Message, replayed bool) error {
-	backoff := d.MinBackoff
+	backoff, maxBackoff := d.MinBackoff, d.MaxBackoff
+	if backoff <= 0 {
+		backoff = 10 * time.Millisecond
+	}
+	if maxBackoff < backoff {
+		maxBackoff = max(backoff, 5*time.Second)
+	}
 	for {
 		err := d.post(ctx, m, replayed)
 		if err == nil {
@@ -58,7 +65,7 @@ func (d *Deliverer) Deliver(ctx context.Context, m kafka.Message, replayed bool)
 			return ctx.Err()
 		case <-t.C:
 		}
-		backoff = min(2*backoff, d.MaxBackoff)
+		backoff = min(2*backoff, maxBackoff)
 	}
 }
 
@@ -80,7 +87,11 @@ func (d *Deliverer) post(ctx context.Context, m kafka.Message, replayed bool) er
 	for _, h := range m.Headers {
 		req.Header.Add(HeaderPrefix+h.Key, string(h.Value))
 	}
-	resp, err := d.Client.Do(req)
+	client := d.Client
+	if client == nil {
+		client = http.DefaultClient
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		return err
 	}

@@ -12,7 +12,6 @@ import (
 	"runtime"
 	"testing"
 
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -154,12 +153,6 @@ func start(assets string, opts Options) (*Env, error) {
 
 // Stop stops the control plane.
 func (e *Env) Stop() error { return e.env.Stop() }
-
-// StatefulMigrations is the resource of the ms2m CRD, for dynamic clients.
-var StatefulMigrations = schema.GroupVersionResource{
-	Group: migrationv1alpha1.GroupVersion.Group, Version: migrationv1alpha1.GroupVersion.Version,
-	Resource: "statefulmigrations",
-}
 
 // Webhook returns the install options envtest needs to serve webhooks.
 func (e *Env) Webhook() *envtest.WebhookInstallOptions { return &e.env.WebhookInstallOptions }
