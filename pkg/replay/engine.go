@@ -6,65 +6,134 @@ import (
 	"fmt"
 	"maps"
 	"sync"
+	"time"
 
 	"github.com/segmentio/kafka-go"
 )
 
-// Fetcher is the part of a kafka-go group reader the engine uses.
-type Fetcher interface {
+// Source is a stream of messages: a group reader (live) or standalone
+// partition readers (replay).
+type Source interface {
 	FetchMessage(ctx context.Context) (kafka.Message, error)
 	CommitMessages(ctx context.Context, msgs ...kafka.Message) error
+	Close() error
 }
 
-// Position is where live consumption stands.
+// Sources opens the engine's streams and reads the group's committed
+// offsets. Kafka implements it against a broker.
+type Sources interface {
+	// Live joins the consumer group; consumption starts at the committed
+	// offsets.
+	Live() Source
+	// Replay reads the given partitions from the given offsets without
+	// joining the group, so the live member is undisturbed.
+	Replay(from map[int]int64) Source
+	// Committed returns the group's committed next offset per partition.
+	Committed(ctx context.Context) (map[int]int64, error)
+}
+
+// Mode is what the engine is doing.
+type Mode string
+
+const (
+	// ModeLive consumes as a group member and commits after each ack.
+	ModeLive Mode = "live"
+	// ModeReplay replays from recorded offsets, marking messages as replayed,
+	// never past the live member's committed position or the fence.
+	ModeReplay Mode = "replay"
+	// ModeFenced has stopped live consumption and left the group: the
+	// committed offsets are the fence.
+	ModeFenced Mode = "fenced"
+)
+
+// Position is where the engine stands.
 type Position struct {
+	Mode Mode `json:"mode"`
 	// Next is, per partition, the next offset to deliver: every offset below
-	// it was acknowledged by the app and committed for the group.
-	Next      map[int]int64
-	Delivered int64
-	Paused    bool
+	// it was acknowledged by the app (and, live, committed for the group).
+	Next      map[int]int64 `json:"next"`
+	Delivered int64         `json:"delivered"`
+	Replayed  int64         `json:"replayed"`
+	Paused    bool          `json:"paused"`
+	// Fence is set on a replaying target once the handover began.
+	Fence map[int]int64 `json:"fence,omitempty"`
 }
 
-// Engine consumes live as a member of the consumer group: fetch, deliver,
-// commit, one message at a time, so that per partition the app's state is
-// exact up to Position.Next.
+// Engine delivers messages one at a time, so that per partition the app's
+// state is exact up to Position.Next.
 type Engine struct {
-	Source  Fetcher
-	Deliver *Deliverer
+	sources Sources
+	deliver *Deliverer
+	// PollInterval paces a replay that has caught up with the live member.
+	PollInterval time.Duration
 
 	mu        sync.Mutex
 	cond      *sync.Cond
+	mode      Mode
 	paused    bool
 	inFlight  bool
+	src       Source
+	gen       int // bumped whenever src is replaced or closed
 	next      map[int]int64
+	fence     map[int]int64
 	delivered int64
+	replayed  int64
 }
 
-// NewEngine returns an engine reading from source and delivering with d.
-func NewEngine(source Fetcher, d *Deliverer) *Engine {
-	e := &Engine{Source: source, Deliver: d, next: map[int]int64{}}
+// NewLive returns an engine that consumes live as a group member.
+func NewLive(s Sources, d *Deliverer) *Engine {
+	e := newEngine(s, d, ModeLive)
+	e.src = s.Live()
+	return e
+}
+
+// NewReplay returns an engine for a migration target: it replays from the
+// checkpoint offsets and goes live only at Handover.
+func NewReplay(s Sources, d *Deliverer, from map[int]int64) *Engine {
+	e := newEngine(s, d, ModeReplay)
+	e.next = maps.Clone(from)
+	e.src = s.Replay(from)
+	return e
+}
+
+func newEngine(s Sources, d *Deliverer, m Mode) *Engine {
+	e := &Engine{sources: s, deliver: d, mode: m, next: map[int]int64{}, PollInterval: 10 * time.Millisecond}
 	e.cond = sync.NewCond(&e.mu)
 	return e
 }
 
-// Run consumes until ctx ends.
+// Run delivers until ctx ends, then closes the current source.
 func (e *Engine) Run(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, e.wake)
 	defer stop()
+	defer e.closeSource()
 	for {
-		m, err := e.Source.FetchMessage(ctx)
+		src, gen, ok := e.current(ctx)
+		if !ok {
+			return nil
+		}
+		m, err := src.FetchMessage(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
+			if e.stale(gen) {
+				continue // closed by a fence or a handover
+			}
 			return fmt.Errorf("fetching from Kafka: %w", err)
 		}
-		// A message fetched while paused waits, undelivered, for resume.
-		if err := e.begin(ctx); err != nil {
-			return nil
+		replayed, deliver, err := e.begin(ctx, m, gen)
+		if err != nil || !deliver {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			continue
 		}
-		err = e.process(ctx, m)
-		e.end(m, err == nil)
+		err = e.process(ctx, src, m, replayed)
+		e.end(m, replayed, err == nil)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -74,39 +143,126 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 }
 
-func (e *Engine) process(ctx context.Context, m kafka.Message) error {
-	if err := e.Deliver.Deliver(ctx, m, false); err != nil {
+func (e *Engine) process(ctx context.Context, src Source, m kafka.Message, replayed bool) error {
+	if err := e.deliver.Deliver(ctx, m, replayed); err != nil {
 		return err
 	}
+	if replayed {
+		return nil
+	}
 	// Commit only what the app acknowledged: the committed offset never
-	// runs ahead of the app's state.
-	if err := e.Source.CommitMessages(ctx, m); err != nil {
+	// runs ahead of the app's state, so it is the fence when live stops.
+	if err := src.CommitMessages(ctx, m); err != nil {
 		return fmt.Errorf("committing %s/%d@%d: %w", m.Topic, m.Partition, m.Offset, err)
 	}
 	return nil
 }
 
-func (e *Engine) begin(ctx context.Context) error {
+// current waits until there is a source to read and the engine is not
+// fenced; it returns false when ctx ends.
+func (e *Engine) current(ctx context.Context) (Source, int, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	for e.paused && ctx.Err() == nil {
+	for (e.src == nil || e.mode == ModeFenced) && ctx.Err() == nil {
 		e.cond.Wait()
 	}
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	e.inFlight = true
-	return nil
+	return e.src, e.gen, ctx.Err() == nil
 }
 
-func (e *Engine) end(m kafka.Message, acked bool) {
+func (e *Engine) stale(gen int) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return gen != e.gen
+}
+
+// begin decides whether m is delivered now. It waits while paused, and a
+// replayed message waits until the live member has processed it (its
+// committed offset is past m) or the fence says where replay ends. It
+// returns deliver=false for a message to drop: from a replaced source (the
+// new one reads it again) or at or beyond the fence (the target reads it live).
+func (e *Engine) begin(ctx context.Context, m kafka.Message, gen int) (replayed, deliver bool, err error) {
+	for {
+		e.mu.Lock()
+		for e.paused && gen == e.gen && ctx.Err() == nil {
+			e.cond.Wait()
+		}
+		if ctx.Err() != nil || gen != e.gen {
+			e.mu.Unlock()
+			return false, false, ctx.Err()
+		}
+		if e.mode != ModeReplay {
+			e.inFlight = true
+			e.mu.Unlock()
+			return false, true, nil
+		}
+		if e.fence != nil {
+			f, ok := e.fence[m.Partition]
+			if !ok || m.Offset >= f {
+				e.mu.Unlock()
+				return true, false, nil
+			}
+			e.inFlight = true
+			e.mu.Unlock()
+			return true, true, nil
+		}
+		e.mu.Unlock()
+
+		committed, err := e.sources.Committed(ctx)
+		if err != nil {
+			return true, false, fmt.Errorf("reading the group's committed offsets: %w", err)
+		}
+		e.mu.Lock()
+		if e.fence == nil && gen == e.gen && m.Offset < committed[m.Partition] && !e.paused {
+			e.inFlight = true
+			e.mu.Unlock()
+			return true, true, nil
+		}
+		e.mu.Unlock()
+		if e.fence == nil {
+			t := time.NewTimer(e.PollInterval)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return true, false, nil
+			case <-t.C:
+			}
+		}
+	}
+}
+
+func (e *Engine) end(m kafka.Message, replayed, acked bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.inFlight = false
 	if acked {
 		e.next[m.Partition] = m.Offset + 1
 		e.delivered++
+		if replayed {
+			e.replayed++
+		}
+		e.goLiveAtFenceLocked()
 	}
+	e.cond.Broadcast()
+}
+
+// goLiveAtFenceLocked switches a replaying target to live consumption once
+// it has replayed every partition to exactly the fence. The group's
+// committed offsets are the fence, so live consumption starts there.
+func (e *Engine) goLiveAtFenceLocked() {
+	if e.mode != ModeReplay || e.fence == nil {
+		return
+	}
+	for p, f := range e.fence {
+		if e.next[p] < f {
+			return
+		}
+	}
+	if e.src != nil {
+		_ = e.src.Close()
+	}
+	e.mode = ModeLive
+	e.src = e.sources.Live()
+	e.gen++
 	e.cond.Broadcast()
 }
 
@@ -114,6 +270,27 @@ func (e *Engine) wake() {
 	e.mu.Lock()
 	e.cond.Broadcast()
 	e.mu.Unlock()
+}
+
+func (e *Engine) closeSource() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.src != nil {
+		_ = e.src.Close()
+		e.src = nil
+	}
+	e.gen++
+}
+
+// waitIdleLocked waits for the in-flight message to be acknowledged.
+func (e *Engine) waitIdleLocked(ctx context.Context) error {
+	for e.inFlight && ctx.Err() == nil {
+		e.cond.Wait()
+	}
+	if e.inFlight {
+		return errors.Join(errors.New("the in-flight message was not acknowledged before the deadline"), ctx.Err())
+	}
+	return nil
 }
 
 // Pause lets the in-flight message finish, stops delivering and reports the
@@ -124,31 +301,115 @@ func (e *Engine) Pause(ctx context.Context) (Position, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.paused = true
-	for e.inFlight && ctx.Err() == nil {
-		e.cond.Wait()
-	}
-	if e.inFlight {
-		return Position{}, errors.Join(errors.New("in-flight message not acknowledged before the deadline"), ctx.Err())
+	if err := e.waitIdleLocked(ctx); err != nil {
+		return Position{}, err
 	}
 	return e.positionLocked(), nil
 }
 
-// Resume continues delivery. Resuming a running engine does nothing.
+// Resume continues delivery; a fenced engine rejoins the group (the rollback
+// of a migration). Resuming a running engine does nothing.
 func (e *Engine) Resume() Position {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.paused = false
+	if e.mode == ModeFenced {
+		e.mode = ModeLive
+		e.src = e.sources.Live()
+		e.gen++
+	}
 	e.cond.Broadcast()
 	return e.positionLocked()
 }
 
-// Position reports where consumption stands.
+// Fence stops live consumption after the in-flight message and leaves the
+// group. It returns the fence F: the group's committed offsets, which equal
+// what the app acknowledged. Fencing twice returns the same F.
+func (e *Engine) Fence(ctx context.Context) (Position, error) {
+	stop := context.AfterFunc(ctx, e.wake)
+	defer stop()
+	e.mu.Lock()
+	if e.mode == ModeReplay {
+		e.mu.Unlock()
+		return Position{}, errors.New("a replaying target cannot be fenced; fence the live source")
+	}
+	if err := e.waitIdleLocked(ctx); err != nil {
+		e.mu.Unlock()
+		return Position{}, err
+	}
+	if e.mode == ModeLive {
+		e.mode = ModeFenced
+		if e.src != nil {
+			_ = e.src.Close() // leaves the group: the target can take the partitions
+			e.src = nil
+		}
+		e.gen++
+	}
+	pos := e.positionLocked()
+	e.mu.Unlock()
+
+	committed, err := e.sources.Committed(ctx)
+	if err != nil {
+		return Position{}, fmt.Errorf("reading the fence from the group's committed offsets: %w", err)
+	}
+	for p, off := range pos.Next {
+		if committed[p] != off {
+			return Position{}, fmt.Errorf("partition %d: committed offset %d differs from the acknowledged position %d", p, committed[p], off)
+		}
+	}
+	pos.Fence = committed
+	return pos, nil
+}
+
+// Handover makes a replaying target replay to exactly the fence F, then
+// consume live from F as a group member. It returns once the target is live.
+// Calling it again with the same fence waits for the same outcome.
+func (e *Engine) Handover(ctx context.Context, fence map[int]int64) (Position, error) {
+	stop := context.AfterFunc(ctx, e.wake)
+	defer stop()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	switch {
+	case e.mode == ModeReplay && e.fence == nil:
+		for p, f := range fence {
+			if e.next[p] > f {
+				return Position{}, fmt.Errorf("partition %d: replay is at %d, past the fence %d", p, e.next[p], f)
+			}
+		}
+		e.fence = maps.Clone(fence)
+		e.paused = false
+		e.goLiveAtFenceLocked()
+		e.cond.Broadcast()
+	case e.fence != nil && !maps.Equal(e.fence, fence):
+		return Position{}, fmt.Errorf("handover already started at fence %v", e.fence)
+	case e.fence == nil:
+		return Position{}, fmt.Errorf("handover needs a replaying target; this engine is %s", e.mode)
+	}
+	for e.mode != ModeLive && ctx.Err() == nil {
+		e.cond.Wait()
+	}
+	if e.mode != ModeLive {
+		return Position{}, fmt.Errorf("not at the fence before the deadline (at %v, fence %v): %w", e.next, e.fence, ctx.Err())
+	}
+	return e.positionLocked(), nil
+}
+
+// Position reports where the engine stands.
 func (e *Engine) Position() Position {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return e.positionLocked()
 }
 
+// Ready reports whether the engine consumes live, unpaused: the pod's
+// readiness follows it.
+func (e *Engine) Ready() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.mode == ModeLive && !e.paused
+}
+
 func (e *Engine) positionLocked() Position {
-	return Position{Next: maps.Clone(e.next), Delivered: e.delivered, Paused: e.paused}
+	return Position{Mode: e.mode, Next: maps.Clone(e.next), Delivered: e.delivered, Replayed: e.replayed,
+		Paused: e.paused, Fence: maps.Clone(e.fence)}
 }

@@ -49,6 +49,10 @@ func (b *broker) produce(t testing.TB, from, n int) {
 	}
 }
 
+func (b *broker) sources(group string) *Kafka {
+	return &Kafka{Brokers: []string{b.addr}, Topic: topic, Group: group, MaxWait: 20 * time.Millisecond}
+}
+
 func (b *broker) committed(t *testing.T, group string) int64 {
 	t.Helper()
 	c := &kafka.Client{Addr: kafka.TCP(b.addr), Timeout: 5 * time.Second}
@@ -114,15 +118,9 @@ func start(t testing.TB, a http.Handler) *harness {
 	h := &harness{b: startBroker(t), group: "g-" + t.Name(), stopped: make(chan error, 1)}
 	srv := httptest.NewServer(a)
 	t.Cleanup(srv.Close)
-	reader := kafka.NewReader(kafka.ReaderConfig{
-		Brokers: []string{h.b.addr}, GroupID: h.group, Topic: topic,
-		MinBytes: 1, MaxBytes: 1 << 20, MaxWait: 50 * time.Millisecond, StartOffset: kafka.FirstOffset,
-		HeartbeatInterval: 100 * time.Millisecond, SessionTimeout: 6 * time.Second, RebalanceTimeout: 2 * time.Second,
-	})
-	t.Cleanup(func() { _ = reader.Close() })
 	d := &Deliverer{URL: srv.URL, Client: srv.Client(), MinBackoff: time.Millisecond, MaxBackoff: 20 * time.Millisecond,
 		OnAppError: func(kafka.Message, error) { h.errsMu.Lock(); h.errs++; h.errsMu.Unlock() }}
-	h.engine = NewEngine(reader, d)
+	h.engine = NewLive(h.b.sources(h.group), d)
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { h.stopped <- h.engine.Run(ctx) }()
 	t.Cleanup(func() {
