@@ -1,0 +1,237 @@
+package replay
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/ms2m/ms2m/pkg/expect"
+)
+
+// recorder is an app that records, per partition, the offsets it applied
+// live and those it applied as replay.
+type recorder struct {
+	mu     sync.Mutex
+	live   map[int][]int64
+	replay map[int][]int64
+}
+
+func newRecorder() *recorder {
+	return &recorder{live: map[int][]int64{}, replay: map[int][]int64{}}
+}
+
+func (r *recorder) ServeHTTP(_ http.ResponseWriter, req *http.Request) {
+	p, _ := strconv.Atoi(req.Header.Get(HeaderPartition))
+	off, _ := strconv.ParseInt(req.Header.Get(HeaderOffset), 10, 64)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if req.Header.Get(HeaderReplay) == "true" {
+		r.replay[p] = append(r.replay[p], off)
+	} else {
+		r.live[p] = append(r.live[p], off)
+	}
+}
+
+func (r *recorder) snapshot() (live, replay map[int][]int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	live, replay = map[int][]int64{}, map[int][]int64{}
+	for p, v := range r.live {
+		live[p] = append([]int64(nil), v...)
+	}
+	for p, v := range r.replay {
+		replay[p] = append([]int64(nil), v...)
+	}
+	return live, replay
+}
+
+func runEngine(t *testing.T, e *Engine) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("engine stopped with %v", err)
+		}
+	})
+}
+
+func deliverer(t *testing.T, app http.Handler) *Deliverer {
+	srv := httptest.NewServer(app)
+	t.Cleanup(srv.Close)
+	return &Deliverer{URL: srv.URL, Client: srv.Client(), MinBackoff: time.Millisecond, MaxBackoff: 20 * time.Millisecond}
+}
+
+func seq(from, to int64) []int64 {
+	var s []int64
+	for i := from; i < to; i++ {
+		s = append(s, i)
+	}
+	return s
+}
+
+func equal(a, b []int64) bool {
+	return fmt.Sprint(a) == fmt.Sprint(b)
+}
+
+// TestHandoverAtFenceHasNoGapAndNoDuplicate is the mechanism of a migration
+// with two sidecars on a two-partition topic under a steady producer: the
+// source is paused to record O, resumed, the target replays from O, the
+// source is fenced at F, the target hands over at F. Live processing across
+// both must cover every offset exactly once, split at F; the target must
+// have replayed exactly [O, F).
+func TestHandoverAtFenceHasNoGapAndNoDuplicate(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, topic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	b := &broker{addr: c.ListenAddrs()[0]}
+	sources := b.sources("handover")
+
+	// A steady producer, in small batches, until told to stop.
+	var produced atomic.Int64
+	stopProducing := make(chan struct{})
+	producerDone := make(chan struct{})
+	go func() {
+		defer close(producerDone)
+		w := &kafka.Writer{Addr: kafka.TCP(b.addr), Topic: topic, BatchTimeout: time.Millisecond, RequiredAcks: kafka.RequireAll}
+		defer func() { _ = w.Close() }()
+		for i := 0; ; i++ {
+			select {
+			case <-stopProducing:
+				return
+			default:
+			}
+			batch := []kafka.Message{{Value: []byte(strconv.Itoa(2 * i))}, {Value: []byte(strconv.Itoa(2*i + 1))}}
+			if err := w.WriteMessages(context.Background(), batch...); err != nil {
+				t.Errorf("producing: %v", err)
+				return
+			}
+			produced.Add(2)
+		}
+	}()
+
+	sourceApp, targetApp := newRecorder(), newRecorder()
+	source := NewLive(sources, deliverer(t, sourceApp))
+	runEngine(t, source)
+	expect.Eventually(t, "source processing live", func() error {
+		if n := source.Position().Delivered; n < 100 {
+			return fmt.Errorf("%d delivered", n)
+		}
+		return nil
+	})
+
+	// Checkpointing: pause, record O, resume.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := source.Pause(ctx); err != nil {
+		t.Fatal(err)
+	}
+	o, err := sources.Committed(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	source.Resume()
+
+	// Restoring + replaying: the target replays from O while the source serves.
+	target := NewReplay(sources, deliverer(t, targetApp), o)
+	runEngine(t, target)
+	if target.Ready() {
+		t.Fatal("a replaying target must not be ready")
+	}
+	expect.Eventually(t, "target replaying", func() error {
+		if n := target.Position().Replayed; n < 50 {
+			return fmt.Errorf("%d replayed", n)
+		}
+		return nil
+	})
+
+	// Finalizing: fence the source, hand over at F.
+	fenced, err := source.Fence(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := source.Fence(ctx)
+	if err != nil || !maps.Equal(again.Fence, fenced.Fence) {
+		t.Fatalf("fencing twice gave %v (%v), then %v", fenced.Fence, err, again.Fence)
+	}
+	if source.Ready() {
+		t.Fatal("a fenced source must not be ready")
+	}
+	live, err := target.Handover(ctx, fenced.Fence)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if live.Mode != ModeLive || !target.Ready() {
+		t.Fatalf("target after handover: %+v", live)
+	}
+
+	// More traffic after the handover, then drain.
+	expect.Eventually(t, "traffic after handover", func() error {
+		if n := target.Position().Delivered - target.Position().Replayed; n < 100 {
+			return fmt.Errorf("%d live on the target", n)
+		}
+		return nil
+	})
+	close(stopProducing)
+	<-producerDone
+	total := produced.Load()
+
+	expect.Eventually(t, "every message processed live exactly once", func() error {
+		srcLive, _ := sourceApp.snapshot()
+		tgtLive, tgtReplay := targetApp.snapshot()
+		end, err := b.endOffsets(ctx)
+		if err != nil {
+			return err
+		}
+		var n int64
+		for p, e := range end {
+			n += e
+			all := append(append([]int64(nil), srcLive[p]...), tgtLive[p]...)
+			if !equal(all, seq(0, e)) {
+				return fmt.Errorf("partition %d: live processing is not 0..%d exactly once: source %d msgs, target %d msgs",
+					p, e-1, len(srcLive[p]), len(tgtLive[p]))
+			}
+			f := fenced.Fence[p]
+			if len(srcLive[p]) > 0 && srcLive[p][len(srcLive[p])-1] >= f {
+				return fmt.Errorf("partition %d: source processed live past the fence %d", p, f)
+			}
+			if !equal(tgtReplay[p], seq(o[p], f)) {
+				return fmt.Errorf("partition %d: target replayed %v, want exactly [%d, %d)", p, tgtReplay[p], o[p], f)
+			}
+		}
+		if n != total {
+			return fmt.Errorf("%d messages in the topic, %d produced", n, total)
+		}
+		return nil
+	})
+	t.Logf("O=%v F=%v, %d messages, %d replayed", o, fenced.Fence, total, target.Position().Replayed)
+}
+
+func (b *broker) endOffsets(ctx context.Context) (map[int]int64, error) {
+	c := &kafka.Client{Addr: kafka.TCP(b.addr), Timeout: 5 * time.Second}
+	resp, err := c.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{
+		topic: {kafka.LastOffsetOf(0), kafka.LastOffsetOf(1)},
+	}})
+	if err != nil {
+		return nil, err
+	}
+	out := map[int]int64{}
+	for _, p := range resp.Topics[topic] {
+		out[p.Partition] = p.LastOffset
+	}
+	return out, nil
+}
