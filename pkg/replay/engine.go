@@ -66,6 +66,8 @@ type Engine struct {
 	deliver *Deliverer
 	// PollInterval paces a replay that has caught up with the live member.
 	PollInterval time.Duration
+	// Metrics, when set, count deliveries.
+	Metrics *Metrics
 
 	mu        sync.Mutex
 	cond      *sync.Cond
@@ -239,6 +241,12 @@ func (e *Engine) end(m kafka.Message, replayed, acked bool) {
 		e.delivered++
 		if replayed {
 			e.replayed++
+		}
+		if e.Metrics != nil {
+			e.Metrics.Delivered.Inc()
+			if replayed {
+				e.Metrics.Replayed.Inc()
+			}
 		}
 		e.goLiveAtFenceLocked()
 	}

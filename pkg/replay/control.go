@@ -1,0 +1,185 @@
+package replay
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/sets"
+	authnclient "k8s.io/client-go/kubernetes/typed/authentication/v1"
+)
+
+// Authenticator says who presented a bearer token.
+type Authenticator interface {
+	Authenticate(ctx context.Context, token string) (user string, err error)
+}
+
+// TokenReviewer authenticates Kubernetes service-account tokens with the
+// TokenReview API (the sidecar's service account needs
+// system:auth-delegator), so only the ms2m manager can steer the sidecar.
+type TokenReviewer struct {
+	Client authnclient.TokenReviewInterface
+}
+
+// Authenticate implements Authenticator.
+func (r TokenReviewer) Authenticate(ctx context.Context, token string) (string, error) {
+	tr, err := r.Client.Create(ctx, &authenticationv1.TokenReview{Spec: authenticationv1.TokenReviewSpec{Token: token}}, metav1.CreateOptions{})
+	if err != nil {
+		return "", fmt.Errorf("token review: %w", err)
+	}
+	if !tr.Status.Authenticated {
+		return "", errors.New("token not authenticated")
+	}
+	return tr.Status.User.Username, nil
+}
+
+// MaxRequestBytes bounds a control request's body.
+const MaxRequestBytes = 64 << 10
+
+// DefaultCallTimeout bounds a control call that sets no timeoutSeconds.
+const DefaultCallTimeout = 30 * time.Second
+
+// Request is the body of the control calls that take one.
+type Request struct {
+	// TimeoutSeconds bounds the call (default 30).
+	TimeoutSeconds int `json:"timeoutSeconds,omitempty"`
+	// Fence is the handover's fence F, per partition.
+	Fence map[string]int64 `json:"fence,omitempty"`
+}
+
+// DecodeRequest reads and checks a control request, naming the field at
+// fault. An empty body is a request with defaults.
+func DecodeRequest(r io.Reader) (Request, map[int]int64, error) {
+	var req Request
+	dec := json.NewDecoder(io.LimitReader(r, MaxRequestBytes+1))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil && !errors.Is(err, io.EOF) {
+		return req, nil, fmt.Errorf("invalid request body: %w", err)
+	}
+	if dec.More() {
+		return req, nil, errors.New("invalid request body: trailing data")
+	}
+	if req.TimeoutSeconds < 0 || req.TimeoutSeconds > 3600 {
+		return req, nil, fmt.Errorf("timeoutSeconds: must be between 0 and 3600, got %d", req.TimeoutSeconds)
+	}
+	var fence map[int]int64
+	if req.Fence != nil {
+		fence = make(map[int]int64, len(req.Fence))
+		for k, v := range req.Fence {
+			p, err := strconv.Atoi(k)
+			if err != nil || p < 0 || p > 1<<20 {
+				return req, nil, fmt.Errorf("fence: partition %q is not a partition number", k)
+			}
+			if v < 0 {
+				return req, nil, fmt.Errorf("fence[%s]: offset must not be negative, got %d", k, v)
+			}
+			fence[p] = v
+		}
+	}
+	return req, fence, nil
+}
+
+// Control is the sidecar's HTTP control API for the migration controller:
+//
+//	GET  /position            where the engine stands
+//	POST /pause, /resume      stop after the in-flight message / continue
+//	POST /fence               stop live consumption, report F
+//	POST /handover {"fence"}  replay to exactly F, then go live
+//	GET  /readyz              unauthenticated: 200 only while live
+//
+// Every call but /readyz needs a bearer token of one of AllowedUsers.
+type Control struct {
+	Engine       *Engine
+	Auth         Authenticator
+	AllowedUsers sets.Set[string]
+	Metrics      *Metrics
+}
+
+// Handler returns the API's HTTP handler.
+func (c *Control) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !c.Engine.Ready() {
+			http.Error(w, "not live", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "ok")
+	})
+	mux.Handle("GET /position", c.authorized(func(context.Context, Request, map[int]int64) (Position, error) {
+		return c.Engine.Position(), nil
+	}))
+	mux.Handle("POST /pause", c.authorized(func(ctx context.Context, _ Request, _ map[int]int64) (Position, error) {
+		defer c.Metrics.observe(pauseSeconds, time.Now())
+		return c.Engine.Pause(ctx)
+	}))
+	mux.Handle("POST /resume", c.authorized(func(context.Context, Request, map[int]int64) (Position, error) {
+		return c.Engine.Resume(), nil
+	}))
+	mux.Handle("POST /fence", c.authorized(func(ctx context.Context, _ Request, _ map[int]int64) (Position, error) {
+		defer c.Metrics.observe(fenceSeconds, time.Now())
+		return c.Engine.Fence(ctx)
+	}))
+	mux.Handle("POST /handover", c.authorized(func(ctx context.Context, _ Request, fence map[int]int64) (Position, error) {
+		if len(fence) == 0 {
+			return Position{}, badRequest("fence: required")
+		}
+		return c.Engine.Handover(ctx, fence)
+	}))
+	return mux
+}
+
+type badRequest string
+
+func (b badRequest) Error() string { return string(b) }
+
+func (c *Control) authorized(call func(context.Context, Request, map[int]int64) (Position, error)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || token == "" {
+			http.Error(w, "bearer token required", http.StatusUnauthorized)
+			return
+		}
+		user, err := c.Auth.Authenticate(r.Context(), token)
+		if err != nil {
+			http.Error(w, "unauthenticated: "+err.Error(), http.StatusUnauthorized)
+			return
+		}
+		if !c.AllowedUsers.Has(user) {
+			http.Error(w, fmt.Sprintf("%s may not control this sidecar", user), http.StatusForbidden)
+			return
+		}
+		req, fence, err := DecodeRequest(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		timeout := DefaultCallTimeout
+		if req.TimeoutSeconds > 0 {
+			timeout = time.Duration(req.TimeoutSeconds) * time.Second
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), timeout)
+		defer cancel()
+		pos, err := call(ctx, req, fence)
+		switch {
+		case errors.As(err, new(badRequest)):
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		case errors.Is(err, context.DeadlineExceeded):
+			http.Error(w, err.Error(), http.StatusGatewayTimeout)
+			return
+		case err != nil:
+			http.Error(w, err.Error(), http.StatusConflict)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(pos)
+	})
+}

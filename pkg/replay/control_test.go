@@ -1,0 +1,116 @@
+package replay
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/sets"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/ms2m/ms2m/pkg/testenv"
+)
+
+// TestControlAPIAuthenticatesWithTokenReview runs the control API with the
+// real TokenReview of a real kube-apiserver: only the manager's service
+// account may steer the sidecar.
+func TestControlAPIAuthenticatesWithTokenReview(t *testing.T) {
+	env := testenv.Start(t, testenv.Options{})
+	cs := kubernetes.NewForConfigOrDie(env.Config)
+	ctx := context.Background()
+	token := func(sa string) string {
+		if _, err := cs.CoreV1().ServiceAccounts("default").Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		tr, err := cs.CoreV1().ServiceAccounts("default").CreateToken(ctx, sa, &authenticationv1.TokenRequest{}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatalf("TokenRequest: %v", err)
+		}
+		return tr.Status.Token
+	}
+	managerToken, intruderToken := token("ms2m-manager"), token("intruder")
+
+	a := newApp()
+	h := start(t, a)
+	h.b.produce(t, 0, 10)
+	expectExactly(t, a, 10)
+	ctl := &Control{Engine: h.engine, Auth: TokenReviewer{Client: cs.AuthenticationV1().TokenReviews()},
+		AllowedUsers: sets.New("system:serviceaccount:default:ms2m-manager")}
+	srv := httptest.NewServer(ctl.Handler())
+	t.Cleanup(srv.Close)
+
+	call := func(method, path, token, body string) (int, string) {
+		req, _ := http.NewRequest(method, srv.URL+path, strings.NewReader(body))
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = resp.Body.Close() }()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+
+	for _, tc := range []struct {
+		name, method, path, token, body string
+		status                          int
+		contains                        string
+	}{
+		{"no token", "POST", "/pause", "", "", 401, "bearer token required"},
+		{"forged token", "POST", "/pause", "not-a-token", "", 401, "unauthenticated"},
+		{"another service account", "POST", "/pause", intruderToken, "", 403, "system:serviceaccount:default:intruder"},
+		{"ready while live", "GET", "/readyz", "", "", 200, "ok"},
+		{"position", "GET", "/position", managerToken, "", 200, `"next":{"0":10}`},
+		{"pause", "POST", "/pause", managerToken, `{"timeoutSeconds":5}`, 200, `"paused":true`},
+		{"pause again", "POST", "/pause", managerToken, "", 200, `"next":{"0":10}`},
+		{"unready while paused", "GET", "/readyz", "", "", 503, "not live"},
+		{"unknown field", "POST", "/pause", managerToken, `{"timeout":5}`, 400, "unknown field"},
+		{"negative timeout", "POST", "/pause", managerToken, `{"timeoutSeconds":-1}`, 400, "timeoutSeconds"},
+		{"handover without fence", "POST", "/handover", managerToken, `{}`, 400, "fence: required"},
+		{"handover on a live source", "POST", "/handover", managerToken, `{"fence":{"0":10}}`, 409, "replaying target"},
+		{"resume", "POST", "/resume", managerToken, "", 200, `"paused":false`},
+		{"ready again", "GET", "/readyz", "", "", 200, "ok"},
+	} {
+		status, body := call(tc.method, tc.path, tc.token, tc.body)
+		if status != tc.status || !strings.Contains(body, tc.contains) {
+			t.Errorf("%s: %s %s = %d %q; want %d containing %q", tc.name, tc.method, tc.path, status, body, tc.status, tc.contains)
+		}
+	}
+
+	// Fence through the API reports F = everything acknowledged.
+	status, body := call("POST", "/fence", managerToken, "")
+	var pos Position
+	if status != 200 || json.Unmarshal([]byte(body), &pos) != nil || pos.Fence[0] != 10 || pos.Mode != ModeFenced {
+		t.Fatalf("fence = %d %s; want mode fenced at offset 10", status, body)
+	}
+}
+
+func FuzzDecodeRequest(f *testing.F) {
+	f.Add(`{"timeoutSeconds":5}`)
+	f.Add(`{"fence":{"0":10,"3":7}}`)
+	f.Add(``)
+	f.Add(`{"fence":{"-1":1}}`)
+	f.Fuzz(func(t *testing.T, body string) {
+		req, fence, err := DecodeRequest(strings.NewReader(body))
+		if err != nil {
+			return
+		}
+		if req.TimeoutSeconds < 0 || req.TimeoutSeconds > 3600 {
+			t.Fatalf("accepted timeout %d", req.TimeoutSeconds)
+		}
+		for p, off := range fence {
+			if p < 0 || off < 0 {
+				t.Fatalf("accepted fence %v", fence)
+			}
+		}
+	})
+}

@@ -1,0 +1,46 @@
+package replay
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the sidecar's Prometheus metrics.
+type Metrics struct {
+	Delivered    prometheus.Counter
+	Replayed     prometheus.Counter
+	AppErrors    prometheus.Counter
+	PauseSeconds prometheus.Histogram
+	FenceSeconds prometheus.Histogram
+}
+
+// NewMetrics registers the metrics with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	lat := []float64{.0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 5}
+	m := &Metrics{
+		Delivered: prometheus.NewCounter(prometheus.CounterOpts{Name: "ms2m_replay_messages_delivered_total",
+			Help: "Messages the app acknowledged, live and replayed."}),
+		Replayed: prometheus.NewCounter(prometheus.CounterOpts{Name: "ms2m_replay_messages_replayed_total",
+			Help: "Messages the app acknowledged as replay (marked with the Ms2m-Replay header)."}),
+		AppErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "ms2m_replay_app_errors_total",
+			Help: "Delivery attempts the app failed or refused; each is retried."}),
+		PauseSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "ms2m_replay_pause_duration_seconds",
+			Help: "Time from a pause request to the in-flight message being acknowledged.", Buckets: lat}),
+		FenceSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "ms2m_replay_fence_duration_seconds",
+			Help: "Time from a fence request to the fence offsets being reported.", Buckets: lat}),
+	}
+	reg.MustRegister(m.Delivered, m.Replayed, m.AppErrors, m.PauseSeconds, m.FenceSeconds)
+	return m
+}
+
+// observe records the time since start in the histogram pick chooses; a nil
+// Metrics records nothing.
+func (m *Metrics) observe(pick func(*Metrics) prometheus.Histogram, start time.Time) {
+	if m != nil {
+		pick(m).Observe(time.Since(start).Seconds())
+	}
+}
+
+func pauseSeconds(m *Metrics) prometheus.Histogram { return m.PauseSeconds }
+func fenceSeconds(m *Metrics) prometheus.Histogram { return m.FenceSeconds }
