@@ -1,0 +1,171 @@
+package replay
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/segmentio/kafka-go"
+	"k8s.io/apimachinery/pkg/util/sets"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+)
+
+// Environment variables the webhook sets on the sidecar.
+const (
+	EnvBrokers      = "MS2M_KAFKA_BROKERS"
+	EnvTopic        = "MS2M_KAFKA_TOPIC"
+	EnvGroup        = "MS2M_KAFKA_GROUP"
+	EnvAppPort      = "MS2M_APP_PORT"
+	EnvDeliveryPath = "MS2M_DELIVERY_PATH"
+	EnvControlPort  = "MS2M_CONTROL_PORT"
+	EnvMetricsPort  = "MS2M_METRICS_PORT"
+	EnvPodIP        = "POD_IP"
+	// EnvReplayFrom, set on a migration target, holds the checkpoint
+	// offsets O as JSON ({"0": 1200, "1": 977}); the sidecar starts replaying.
+	EnvReplayFrom = "MS2M_REPLAY_FROM"
+	// EnvAllowedUsers lists (comma-separated) who may call the control API.
+	EnvAllowedUsers = "MS2M_CONTROL_ALLOWED_USERS"
+)
+
+// DefaultAllowedUser is the manager's service account as the chart installs it.
+const DefaultAllowedUser = "system:serviceaccount:ms2m-system:ms2m-manager"
+
+// Options configure a sidecar.
+type Options struct {
+	Brokers      []string
+	Topic, Group string
+	// AppURL is where messages are POSTed.
+	AppURL      string
+	ControlAddr string
+	MetricsAddr string
+	// ReplayFrom, when set, starts the sidecar as a migration target.
+	ReplayFrom   map[int]int64
+	AllowedUsers []string
+}
+
+// OptionsFromEnv reads the options the webhook injected; an error names the
+// variable at fault.
+func OptionsFromEnv(getenv func(string) string) (Options, error) {
+	var errs []error
+	need := func(name string) string {
+		v := strings.TrimSpace(getenv(name))
+		if v == "" {
+			errs = append(errs, fmt.Errorf("%s is required", name))
+		}
+		return v
+	}
+	port := func(name, def string) string {
+		v := getenv(name)
+		if v == "" {
+			v = def
+		}
+		if p, err := strconv.Atoi(v); err != nil || p < 1 || p > 65535 {
+			errs = append(errs, fmt.Errorf("%s: %q is not a port number", name, v))
+		}
+		return v
+	}
+	o := Options{Topic: need(EnvTopic), Group: need(EnvGroup)}
+	for _, b := range strings.Split(need(EnvBrokers), ",") {
+		if b = strings.TrimSpace(b); b != "" {
+			o.Brokers = append(o.Brokers, b)
+		}
+	}
+	ip := need(EnvPodIP)
+	if ip != "" && net.ParseIP(ip) == nil {
+		errs = append(errs, fmt.Errorf("%s: %q is not an IP address", EnvPodIP, ip))
+	}
+	path := getenv(EnvDeliveryPath)
+	if path == "" {
+		path = "/messages"
+	}
+	o.AppURL = "http://" + net.JoinHostPort(ip, port(EnvAppPort, "")) + path
+	o.ControlAddr = net.JoinHostPort(ip, port(EnvControlPort, "9901"))
+	o.MetricsAddr = net.JoinHostPort(ip, port(EnvMetricsPort, "9902"))
+	if v := getenv(EnvReplayFrom); v != "" {
+		var from map[string]int64
+		if err := json.Unmarshal([]byte(v), &from); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", EnvReplayFrom, err))
+		}
+		o.ReplayFrom = map[int]int64{}
+		for k, off := range from {
+			p, err := strconv.Atoi(k)
+			if err != nil || p < 0 || off < 0 {
+				errs = append(errs, fmt.Errorf("%s: %q: %d is not a partition and offset", EnvReplayFrom, k, off))
+				continue
+			}
+			o.ReplayFrom[p] = off
+		}
+	}
+	o.AllowedUsers = []string{DefaultAllowedUser}
+	if v := getenv(EnvAllowedUsers); v != "" {
+		o.AllowedUsers = strings.Split(v, ",")
+	}
+	return o, errors.Join(errs...)
+}
+
+// Run runs a sidecar until ctx ends: the engine, the control API and the
+// metrics endpoint.
+func Run(ctx context.Context, o Options, auth Authenticator) error {
+	logger := log.FromContext(ctx)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	metrics := NewMetrics(reg)
+	d := &Deliverer{URL: o.AppURL, Client: &http.Client{Timeout: 30 * time.Second},
+		OnAppError: func(m kafka.Message, err error) {
+			metrics.AppErrors.Inc()
+			logger.Info("app did not acknowledge; retrying", "partition", m.Partition, "offset", m.Offset, "error", err.Error())
+		}}
+	src := &Kafka{Brokers: o.Brokers, Topic: o.Topic, Group: o.Group}
+	var e *Engine
+	if o.ReplayFrom != nil {
+		e = NewReplay(src, d, o.ReplayFrom)
+		logger.Info("replaying from checkpoint offsets", "from", o.ReplayFrom)
+	} else {
+		e = NewLive(src, d)
+		logger.Info("consuming live", "topic", o.Topic, "group", o.Group)
+	}
+	e.Metrics = metrics
+
+	ctl := &Control{Engine: e, Auth: auth, AllowedUsers: sets.New(o.AllowedUsers...), Metrics: metrics}
+	metricsMux := http.NewServeMux()
+	metricsMux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	servers := []*http.Server{
+		{Addr: o.ControlAddr, Handler: ctl.Handler(), ReadHeaderTimeout: 5 * time.Second},
+		{Addr: o.MetricsAddr, Handler: metricsMux, ReadHeaderTimeout: 5 * time.Second},
+	}
+	errc := make(chan error, len(servers)+1)
+	for _, s := range servers {
+		l, err := net.Listen("tcp", s.Addr)
+		if err != nil {
+			return fmt.Errorf("listening on %s: %w", s.Addr, err)
+		}
+		go func() {
+			if err := s.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+				errc <- err
+			}
+		}()
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() { errc <- e.Run(runCtx) }()
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	cancel()
+	shutdown, done := context.WithTimeout(context.Background(), 5*time.Second)
+	defer done()
+	for _, s := range servers {
+		_ = s.Shutdown(shutdown)
+	}
+	return err
+}

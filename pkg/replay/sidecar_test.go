@@ -1,0 +1,116 @@
+package replay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/ms2m/ms2m/pkg/expect"
+)
+
+func TestOptionsFromEnvNamesTheVariable(t *testing.T) {
+	valid := map[string]string{
+		EnvBrokers: "kafka:9092", EnvTopic: "orders", EnvGroup: "g", EnvAppPort: "8080", EnvPodIP: "127.0.0.5",
+	}
+	o, err := OptionsFromEnv(func(k string) string { return valid[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.AppURL != "http://127.0.0.5:8080/messages" || o.ControlAddr != "127.0.0.5:9901" || o.ReplayFrom != nil {
+		t.Fatalf("options = %+v", o)
+	}
+	for _, tc := range []struct{ name, key, value, want string }{
+		{"no brokers", EnvBrokers, "", EnvBrokers},
+		{"bad app port", EnvAppPort, "http", EnvAppPort},
+		{"bad pod ip", EnvPodIP, "localhost", EnvPodIP},
+		{"bad control port", EnvControlPort, "99999", EnvControlPort},
+		{"bad replay offsets", EnvReplayFrom, `{"a":1}`, EnvReplayFrom},
+		{"negative replay offset", EnvReplayFrom, `{"0":-1}`, EnvReplayFrom},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := map[string]string{}
+			for k, v := range valid {
+				env[k] = v
+			}
+			env[tc.key] = tc.value
+			_, err := OptionsFromEnv(func(k string) string { return env[k] })
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v; want one naming %s", err, tc.want)
+			}
+		})
+	}
+	env := map[string]string{EnvReplayFrom: `{"0":12,"3":7}`}
+	for k, v := range valid {
+		env[k] = v
+	}
+	o, err = OptionsFromEnv(func(k string) string { return env[k] })
+	if err != nil || o.ReplayFrom[0] != 12 || o.ReplayFrom[3] != 7 {
+		t.Fatalf("replay offsets = %v (%v)", o.ReplayFrom, err)
+	}
+}
+
+type denyAll struct{}
+
+func (denyAll) Authenticate(context.Context, string) (string, error) {
+	return "", errors.New("no")
+}
+
+// TestSidecarDeliversAndExposesReadinessAndMetrics runs the whole sidecar
+// (engine, control API, metrics) against the broker and an app.
+func TestSidecarDeliversAndExposesReadinessAndMetrics(t *testing.T) {
+	b := startBroker(t)
+	a := newApp()
+	app := httptest.NewServer(a)
+	t.Cleanup(app.Close)
+	o := Options{Brokers: []string{b.addr}, Topic: topic, Group: "sidecar", AppURL: app.URL,
+		ControlAddr: freePort(t), MetricsAddr: freePort(t), AllowedUsers: []string{DefaultAllowedUser}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, o, denyAll{}) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("sidecar stopped with %v", err)
+		}
+	})
+	b.produce(t, 0, 5)
+	expectExactly(t, a, 5)
+
+	get := func(url string) (int, string) {
+		resp, err := http.Get(url)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer func() { _ = resp.Body.Close() }()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	expect.Eventually(t, "ready and counted", func() error {
+		if code, _ := get("http://" + o.ControlAddr + "/readyz"); code != 200 {
+			return fmt.Errorf("/readyz = %d", code)
+		}
+		if _, body := get("http://" + o.MetricsAddr + "/metrics"); !strings.Contains(body, "ms2m_replay_messages_delivered_total 5") {
+			return fmt.Errorf("metrics lack 5 delivered")
+		}
+		return nil
+	})
+	if code, _ := get("http://" + o.ControlAddr + "/position"); code != http.StatusUnauthorized {
+		t.Errorf("unauthenticated /position = %d, want 401", code)
+	}
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = l.Close() }()
+	return l.Addr().String()
+}
