@@ -1,7 +1,9 @@
 package replay
 
 import (
+	"context"
 	"fmt"
+	"slices"
 	"net/http"
 	"net/http/httptest"
 	"sync/atomic"
@@ -36,6 +38,45 @@ func BenchmarkLiveDelivery(b *testing.B) {
 		return nil
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msg/s")
+}
+
+// BenchmarkReplayDelivery measures a migration target replaying from offset
+// 0 to a fence at the head (no group, no commits) to a no-op app.
+func BenchmarkReplayDelivery(b *testing.B) {
+	var acked atomic.Int64
+	br := startBroker(b)
+	for produced := 0; produced < b.N; produced += 1000 {
+		br.produce(b, produced, min(1000, b.N-produced))
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { acked.Add(1) }))
+	defer srv.Close()
+	e := NewReplay(br.sources("bench-replay"), &Deliverer{URL: srv.URL, Client: srv.Client()}, map[int]int64{0: 0})
+	b.ResetTimer()
+	ctx, cancel := context.WithCancel(b.Context())
+	defer cancel()
+	go func() { _ = e.Run(ctx) }()
+	// The fence is the head, so replay runs without waiting for a live member.
+	if _, err := e.Handover(ctx, map[int]int64{0: int64(b.N)}); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msg/s")
+}
+
+// BenchmarkPauseResume measures pause (with an idle app) then resume on a
+// live engine; it reports the p99 of the pause.
+func BenchmarkPauseResume(b *testing.B) {
+	h := start(b, http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	var lat []time.Duration
+	for b.Loop() {
+		t0 := time.Now()
+		if _, err := h.engine.Pause(b.Context()); err != nil {
+			b.Fatal(err)
+		}
+		lat = append(lat, time.Since(t0))
+		h.engine.Resume()
+	}
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-pause-µs")
 }
 
 // BenchmarkDeliverOnly is the baseline for BenchmarkLiveDelivery: the HTTP
