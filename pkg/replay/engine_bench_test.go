@@ -3,9 +3,9 @@ package replay
 import (
 	"context"
 	"fmt"
-	"slices"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
