@@ -3,7 +3,6 @@ package manager
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -59,7 +58,7 @@ func TestManagerServesProbesWebhooksAndTakesTheLease(t *testing.T) {
 	opts.WebhookPort = env.Webhook().LocalServingPort
 	opts.WebhookCertDir = env.Webhook().LocalServingCertDir
 	opts.MetricsAddr = "127.0.0.1:0"
-	opts.ProbeAddr = freeAddr(t)
+	opts.ProbeAddr = testenv.FreeAddr(t)
 	opts.LeaderElectionNamespace = "default"
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -110,14 +109,4 @@ func TestManagerServesProbesWebhooksAndTakesTheLease(t *testing.T) {
 	if n := len(pod.Spec.Containers); n != 2 || pod.Spec.Containers[1].Name != v1.SidecarContainerName {
 		t.Fatalf("manager's webhook did not inject the sidecar: %d containers", n)
 	}
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = l.Close() }()
-	return l.Addr().String()
 }

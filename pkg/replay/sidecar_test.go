@@ -5,13 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 
 	"github.com/ms2m/ms2m/pkg/expect"
+	"github.com/ms2m/ms2m/pkg/testenv"
 )
 
 func TestOptionsFromEnvNamesTheVariable(t *testing.T) {
@@ -69,7 +69,7 @@ func TestSidecarDeliversAndExposesReadinessAndMetrics(t *testing.T) {
 	app := httptest.NewServer(a)
 	t.Cleanup(app.Close)
 	o := Options{Brokers: []string{b.addr}, Topic: topic, Group: "sidecar", AppURL: app.URL,
-		ControlAddr: freePort(t), MetricsAddr: freePort(t), AllowedUsers: []string{DefaultAllowedUser}}
+		ControlAddr: testenv.FreeAddr(t), MetricsAddr: testenv.FreeAddr(t), AllowedUsers: []string{DefaultAllowedUser}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- Run(ctx, o, denyAll{}) }()
@@ -103,14 +103,4 @@ func TestSidecarDeliversAndExposesReadinessAndMetrics(t *testing.T) {
 	if code, _ := get("http://" + o.ControlAddr + "/position"); code != http.StatusUnauthorized {
 		t.Errorf("unauthenticated /position = %d, want 401", code)
 	}
-}
-
-func freePort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = l.Close() }()
-	return l.Addr().String()
 }

@@ -7,6 +7,7 @@ package testenv
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -156,3 +157,15 @@ func (e *Env) Stop() error { return e.env.Stop() }
 
 // Webhook returns the install options envtest needs to serve webhooks.
 func (e *Env) Webhook() *envtest.WebhookInstallOptions { return &e.env.WebhookInstallOptions }
+
+// FreeAddr returns a 127.0.0.1 address with a port free at the time of the
+// call, for servers a test starts.
+func FreeAddr(tb testing.TB) string {
+	tb.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer func() { _ = l.Close() }()
+	return l.Addr().String()
+}
