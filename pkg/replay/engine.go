@@ -106,6 +106,9 @@ func newEngine(s Sources, d *Deliverer, m Mode) *Engine {
 
 // Run delivers until ctx ends, then closes the current source.
 func (e *Engine) Run(ctx context.Context) error {
+	e.mu.Lock()
+	e.Metrics.setMode(e.mode)
+	e.mu.Unlock()
 	stop := context.AfterFunc(ctx, e.wake)
 	defer stop()
 	defer e.closeSource()
@@ -269,6 +272,7 @@ func (e *Engine) goLiveAtFenceLocked() {
 		_ = e.src.Close()
 	}
 	e.mode = ModeLive
+	e.Metrics.setMode(e.mode)
 	e.src = e.sources.Live()
 	e.gen++
 	e.cond.Broadcast()
@@ -323,6 +327,7 @@ func (e *Engine) Resume() Position {
 	e.paused = false
 	if e.mode == ModeFenced {
 		e.mode = ModeLive
+		e.Metrics.setMode(e.mode)
 		e.src = e.sources.Live()
 		e.gen++
 	}
@@ -347,6 +352,7 @@ func (e *Engine) Fence(ctx context.Context) (Position, error) {
 	}
 	if e.mode == ModeLive {
 		e.mode = ModeFenced
+		e.Metrics.setMode(e.mode)
 		if e.src != nil {
 			_ = e.src.Close() // leaves the group: the target can take the partitions
 			e.src = nil

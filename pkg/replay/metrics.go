@@ -13,6 +13,9 @@ type Metrics struct {
 	AppErrors    prometheus.Counter
 	PauseSeconds prometheus.Histogram
 	FenceSeconds prometheus.Histogram
+	// Mode is 1 for the sidecar's current mode (live, replay, fenced), 0 for
+	// the others.
+	Mode *prometheus.GaugeVec
 }
 
 // NewMetrics registers the metrics with reg.
@@ -29,9 +32,25 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Time from a pause request to the in-flight message being acknowledged.", Buckets: lat}),
 		FenceSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "ms2m_replay_fence_duration_seconds",
 			Help: "Time from a fence request to the fence offsets being reported.", Buckets: lat}),
+		Mode: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "ms2m_replay_mode",
+			Help: "1 for the sidecar's current mode, 0 for the others."}, []string{"mode"}),
 	}
-	reg.MustRegister(m.Delivered, m.Replayed, m.AppErrors, m.PauseSeconds, m.FenceSeconds)
+	reg.MustRegister(m.Delivered, m.Replayed, m.AppErrors, m.PauseSeconds, m.FenceSeconds, m.Mode)
 	return m
+}
+
+// setMode records the engine's mode; a nil Metrics records nothing.
+func (m *Metrics) setMode(mode Mode) {
+	if m == nil {
+		return
+	}
+	for _, k := range []Mode{ModeLive, ModeReplay, ModeFenced} {
+		v := 0.0
+		if k == mode {
+			v = 1
+		}
+		m.Mode.WithLabelValues(string(k)).Set(v)
+	}
 }
 
 // observe records the time since start in the histogram pick chooses; a nil

@@ -95,8 +95,11 @@ func TestSidecarDeliversAndExposesReadinessAndMetrics(t *testing.T) {
 		if code, _ := get("http://" + o.ControlAddr + "/readyz"); code != 200 {
 			return fmt.Errorf("/readyz = %d", code)
 		}
-		if _, body := get("http://" + o.MetricsAddr + "/metrics"); !strings.Contains(body, "ms2m_replay_messages_delivered_total 5") {
-			return fmt.Errorf("metrics lack 5 delivered")
+		_, body := get("http://" + o.MetricsAddr + "/metrics")
+		for _, want := range []string{"ms2m_replay_messages_delivered_total 5", `ms2m_replay_mode{mode="live"} 1`, `ms2m_replay_mode{mode="replay"} 0`} {
+			if !strings.Contains(body, want) {
+				return fmt.Errorf("metrics lack %s", want)
+			}
 		}
 		return nil
 	})
