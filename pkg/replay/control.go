@@ -89,7 +89,7 @@ func DecodeRequest(r io.Reader) (Request, map[int]int64, error) {
 
 // Control is the sidecar's HTTP control API for the migration controller:
 //
-//	GET  /position            where the engine stands
+//	GET  /position            where the engine stands, with the replay lag
 //	POST /pause, /resume      stop after the in-flight message / continue
 //	POST /fence               stop live consumption, report F
 //	POST /handover {"fence"}  replay to exactly F, then go live
@@ -113,8 +113,8 @@ func (c *Control) Handler() http.Handler {
 		}
 		_, _ = io.WriteString(w, "ok")
 	})
-	mux.Handle("GET /position", c.authorized(func(context.Context, Request, map[int]int64) (Position, error) {
-		return c.Engine.Position(), nil
+	mux.Handle("GET /position", c.authorized(func(ctx context.Context, _ Request, _ map[int]int64) (Position, error) {
+		return c.Engine.PositionWithLag(ctx)
 	}))
 	mux.Handle("POST /pause", c.authorized(func(ctx context.Context, _ Request, _ map[int]int64) (Position, error) {
 		defer c.Metrics.observe(pauseSeconds, time.Now())

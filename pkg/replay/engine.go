@@ -57,6 +57,9 @@ type Position struct {
 	Paused    bool          `json:"paused"`
 	// Fence is set on a replaying target once the handover began.
 	Fence map[int]int64 `json:"fence,omitempty"`
+	// Lag, on a replaying target, is the number of messages between its
+	// position and the live member's committed position (or the fence).
+	Lag int64 `json:"lag"`
 }
 
 // Engine delivers messages one at a time, so that per partition the app's
@@ -222,8 +225,9 @@ func (e *Engine) begin(ctx context.Context, m kafka.Message, gen int) (replayed,
 			e.mu.Unlock()
 			return true, true, nil
 		}
+		fenced := e.fence != nil
 		e.mu.Unlock()
-		if e.fence == nil {
+		if !fenced {
 			t := time.NewTimer(e.PollInterval)
 			select {
 			case <-ctx.Done():
@@ -413,6 +417,30 @@ func (e *Engine) Position() Position {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return e.positionLocked()
+}
+
+// PositionWithLag is Position with Lag filled in from the group's committed
+// offsets: what the controller samples to estimate μ and decide the cutoff.
+func (e *Engine) PositionWithLag(ctx context.Context) (Position, error) {
+	pos := e.Position()
+	if pos.Mode != ModeReplay {
+		return pos, nil
+	}
+	limit := pos.Fence
+	if limit == nil {
+		committed, err := e.sources.Committed(ctx)
+		if err != nil {
+			return pos, fmt.Errorf("reading the group's committed offsets: %w", err)
+		}
+		limit = committed
+	}
+	for p, next := range pos.Next {
+		pos.Lag += max(limit[p]-next, 0)
+	}
+	if e.Metrics != nil {
+		e.Metrics.Lag.Set(float64(pos.Lag))
+	}
+	return pos, nil
 }
 
 // Ready reports whether the engine consumes live, unpaused: the pod's

@@ -105,6 +105,9 @@ func TestHandoverAtFenceHasNoGapAndNoDuplicate(t *testing.T) {
 	var produced atomic.Int64
 	stopProducing := make(chan struct{})
 	producerDone := make(chan struct{})
+	var stopOnce sync.Once
+	stop := func() { stopOnce.Do(func() { close(stopProducing) }); <-producerDone }
+	t.Cleanup(stop) // also when the test fails half-way
 	go func() {
 		defer close(producerDone)
 		w := &kafka.Writer{Addr: kafka.TCP(b.addr), Topic: topic, BatchTimeout: time.Millisecond, RequiredAcks: kafka.RequireAll}
@@ -135,7 +138,7 @@ func TestHandoverAtFenceHasNoGapAndNoDuplicate(t *testing.T) {
 	})
 
 	// Checkpointing: pause, record O, resume.
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*expect.Timeout)
 	defer cancel()
 	if _, err := source.Pause(ctx); err != nil {
 		t.Fatal(err)
@@ -159,6 +162,13 @@ func TestHandoverAtFenceHasNoGapAndNoDuplicate(t *testing.T) {
 		return nil
 	})
 
+	// The lag the controller samples is the distance to the source's
+	// committed position, never negative, and shrinks to 0 once the source
+	// stops.
+	if pos, err := target.PositionWithLag(ctx); err != nil || pos.Lag < 0 {
+		t.Fatalf("lag = %d (%v)", pos.Lag, err)
+	}
+
 	// Finalizing: fence the source, hand over at F.
 	fenced, err := source.Fence(ctx)
 	if err != nil {
@@ -171,6 +181,18 @@ func TestHandoverAtFenceHasNoGapAndNoDuplicate(t *testing.T) {
 	if source.Ready() {
 		t.Fatal("a fenced source must not be ready")
 	}
+	expect.Eventually(t, "lag to the fence drains", func() error {
+		// Before the handover the target replays up to the source's
+		// committed offsets, which are now the fence.
+		pos, err := target.PositionWithLag(ctx)
+		if err != nil {
+			return err
+		}
+		if pos.Lag != 0 {
+			return fmt.Errorf("lag %d", pos.Lag)
+		}
+		return nil
+	})
 	live, err := target.Handover(ctx, fenced.Fence)
 	if err != nil {
 		t.Fatal(err)
@@ -186,8 +208,7 @@ func TestHandoverAtFenceHasNoGapAndNoDuplicate(t *testing.T) {
 		}
 		return nil
 	})
-	close(stopProducing)
-	<-producerDone
+	stop()
 	total := produced.Load()
 
 	expect.Eventually(t, "every message processed live exactly once", func() error {

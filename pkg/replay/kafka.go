@@ -2,6 +2,7 @@ package replay
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -44,10 +45,12 @@ func (k *Kafka) Live() Source {
 	})
 }
 
-// Replay implements Sources: one standalone reader per partition.
+// Replay implements Sources: one standalone reader per partition. Each
+// partition holds back a message until the live member has committed past
+// it, so a caught-up partition never blocks the others.
 func (k *Kafka) Replay(from map[int]int64) Source {
 	ctx, cancel := context.WithCancel(context.Background())
-	m := &merged{out: make(chan fetched), cancel: cancel}
+	m := &merged{out: make(chan fetched), closed: ctx.Done(), cancel: cancel}
 	for p, off := range from {
 		r := kafka.NewReader(kafka.ReaderConfig{
 			Brokers: k.Brokers, Topic: k.Topic, Partition: p,
@@ -55,7 +58,7 @@ func (k *Kafka) Replay(from map[int]int64) Source {
 		})
 		m.readers = append(m.readers, r)
 		m.wg.Add(1)
-		go m.pump(ctx, r, off)
+		go m.pump(ctx, r, off, k.waitCommittedPast)
 	}
 	return m
 }
@@ -100,11 +103,30 @@ type fetched struct {
 type merged struct {
 	out     chan fetched
 	readers []*kafka.Reader
+	closed  <-chan struct{}
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 }
 
-func (m *merged) pump(ctx context.Context, r *kafka.Reader, from int64) {
+// waitCommittedPast returns once the group's committed offset of partition
+// is past offset, or ctx ends.
+func (k *Kafka) waitCommittedPast(ctx context.Context, partition int, offset int64) error {
+	for {
+		committed, err := k.Committed(ctx)
+		if err == nil && offset < committed[partition] {
+			return nil
+		}
+		t := time.NewTimer(k.maxWait() / 5)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+func (m *merged) pump(ctx context.Context, r *kafka.Reader, from int64, wait func(context.Context, int, int64) error) {
 	defer m.wg.Done()
 	if err := r.SetOffset(from); err != nil {
 		select {
@@ -115,6 +137,9 @@ func (m *merged) pump(ctx context.Context, r *kafka.Reader, from int64) {
 	}
 	for {
 		msg, err := r.FetchMessage(ctx)
+		if err == nil {
+			err = wait(ctx, msg.Partition, msg.Offset)
+		}
 		if ctx.Err() != nil {
 			return
 		}
@@ -133,6 +158,8 @@ func (m *merged) FetchMessage(ctx context.Context) (kafka.Message, error) {
 	select {
 	case f := <-m.out:
 		return f.m, f.err
+	case <-m.closed:
+		return kafka.Message{}, errors.New("replay source closed")
 	case <-ctx.Done():
 		return kafka.Message{}, ctx.Err()
 	}

@@ -16,6 +16,8 @@ type Metrics struct {
 	// Mode is 1 for the sidecar's current mode (live, replay, fenced), 0 for
 	// the others.
 	Mode *prometheus.GaugeVec
+	// Lag is the replay lag last sampled through the control API.
+	Lag prometheus.Gauge
 }
 
 // NewMetrics registers the metrics with reg.
@@ -34,8 +36,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Time from a fence request to the fence offsets being reported.", Buckets: lat}),
 		Mode: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "ms2m_replay_mode",
 			Help: "1 for the sidecar's current mode, 0 for the others."}, []string{"mode"}),
+		Lag: prometheus.NewGauge(prometheus.GaugeOpts{Name: "ms2m_replay_lag_messages",
+			Help: "Messages between a replaying target and the live member's position (or the fence), as last sampled."}),
 	}
-	reg.MustRegister(m.Delivered, m.Replayed, m.AppErrors, m.PauseSeconds, m.FenceSeconds, m.Mode)
+	reg.MustRegister(m.Delivered, m.Replayed, m.AppErrors, m.PauseSeconds, m.FenceSeconds, m.Mode, m.Lag)
 	return m
 }
 
