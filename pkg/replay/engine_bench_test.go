@@ -41,7 +41,7 @@ func BenchmarkLiveDelivery(b *testing.B) {
 }
 
 // BenchmarkReplayDelivery measures a migration target replaying from offset
-// 0 to a fence at the head (no group, no commits) to a no-op app.
+// 0 to a fence at the head (no group membership, no commits) to a no-op app.
 func BenchmarkReplayDelivery(b *testing.B) {
 	var acked atomic.Int64
 	br := startBroker(b)
@@ -50,13 +50,27 @@ func BenchmarkReplayDelivery(b *testing.B) {
 	}
 	srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { acked.Add(1) }))
 	defer srv.Close()
-	e := NewReplay(br.sources("bench-replay"), &Deliverer{URL: srv.URL, Client: srv.Client()}, map[int]int64{0: 0})
-	b.ResetTimer()
 	ctx, cancel := context.WithCancel(b.Context())
 	defer cancel()
+	// A live source processes everything and is fenced at the head (outside
+	// the timer), as in a migration's Finalizing phase.
+	sources := br.sources("bench-replay")
+	source := NewLive(sources, &Deliverer{URL: srv.URL, Client: srv.Client()})
+	go func() { _ = source.Run(ctx) }()
+	expect.Eventually(b, "source at the head", func() error {
+		if n := acked.Load(); n < int64(b.N) {
+			return fmt.Errorf("%d of %d", n, b.N)
+		}
+		return nil
+	})
+	fence, err := source.Fence(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	e := NewReplay(sources, &Deliverer{URL: srv.URL, Client: srv.Client()}, map[int]int64{0: 0})
+	b.ResetTimer()
 	go func() { _ = e.Run(ctx) }()
-	// The fence is the head, so replay runs without waiting for a live member.
-	if _, err := e.Handover(ctx, map[int]int64{0: int64(b.N)}); err != nil {
+	if _, err := e.Handover(ctx, fence.Fence); err != nil {
 		b.Fatal(err)
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msg/s")

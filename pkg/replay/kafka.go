@@ -108,25 +108,25 @@ type merged struct {
 	wg      sync.WaitGroup
 }
 
-// waitCommittedPast returns once the group's committed offset of partition
-// is past offset, or ctx ends.
-func (k *Kafka) waitCommittedPast(ctx context.Context, partition int, offset int64) error {
+// waitCommittedPast returns the group's committed offset of partition once
+// it is past offset, or ctx's error.
+func (k *Kafka) waitCommittedPast(ctx context.Context, partition int, offset int64) (int64, error) {
 	for {
 		committed, err := k.Committed(ctx)
 		if err == nil && offset < committed[partition] {
-			return nil
+			return committed[partition], nil
 		}
 		t := time.NewTimer(k.maxWait() / 5)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return ctx.Err()
+			return 0, ctx.Err()
 		case <-t.C:
 		}
 	}
 }
 
-func (m *merged) pump(ctx context.Context, r *kafka.Reader, from int64, wait func(context.Context, int, int64) error) {
+func (m *merged) pump(ctx context.Context, r *kafka.Reader, from int64, wait func(context.Context, int, int64) (int64, error)) {
 	defer m.wg.Done()
 	if err := r.SetOffset(from); err != nil {
 		select {
@@ -135,10 +135,11 @@ func (m *merged) pump(ctx context.Context, r *kafka.Reader, from int64, wait fun
 		}
 		return
 	}
+	var limit int64 // the committed offset last seen: below it, no need to ask again
 	for {
 		msg, err := r.FetchMessage(ctx)
-		if err == nil {
-			err = wait(ctx, msg.Partition, msg.Offset)
+		if err == nil && msg.Offset >= limit {
+			limit, err = wait(ctx, msg.Partition, msg.Offset)
 		}
 		if ctx.Err() != nil {
 			return
