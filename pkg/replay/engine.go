@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"maps"
 	"sync"
-	"time"
 
 	"github.com/segmentio/kafka-go"
 )
@@ -26,7 +25,9 @@ type Sources interface {
 	// offsets.
 	Live() Source
 	// Replay reads the given partitions from the given offsets without
-	// joining the group, so the live member is undisturbed.
+	// joining the group, so the live member is undisturbed. It yields a
+	// message only once the group has committed past it, so a target never
+	// replays what the live member has not processed.
 	Replay(from map[int]int64) Source
 	// Committed returns the group's committed next offset per partition.
 	Committed(ctx context.Context) (map[int]int64, error)
@@ -67,8 +68,6 @@ type Position struct {
 type Engine struct {
 	sources Sources
 	deliver *Deliverer
-	// PollInterval paces a replay that has caught up with the live member.
-	PollInterval time.Duration
 	// Metrics, when set, count deliveries.
 	Metrics *Metrics
 
@@ -102,7 +101,7 @@ func NewReplay(s Sources, d *Deliverer, from map[int]int64) *Engine {
 }
 
 func newEngine(s Sources, d *Deliverer, m Mode) *Engine {
-	e := &Engine{sources: s, deliver: d, mode: m, next: map[int]int64{}, PollInterval: 10 * time.Millisecond}
+	e := &Engine{sources: s, deliver: d, mode: m, next: map[int]int64{}}
 	e.cond = sync.NewCond(&e.mu)
 	return e
 }
@@ -183,60 +182,28 @@ func (e *Engine) stale(gen int) bool {
 	return gen != e.gen
 }
 
-// begin decides whether m is delivered now. It waits while paused, and a
-// replayed message waits until the live member has processed it (its
-// committed offset is past m) or the fence says where replay ends. It
-// returns deliver=false for a message to drop: from a replaced source (the
-// new one reads it again) or at or beyond the fence (the target reads it live).
+// begin decides whether m is delivered now. It waits while paused. It
+// returns deliver=false for a message to drop: one from a replaced source
+// (the new source reads it again) or, replaying, one at or beyond the fence
+// (the target reads it live). The replay source itself holds back what the
+// live member has not processed yet (see Sources.Replay).
 func (e *Engine) begin(ctx context.Context, m kafka.Message, gen int) (replayed, deliver bool, err error) {
-	for {
-		e.mu.Lock()
-		for e.paused && gen == e.gen && ctx.Err() == nil {
-			e.cond.Wait()
-		}
-		if ctx.Err() != nil || gen != e.gen {
-			e.mu.Unlock()
-			return false, false, ctx.Err()
-		}
-		if e.mode != ModeReplay {
-			e.inFlight = true
-			e.mu.Unlock()
-			return false, true, nil
-		}
-		if e.fence != nil {
-			f, ok := e.fence[m.Partition]
-			if !ok || m.Offset >= f {
-				e.mu.Unlock()
-				return true, false, nil
-			}
-			e.inFlight = true
-			e.mu.Unlock()
-			return true, true, nil
-		}
-		e.mu.Unlock()
-
-		committed, err := e.sources.Committed(ctx)
-		if err != nil {
-			return true, false, fmt.Errorf("reading the group's committed offsets: %w", err)
-		}
-		e.mu.Lock()
-		if e.fence == nil && gen == e.gen && m.Offset < committed[m.Partition] && !e.paused {
-			e.inFlight = true
-			e.mu.Unlock()
-			return true, true, nil
-		}
-		fenced := e.fence != nil
-		e.mu.Unlock()
-		if !fenced {
-			t := time.NewTimer(e.PollInterval)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return true, false, nil
-			case <-t.C:
-			}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for e.paused && gen == e.gen && ctx.Err() == nil {
+		e.cond.Wait()
+	}
+	if ctx.Err() != nil || gen != e.gen {
+		return false, false, ctx.Err()
+	}
+	replayed = e.mode == ModeReplay
+	if replayed && e.fence != nil {
+		if f, ok := e.fence[m.Partition]; !ok || m.Offset >= f {
+			return true, false, nil
 		}
 	}
+	e.inFlight = true
+	return replayed, true, nil
 }
 
 func (e *Engine) end(m kafka.Message, replayed, acked bool) {
