@@ -129,14 +129,11 @@ func (e *Engine) Run(ctx context.Context) error {
 			}
 			return fmt.Errorf("fetching from Kafka: %w", err)
 		}
-		replayed, deliver, err := e.begin(ctx, m, gen)
-		if err != nil || !deliver {
-			if ctx.Err() != nil {
-				return nil
-			}
-			if err != nil {
-				return err
-			}
+		replayed, deliver := e.begin(ctx, m, gen)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if !deliver {
 			continue
 		}
 		err = e.process(ctx, src, m, replayed)
@@ -187,23 +184,23 @@ func (e *Engine) stale(gen int) bool {
 // (the new source reads it again) or, replaying, one at or beyond the fence
 // (the target reads it live). The replay source itself holds back what the
 // live member has not processed yet (see Sources.Replay).
-func (e *Engine) begin(ctx context.Context, m kafka.Message, gen int) (replayed, deliver bool, err error) {
+func (e *Engine) begin(ctx context.Context, m kafka.Message, gen int) (replayed, deliver bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for e.paused && gen == e.gen && ctx.Err() == nil {
 		e.cond.Wait()
 	}
 	if ctx.Err() != nil || gen != e.gen {
-		return false, false, ctx.Err()
+		return false, false
 	}
 	replayed = e.mode == ModeReplay
 	if replayed && e.fence != nil {
 		if f, ok := e.fence[m.Partition]; !ok || m.Offset >= f {
-			return true, false, nil
+			return true, false
 		}
 	}
 	e.inFlight = true
-	return replayed, true, nil
+	return replayed, true
 }
 
 func (e *Engine) end(m kafka.Message, replayed, acked bool) {
@@ -239,12 +236,22 @@ func (e *Engine) goLiveAtFenceLocked() {
 			return
 		}
 	}
+	e.setModeLocked(ModeLive)
+	e.replaceSourceLocked(e.sources.Live())
+}
+
+func (e *Engine) setModeLocked(m Mode) {
+	e.mode = m
+	e.Metrics.setMode(m)
+}
+
+// replaceSourceLocked closes the current source and installs next (nil for
+// none); a fetch from the old one is recognised as stale by its generation.
+func (e *Engine) replaceSourceLocked(next Source) {
 	if e.src != nil {
 		_ = e.src.Close()
 	}
-	e.mode = ModeLive
-	e.Metrics.setMode(e.mode)
-	e.src = e.sources.Live()
+	e.src = next
 	e.gen++
 	e.cond.Broadcast()
 }
@@ -258,11 +265,7 @@ func (e *Engine) wake() {
 func (e *Engine) closeSource() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.src != nil {
-		_ = e.src.Close()
-		e.src = nil
-	}
-	e.gen++
+	e.replaceSourceLocked(nil)
 }
 
 // waitIdleLocked waits for the in-flight message to be acknowledged.
@@ -297,10 +300,8 @@ func (e *Engine) Resume() Position {
 	defer e.mu.Unlock()
 	e.paused = false
 	if e.mode == ModeFenced {
-		e.mode = ModeLive
-		e.Metrics.setMode(e.mode)
-		e.src = e.sources.Live()
-		e.gen++
+		e.setModeLocked(ModeLive)
+		e.replaceSourceLocked(e.sources.Live())
 	}
 	e.cond.Broadcast()
 	return e.positionLocked()
@@ -322,13 +323,8 @@ func (e *Engine) Fence(ctx context.Context) (Position, error) {
 		return Position{}, err
 	}
 	if e.mode == ModeLive {
-		e.mode = ModeFenced
-		e.Metrics.setMode(e.mode)
-		if e.src != nil {
-			_ = e.src.Close() // leaves the group: the target can take the partitions
-			e.src = nil
-		}
-		e.gen++
+		e.setModeLocked(ModeFenced)
+		e.replaceSourceLocked(nil) // leaves the group: the target can take the partitions
 	}
 	pos := e.positionLocked()
 	e.mu.Unlock()
