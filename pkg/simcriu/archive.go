@@ -1,0 +1,151 @@
+package simcriu
+
+import (
+	"archive/tar"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+)
+
+// Files of a checkpoint archive, named as CRI-O names them.
+const (
+	FileConfig     = "config.dump"
+	FileSpec       = "spec.dump"
+	FileMemory     = "checkpoint/pages-1.img"
+	FileRootfsDiff = "rootfs-diff.tar"
+	FileStats      = "stats-dump"
+	FileLog        = "dump.log"
+
+	// RuntimeName is what the simulated runtime calls itself in archives,
+	// node info and logs.
+	RuntimeName = "ms2m-sim (simulated CRIU)"
+)
+
+// ContainerConfig is config.dump: the container the archive came from.
+type ContainerConfig struct {
+	ID               string    `json:"id"`
+	Name             string    `json:"name"`
+	RootfsImage      string    `json:"rootfsImage"`
+	RootfsImageRef   string    `json:"rootfsImageRef,omitempty"`
+	RootfsImageName  string    `json:"rootfsImageName"`
+	Runtime          string    `json:"runtime"`
+	CreatedTime      time.Time `json:"createdTime"`
+	CheckpointedTime time.Time `json:"checkpointedTime"`
+}
+
+// Spec is spec.dump, the subset of the OCI runtime spec a restore needs.
+type Spec struct {
+	OCIVersion  string            `json:"ociVersion"`
+	Process     Process           `json:"process"`
+	Annotations map[string]string `json:"annotations,omitempty"`
+}
+
+// Process is the checkpointed process's command line and environment.
+type Process struct {
+	Args []string `json:"args"`
+	Env  []string `json:"env,omitempty"`
+	Cwd  string   `json:"cwd,omitempty"`
+}
+
+// Archive is one container's checkpoint.
+type Archive struct {
+	Config ContainerConfig
+	Spec   Spec
+	// Memory is the process's memory state, from its hook; empty for a
+	// container the sandbox runs without a process.
+	Memory []byte
+	// DumpDuration is how long the dump took (stats-dump).
+	DumpDuration time.Duration
+}
+
+type stats struct {
+	Simulated   bool  `json:"simulated"`
+	DumpTimeUS  int64 `json:"dump_time_us"`
+	MemoryBytes int   `json:"memory_bytes"`
+}
+
+// Write writes the archive as an uncompressed tar, as the kubelet's
+// checkpoint API leaves it on the node.
+func (a *Archive) Write(w io.Writer) error {
+	tw := tar.NewWriter(w)
+	var empty bytes.Buffer
+	if err := tar.NewWriter(&empty).Close(); err != nil {
+		return err
+	}
+	logText := fmt.Sprintf("SIMULATED CRIU (ms2m sandbox): memory state of %q dumped through the runtime-only hook, %d bytes.\n"+
+		"No CRIU ran; on a real node this archive comes from CRIU.\n", a.Config.Name, len(a.Memory))
+	files := []struct {
+		name string
+		data any
+	}{
+		{FileConfig, a.Config},
+		{FileSpec, a.Spec},
+		{FileStats, stats{Simulated: true, DumpTimeUS: a.DumpDuration.Microseconds(), MemoryBytes: len(a.Memory)}},
+		{FileMemory, a.Memory},
+		{FileRootfsDiff, empty.Bytes()},
+		{FileLog, []byte(logText)},
+	}
+	mtime := a.Config.CheckpointedTime
+	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: "checkpoint/", Mode: 0o700, ModTime: mtime}); err != nil {
+		return err
+	}
+	for _, f := range files {
+		b, ok := f.data.([]byte)
+		if !ok {
+			var err error
+			if b, err = json.Marshal(f.data); err != nil {
+				return err
+			}
+		}
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: f.name, Mode: 0o600, Size: int64(len(b)), ModTime: mtime}); err != nil {
+			return err
+		}
+		if _, err := tw.Write(b); err != nil {
+			return err
+		}
+	}
+	return tw.Close()
+}
+
+// ReadArchive reads an archive written by Write (or the same files laid out
+// in an image layer). A tar without config.dump and spec.dump is not a
+// checkpoint and is reported as such.
+func ReadArchive(r io.Reader) (*Archive, error) {
+	a := &Archive{}
+	var haveConfig, haveSpec bool
+	tr := tar.NewReader(r)
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading checkpoint archive: %w", err)
+		}
+		switch h.Name {
+		case FileConfig:
+			haveConfig = true
+			err = json.NewDecoder(tr).Decode(&a.Config)
+		case FileSpec:
+			haveSpec = true
+			err = json.NewDecoder(tr).Decode(&a.Spec)
+		case FileMemory:
+			a.Memory, err = io.ReadAll(tr)
+		case FileStats:
+			var s stats
+			if err = json.NewDecoder(tr).Decode(&s); err == nil {
+				a.DumpDuration = time.Duration(s.DumpTimeUS) * time.Microsecond
+			}
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading %s of the checkpoint archive: %w", h.Name, err)
+		}
+	}
+	if !haveConfig || !haveSpec {
+		return nil, fmt.Errorf("not a checkpoint archive: %s or %s missing", FileConfig, FileSpec)
+	}
+	return a, nil
+}
