@@ -1,0 +1,95 @@
+// Command example-consumer is the example stateful workload: its per-key
+// state lives only in memory, built from the message sequence the replay
+// sidecar delivers. See examples/README.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/ms2m/ms2m/examples/statefulapp"
+	"github.com/ms2m/ms2m/pkg/simcriu"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "example-consumer:", err)
+		os.Exit(1)
+	}
+}
+
+func env(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+func run() error {
+	host := env("POD_IP", "127.0.0.1")
+	port := flag.String("port", env("APP_PORT", "8080"), "HTTP port the sidecar delivers to (env APP_PORT); bound on $POD_IP.")
+	processTime := flag.Duration("process-time", 0, "Time spent per message, standing in for real work (env PROCESS_TIME).")
+	effectsBrokers := flag.String("effects-brokers", os.Getenv("EFFECTS_BROKERS"), "Brokers of the effects topic (env EFFECTS_BROKERS).")
+	effectsTopic := flag.String("effects-topic", os.Getenv("EFFECTS_TOPIC"), "Topic receiving one record per live-processed message (env EFFECTS_TOPIC); empty: none.")
+	flag.Parse()
+	if v := os.Getenv("PROCESS_TIME"); v != "" && *processTime == 0 {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return fmt.Errorf("PROCESS_TIME=%q: %w", v, err)
+		}
+		*processTime = d
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	srv := &statefulapp.Server{State: statefulapp.NewState(), ProcessTime: *processTime}
+	if mem, restored, err := simcriu.RestoredState(); err != nil {
+		return err
+	} else if restored {
+		if err := srv.State.Restore(mem); err != nil {
+			return err
+		}
+		s := srv.State.Summary()
+		log.Printf("restored from a (simulated CRIU) checkpoint: digest %s, positions %v", s.Digest[:12], s.Positions)
+	}
+	if *effectsTopic != "" {
+		if *effectsBrokers == "" {
+			return errors.New("--effects-topic needs --effects-brokers (env EFFECTS_BROKERS)")
+		}
+		srv.Effects = statefulapp.NewEffectWriter(strings.Split(*effectsBrokers, ","), *effectsTopic)
+		defer func() { _ = srv.Effects.Close() }()
+	}
+	go func() {
+		if err := simcriu.ServeHook(ctx, srv.State.Snapshot); err != nil {
+			log.Print(err)
+		}
+	}()
+
+	l, err := net.Listen("tcp", net.JoinHostPort(host, *port))
+	if err != nil {
+		return err
+	}
+	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = hs.Shutdown(sctx)
+	}()
+	log.Printf("serving on %s (process time %s)", l.Addr(), *processTime)
+	if err := hs.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,67 @@
+package statefulapp
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/ms2m/ms2m/pkg/replay"
+)
+
+// Server is the consumer's HTTP side: the replay sidecar POSTs each message
+// to /messages; /state shows the digest and counters.
+type Server struct {
+	State *State
+	// ProcessTime is spent per message, standing in for real work.
+	ProcessTime time.Duration
+	// Effects, when set, receives one record per live message.
+	Effects *EffectWriter
+}
+
+// Handler serves /messages, /state and /healthz.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /messages", s.message)
+	mux.HandleFunc("GET /state", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(s.State.Summary())
+	})
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
+	return mux
+}
+
+func (s *Server) message(w http.ResponseWriter, req *http.Request) {
+	partition, err1 := strconv.Atoi(req.Header.Get(replay.HeaderPartition))
+	offset, err2 := strconv.ParseInt(req.Header.Get(replay.HeaderOffset), 10, 64)
+	if err1 != nil || err2 != nil {
+		http.Error(w, "missing or malformed "+replay.HeaderPartition+"/"+replay.HeaderOffset+" header", http.StatusBadRequest)
+		return
+	}
+	var body [32]byte
+	n, _ := req.Body.Read(body[:])
+	seq, err := ParseSeq(body[:n])
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	r := Record{Partition: partition, Offset: offset, Key: req.Header.Get(replay.HeaderKey), Seq: seq}
+	isReplay := req.Header.Get(replay.HeaderReplay) == "true"
+	if s.ProcessTime > 0 {
+		time.Sleep(s.ProcessTime) // the simulated cost of processing one message
+	}
+	var effect func(Record) error
+	if s.Effects != nil {
+		effect = func(r Record) error {
+			ctx, cancel := context.WithTimeout(req.Context(), 10*time.Second)
+			defer cancel()
+			return s.Effects.Write(ctx, r)
+		}
+	}
+	if _, err := s.State.Apply(r, isReplay, effect); err != nil {
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}

@@ -1,0 +1,125 @@
+package statefulapp
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/ms2m/ms2m/pkg/replay"
+)
+
+func records(n int) []Record {
+	var out []Record
+	for i := range n {
+		out = append(out, Record{Partition: i % 2, Offset: int64(i / 2), Key: "k" + strconv.Itoa(i%3), Seq: int64(i)})
+	}
+	return out
+}
+
+func TestDigestDetectsLossDuplicationAndReorder(t *testing.T) {
+	in := records(12)
+	exact := NewState()
+	for _, r := range in {
+		_, _ = exact.Apply(r, false, nil)
+	}
+	want := Expected(in, exact.Summary().Positions).Digest
+	if got := exact.Summary().Digest; got != want {
+		t.Fatalf("exact consumer digest %s != expected fold %s", got, want)
+	}
+	cases := map[string][]Record{
+		"lost":      append(append([]Record{}, in[:4]...), in[5:]...),
+		"reordered": append(append([]Record{in[0], in[1], in[8]}, in[2:8]...), in[9:]...),
+	}
+	for name, seq := range cases {
+		s := NewState()
+		for _, r := range seq {
+			s.applyLocked(r)
+		}
+		if s.digestLocked() == want {
+			t.Errorf("%s: digest unchanged", name)
+		}
+	}
+}
+
+func TestRedeliveryIsAppliedOnce(t *testing.T) {
+	s := NewState()
+	effects := 0
+	count := func(Record) error { effects++; return nil }
+	r := Record{Partition: 0, Offset: 7, Key: "a", Seq: 1}
+	for range 3 {
+		_, _ = s.Apply(r, false, count)
+	}
+	if sum := s.Summary(); sum.Live != 1 || effects != 1 {
+		t.Fatalf("redelivered message applied %d times with %d effects, want once", sum.Live, effects)
+	}
+}
+
+func TestReplaySuppressesEffectsAndSnapshotRestores(t *testing.T) {
+	s := NewState()
+	effects := 0
+	count := func(Record) error { effects++; return nil }
+	in := records(6)
+	for _, r := range in[:3] {
+		_, _ = s.Apply(r, true, count)
+	}
+	for _, r := range in[3:] {
+		_, _ = s.Apply(r, false, count)
+	}
+	if effects != 3 {
+		t.Fatalf("effects = %d, want 3 (replayed messages must not repeat side effects)", effects)
+	}
+	snap, err := s.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := NewState()
+	if err := r.Restore(snap); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := r.Summary(), s.Summary(); got.Digest != want.Digest || !got.Restored || got.Positions[1] != want.Positions[1] {
+		t.Fatalf("restored %+v, want digest %s and positions %v", got, want.Digest, want.Positions)
+	}
+}
+
+func TestVerify(t *testing.T) {
+	in := records(5)
+	v := Verify(in, []Record{in[0], in[1], in[1], in[3], in[4], {Seq: 99}}, nil)
+	if v.OK() || len(v.Missing) != 1 || v.Missing[0] != 2 || len(v.Duplicated) != 1 || v.Duplicated[0] != 1 || len(v.Unexpected) != 1 {
+		t.Fatalf("verdict %+v", v)
+	}
+	if !strings.Contains(v.String(), "FAILED") {
+		t.Errorf("verdict text does not say FAILED: %s", v)
+	}
+	if v := Verify(in, in, nil); !v.OK() {
+		t.Fatalf("exact run reported as %s", v)
+	}
+}
+
+func TestServerRejectsMalformedMessages(t *testing.T) {
+	srv := httptest.NewServer((&Server{State: NewState()}).Handler())
+	defer srv.Close()
+	post := func(value string, hdr map[string]string) int {
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/messages", strings.NewReader(value))
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		return resp.StatusCode
+	}
+	ok := map[string]string{replay.HeaderPartition: "0", replay.HeaderOffset: "0", replay.HeaderKey: "k"}
+	if c := post("x", ok); c != http.StatusBadRequest {
+		t.Errorf("non-numeric value: %d", c)
+	}
+	if c := post("1", map[string]string{}); c != http.StatusBadRequest {
+		t.Errorf("missing headers: %d", c)
+	}
+	if c := post("1", ok); c != http.StatusNoContent {
+		t.Errorf("valid message: %d", c)
+	}
+}

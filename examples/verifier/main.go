@@ -1,0 +1,95 @@
+// Command example-verifier checks a run of the example workload: every
+// message of the input topic processed live exactly once (the effects
+// topic), and the consumer's state equal to the fold of the input. It exits
+// 1 when anything was lost, duplicated or corrupted.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/ms2m/ms2m/examples/statefulapp"
+)
+
+func main() {
+	brokers := flag.String("brokers", os.Getenv("BROKERS"), "Comma-separated host:port list (env BROKERS).")
+	topic := flag.String("topic", os.Getenv("TOPIC"), "Input topic (env TOPIC).")
+	effects := flag.String("effects-topic", os.Getenv("EFFECTS_TOPIC"), "Effects topic the consumer writes (env EFFECTS_TOPIC).")
+	consumer := flag.String("consumer", "", "Base URL of the consumer (http://POD_IP:8080) to check its state digest; empty skips it.")
+	wait := flag.Duration("wait", time.Minute, "How long to wait for the consumer to catch up with the input.")
+	asJSON := flag.Bool("json", false, "Print the verdict as JSON.")
+	flag.Parse()
+	v, err := run(*brokers, *topic, *effects, *consumer, *wait)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "example-verifier:", err)
+		os.Exit(2)
+	}
+	if *asJSON {
+		_ = json.NewEncoder(os.Stdout).Encode(v)
+	} else {
+		fmt.Println(v)
+	}
+	if !v.OK() {
+		os.Exit(1)
+	}
+}
+
+func run(brokers, topic, effects, consumer string, wait time.Duration) (statefulapp.Verdict, error) {
+	if brokers == "" || topic == "" || effects == "" {
+		return statefulapp.Verdict{}, fmt.Errorf("--brokers, --topic and --effects-topic are required")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), wait+30*time.Second)
+	defer cancel()
+	addrs := strings.Split(brokers, ",")
+	deadline := time.Now().Add(wait)
+	for {
+		v, err := once(ctx, addrs, topic, effects, consumer)
+		if err == nil && (v.OK() || time.Now().After(deadline)) {
+			return v, nil
+		}
+		if err != nil && time.Now().After(deadline) {
+			return v, err
+		}
+		time.Sleep(500 * time.Millisecond) // poll interval while the consumer catches up
+	}
+}
+
+func once(ctx context.Context, brokers []string, topic, effects, consumer string) (statefulapp.Verdict, error) {
+	var state *statefulapp.Summary
+	if consumer != "" {
+		s, err := fetchState(ctx, consumer)
+		if err != nil {
+			return statefulapp.Verdict{}, err
+		}
+		state = &s
+	}
+	in, err := statefulapp.ReadTopic(ctx, brokers, topic)
+	if err != nil {
+		return statefulapp.Verdict{}, err
+	}
+	out, err := statefulapp.ReadTopic(ctx, brokers, effects)
+	if err != nil {
+		return statefulapp.Verdict{}, err
+	}
+	return statefulapp.Verify(in, out, state), nil
+}
+
+func fetchState(ctx context.Context, base string) (statefulapp.Summary, error) {
+	var s statefulapp.Summary
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(base, "/")+"/state", nil)
+	if err != nil {
+		return s, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return s, fmt.Errorf("consumer state: %w", err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	return s, json.NewDecoder(resp.Body).Decode(&s)
+}
