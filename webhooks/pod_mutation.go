@@ -153,7 +153,7 @@ func sidecarContainer(b Binding, opts SidecarOptions) corev1.Container {
 			}},
 			PeriodSeconds: 1, FailureThreshold: 1,
 		},
-		Resources:                opts.Resources,
+		Resources:                sidecarResources(opts.Resources),
 		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 		SecurityContext: &corev1.SecurityContext{
 			RunAsNonRoot:             ptr.To(true),
@@ -162,6 +162,27 @@ func sidecarContainer(b Binding, opts SidecarOptions) corev1.Container {
 			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
 		},
 	}
+}
+
+// sidecarResources adds one ms2m.io/checkpoint-restore to the sidecar's
+// requests and limits (extended resources need both, equal). It marks the
+// pod for the kube-scheduler: the extender's managedResources lists the
+// resource, so the scheduler sends this pod, and only pods like it, to the
+// ms2m extender; ignoredByScheduler keeps the scheduler from looking for it
+// in node allocatable, and the kubelet drops extended resources its node
+// does not advertise before admission. See docs/scheduler.md.
+func sidecarResources(r corev1.ResourceRequirements) corev1.ResourceRequirements {
+	out := *r.DeepCopy()
+	one := resource.MustParse("1")
+	if out.Requests == nil {
+		out.Requests = corev1.ResourceList{}
+	}
+	if out.Limits == nil {
+		out.Limits = corev1.ResourceList{}
+	}
+	out.Requests[v1.ResourceCheckpointRestore] = one
+	out.Limits[v1.ResourceCheckpointRestore] = one
+	return out
 }
 
 func ptrTo[T any](v T) *T { return &v }

@@ -79,6 +79,33 @@ func TestMutateInjectsSidecarAndAnnotation(t *testing.T) {
 	if pod.Annotations[v1.AnnotationCheckpointRestore] != "enabled" {
 		t.Errorf("checkpoint-restore annotation = %q", pod.Annotations[v1.AnnotationCheckpointRestore])
 	}
+	expectSchedulerMarker(t, sc)
+}
+
+// expectSchedulerMarker: the sidecar requests one ms2m.io/checkpoint-restore
+// (requests equal to limits, as the API server demands for extended
+// resources), which is what sends the pod to the ms2m scheduler extender.
+func expectSchedulerMarker(t *testing.T, sc corev1.Container) {
+	t.Helper()
+	name := corev1.ResourceName(v1.ResourceCheckpointRestore)
+	req, lim := sc.Resources.Requests[name], sc.Resources.Limits[name]
+	if req.Value() != 1 || lim.Value() != 1 {
+		t.Errorf("sidecar %s request/limit = %s/%s; want 1/1 so the scheduler calls the ms2m extender", name, req.String(), lim.String())
+	}
+	if sc.Resources.Requests.Cpu().IsZero() || sc.Resources.Requests.Memory().IsZero() {
+		t.Errorf("sidecar lost its cpu/memory requests: %v", sc.Resources.Requests)
+	}
+}
+
+func TestMutateDoesNotChangeTheSharedSidecarOptions(t *testing.T) {
+	opts := DefaultSidecarOptions()
+	before := opts.Resources.DeepCopy()
+	if errs := Mutate(migratablePod(), opts); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	if !equality.Semantic.DeepEqual(*before, opts.Resources) {
+		t.Fatalf("mutating a pod changed the manager's sidecar resources: %v", opts.Resources)
+	}
 }
 
 func TestMutateIsIdempotent(t *testing.T) {

@@ -90,6 +90,8 @@ func TestAPIServerInjectsSidecarIntoMigratablePods(t *testing.T) {
 	if envOf(got.Spec.Containers[1], "MS2M_KAFKA_TOPIC") != "orders" {
 		t.Errorf("sidecar env not taken from the annotations: %v", got.Spec.Containers[1].Env)
 	}
+	// The API server accepts the extended-resource marker as stored.
+	expectSchedulerMarker(t, got.Spec.Containers[1])
 }
 
 func TestAPIServerLeavesOrdinaryPodsAlone(t *testing.T) {

@@ -33,6 +33,30 @@ const (
 	// LabelCRIUVersion is the CRIU version found on the node.
 	LabelCRIUVersion = "ms2m.io/criu-version"
 
+	// AnnotationSourceNode is set by the controller on a migration's target
+	// pod: the node the checkpoint was taken on. The scheduler extender
+	// refuses that node and compares every candidate with it (architecture,
+	// OS, kernel, zone). Pods without it skip the source-related checks.
+	AnnotationSourceNode = "migration.ms2m.io/source-node"
+	// AnnotationMigrationName names, on a target pod, the StatefulMigration
+	// (same namespace) that created it, so the extender does not count that
+	// migration against the node it is already heading to.
+	AnnotationMigrationName = "migration.ms2m.io/migration"
+	// AnnotationBaseImages lists, comma-separated, the images the
+	// checkpointed containers were started from. A node that already holds
+	// them restores without pulling the root filesystem, and the extender
+	// scores it higher.
+	AnnotationBaseImages = "migration.ms2m.io/base-images"
+
+	// ResourceCheckpointRestore is the extended resource the webhook requests
+	// (1) on the injected sidecar. No node advertises it: it only marks the
+	// pod for the kube-scheduler, whose extender configuration lists it in
+	// managedResources with ignoredByScheduler: true, so that only pods that
+	// concern ms2m are sent to the extender. The kubelet admits such a pod
+	// because it drops extended resources its node does not advertise
+	// before its resource fit check.
+	ResourceCheckpointRestore = "ms2m.io/checkpoint-restore"
+
 	// LabelTrigger on a StatefulMigration says who started it: "user" or
 	// "evacuation".
 	LabelTrigger = "migration.ms2m.io/trigger"
