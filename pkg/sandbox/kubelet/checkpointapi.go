@@ -1,0 +1,155 @@
+package kubelet
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/ms2m/ms2m/pkg/simcriu"
+)
+
+// defaultCheckpointTimeout applies when the caller gives no ?timeout=.
+const defaultCheckpointTimeout = 4 * time.Minute
+
+// handler is the node's kubelet API: the checkpoint endpoint (and
+// /healthz), authenticated and authorized as the kubelet does with webhook
+// authn/authz: TokenReview of the bearer token, then a SubjectAccessReview
+// for create on nodes/checkpoint.
+func (n *node) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
+	mux.HandleFunc("POST /checkpoint/{namespace}/{pod}/{container}", n.checkpoint)
+	return mux
+}
+
+// CheckpointResponse is the kubelet's answer to a checkpoint request.
+type CheckpointResponse struct {
+	Items []string `json:"items"`
+}
+
+func (n *node) authorize(ctx context.Context, w http.ResponseWriter, req *http.Request) bool {
+	token, ok := strings.CutPrefix(req.Header.Get("Authorization"), "Bearer ")
+	if !ok || token == "" {
+		http.Error(w, "Unauthorized", http.StatusUnauthorized)
+		return false
+	}
+	c := n.f.opts.Client
+	tr, err := c.AuthenticationV1().TokenReviews().Create(ctx, &authenticationv1.TokenReview{Spec: authenticationv1.TokenReviewSpec{Token: token}}, metav1.CreateOptions{})
+	if err != nil {
+		http.Error(w, "authentication failed: "+err.Error(), http.StatusInternalServerError)
+		return false
+	}
+	if !tr.Status.Authenticated {
+		http.Error(w, "Unauthorized", http.StatusUnauthorized)
+		return false
+	}
+	u := tr.Status.User
+	extra := map[string]authorizationv1.ExtraValue{}
+	for k, v := range u.Extra {
+		extra[k] = authorizationv1.ExtraValue(v)
+	}
+	sar, err := c.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+		User: u.Username, Groups: u.Groups, UID: u.UID, Extra: extra,
+		ResourceAttributes: &authorizationv1.ResourceAttributes{Verb: "create", Resource: "nodes", Subresource: "checkpoint", Name: n.spec.Name},
+	}}, metav1.CreateOptions{})
+	if err != nil {
+		http.Error(w, "authorization failed: "+err.Error(), http.StatusInternalServerError)
+		return false
+	}
+	if !sar.Status.Allowed {
+		http.Error(w, fmt.Sprintf("Forbidden (user=%s, verb=create, resource=nodes, subresource=checkpoint)", u.Username), http.StatusForbidden)
+		return false
+	}
+	return true
+}
+
+func (n *node) checkpoint(w http.ResponseWriter, req *http.Request) {
+	timeout := defaultCheckpointTimeout
+	if t := req.URL.Query().Get("timeout"); t != "" {
+		s, err := strconv.Atoi(t)
+		if err != nil || s <= 0 {
+			http.Error(w, fmt.Sprintf("invalid timeout %q: want a positive number of seconds", t), http.StatusBadRequest)
+			return
+		}
+		timeout = time.Duration(s) * time.Second
+	}
+	ctx, cancel := context.WithTimeout(req.Context(), timeout)
+	defer cancel()
+	if !n.authorize(ctx, w, req) {
+		return
+	}
+	ns, podName, ctrName := req.PathValue("namespace"), req.PathValue("pod"), req.PathValue("container")
+	pr, c, err := n.f.lookup(n.spec.Name, ns, podName, ctrName)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusNotFound)
+		return
+	}
+	path, err := n.dump(ctx, pr, c, ns, podName)
+	if err != nil {
+		http.Error(w, fmt.Sprintf("checkpointing of %s/%s/%s failed (%v)", ns, podName, ctrName, err), http.StatusInternalServerError)
+		return
+	}
+	n.f.log.Info("checkpointed container (SIMULATED CRIU)", "pod", ns+"/"+podName, "container", ctrName, "archive", path)
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(CheckpointResponse{Items: []string{path}})
+}
+
+// dump asks the process for its memory state and writes the archive where
+// the kubelet would: <node dir>/checkpoints/checkpoint-<pod>_<ns>-<ctr>-<time>.tar.
+func (n *node) dump(ctx context.Context, pr *podRuntime, c *container, ns, pod string) (string, error) {
+	pr.mu.Lock()
+	running, processless, socket := c.st.running, c.processless, c.hookSocket
+	a := &simcriu.Archive{
+		Config: simcriu.ContainerConfig{
+			ID: c.st.containerID, Name: c.spec.Name, RootfsImage: c.spec.Image, RootfsImageRef: c.st.imageID,
+			RootfsImageName: c.spec.Image, Runtime: simcriu.RuntimeName, CreatedTime: c.st.startedAt,
+		},
+		Spec: simcriu.Spec{OCIVersion: "1.0.2", Process: simcriu.Process{Args: c.argv, Env: c.env},
+			Annotations: map[string]string{
+				"io.kubernetes.pod.name": pod, "io.kubernetes.pod.namespace": ns,
+				"io.kubernetes.pod.uid": string(pr.uid), "io.kubernetes.container.name": c.spec.Name,
+			}},
+	}
+	if c.baseImage != "" { // a restored container checkpointed again
+		a.Config.RootfsImageName = c.baseImage
+	}
+	pr.mu.Unlock()
+	if !running {
+		return "", fmt.Errorf("container is not running")
+	}
+	start := time.Now()
+	if !processless {
+		mem, err := simcriu.Dump(ctx, socket)
+		if err != nil {
+			return "", err
+		}
+		a.Memory = mem
+	}
+	a.DumpDuration = time.Since(start)
+	a.Config.CheckpointedTime = time.Now().UTC()
+	dir := filepath.Join(n.f.opts.Dir, n.spec.Name, "checkpoints")
+	if err := mkdir(dir); err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, fmt.Sprintf("checkpoint-%s_%s-%s-%s.tar", pod, ns, c.spec.Name, a.Config.CheckpointedTime.Format("2006-01-02T15:04:05.000000000Z")))
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return "", err
+	}
+	if err := a.Write(f); err != nil {
+		_ = f.Close()
+		_ = os.Remove(path)
+		return "", err
+	}
+	return path, f.Close()
+}
