@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	migrationv1alpha1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
+	"github.com/ms2m/ms2m/scheduler"
 	"github.com/ms2m/ms2m/webhooks"
 )
 
@@ -37,7 +38,13 @@ type Options struct {
 	WebhookPort    int
 	WebhookCertDir string
 	Sidecar        webhooks.SidecarOptions
+	// SchedulerExtender serves the kube-scheduler extender endpoints;
+	// disabled when its bind address is empty or "0".
+	SchedulerExtender scheduler.ServerOptions
 }
+
+// schedulerExtenderFlag prefixes the extender's flags.
+const schedulerExtenderFlag = "scheduler-extender"
 
 // DefaultOptions are the defaults documented in --help.
 func DefaultOptions() Options {
@@ -50,6 +57,7 @@ func DefaultOptions() Options {
 		DefaultReplayCutoff:   120 * time.Second,
 		WebhookPort:           9443,
 		Sidecar:               webhooks.DefaultSidecarOptions(),
+		SchedulerExtender:     scheduler.ServerOptions{BindAddress: "0", MaxRequestBytes: scheduler.DefaultMaxRequestBytes},
 	}
 }
 
@@ -67,6 +75,13 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.WebhookCertDir, "webhook-cert-dir", o.WebhookCertDir, "Directory with tls.crt and tls.key for the webhooks (default: the system temp dir's k8s-webhook-server/serving-certs).")
 	fs.StringVar(&o.Sidecar.Image, "sidecar-image", o.Sidecar.Image, "Image of the injected replay sidecar (runs /ms2m/ms2m-replay).")
 	fs.DurationVar(&o.DefaultReplayCutoff, "default-replay-cutoff", o.DefaultReplayCutoff, "Replay cutoff for migrations that set none.")
+	x := &o.SchedulerExtender
+	fs.StringVar(&x.BindAddress, schedulerExtenderFlag+"-bind-address", x.BindAddress,
+		"Address (host:port) of the kube-scheduler extender endpoints /filter and /prioritize; empty or 0 disables them. See docs/scheduler.md.")
+	fs.StringVar(&x.CertFile, schedulerExtenderFlag+"-cert-file", x.CertFile, "TLS certificate of the scheduler extender (with --scheduler-extender-key-file); plain HTTP without.")
+	fs.StringVar(&x.KeyFile, schedulerExtenderFlag+"-key-file", x.KeyFile, "TLS key of the scheduler extender.")
+	fs.Int64Var(&x.MaxRequestBytes, schedulerExtenderFlag+"-max-request-bytes", x.MaxRequestBytes,
+		"Largest request body the scheduler extender accepts (bigger ones get 413).")
 }
 
 // Validate reports the first flag that makes no sense, by name.
@@ -86,6 +101,9 @@ func (o Options) Validate() error {
 	}
 	if o.WebhookPort != 0 && o.Sidecar.Image == "" {
 		errs = append(errs, errors.New("--sidecar-image must not be empty"))
+	}
+	if err := o.SchedulerExtender.Validate(schedulerExtenderFlag); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
@@ -134,7 +152,7 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 }
 
 // setup is the one list of everything the manager runs. The migration and
-// evacuation controllers and the extender are added here as they land.
+// evacuation controllers are added here as they land.
 func setup(mgr ctrl.Manager, opts Options) error {
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return err
@@ -150,6 +168,21 @@ func setup(mgr ctrl.Manager, opts Options) error {
 		// Ready only once the webhook server answers, so the API server is
 		// not sent to a pod that cannot admit yet.
 		if err := mgr.AddReadyzCheck("webhooks", hooks.StartedChecker()); err != nil {
+			return err
+		}
+	}
+	if opts.SchedulerExtender.Enabled() {
+		// The controller's automatic target choice will rank nodes over
+		// the same Cache (scheduler.RankNodes).
+		nodes := scheduler.NewCache(mgr.GetCache())
+		if err := mgr.Add(nodes); err != nil {
+			return err
+		}
+		extender := scheduler.NewServer(opts.SchedulerExtender, nodes, mgr.GetLogger().WithName("scheduler-extender"))
+		if err := mgr.Add(extender); err != nil {
+			return err
+		}
+		if err := mgr.AddReadyzCheck("scheduler-extender", extender.ReadyCheck); err != nil {
 			return err
 		}
 	}

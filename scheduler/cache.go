@@ -1,0 +1,273 @@
+package scheduler
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	toolscache "k8s.io/client-go/tools/cache"
+	resourcehelper "k8s.io/component-helpers/resource"
+	crcache "sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
+)
+
+// The extender and the controller's target choice read nodes, pods,
+// volumes and migrations from the manager's informers.
+//
+// +kubebuilder:rbac:groups="",resources=nodes;pods;persistentvolumeclaims;persistentvolumes,verbs=get;list;watch
+// +kubebuilder:rbac:groups=migration.ms2m.io,resources=statefulmigrations,verbs=get;list;watch
+
+// Cache is the State of a running manager. It is fed by event handlers on
+// the manager's shared informers and keeps what a request needs already
+// derived (NodeInfo per node, summed requests per node, in-flight
+// migrations per target), because a request over 5,000 nodes has no time
+// to deep-copy nodes or add up pod quantities.
+type Cache struct {
+	informers crcache.Informers
+	synced    chan struct{}
+
+	mu         sync.RWMutex
+	nodes      map[string]*NodeInfo
+	pods       map[types.UID]podEntry
+	requested  map[string]Resources
+	migrations map[types.NamespacedName]string // in flight → status.targetNode
+	inbound    map[string]int
+	claims     map[types.NamespacedName]*corev1.PersistentVolumeClaim
+	volumes    map[string]*corev1.PersistentVolume
+}
+
+type podEntry struct {
+	node     string
+	requests Resources
+}
+
+var _ State = (*Cache)(nil)
+
+// NewCache returns a Cache that Start fills from informers (the manager's
+// cache). Add it to the manager as a Runnable.
+func NewCache(informers crcache.Informers) *Cache {
+	c := newCache()
+	c.informers = informers
+	return c
+}
+
+// NewCacheFrom returns a Cache holding objs (Nodes, Pods,
+// PersistentVolumeClaims, PersistentVolumes, StatefulMigrations), already
+// synced: for tests and benchmarks, and for callers that have lists.
+func NewCacheFrom(objs ...client.Object) *Cache {
+	c := newCache()
+	for _, o := range objs {
+		c.upsert(o)
+	}
+	close(c.synced)
+	return c
+}
+
+func newCache() *Cache {
+	return &Cache{
+		synced:     make(chan struct{}),
+		nodes:      map[string]*NodeInfo{},
+		pods:       map[types.UID]podEntry{},
+		requested:  map[string]Resources{},
+		migrations: map[types.NamespacedName]string{},
+		inbound:    map[string]int{},
+		claims:     map[types.NamespacedName]*corev1.PersistentVolumeClaim{},
+		volumes:    map[string]*corev1.PersistentVolume{},
+	}
+}
+
+// Start registers the event handlers, marks the Cache synced once the
+// informers have delivered their initial lists, and blocks until ctx ends.
+func (c *Cache) Start(ctx context.Context) error {
+	handler := toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { c.upsertAny(obj) },
+		UpdateFunc: func(_, obj any) { c.upsertAny(obj) },
+		DeleteFunc: func(obj any) {
+			if tomb, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
+				obj = tomb.Obj
+			}
+			if o, ok := obj.(client.Object); ok {
+				c.remove(o)
+			}
+		},
+	}
+	var regs []toolscache.ResourceEventHandlerRegistration
+	for _, obj := range []client.Object{&corev1.Node{}, &corev1.Pod{}, &corev1.PersistentVolumeClaim{}, &corev1.PersistentVolume{}, &v1.StatefulMigration{}} {
+		inf, err := c.informers.GetInformer(ctx, obj)
+		if err != nil {
+			return fmt.Errorf("scheduler cache: informer for %T: %w", obj, err)
+		}
+		reg, err := inf.AddEventHandler(handler)
+		if err != nil {
+			return fmt.Errorf("scheduler cache: handler for %T: %w", obj, err)
+		}
+		regs = append(regs, reg)
+	}
+	synced := make([]toolscache.InformerSynced, len(regs))
+	for i, r := range regs {
+		synced[i] = r.HasSynced
+	}
+	if !toolscache.WaitForCacheSync(ctx.Done(), synced...) {
+		return ctx.Err()
+	}
+	close(c.synced)
+	<-ctx.Done()
+	return nil
+}
+
+// NeedLeaderElection is false: every replica answers the scheduler.
+func (c *Cache) NeedLeaderElection() bool { return false }
+
+// Synced is closed once the Cache holds the cluster's state.
+func (c *Cache) Synced() <-chan struct{} { return c.synced }
+
+func (c *Cache) upsertAny(obj any) {
+	if o, ok := obj.(client.Object); ok {
+		c.upsert(o)
+	}
+}
+
+func (c *Cache) upsert(obj client.Object) {
+	// Derive outside the lock: NodeInfo and pod requests are the costly part.
+	switch o := obj.(type) {
+	case *corev1.Node:
+		n := NewNodeInfo(o, true)
+		c.mu.Lock()
+		c.nodes[o.Name] = n
+		c.mu.Unlock()
+	case *corev1.Pod:
+		e, counts := podEntry{node: o.Spec.NodeName, requests: podRequests(o)}, countsOnNode(o)
+		c.mu.Lock()
+		c.removePodLocked(o.UID)
+		if counts {
+			c.pods[o.UID] = e
+			c.requested[e.node] = c.requested[e.node].add(e.requests)
+		}
+		c.mu.Unlock()
+	case *corev1.PersistentVolumeClaim:
+		c.mu.Lock()
+		c.claims[client.ObjectKeyFromObject(o)] = o
+		c.mu.Unlock()
+	case *corev1.PersistentVolume:
+		c.mu.Lock()
+		c.volumes[o.Name] = o
+		c.mu.Unlock()
+	case *v1.StatefulMigration:
+		key := client.ObjectKeyFromObject(o)
+		c.mu.Lock()
+		c.removeMigrationLocked(key)
+		if t := o.Status.TargetNode; t != "" && !o.Status.Phase.IsTerminal() {
+			c.migrations[key] = t
+			c.inbound[t]++
+		}
+		c.mu.Unlock()
+	}
+}
+
+func (c *Cache) remove(obj client.Object) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch o := obj.(type) {
+	case *corev1.Node:
+		delete(c.nodes, o.Name)
+	case *corev1.Pod:
+		c.removePodLocked(o.UID)
+	case *corev1.PersistentVolumeClaim:
+		delete(c.claims, client.ObjectKeyFromObject(o))
+	case *corev1.PersistentVolume:
+		delete(c.volumes, o.Name)
+	case *v1.StatefulMigration:
+		c.removeMigrationLocked(client.ObjectKeyFromObject(o))
+	}
+}
+
+func (c *Cache) removePodLocked(uid types.UID) {
+	old, ok := c.pods[uid]
+	if !ok {
+		return
+	}
+	delete(c.pods, uid)
+	left := Resources{MilliCPU: c.requested[old.node].MilliCPU - old.requests.MilliCPU, Memory: c.requested[old.node].Memory - old.requests.Memory}
+	if left == (Resources{}) {
+		delete(c.requested, old.node)
+	} else {
+		c.requested[old.node] = left
+	}
+}
+
+func (c *Cache) removeMigrationLocked(key types.NamespacedName) {
+	t, ok := c.migrations[key]
+	if !ok {
+		return
+	}
+	delete(c.migrations, key)
+	if c.inbound[t]--; c.inbound[t] <= 0 {
+		delete(c.inbound, t)
+	}
+}
+
+// countsOnNode: a pod holds its node's resources from binding until it
+// terminates, as for the scheduler.
+func countsOnNode(p *corev1.Pod) bool {
+	return p.Spec.NodeName != "" && p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed
+}
+
+func podRequests(p *corev1.Pod) Resources {
+	reqs := resourcehelper.PodRequests(p, resourcehelper.PodResourcesOptions{})
+	return Resources{MilliCPU: reqs.Cpu().MilliValue(), Memory: reqs.Memory().Value()}
+}
+
+// Node implements State.
+func (c *Cache) Node(name string) *NodeInfo {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.nodes[name]
+}
+
+// Nodes returns every known node name, for callers choosing among all of
+// them (the controller's automatic target choice).
+func (c *Cache) Nodes() []string {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	names := make([]string, 0, len(c.nodes))
+	for n := range c.nodes {
+		names = append(names, n)
+	}
+	return names
+}
+
+// Requested implements State.
+func (c *Cache) Requested(node string) Resources {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.requested[node]
+}
+
+// MigrationsTo implements State.
+func (c *Cache) MigrationsTo(node string, except types.NamespacedName) int {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	n := c.inbound[node]
+	if except.Name != "" && c.migrations[except] == node {
+		n--
+	}
+	return n
+}
+
+// Claim implements State.
+func (c *Cache) Claim(namespace, name string) *corev1.PersistentVolumeClaim {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.claims[types.NamespacedName{Namespace: namespace, Name: name}]
+}
+
+// Volume implements State.
+func (c *Cache) Volume(name string) *corev1.PersistentVolume {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.volumes[name]
+}

@@ -1,0 +1,277 @@
+package scheduler
+
+import (
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/component-helpers/scheduling/corev1/nodeaffinity"
+
+	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
+)
+
+// State is what the checks and the scoring read besides the pod and the
+// candidate nodes. *Cache implements it from the manager's informers; tests
+// build a Cache from objects directly (NewCacheFrom).
+type State interface {
+	// Node returns what is known of a node, nil when it is unknown. With
+	// nodeCacheCapable the scheduler sends only node names, so this is
+	// where the node objects come from.
+	Node(name string) *NodeInfo
+	// Requested is the sum of the cpu and memory requests of the pods bound
+	// to the node that have not terminated.
+	Requested(node string) Resources
+	// MigrationsTo counts the StatefulMigrations, other than except, whose
+	// status.targetNode is node and that are not Completed or Failed.
+	MigrationsTo(node string, except types.NamespacedName) int
+	// Claim and Volume return a PersistentVolumeClaim and a
+	// PersistentVolume, nil when unknown.
+	Claim(namespace, name string) *corev1.PersistentVolumeClaim
+	Volume(name string) *corev1.PersistentVolume
+}
+
+// Resources are cpu (millicores) and memory (bytes).
+type Resources struct {
+	MilliCPU int64
+	Memory   int64
+}
+
+func (r Resources) add(o Resources) Resources {
+	return Resources{MilliCPU: r.MilliCPU + o.MilliCPU, Memory: r.Memory + o.Memory}
+}
+
+// kernelVersion is major.minor of a Linux kernel release; ok is false when
+// the release could not be read.
+type kernelVersion struct {
+	major, minor int
+	ok           bool
+}
+
+func (k kernelVersion) String() string {
+	if !k.ok {
+		return "unknown"
+	}
+	return strconv.Itoa(k.major) + "." + strconv.Itoa(k.minor)
+}
+
+func (k kernelVersion) olderThan(o kernelVersion) bool {
+	return k.major < o.major || (k.major == o.major && k.minor < o.minor)
+}
+
+// parseKernel reads major.minor from a kernel release such as
+// "6.1.0-18-cloud-amd64" or "5.15.0-1049-gke".
+func parseKernel(release string) kernelVersion {
+	major, rest, ok := leadingInt(release)
+	if !ok || !strings.HasPrefix(rest, ".") {
+		return kernelVersion{}
+	}
+	minor, _, ok := leadingInt(rest[1:])
+	if !ok {
+		return kernelVersion{}
+	}
+	return kernelVersion{major: major, minor: minor, ok: true}
+}
+
+func leadingInt(s string) (int, string, bool) {
+	i := 0
+	for i < len(s) && i < 6 && s[i] >= '0' && s[i] <= '9' {
+		i++
+	}
+	if i == 0 {
+		return 0, s, false
+	}
+	n, err := strconv.Atoi(s[:i])
+	return n, s[i:], err == nil
+}
+
+// NodeInfo is a node with what the checks and the scoring derive from it,
+// computed once per node update rather than once per request.
+type NodeInfo struct {
+	Node *corev1.Node
+	// Ready is the node's Ready condition.
+	Ready bool
+	// RestoreProblem says why the node cannot restore a checkpoint; empty
+	// when it can.
+	RestoreProblem string
+	Arch, OS       string
+	Zone, Region   string
+	Kernel         kernelVersion
+	Allocatable    Resources
+	// images holds the normalised names of the images on the node; nil means
+	// "not indexed", and lookups scan node.status.images instead.
+	images map[string]struct{}
+}
+
+// NewNodeInfo derives a NodeInfo. indexImages builds the image set, worth it
+// for nodes kept in a cache, not for nodes seen in one request.
+func NewNodeInfo(node *corev1.Node, indexImages bool) *NodeInfo {
+	l := node.Labels
+	n := &NodeInfo{
+		Node:           node,
+		RestoreProblem: restoreProblem(l),
+		Arch:           l[corev1.LabelArchStable],
+		OS:             l[corev1.LabelOSStable],
+		Zone:           l[corev1.LabelTopologyZone],
+		Region:         l[corev1.LabelTopologyRegion],
+		Kernel:         parseKernel(node.Status.NodeInfo.KernelVersion),
+		Allocatable: Resources{
+			MilliCPU: node.Status.Allocatable.Cpu().MilliValue(),
+			Memory:   node.Status.Allocatable.Memory().Value(),
+		},
+	}
+	for _, c := range node.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			n.Ready = c.Status == corev1.ConditionTrue
+		}
+	}
+	if indexImages {
+		n.images = make(map[string]struct{}, 2*len(node.Status.Images))
+		for _, img := range node.Status.Images {
+			for _, name := range img.Names {
+				n.images[normalizeImage(name)] = struct{}{}
+			}
+		}
+	}
+	return n
+}
+
+// HasImage reports whether the node holds the image (a normalised name).
+func (n *NodeInfo) HasImage(image string) bool {
+	if n.images != nil {
+		_, ok := n.images[image]
+		return ok
+	}
+	for _, img := range n.Node.Status.Images {
+		for _, name := range img.Names {
+			if normalizeImage(name) == image {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// restoreProblem checks the labels the ms2m agent sets on a node after
+// probing its runtime and CRIU.
+func restoreProblem(labels map[string]string) string {
+	switch v, ok := labels[v1.LabelCheckpointRestore]; {
+	case !ok:
+		return "label " + v1.LabelCheckpointRestore + " is missing (the ms2m agent sets it where the runtime can restore checkpoints)"
+	case v != "true":
+		return "label " + v1.LabelCheckpointRestore + " is not \"true\" (the runtime cannot restore checkpoints)"
+	}
+	for _, l := range []string{v1.LabelRuntime, v1.LabelRuntimeVersion, v1.LabelCRIUVersion} {
+		if labels[l] == "" {
+			return "label " + l + " is missing (the ms2m agent has not probed this node)"
+		}
+	}
+	return ""
+}
+
+// normalizeImage makes "nginx" and "docker.io/library/nginx:latest" equal,
+// as the kubelet reports fully qualified names.
+func normalizeImage(ref string) string {
+	name := ref
+	slash := strings.IndexByte(name, '/')
+	if slash < 0 {
+		name = "docker.io/library/" + name
+	} else if host := name[:slash]; !strings.ContainsAny(host, ".:") && host != "localhost" {
+		name = "docker.io/" + name
+	}
+	if !strings.Contains(name, "@") && !strings.Contains(name[strings.LastIndexByte(name, '/')+1:], ":") {
+		name += ":latest"
+	}
+	return name
+}
+
+// PodInfo is the pod being placed with what the checks and the scoring need
+// from it, computed once per request.
+type PodInfo struct {
+	Pod *corev1.Pod
+	// SourceNode is the node a migration's target pod leaves (annotation
+	// migration.ms2m.io/source-node); empty for other pods.
+	SourceNode string
+	// Source is SourceNode as the State knows it; nil when there is no
+	// source or it is unknown (a deleted node), which skips the comparisons.
+	Source *NodeInfo
+	// Migration is the StatefulMigration that created the pod, if any.
+	Migration types.NamespacedName
+	Requests  Resources
+	// Images are the pod's container images (for a target pod, the
+	// checkpoint images) and its base images, normalised.
+	Images  []string
+	volumes []volumeConstraint
+}
+
+type volumeConstraint struct {
+	volume   string
+	selector *nodeaffinity.NodeSelector
+}
+
+// NewPodInfo reads the pod's migration annotations, requests, images and the
+// node affinity of the persistent volumes its claims are bound to.
+func NewPodInfo(pod *corev1.Pod, st State) *PodInfo {
+	p := &PodInfo{Pod: pod, SourceNode: pod.Annotations[v1.AnnotationSourceNode]}
+	if p.SourceNode != "" {
+		p.Source = st.Node(p.SourceNode)
+	}
+	if name := pod.Annotations[v1.AnnotationMigrationName]; name != "" {
+		p.Migration = types.NamespacedName{Namespace: pod.Namespace, Name: name}
+	}
+	p.Requests = podRequests(pod)
+	seen := map[string]bool{}
+	addImage := func(ref string) {
+		ref = strings.TrimSpace(ref)
+		if ref == "" {
+			return
+		}
+		if n := normalizeImage(ref); !seen[n] {
+			seen[n] = true
+			p.Images = append(p.Images, n)
+		}
+	}
+	for _, c := range pod.Spec.Containers {
+		if c.Name != v1.SidecarContainerName {
+			addImage(c.Image)
+		}
+	}
+	for _, ref := range strings.Split(pod.Annotations[v1.AnnotationBaseImages], ",") {
+		addImage(ref)
+	}
+	p.volumes = volumeConstraints(pod, st)
+	return p
+}
+
+func volumeConstraints(pod *corev1.Pod, st State) []volumeConstraint {
+	var out []volumeConstraint
+	for _, vol := range pod.Spec.Volumes {
+		var claim string
+		switch {
+		case vol.PersistentVolumeClaim != nil:
+			claim = vol.PersistentVolumeClaim.ClaimName
+		case vol.Ephemeral != nil:
+			claim = pod.Name + "-" + vol.Name
+		default:
+			continue
+		}
+		// Unbound claims and unknown objects are the scheduler's own
+		// VolumeBinding plugin's business; only a bound volume pins nodes.
+		pvc := st.Claim(pod.Namespace, claim)
+		if pvc == nil || pvc.Spec.VolumeName == "" {
+			continue
+		}
+		pv := st.Volume(pvc.Spec.VolumeName)
+		if pv == nil || pv.Spec.NodeAffinity == nil || pv.Spec.NodeAffinity.Required == nil {
+			continue
+		}
+		sel, err := nodeaffinity.NewNodeSelector(pv.Spec.NodeAffinity.Required)
+		if err != nil {
+			// The API server validates node affinity; a selector it let
+			// through but we cannot parse is no reason to refuse nodes.
+			continue
+		}
+		out = append(out, volumeConstraint{volume: pv.Name, selector: sel})
+	}
+	return out
+}
