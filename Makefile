@@ -20,7 +20,7 @@ help: ## Show the targets.
 
 .PHONY: build
 build: ## Build every binary into bin/.
-	$(GO) build -o $(BIN)/ ./cmd/...
+	$(GO) build -o $(BIN)/ ./cmd/... ./examples/...
 
 .PHONY: control-plane
 control-plane: ## Build kube-apiserver, controller-manager, scheduler and etcd into the cache.

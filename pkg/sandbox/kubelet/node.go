@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -64,7 +65,7 @@ func (f *Fleet) newNode(ctx context.Context, spec NodeSpec) (*node, error) {
 		return nil, err
 	}
 	n := &node{f: f, spec: spec, ip: ip}
-	if err := mkdir(f.PodDir(spec.Name, "", "")); err != nil {
+	if err := mkdir(filepath.Join(f.opts.Dir, spec.Name, "pods")); err != nil {
 		return nil, err
 	}
 	if err := n.serve(); err != nil {
