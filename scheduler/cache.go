@@ -3,6 +3,7 @@ package scheduler
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
@@ -31,13 +32,24 @@ type Cache struct {
 	synced    chan struct{}
 
 	mu         sync.RWMutex
-	nodes      map[string]*NodeInfo
+	nodes      map[string]*nodeEntry
 	pods       map[types.UID]podEntry
-	requested  map[string]Resources
 	migrations map[types.NamespacedName]string // in flight → status.targetNode
-	inbound    map[string]int
 	claims     map[types.NamespacedName]*corev1.PersistentVolumeClaim
 	volumes    map[string]*corev1.PersistentVolume
+	// images maps an image to the slots of the nodes holding it.
+	images    map[string][]uint64
+	freeSlots []int32
+	nextSlot  int32
+}
+
+// nodeEntry is everything known about one node name: its NodeInfo (nil
+// until the node is seen, or after it is deleted, while pods or migrations
+// still name it) and its load.
+type nodeEntry struct {
+	info      *NodeInfo
+	requested Resources
+	inbound   int
 }
 
 type podEntry struct {
@@ -70,13 +82,12 @@ func NewCacheFrom(objs ...client.Object) *Cache {
 func newCache() *Cache {
 	return &Cache{
 		synced:     make(chan struct{}),
-		nodes:      map[string]*NodeInfo{},
+		nodes:      map[string]*nodeEntry{},
 		pods:       map[types.UID]podEntry{},
-		requested:  map[string]Resources{},
 		migrations: map[types.NamespacedName]string{},
-		inbound:    map[string]int{},
 		claims:     map[types.NamespacedName]*corev1.PersistentVolumeClaim{},
 		volumes:    map[string]*corev1.PersistentVolume{},
+		images:     map[string][]uint64{},
 	}
 }
 
@@ -137,7 +148,7 @@ func (c *Cache) upsert(obj client.Object) {
 	case *corev1.Node:
 		n := NewNodeInfo(o, true)
 		c.mu.Lock()
-		c.nodes[o.Name] = n
+		c.setNodeLocked(o.Name, n)
 		c.mu.Unlock()
 	case *corev1.Pod:
 		e, counts := podEntry{node: o.Spec.NodeName, requests: podRequests(o)}, countsOnNode(o)
@@ -145,7 +156,8 @@ func (c *Cache) upsert(obj client.Object) {
 		c.removePodLocked(o.UID)
 		if counts {
 			c.pods[o.UID] = e
-			c.requested[e.node] = c.requested[e.node].add(e.requests)
+			ne := c.entryLocked(e.node)
+			ne.requested = ne.requested.add(e.requests)
 		}
 		c.mu.Unlock()
 	case *corev1.PersistentVolumeClaim:
@@ -162,7 +174,7 @@ func (c *Cache) upsert(obj client.Object) {
 		c.removeMigrationLocked(key)
 		if t := o.Status.TargetNode; t != "" && !o.Status.Phase.IsTerminal() {
 			c.migrations[key] = t
-			c.inbound[t]++
+			c.entryLocked(t).inbound++
 		}
 		c.mu.Unlock()
 	}
@@ -173,7 +185,7 @@ func (c *Cache) remove(obj client.Object) {
 	defer c.mu.Unlock()
 	switch o := obj.(type) {
 	case *corev1.Node:
-		delete(c.nodes, o.Name)
+		c.setNodeLocked(o.Name, nil)
 	case *corev1.Pod:
 		c.removePodLocked(o.UID)
 	case *corev1.PersistentVolumeClaim:
@@ -185,18 +197,81 @@ func (c *Cache) remove(obj client.Object) {
 	}
 }
 
+func (c *Cache) entryLocked(name string) *nodeEntry {
+	e := c.nodes[name]
+	if e == nil {
+		e = &nodeEntry{}
+		c.nodes[name] = e
+	}
+	return e
+}
+
+// releaseLocked forgets an entry that holds nothing any more.
+func (c *Cache) releaseLocked(name string, e *nodeEntry) {
+	if e.info == nil && e.requested == (Resources{}) && e.inbound <= 0 {
+		delete(c.nodes, name)
+	}
+}
+
+// setNodeLocked stores (or, with nil, removes) a node's NodeInfo, keeping
+// its slot and the image sets in step.
+func (c *Cache) setNodeLocked(name string, n *NodeInfo) {
+	e := c.entryLocked(name)
+	slot := int32(-1)
+	if old := e.info; old != nil {
+		slot = old.slot
+		for _, img := range old.images {
+			c.clearImageLocked(img, slot)
+		}
+	}
+	switch {
+	case n == nil && slot >= 0:
+		c.freeSlots = append(c.freeSlots, slot)
+	case n != nil && slot < 0:
+		if k := len(c.freeSlots); k > 0 {
+			slot, c.freeSlots = c.freeSlots[k-1], c.freeSlots[:k-1]
+		} else {
+			slot = c.nextSlot
+			c.nextSlot++
+		}
+	}
+	if n != nil {
+		n.slot = slot
+		for _, img := range n.images {
+			bits := c.images[img]
+			for int(slot/64) >= len(bits) {
+				bits = append(bits, 0)
+			}
+			bits[slot/64] |= 1 << (uint(slot) % 64)
+			c.images[img] = bits
+		}
+	}
+	e.info = n
+	c.releaseLocked(name, e)
+}
+
+func (c *Cache) clearImageLocked(img string, slot int32) {
+	bits := c.images[img]
+	if int(slot/64) < len(bits) {
+		bits[slot/64] &^= 1 << (uint(slot) % 64)
+	}
+	for _, w := range bits {
+		if w != 0 {
+			return
+		}
+	}
+	delete(c.images, img)
+}
+
 func (c *Cache) removePodLocked(uid types.UID) {
 	old, ok := c.pods[uid]
 	if !ok {
 		return
 	}
 	delete(c.pods, uid)
-	left := Resources{MilliCPU: c.requested[old.node].MilliCPU - old.requests.MilliCPU, Memory: c.requested[old.node].Memory - old.requests.Memory}
-	if left == (Resources{}) {
-		delete(c.requested, old.node)
-	} else {
-		c.requested[old.node] = left
-	}
+	e := c.entryLocked(old.node)
+	e.requested = Resources{MilliCPU: e.requested.MilliCPU - old.requests.MilliCPU, Memory: e.requested.Memory - old.requests.Memory}
+	c.releaseLocked(old.node, e)
 }
 
 func (c *Cache) removeMigrationLocked(key types.NamespacedName) {
@@ -205,9 +280,9 @@ func (c *Cache) removeMigrationLocked(key types.NamespacedName) {
 		return
 	}
 	delete(c.migrations, key)
-	if c.inbound[t]--; c.inbound[t] <= 0 {
-		delete(c.inbound, t)
-	}
+	e := c.entryLocked(t)
+	e.inbound--
+	c.releaseLocked(t, e)
 }
 
 // countsOnNode: a pod holds its node's resources from binding until it
@@ -222,10 +297,14 @@ func podRequests(p *corev1.Pod) Resources {
 }
 
 // Node implements State.
-func (c *Cache) Node(name string) *NodeInfo {
+func (c *Cache) Node(name string) (NodeState, bool) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	return c.nodes[name]
+	e := c.nodes[name]
+	if e == nil || e.info == nil {
+		return NodeState{}, false
+	}
+	return NodeState{NodeInfo: e.info, Requested: e.requested, Inbound: e.inbound}, true
 }
 
 // Nodes returns every known node name, for callers choosing among all of
@@ -234,28 +313,27 @@ func (c *Cache) Nodes() []string {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	names := make([]string, 0, len(c.nodes))
-	for n := range c.nodes {
-		names = append(names, n)
+	for n, e := range c.nodes {
+		if e.info != nil {
+			names = append(names, n)
+		}
 	}
 	return names
 }
 
-// Requested implements State.
-func (c *Cache) Requested(node string) Resources {
+// MigrationTarget implements State.
+func (c *Cache) MigrationTarget(key types.NamespacedName) string {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	return c.requested[node]
+	return c.migrations[key]
 }
 
-// MigrationsTo implements State.
-func (c *Cache) MigrationsTo(node string, except types.NamespacedName) int {
+// NodesWithImage implements State. The set is a copy: requests read it
+// without the lock.
+func (c *Cache) NodesWithImage(image string) NodeSet {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	n := c.inbound[node]
-	if except.Name != "" && c.migrations[except] == node {
-		n--
-	}
-	return n
+	return NodeSet{bits: slices.Clone(c.images[image])}
 }
 
 // Claim implements State.

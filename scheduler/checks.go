@@ -84,7 +84,7 @@ func DefaultChecks() Chain {
 }
 
 func checkNotSource(p *PodInfo, n *NodeInfo) (string, string, bool) {
-	if p.SourceNode != "" && n.Node.Name == p.SourceNode {
+	if p.SourceNode != "" && n.Name == p.SourceNode {
 		return ReasonSourceNode, "the pod is migrating away from this node", true
 	}
 	return "", "", false
@@ -146,13 +146,16 @@ func checkReady(_ *PodInfo, n *NodeInfo) (string, string, bool) {
 }
 
 func checkSchedulable(_ *PodInfo, n *NodeInfo) (string, string, bool) {
-	if n.Node.Spec.Unschedulable {
+	if n.Unschedulable {
 		return ReasonNodeUnschedulable, "node is cordoned (spec.unschedulable)", true
 	}
 	return "", "", false
 }
 
 func checkTaints(p *PodInfo, n *NodeInfo) (string, string, bool) {
+	if !n.hardTaints {
+		return "", "", false
+	}
 	for i := range n.Node.Spec.Taints {
 		t := &n.Node.Spec.Taints[i]
 		if t.Effect != corev1.TaintEffectNoSchedule && t.Effect != corev1.TaintEffectNoExecute {

@@ -85,7 +85,8 @@ func TestChecks(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			st := NewCacheFrom(testNode("src"), pv, pvc, tc.node)
 			p := NewPodInfo(tc.pod, st)
-			v, ok := DefaultChecks().Evaluate(p, st.Node(tc.node.Name))
+			n, _ := st.Node(tc.node.Name)
+			v, ok := DefaultChecks().Evaluate(p, n.NodeInfo)
 			if tc.want == "" {
 				if !ok {
 					t.Fatalf("node refused: %s", v)
@@ -145,14 +146,18 @@ func TestCacheFollowsPodsAndMigrations(t *testing.T) {
 		migration("m3", "n", v1.PhaseCompleted),
 		migration("m4", "other", v1.PhaseReplaying),
 	)
-	if got, want := c.Requested("n"), (Resources{MilliCPU: 1500, Memory: 1536 << 20}); got != want {
-		t.Errorf("requested = %+v; want %+v (bound, non-terminated pods only)", got, want)
+	n, _ := c.Node("n")
+	if want := (Resources{MilliCPU: 1500, Memory: 1536 << 20}); n.Requested != want {
+		t.Errorf("requested = %+v; want %+v (bound, non-terminated pods only)", n.Requested, want)
 	}
-	if got := c.MigrationsTo("n", noMigration); got != 2 {
-		t.Errorf("in flight to n = %d; want 2 (Completed does not count)", got)
+	if n.Inbound != 2 {
+		t.Errorf("in flight to n = %d; want 2 (Completed does not count)", n.Inbound)
 	}
-	if got := c.MigrationsTo("n", client.ObjectKey{Namespace: "default", Name: "m1"}); got != 1 {
-		t.Errorf("in flight to n except m1 = %d; want 1", got)
+	if got := c.MigrationTarget(client.ObjectKey{Namespace: "default", Name: "m4"}); got != "other" {
+		t.Errorf("target of m4 = %q; want other", got)
+	}
+	if got := c.MigrationTarget(client.ObjectKey{Namespace: "default", Name: "m3"}); got != "" {
+		t.Errorf("a completed migration has target %q; want none", got)
 	}
 
 	// Updates move and release resources; deletes forget.
@@ -160,16 +165,39 @@ func TestCacheFollowsPodsAndMigrations(t *testing.T) {
 	c.remove(testPod("b"))
 	c.upsert(migration("m1", "n", v1.PhaseFailed))
 	c.remove(migration("m2", "", ""))
-	if got := c.Requested("n"); got != (Resources{}) {
-		t.Errorf("requested after the pods left = %+v; want none", got)
-	}
-	if got := c.MigrationsTo("n", noMigration); got != 0 {
-		t.Errorf("in flight to n after they ended = %d; want 0", got)
+	if n, _ = c.Node("n"); n.Requested != (Resources{}) || n.Inbound != 0 {
+		t.Errorf("load after the pods and migrations left = %+v, %d; want none", n.Requested, n.Inbound)
 	}
 	c.remove(testNode("n"))
-	if c.Node("n") != nil {
+	c.remove(migration("m4", "", ""))
+	if _, ok := c.Node("n"); ok {
 		t.Error("deleted node still known")
+	}
+	if len(c.nodes) != 0 {
+		t.Errorf("the cache keeps %d entries for nothing", len(c.nodes))
 	}
 }
 
-var noMigration = client.ObjectKey{}
+func TestCacheImageSetsFollowNodes(t *testing.T) {
+	img := normalizeImage("example/consumer:1")
+	c := NewCacheFrom(testNode("a", withImages(img)), testNode("b"))
+	a, _ := c.Node("a")
+	b, _ := c.Node("b")
+	if set := c.NodesWithImage(img); !set.Has(a.NodeInfo) || set.Has(b.NodeInfo) {
+		t.Fatal("image set does not say that a, and only a, holds the image")
+	}
+	// The image moves from a to b; a is deleted and its slot reused by c.
+	c.upsert(testNode("a"))
+	c.upsert(testNode("b", withImages(img)))
+	c.remove(testNode("a"))
+	c.upsert(testNode("c"))
+	b, _ = c.Node("b")
+	cc, _ := c.Node("c")
+	if set := c.NodesWithImage(img); !set.Has(b.NodeInfo) || set.Has(cc.NodeInfo) {
+		t.Fatal("image set did not follow the updates")
+	}
+	c.upsert(testNode("b"))
+	if _, ok := c.images[img]; ok {
+		t.Error("an image no node holds is still indexed")
+	}
+}

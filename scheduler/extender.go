@@ -116,28 +116,32 @@ func validateArgs(args *extenderv1.ExtenderArgs) field.ErrorList {
 	return errs
 }
 
-// candidate is one node of a request, resolved to a NodeInfo (nil when
-// unknown).
+// candidate is one node of a request.
 type candidate struct {
-	name string
-	node *NodeInfo
-	obj  *corev1.Node // the object sent by the scheduler, when it sent objects
+	name  string
+	node  NodeState
+	known bool
+	obj   *corev1.Node // the object sent by the scheduler, when it sent objects
 }
 
 // candidates resolves the request's nodes: names through the State
-// (nodeCacheCapable), objects as the scheduler sent them.
+// (nodeCacheCapable), objects as the scheduler sent them, with the load the
+// State knows.
 func (e *Extender) candidates(args *extenderv1.ExtenderArgs) []candidate {
 	if args.NodeNames != nil {
 		out := make([]candidate, len(*args.NodeNames))
 		for i, name := range *args.NodeNames {
-			out[i] = candidate{name: name, node: e.State.Node(name)}
+			n, ok := e.State.Node(name)
+			out[i] = candidate{name: name, node: n, known: ok}
 		}
 		return out
 	}
 	out := make([]candidate, len(args.Nodes.Items))
 	for i := range args.Nodes.Items {
-		n := &args.Nodes.Items[i]
-		out[i] = candidate{name: n.Name, node: NewNodeInfo(n, false), obj: n}
+		obj := &args.Nodes.Items[i]
+		n, _ := e.State.Node(obj.Name)
+		n.NodeInfo = NewNodeInfo(obj, false)
+		out[i] = candidate{name: obj.Name, node: n, known: true, obj: obj}
 	}
 	return out
 }
@@ -160,8 +164,8 @@ func (e *Extender) Filter(args *extenderv1.ExtenderArgs) *extenderv1.ExtenderFil
 	}
 	for _, c := range cands {
 		v, ok := unknownNode, false
-		if c.node != nil {
-			v, ok = e.Checks.Evaluate(p, c.node)
+		if c.known {
+			v, ok = e.Checks.Evaluate(p, c.node.NodeInfo)
 		}
 		switch {
 		case ok && c.obj != nil:
@@ -193,8 +197,8 @@ func (e *Extender) Prioritize(args *extenderv1.ExtenderArgs) extenderv1.HostPrio
 	out := make(extenderv1.HostPriorityList, len(cands))
 	for i, c := range cands {
 		out[i] = extenderv1.HostPriority{Host: c.name}
-		if c.node != nil {
-			out[i].Score = e.Scorer.Score(p, c.node, e.State)
+		if c.known {
+			out[i].Score = e.Scorer.Score(p, c.node)
 		}
 	}
 	return out

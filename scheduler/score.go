@@ -39,24 +39,28 @@ type Scorer struct {
 func DefaultScorer() Scorer { return Scorer{Weights: DefaultWeights()} }
 
 // Score is the node's score for the pod.
-func (s Scorer) Score(p *PodInfo, n *NodeInfo, st State) int64 {
+func (s Scorer) Score(p *PodInfo, n NodeState) int64 {
 	w := s.Weights
 	total := w.FreeResources + w.Locality + w.Images + w.FewerInbound
 	if total <= 0 {
 		return extenderv1.MinExtenderPriority
 	}
-	sum := float64(w.FreeResources)*freeFraction(p, n, st) +
-		float64(w.Locality)*locality(p, n) +
-		float64(w.Images)*imageFraction(p, n) +
-		float64(w.FewerInbound)/float64(1+st.MigrationsTo(n.Node.Name, p.Migration))
+	inbound := n.Inbound
+	if p.ownTarget != "" && p.ownTarget == n.Name {
+		inbound--
+	}
+	sum := float64(w.FreeResources)*freeFraction(p, n) +
+		float64(w.Locality)*locality(p, n.NodeInfo) +
+		float64(w.Images)*imageFraction(p, n.NodeInfo) +
+		float64(w.FewerInbound)/float64(1+max(inbound, 0))
 	score := int64(math.Round(sum / float64(total) * float64(extenderv1.MaxExtenderPriority)))
 	return min(max(score, extenderv1.MinExtenderPriority), extenderv1.MaxExtenderPriority)
 }
 
 // freeFraction is the mean of the cpu and memory fractions left free after
 // placement, 0 when the pod does not fit.
-func freeFraction(p *PodInfo, n *NodeInfo, st State) float64 {
-	used := st.Requested(n.Node.Name).add(p.Requests)
+func freeFraction(p *PodInfo, n NodeState) float64 {
+	used := n.Requested.add(p.Requests)
 	frac := func(alloc, used int64) float64 {
 		if alloc <= 0 || used >= alloc {
 			return 0
@@ -84,8 +88,8 @@ func imageFraction(p *PodInfo, n *NodeInfo) float64 {
 		return 0
 	}
 	have := 0
-	for _, img := range p.Images {
-		if n.HasImage(img) {
+	for i, img := range p.Images {
+		if n.slot >= 0 && p.imageSets[i].Has(n) || n.slot < 0 && n.hasImageScan(img) {
 			have++
 		}
 	}
@@ -114,16 +118,16 @@ func RankNodes(pod *corev1.Pod, candidates []string, st State, checks Chain, sco
 	p := NewPodInfo(pod, st)
 	r := Ranking{Refused: map[string]Verdict{}}
 	for _, name := range candidates {
-		n := st.Node(name)
-		if n == nil {
+		n, known := st.Node(name)
+		if !known {
 			r.Refused[name] = unknownNode
 			continue
 		}
-		if v, ok := checks.Evaluate(p, n); !ok {
+		if v, ok := checks.Evaluate(p, n.NodeInfo); !ok {
 			r.Refused[name] = v
 			continue
 		}
-		r.Fit = append(r.Fit, Ranked{Node: name, Score: scorer.Score(p, n, st)})
+		r.Fit = append(r.Fit, Ranked{Node: name, Score: scorer.Score(p, n)})
 	}
 	slices.SortFunc(r.Fit, func(a, b Ranked) int {
 		if c := cmp.Compare(b.Score, a.Score); c != 0 {

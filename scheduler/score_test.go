@@ -67,15 +67,17 @@ func TestScoreBounds(t *testing.T) {
 		migration("m", "full", v1.PhaseReplaying),
 	)
 	p := NewPodInfo(testPod("p", migratingFrom("src")), st)
-	if got := DefaultScorer().Score(p, st.Node("best"), st); got != 10 {
+	best, _ := st.Node("best")
+	full, _ := st.Node("full")
+	if got := DefaultScorer().Score(p, best); got != 10 {
 		t.Errorf("a node best in every respect scores %d; want 10", got)
 	}
 	// Nothing free, other region, no image, one migration in flight:
 	// only the inbound term (weight 2 of 10, halved) remains.
-	if got := DefaultScorer().Score(p, st.Node("full"), st); got != 1 {
+	if got := DefaultScorer().Score(p, full); got != 1 {
 		t.Errorf("a node worst in every respect scores %d; want 1", got)
 	}
-	if got := (Scorer{}).Score(p, st.Node("best"), st); got != 0 {
+	if got := (Scorer{}).Score(p, best); got != 0 {
 		t.Errorf("zero weights score %d; want 0", got)
 	}
 }

@@ -15,20 +15,40 @@ import (
 // candidate nodes. *Cache implements it from the manager's informers; tests
 // build a Cache from objects directly (NewCacheFrom).
 type State interface {
-	// Node returns what is known of a node, nil when it is unknown. With
-	// nodeCacheCapable the scheduler sends only node names, so this is
-	// where the node objects come from.
-	Node(name string) *NodeInfo
-	// Requested is the sum of the cpu and memory requests of the pods bound
-	// to the node that have not terminated.
-	Requested(node string) Resources
-	// MigrationsTo counts the StatefulMigrations, other than except, whose
-	// status.targetNode is node and that are not Completed or Failed.
-	MigrationsTo(node string, except types.NamespacedName) int
+	// Node returns a node with its current load; ok is false when the node
+	// is unknown. With nodeCacheCapable the scheduler sends only node
+	// names, so this is where the node objects come from. One call per
+	// node and request: it is on the hot path.
+	Node(name string) (n NodeState, ok bool)
+	// MigrationTarget is status.targetNode of the StatefulMigration key
+	// while it is in flight (not Completed or Failed), else "".
+	MigrationTarget(key types.NamespacedName) string
+	// NodesWithImage is the set of known nodes that hold image (a
+	// normalised name) in status.images.
+	NodesWithImage(image string) NodeSet
 	// Claim and Volume return a PersistentVolumeClaim and a
 	// PersistentVolume, nil when unknown.
 	Claim(namespace, name string) *corev1.PersistentVolumeClaim
 	Volume(name string) *corev1.PersistentVolume
+}
+
+// NodeState is a node with its load.
+type NodeState struct {
+	*NodeInfo
+	// Requested sums the cpu and memory requests of the pods bound to the
+	// node that have not terminated.
+	Requested Resources
+	// Inbound counts the StatefulMigrations in flight toward the node.
+	Inbound int
+}
+
+// NodeSet is a set of cached nodes, by slot.
+type NodeSet struct{ bits []uint64 }
+
+// Has reports whether the set holds n; false for nodes not from a Cache.
+func (s NodeSet) Has(n *NodeInfo) bool {
+	i := n.slot
+	return i >= 0 && int(i/64) < len(s.bits) && s.bits[i/64]&(1<<(uint(i)%64)) != 0
 }
 
 // Resources are cpu (millicores) and memory (bytes).
@@ -89,6 +109,12 @@ func leadingInt(s string) (int, string, bool) {
 // computed once per node update rather than once per request.
 type NodeInfo struct {
 	Node *corev1.Node
+	// Name and Unschedulable repeat the Node's, so the checks do not chase
+	// the Node pointer for each of thousands of nodes.
+	Name          string
+	Unschedulable bool
+	// hardTaints: the node has NoSchedule or NoExecute taints.
+	hardTaints bool
 	// Ready is the node's Ready condition.
 	Ready bool
 	// RestoreProblem says why the node cannot restore a checkpoint; empty
@@ -98,9 +124,11 @@ type NodeInfo struct {
 	Zone, Region   string
 	Kernel         kernelVersion
 	Allocatable    Resources
-	// images holds the normalised names of the images on the node; nil means
-	// "not indexed", and lookups scan node.status.images instead.
-	images map[string]struct{}
+	// images are the normalised names of the images on the node, when
+	// indexed; slot is the node's index in its Cache's NodeSets, -1 for
+	// nodes not from a Cache (their images are scanned instead).
+	images []string
+	slot   int32
 }
 
 // NewNodeInfo derives a NodeInfo. indexImages builds the image set, worth it
@@ -109,6 +137,9 @@ func NewNodeInfo(node *corev1.Node, indexImages bool) *NodeInfo {
 	l := node.Labels
 	n := &NodeInfo{
 		Node:           node,
+		Name:           node.Name,
+		Unschedulable:  node.Spec.Unschedulable,
+		slot:           -1,
 		RestoreProblem: restoreProblem(l),
 		Arch:           l[corev1.LabelArchStable],
 		OS:             l[corev1.LabelOSStable],
@@ -125,23 +156,28 @@ func NewNodeInfo(node *corev1.Node, indexImages bool) *NodeInfo {
 			n.Ready = c.Status == corev1.ConditionTrue
 		}
 	}
+	for _, t := range node.Spec.Taints {
+		if t.Effect == corev1.TaintEffectNoSchedule || t.Effect == corev1.TaintEffectNoExecute {
+			n.hardTaints = true
+		}
+	}
 	if indexImages {
-		n.images = make(map[string]struct{}, 2*len(node.Status.Images))
+		seen := make(map[string]struct{}, 2*len(node.Status.Images))
 		for _, img := range node.Status.Images {
 			for _, name := range img.Names {
-				n.images[normalizeImage(name)] = struct{}{}
+				norm := normalizeImage(name)
+				if _, dup := seen[norm]; !dup {
+					seen[norm] = struct{}{}
+					n.images = append(n.images, norm)
+				}
 			}
 		}
 	}
 	return n
 }
 
-// HasImage reports whether the node holds the image (a normalised name).
-func (n *NodeInfo) HasImage(image string) bool {
-	if n.images != nil {
-		_, ok := n.images[image]
-		return ok
-	}
+// hasImageScan looks for image in the node's status.images.
+func (n *NodeInfo) hasImageScan(image string) bool {
 	for _, img := range n.Node.Status.Images {
 		for _, name := range img.Names {
 			if normalizeImage(name) == image {
@@ -195,13 +231,17 @@ type PodInfo struct {
 	// Source is SourceNode as the State knows it; nil when there is no
 	// source or it is unknown (a deleted node), which skips the comparisons.
 	Source *NodeInfo
-	// Migration is the StatefulMigration that created the pod, if any.
+	// Migration is the StatefulMigration that created the pod, if any, and
+	// ownTarget where it is heading: that migration does not count
+	// against its own target.
 	Migration types.NamespacedName
+	ownTarget string
 	Requests  Resources
 	// Images are the pod's container images (for a target pod, the
 	// checkpoint images) and its base images, normalised.
-	Images  []string
-	volumes []volumeConstraint
+	Images    []string
+	imageSets []NodeSet
+	volumes   []volumeConstraint
 }
 
 type volumeConstraint struct {
@@ -214,10 +254,13 @@ type volumeConstraint struct {
 func NewPodInfo(pod *corev1.Pod, st State) *PodInfo {
 	p := &PodInfo{Pod: pod, SourceNode: pod.Annotations[v1.AnnotationSourceNode]}
 	if p.SourceNode != "" {
-		p.Source = st.Node(p.SourceNode)
+		if src, ok := st.Node(p.SourceNode); ok {
+			p.Source = src.NodeInfo
+		}
 	}
 	if name := pod.Annotations[v1.AnnotationMigrationName]; name != "" {
 		p.Migration = types.NamespacedName{Namespace: pod.Namespace, Name: name}
+		p.ownTarget = st.MigrationTarget(p.Migration)
 	}
 	p.Requests = podRequests(pod)
 	seen := map[string]bool{}
@@ -238,6 +281,9 @@ func NewPodInfo(pod *corev1.Pod, st State) *PodInfo {
 	}
 	for _, ref := range strings.Split(pod.Annotations[v1.AnnotationBaseImages], ",") {
 		addImage(ref)
+	}
+	for _, img := range p.Images {
+		p.imageSets = append(p.imageSets, st.NodesWithImage(img))
 	}
 	p.volumes = volumeConstraints(pod, st)
 	return p

@@ -310,4 +310,3 @@ func down(dir string, purge bool) error {
 	}
 	return nil
 }
-
