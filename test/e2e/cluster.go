@@ -1,0 +1,188 @@
+// Package e2e holds the end-to-end specs: each spec is a function taking
+// the cluster and returning an e2e-framework feature, with one thin
+// _test.go each. They run against the embedded sandbox (started by
+// TestMain) or, when KUBECONFIG is set, against that cluster.
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr/funcr"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/e2e-framework/pkg/envconf"
+
+	"github.com/ms2m/ms2m/pkg/sandbox"
+)
+
+// Image is the project image; its binaries are named by the command.
+const Image = "ghcr.io/ms2m/ms2m:v0.1.0"
+
+// Cluster is what the specs run against.
+type Cluster struct {
+	Kubeconfig string
+	Config     *rest.Config
+	Client     kubernetes.Interface
+	// Registry receives checkpoint images; the sandbox's, or E2E_REGISTRY
+	// on a real cluster (specs needing it skip without it).
+	Registry string
+	// KubeletCA verifies the kubelets' serving certificates; nil skips
+	// verification (a real cluster's kubelets are often self-signed).
+	KubeletCA []byte
+	// Sandbox is nil on a real cluster.
+	Sandbox *sandbox.Sandbox
+}
+
+func repoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
+// Setup starts the sandbox, or connects to KUBECONFIG's cluster.
+func Setup(ctx context.Context, c *Cluster, workDir string) error {
+	if kc := os.Getenv("KUBECONFIG"); kc != "" {
+		cfg, err := clientcmd.BuildConfigFromFlags("", kc)
+		if err != nil {
+			return err
+		}
+		c.Kubeconfig, c.Config, c.Registry = kc, cfg, os.Getenv("E2E_REGISTRY")
+	} else {
+		bin := filepath.Join(workDir, "bin")
+		build := exec.CommandContext(ctx, "go", "build", "-o", bin+"/", "./cmd/...", "./examples/...")
+		build.Dir = repoRoot()
+		if out, err := build.CombinedOutput(); err != nil {
+			return fmt.Errorf("building the binaries the sandbox runs: %v\n%s", err, out)
+		}
+		assets := sandbox.DefaultControlPlaneDir()
+		log := funcr.New(func(prefix, args string) {
+			if os.Getenv("E2E_SANDBOX_LOG") != "" {
+				fmt.Fprintln(os.Stderr, prefix, args)
+			}
+		}, funcr.Options{})
+		sb, err := sandbox.Start(ctx, sandbox.Options{
+			Dir: filepath.Join(workDir, "sandbox"), ControlPlaneDir: assets, BinDir: bin, Nodes: 3,
+			CRDDirs: []string{filepath.Join(repoRoot(), "charts", "ms2m", "crds")}, Log: log,
+		})
+		if err != nil {
+			return err
+		}
+		c.Sandbox, c.Kubeconfig, c.Config, c.Registry, c.KubeletCA = sb, sb.Kubeconfig, sb.Config, sb.Registry, sb.KubeletCA
+	}
+	var err error
+	c.Client, err = kubernetes.NewForConfig(c.Config)
+	return err
+}
+
+// Teardown stops the sandbox.
+func (c *Cluster) Teardown() {
+	if c.Sandbox != nil {
+		c.Sandbox.Stop()
+	}
+}
+
+// EnvConfig is the e2e-framework configuration for the cluster.
+func (c *Cluster) EnvConfig() *envconf.Config { return envconf.NewWithKubeConfig(c.Kubeconfig) }
+
+// Namespace creates a namespace for one spec and deletes it afterwards.
+func (c *Cluster) Namespace(t *testing.T, name string) string {
+	t.Helper()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: name + "-"}}
+	ns, err := c.Client.CoreV1().Namespaces().Create(context.Background(), ns, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		// Wait until it is gone, pods and all, so the next spec starts clean.
+		_ = c.Client.CoreV1().Namespaces().Delete(context.Background(), ns.Name, metav1.DeleteOptions{})
+		c.Eventually(t, "namespace "+ns.Name+" deleted", func(ctx context.Context) error {
+			_, err := c.Client.CoreV1().Namespaces().Get(ctx, ns.Name, metav1.GetOptions{})
+			if apierrors.IsNotFound(err) {
+				return nil
+			}
+			return fmt.Errorf("still there (%v)", err)
+		})
+	})
+	// The namespace's default service account comes from the real
+	// controller-manager; pods cannot be admitted before it exists.
+	c.Eventually(t, "service account default/"+ns.Name, func(ctx context.Context) error {
+		_, err := c.Client.CoreV1().ServiceAccounts(ns.Name).Get(ctx, "default", metav1.GetOptions{})
+		return err
+	})
+	return ns.Name
+}
+
+// Eventually polls fn until it returns nil, failing the test with the last
+// error after two minutes.
+func (c *Cluster) Eventually(t *testing.T, what string, fn func(ctx context.Context) error) {
+	t.Helper()
+	var last error
+	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+		last = fn(ctx)
+		return last == nil, nil
+	})
+	if err != nil {
+		t.Fatalf("waiting for %s: %v", what, last)
+	}
+}
+
+// Kubectl runs the machine's kubectl against the cluster.
+func (c *Cluster) Kubectl(ctx context.Context, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, "kubectl", append([]string{"--kubeconfig", c.Kubeconfig}, args...)...)
+	out, err := cmd.CombinedOutput()
+	return strings.TrimSpace(string(out)), err
+}
+
+// PodsReady returns an error naming the first pod matching selector in ns
+// that is not Running and Ready, or when fewer than n exist.
+func (c *Cluster) PodsReady(ctx context.Context, ns, selector string, n int) ([]corev1.Pod, error) {
+	pods, err := c.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: selector})
+	if err != nil {
+		return nil, err
+	}
+	var live []corev1.Pod
+	for _, p := range pods.Items {
+		if p.DeletionTimestamp != nil {
+			continue
+		}
+		if !IsReady(&p) {
+			return nil, fmt.Errorf("pod %s is %s, not Ready (%s)", p.Name, p.Status.Phase, waitingReason(&p))
+		}
+		live = append(live, p)
+	}
+	if len(live) < n {
+		return nil, fmt.Errorf("%d of %d pods %s ready", len(live), n, selector)
+	}
+	return live, nil
+}
+
+// IsReady reports the pod's Ready condition.
+func IsReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue && p.Status.Phase == corev1.PodRunning
+		}
+	}
+	return false
+}
+
+func waitingReason(p *corev1.Pod) string {
+	for _, s := range p.Status.ContainerStatuses {
+		if s.State.Waiting != nil {
+			return s.Name + ": " + s.State.Waiting.Reason + " " + s.State.Waiting.Message
+		}
+	}
+	return "no waiting container"
+}

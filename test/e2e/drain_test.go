@@ -1,0 +1,7 @@
+package e2e
+
+import "testing"
+
+func TestDrainNonMigratable(t *testing.T) {
+	testenv.Test(t, DrainSpec(DrainInput{Cluster: cluster}))
+}

@@ -1,0 +1,40 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"testing"
+
+	"sigs.k8s.io/e2e-framework/pkg/env"
+	"sigs.k8s.io/e2e-framework/pkg/envconf"
+)
+
+var (
+	testenv env.Environment
+	cluster = &Cluster{}
+)
+
+func TestMain(m *testing.M) {
+	work, err := os.MkdirTemp("", "ms2m-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	if err := Setup(context.Background(), cluster, work); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e setup:", err)
+		os.Exit(1)
+	}
+	testenv = env.NewWithConfig(cluster.EnvConfig())
+	testenv.Finish(func(ctx context.Context, _ *envconf.Config) (context.Context, error) {
+		cluster.Teardown()
+		return ctx, nil
+	})
+	code := testenv.Run(m)
+	if code == 0 {
+		_ = os.RemoveAll(work)
+	} else {
+		fmt.Fprintln(os.Stderr, "e2e: sandbox state and logs kept in", work)
+	}
+	os.Exit(code)
+}

@@ -1,0 +1,73 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/ms2m/ms2m/examples/statefulapp"
+	"github.com/ms2m/ms2m/pkg/replay"
+)
+
+// ConsumerContainer is the example stateful consumer, as a container.
+func ConsumerContainer() corev1.Container {
+	return corev1.Container{
+		Name: "app", Image: Image, Command: []string{"/ms2m/example-consumer"},
+		Env: []corev1.EnvVar{{Name: "POD_IP", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.podIP"}}}},
+		Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
+		ReadinessProbe: &corev1.Probe{
+			ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromString("http")}},
+			PeriodSeconds: 1,
+		},
+	}
+}
+
+// ConsumerURL is the consumer's base URL in pod p.
+func ConsumerURL(p *corev1.Pod) string {
+	return "http://" + net.JoinHostPort(p.Status.PodIP, "8080")
+}
+
+// Deliver posts messages to a consumer as its replay sidecar would, so a
+// spec can give it state without a broker.
+func Deliver(ctx context.Context, base string, partition int, fromOffset int64, seqs ...int64) error {
+	for i, seq := range seqs {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/messages", bytes.NewBufferString(strconv.FormatInt(seq, 10)))
+		if err != nil {
+			return err
+		}
+		req.Header.Set(replay.HeaderPartition, strconv.Itoa(partition))
+		req.Header.Set(replay.HeaderOffset, strconv.FormatInt(fromOffset+int64(i), 10))
+		req.Header.Set(replay.HeaderKey, fmt.Sprintf("k%03d", seq%7))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode/100 != 2 {
+			return fmt.Errorf("consumer answered %s", resp.Status)
+		}
+	}
+	return nil
+}
+
+// State reads a consumer's state summary.
+func State(ctx context.Context, base string) (statefulapp.Summary, error) {
+	var s statefulapp.Summary
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/state", nil)
+	if err != nil {
+		return s, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return s, err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	return s, json.NewDecoder(resp.Body).Decode(&s)
+}
