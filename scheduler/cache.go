@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
@@ -201,7 +202,10 @@ func (c *Cache) entryLocked(name string) *nodeEntry {
 	e := c.nodes[name]
 	if e == nil {
 		e = &nodeEntry{}
-		c.nodes[name] = e
+		// A copy of the name, not the Node's own: the keys of all entries
+		// then sit together in memory, and the lookups of a request over
+		// thousands of nodes do not each miss the CPU cache on a key.
+		c.nodes[strings.Clone(name)] = e
 	}
 	return e
 }

@@ -1,7 +1,7 @@
 package scheduler
 
 import (
-	"encoding/json"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -55,14 +55,17 @@ func (e *Extender) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		e.refuse(w, r, status, err)
 		return
 	}
-	var out any
+	var out []byte
 	if r.URL.Path == FilterPath {
-		out = e.Filter(args)
+		if out, err = encodeFilterResult(make([]byte, 0, 24*count(args)+1024), e.Filter(args)); err != nil {
+			e.refuse(w, r, http.StatusBadRequest, fmt.Errorf("encoding the filter result: %w", err))
+			return
+		}
 	} else {
-		out = e.Prioritize(args)
+		out = encodePriorities(make([]byte, 0, 40*count(args)+2), e.Prioritize(args))
 	}
 	w.Header().Set("Content-Type", "application/json")
-	if err := json.NewEncoder(w).Encode(out); err != nil {
+	if _, err := w.Write(out); err != nil {
 		e.Log.V(1).Info("writing the extender response failed", "path", r.URL.Path, "err", err)
 	}
 }
@@ -88,21 +91,31 @@ func (e *Extender) decode(w http.ResponseWriter, r *http.Request) (*extenderv1.E
 	if limit <= 0 {
 		limit = DefaultMaxRequestBytes
 	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
-	args := &extenderv1.ExtenderArgs{}
-	if err := dec.Decode(args); err != nil {
+	body, err := readBody(http.MaxBytesReader(w, r.Body, limit), r.ContentLength, limit)
+	if err != nil {
 		if tooBig := (*http.MaxBytesError)(nil); errors.As(err, &tooBig) {
 			return nil, http.StatusRequestEntityTooLarge, fmt.Errorf("request body exceeds %d bytes", limit)
 		}
-		return nil, http.StatusBadRequest, fmt.Errorf("decoding ExtenderArgs: %w", err)
+		return nil, http.StatusBadRequest, fmt.Errorf("reading the request: %w", err)
 	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return nil, http.StatusBadRequest, errors.New("decoding ExtenderArgs: data after the JSON object")
+	args, err := decodeArgs(body)
+	if err != nil {
+		return nil, http.StatusBadRequest, fmt.Errorf("decoding ExtenderArgs: %w", err)
 	}
 	if errs := validateArgs(args); len(errs) > 0 {
 		return nil, http.StatusBadRequest, errs.ToAggregate()
 	}
 	return args, 0, nil
+}
+
+// readBody reads the whole body, sized up front when the length is known.
+func readBody(r io.Reader, length, limit int64) ([]byte, error) {
+	var buf bytes.Buffer
+	if length > 0 && length <= limit {
+		buf.Grow(int(length) + bytes.MinRead)
+	}
+	_, err := buf.ReadFrom(r)
+	return buf.Bytes(), err
 }
 
 func validateArgs(args *extenderv1.ExtenderArgs) field.ErrorList {
@@ -124,33 +137,35 @@ type candidate struct {
 	obj   *corev1.Node // the object sent by the scheduler, when it sent objects
 }
 
-// candidates resolves the request's nodes: names through the State
-// (nodeCacheCapable), objects as the scheduler sent them, with the load the
-// State knows.
-func (e *Extender) candidates(args *extenderv1.ExtenderArgs) []candidate {
+// count is the number of nodes in the request.
+func count(args *extenderv1.ExtenderArgs) int {
 	if args.NodeNames != nil {
-		out := make([]candidate, len(*args.NodeNames))
-		for i, name := range *args.NodeNames {
-			n, ok := e.State.Node(name)
-			out[i] = candidate{name: name, node: n, known: ok}
-		}
-		return out
+		return len(*args.NodeNames)
 	}
-	out := make([]candidate, len(args.Nodes.Items))
-	for i := range args.Nodes.Items {
-		obj := &args.Nodes.Items[i]
-		n, _ := e.State.Node(obj.Name)
-		n.NodeInfo = NewNodeInfo(obj, false)
-		out[i] = candidate{name: obj.Name, node: n, known: true, obj: obj}
+	return len(args.Nodes.Items)
+}
+
+// candidate resolves the request's i-th node: a name through the State
+// (nodeCacheCapable), an object as the scheduler sent it, with the load
+// the State knows. Resolved one at a time, not into a slice: a request over
+// 5,000 nodes would otherwise allocate for nothing.
+func (e *Extender) candidate(args *extenderv1.ExtenderArgs, i int) candidate {
+	if args.NodeNames != nil {
+		name := (*args.NodeNames)[i]
+		n, ok := e.State.Node(name)
+		return candidate{name: name, node: n, known: ok}
 	}
-	return out
+	obj := &args.Nodes.Items[i]
+	n, _ := e.State.Node(obj.Name)
+	n.NodeInfo = NewNodeInfo(obj, false)
+	return candidate{name: obj.Name, node: n, known: true, obj: obj}
 }
 
 // Filter keeps the nodes that pass Checks and reports every other with its
 // reason, in the form the request came in (names or objects).
 func (e *Extender) Filter(args *extenderv1.ExtenderArgs) *extenderv1.ExtenderFilterResult {
 	p := NewPodInfo(args.Pod, e.State)
-	cands := e.candidates(args)
+	total := count(args)
 	res := &extenderv1.ExtenderFilterResult{
 		FailedNodes:                extenderv1.FailedNodesMap{},
 		FailedAndUnresolvableNodes: extenderv1.FailedNodesMap{},
@@ -158,11 +173,12 @@ func (e *Extender) Filter(args *extenderv1.ExtenderArgs) *extenderv1.ExtenderFil
 	var names []string
 	var nodes []corev1.Node
 	if args.NodeNames != nil {
-		names = make([]string, 0, len(cands))
+		names = make([]string, 0, total)
 	} else {
-		nodes = make([]corev1.Node, 0, len(cands))
+		nodes = make([]corev1.Node, 0, total)
 	}
-	for _, c := range cands {
+	for i := range total {
+		c := e.candidate(args, i)
 		v, ok := unknownNode, false
 		if c.known {
 			v, ok = e.Checks.Evaluate(p, c.node.NodeInfo)
@@ -184,7 +200,7 @@ func (e *Extender) Filter(args *extenderv1.ExtenderArgs) *extenderv1.ExtenderFil
 		res.Nodes = &corev1.NodeList{Items: nodes}
 	}
 	if refused := len(res.FailedNodes) + len(res.FailedAndUnresolvableNodes); refused > 0 && e.Log.V(1).Enabled() {
-		e.Log.V(1).Info("filtered nodes", "pod", args.Pod.Namespace+"/"+args.Pod.Name, "fit", len(cands)-refused, "refused", refused)
+		e.Log.V(1).Info("filtered nodes", "pod", args.Pod.Namespace+"/"+args.Pod.Name, "fit", total-refused, "refused", refused)
 	}
 	return res
 }
@@ -193,9 +209,9 @@ func (e *Extender) Filter(args *extenderv1.ExtenderArgs) *extenderv1.ExtenderFil
 // State does not know score 0.
 func (e *Extender) Prioritize(args *extenderv1.ExtenderArgs) extenderv1.HostPriorityList {
 	p := NewPodInfo(args.Pod, e.State)
-	cands := e.candidates(args)
-	out := make(extenderv1.HostPriorityList, len(cands))
-	for i, c := range cands {
+	out := make(extenderv1.HostPriorityList, count(args))
+	for i := range out {
+		c := e.candidate(args, i)
 		out[i] = extenderv1.HostPriority{Host: c.name}
 		if c.known {
 			out[i].Score = e.Scorer.Score(p, c.node)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"testing"
 
 	"github.com/go-logr/logr"
@@ -38,10 +39,26 @@ func FuzzExtender(f *testing.F) {
 	f.Add([]byte(`[]`))
 	f.Add([]byte(`{"Pod":{}}{}`))
 	f.Add([]byte{0xff, 0xfe})
+	f.Add([]byte(`{"nodenames":["a\u0062","c\"d",""],"pod":{},"NODENAMES":null,"Extra":{"x":[1,2,{"y":"]"}]}}`))
+	f.Add([]byte(`{"NodeNames":["\xff","\ud800"],"Pod":{}}`))
+	f.Add([]byte("{\"NodeNames\":[\"caf\xc3\xa9\",\"\xff\"],\"Pod\":{}}"))
 
 	f.Fuzz(func(t *testing.T, body []byte) {
 		var in extenderv1.ExtenderArgs
-		_ = json.Unmarshal(body, &in)
+		stdErr := json.Unmarshal(body, &in)
+		// The hand-written decoder accepts only what encoding/json accepts,
+		// and reads the same node names.
+		if got, err := decodeArgs(body); err == nil {
+			if stdErr != nil {
+				t.Fatalf("decodeArgs accepted what encoding/json refuses (%v)", stdErr)
+			}
+			if (got.NodeNames == nil) != (in.NodeNames == nil) || got.NodeNames != nil && !slices.Equal(*got.NodeNames, *in.NodeNames) {
+				t.Fatalf("NodeNames %v; encoding/json reads %v", got.NodeNames, in.NodeNames)
+			}
+			if (got.Pod == nil) != (in.Pod == nil) || (got.Nodes == nil) != (in.Nodes == nil) {
+				t.Fatalf("Pod/Nodes presence differs from encoding/json")
+			}
+		}
 		asked := map[string]bool{}
 		if in.NodeNames != nil {
 			for _, n := range *in.NodeNames {
