@@ -2,6 +2,7 @@ package manager
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"path/filepath"
@@ -12,12 +13,14 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	extenderv1 "k8s.io/kube-scheduler/extender/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
 	"github.com/ms2m/ms2m/pkg/expect"
 	"github.com/ms2m/ms2m/pkg/testenv"
+	"github.com/ms2m/ms2m/scheduler"
 )
 
 func TestValidateNamesTheFlag(t *testing.T) {
@@ -31,6 +34,10 @@ func TestValidateNamesTheFlag(t *testing.T) {
 		{"sub-second cutoff", func(o *Options) { o.DefaultReplayCutoff = time.Millisecond }, "--default-replay-cutoff"},
 		{"webhook port out of range", func(o *Options) { o.WebhookPort = 70000 }, "--webhook-port"},
 		{"no sidecar image", func(o *Options) { o.Sidecar.Image = "" }, "--sidecar-image"},
+		{"extender address without port", func(o *Options) { o.SchedulerExtender.BindAddress = "localhost" }, "--scheduler-extender-bind-address"},
+		{"extender cert without key", func(o *Options) {
+			o.SchedulerExtender.BindAddress, o.SchedulerExtender.CertFile = ":8888", "tls.crt"
+		}, "--scheduler-extender-key-file"},
 	}
 	if err := DefaultOptions().Validate(); err != nil {
 		t.Fatalf("defaults must be valid: %v", err)
@@ -49,7 +56,8 @@ func TestValidateNamesTheFlag(t *testing.T) {
 
 // TestManagerServesProbesWebhooksAndTakesTheLease runs the manager against a
 // real API server: it must take its leader lease, answer the probes a
-// Deployment's kubelet will call, and admit pods through its webhook.
+// Deployment's kubelet will call, admit pods through its webhook and answer
+// the scheduler extender's filter from its informers.
 func TestManagerServesProbesWebhooksAndTakesTheLease(t *testing.T) {
 	env := testenv.Start(t, testenv.Options{WebhookInstallOptions: envtest.WebhookInstallOptions{
 		Paths: []string{filepath.Join(testenv.RepoRoot(), "config", "webhook")},
@@ -60,6 +68,7 @@ func TestManagerServesProbesWebhooksAndTakesTheLease(t *testing.T) {
 	opts.MetricsAddr = "127.0.0.1:0"
 	opts.ProbeAddr = testenv.FreeAddr(t)
 	opts.LeaderElectionNamespace = "default"
+	opts.SchedulerExtender.BindAddress = testenv.FreeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- Run(ctx, env.Config, opts) }()
@@ -109,4 +118,27 @@ func TestManagerServesProbesWebhooksAndTakesTheLease(t *testing.T) {
 	if n := len(pod.Spec.Containers); n != 2 || pod.Spec.Containers[1].Name != v1.SidecarContainerName {
 		t.Fatalf("manager's webhook did not inject the sidecar: %d containers", n)
 	}
+
+	// The extender is wired to the manager's informers: a node created in
+	// the API server is judged by its labels (nodeCacheCapable request).
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "no-criu", Labels: map[string]string{v1.LabelCheckpointRestore: "false"}}}
+	if err := env.Client.Create(ctx, node); err != nil {
+		t.Fatal(err)
+	}
+	expect.Eventually(t, "extender refuses the node by its labels", func() error {
+		body := `{"Pod":{"metadata":{"name":"p","namespace":"default"}},"NodeNames":["no-criu"]}`
+		resp, err := http.Post("http://"+opts.SchedulerExtender.BindAddress+scheduler.FilterPath, "application/json", strings.NewReader(body))
+		if err != nil {
+			return err
+		}
+		defer func() { _ = resp.Body.Close() }()
+		var res extenderv1.ExtenderFilterResult
+		if err := json.NewDecoder(resp.Body).Decode(&res); err != nil {
+			return fmt.Errorf("status %d: %w", resp.StatusCode, err)
+		}
+		if msg := res.FailedAndUnresolvableNodes["no-criu"]; !strings.Contains(msg, scheduler.ReasonCheckpointRestoreUnsupported) {
+			return fmt.Errorf("filter result %+v", res)
+		}
+		return nil
+	})
 }
