@@ -24,6 +24,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/ms2m/ms2m/pkg/manager"
 	"github.com/ms2m/ms2m/pkg/sandbox"
 )
 
@@ -103,6 +104,8 @@ func newFlags(cmd string) *flag.FlagSet {
 	fs.String("bin-dir", defaultBinDir(), "Directory with the project's binaries that pods of ghcr.io/ms2m/ms2m run (make build).")
 	fs.String("crds", "charts/ms2m/crds", "Directory of CRDs to install; empty for none.")
 	fs.Bool("purge", false, "down: also delete the state directory.")
+	fs.Bool("manager", true, "Run the ms2m manager (webhooks, controllers) inside the sandbox.")
+	fs.String("webhook-manifests", "config/webhook", "Directory of the webhook configurations the manager serves.")
 	return fs
 }
 
@@ -138,6 +141,11 @@ func run(fs *flag.FlagSet) error {
 		}
 		crds = []string{d}
 	}
+	var mgr *manager.Options
+	if flagBool(fs, "manager") {
+		opts := manager.DefaultOptions()
+		mgr = &opts
+	}
 	log := funcr.New(func(prefix, args string) {
 		fmt.Fprintf(os.Stderr, "%s %s %s\n", time.Now().Format("15:04:05.000"), prefix, args)
 	}, funcr.Options{})
@@ -146,7 +154,7 @@ func run(fs *flag.FlagSet) error {
 	sb, err := sandbox.Start(ctx, sandbox.Options{
 		Dir: dir, ControlPlaneDir: flagString(fs, "control-plane-dir"), BinDir: flagString(fs, "bin-dir"),
 		Nodes: flagInt(fs, "nodes"), NodesWithoutRestore: flagInt(fs, "nodes-without-restore"), CRDDirs: crds,
-		Log: log.WithName("sandbox"),
+		Log: log.WithName("sandbox"), Manager: mgr, WebhookManifests: flagString(fs, "webhook-manifests"),
 	})
 	if err != nil {
 		return err

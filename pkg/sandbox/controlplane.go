@@ -48,6 +48,11 @@ func startControlPlane(ctx context.Context, opts Options) (*controlPlane, error)
 		CRDDirectoryPaths:     opts.CRDDirs,
 		ErrorIfCRDPathMissing: len(opts.CRDDirs) > 0,
 	}
+	if opts.Manager != nil {
+		// envtest makes the serving certificate and registers the webhook
+		// configurations with a URL to the in-process manager.
+		env.WebhookInstallOptions = envtest.WebhookInstallOptions{Paths: []string{opts.WebhookManifests}, LocalServingHost: "127.0.0.1"}
+	}
 	api := env.ControlPlane.GetAPIServer()
 	api.CertDir = pki
 	api.Out, api.Err = logFile(opts.Dir, "kube-apiserver")

@@ -31,6 +31,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/ms2m/ms2m/pkg/manager"
 	"github.com/ms2m/ms2m/pkg/sandbox/kubelet"
 )
 
@@ -59,6 +60,11 @@ type Options struct {
 	// SchedulerExtenders are added to the scheduler's configuration, as
 	// YAML list items (see scheduler/ for ms2m's).
 	SchedulerExtenders []map[string]any
+	// Manager runs the ms2m manager inside the sandbox (the embedded
+	// default), with its admission webhooks registered with the API server
+	// from WebhookManifests (config/webhook). Nil runs none.
+	Manager          *manager.Options
+	WebhookManifests string
 	// Log receives progress and the simulated kubelets' logs.
 	Log logr.Logger
 }
@@ -79,6 +85,8 @@ type Sandbox struct {
 	Fleet     *kubelet.Fleet
 
 	cp       *controlPlane
+	stopMgr  context.CancelFunc
+	mgrDone  chan error
 	kafka    *kfake.Cluster
 	registry *http.Server
 }
@@ -212,9 +220,20 @@ func Start(ctx context.Context, opts Options) (s *Sandbox, err error) {
 		return s, err
 	}
 
+	if opts.Manager != nil {
+		if err := withExtender(&opts); err != nil {
+			return s, err
+		}
+	}
 	logf("starting kube-controller-manager and kube-scheduler")
 	if err := s.cp.startControllers(ctx, opts); err != nil {
 		return s, err
+	}
+	if opts.Manager != nil {
+		logf("starting the ms2m manager (webhooks registered with the API server)")
+		if err := s.startManager(ctx, *opts.Manager); err != nil {
+			return s, err
+		}
 	}
 	if err := s.waitNodesReady(ctx); err != nil {
 		return s, err
@@ -261,6 +280,10 @@ func (s *Sandbox) Dir() string { return s.opts.Dir }
 // Stop stops everything, pods first, and removes the state file. Data
 // (etcd, registry, logs) stays in Dir.
 func (s *Sandbox) Stop() {
+	if s.stopMgr != nil {
+		s.stopMgr()
+		<-s.mgrDone
+	}
 	if s.Fleet != nil {
 		s.Fleet.Stop()
 	}

@@ -25,6 +25,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/e2e-framework/pkg/envconf"
 
+	"github.com/ms2m/ms2m/pkg/manager"
 	"github.com/ms2m/ms2m/pkg/sandbox"
 )
 
@@ -42,6 +43,9 @@ type Cluster struct {
 	// KubeletCA verifies the kubelets' serving certificates; nil skips
 	// verification (a real cluster's kubelets are often self-signed).
 	KubeletCA []byte
+	// Brokers is the Kafka bootstrap list: the sandbox's broker, or
+	// E2E_BROKERS on a real cluster.
+	Brokers []string
 	// Sandbox is nil on a real cluster.
 	Sandbox *sandbox.Sandbox
 }
@@ -59,6 +63,9 @@ func Setup(ctx context.Context, c *Cluster, workDir string) error {
 			return err
 		}
 		c.Kubeconfig, c.Config, c.Registry = kc, cfg, os.Getenv("E2E_REGISTRY")
+		if b := os.Getenv("E2E_BROKERS"); b != "" {
+			c.Brokers = strings.Split(b, ",")
+		}
 	} else {
 		bin := filepath.Join(workDir, "bin")
 		build := exec.CommandContext(ctx, "go", "build", "-o", bin+"/", "./cmd/...", "./examples/...")
@@ -72,14 +79,17 @@ func Setup(ctx context.Context, c *Cluster, workDir string) error {
 				fmt.Fprintln(os.Stderr, prefix, args)
 			}
 		}, funcr.Options{})
+		mgr := manager.DefaultOptions()
 		sb, err := sandbox.Start(ctx, sandbox.Options{
 			Dir: filepath.Join(workDir, "sandbox"), ControlPlaneDir: assets, BinDir: bin, Nodes: 3,
 			CRDDirs: []string{filepath.Join(repoRoot(), "charts", "ms2m", "crds")}, Log: log,
+			Manager: &mgr, WebhookManifests: filepath.Join(repoRoot(), "config", "webhook"),
 		})
 		if err != nil {
 			return err
 		}
 		c.Sandbox, c.Kubeconfig, c.Config, c.Registry, c.KubeletCA = sb, sb.Kubeconfig, sb.Config, sb.Registry, sb.KubeletCA
+		c.Brokers = []string{sb.Broker}
 	}
 	var err error
 	c.Client, err = kubernetes.NewForConfig(c.Config)

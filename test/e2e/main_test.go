@@ -3,9 +3,11 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"testing"
 
+	"k8s.io/klog/v2"
 	"sigs.k8s.io/e2e-framework/pkg/env"
 	"sigs.k8s.io/e2e-framework/pkg/envconf"
 )
@@ -16,6 +18,11 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	// e2e-framework routes controller-runtime's log to klog; the in-process
+	// manager's logs would drown the test output (E2E_SANDBOX_LOG=1 shows
+	// the sandbox's own).
+	klog.LogToStderr(false)
+	klog.SetOutput(io.Discard)
 	work, err := os.MkdirTemp("", "ms2m-e2e-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -1,0 +1,109 @@
+// Package deploy builds the Kubernetes objects of the example workload: the
+// stateful consumer opted in to ms2m (the webhook injects its replay
+// sidecar) and a producer Job. The demo and the e2e specs deploy these, so
+// what a newcomer sees is what the tests check.
+package deploy
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+
+	migrationv1alpha1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
+)
+
+// Image is the project image; the command names the binary.
+const Image = "ghcr.io/ms2m/ms2m:v0.1.0"
+
+// Example describes one deployment of the example workload.
+type Example struct {
+	Name    string
+	Brokers []string
+	Topic   string
+	// EffectsTopic receives one record per live-processed message.
+	EffectsTopic string
+	// ProcessTime per message in the consumer.
+	ProcessTime time.Duration
+	// Rate and Count of the producer.
+	Rate  float64
+	Count int64
+}
+
+func (e Example) effects() string {
+	if e.EffectsTopic != "" {
+		return e.EffectsTopic
+	}
+	return e.Topic + "-effects"
+}
+
+// Labels select the consumer's pods.
+func (e Example) Labels() map[string]string { return map[string]string{"app": e.Name} }
+
+// Consumer is a one-replica Deployment of the stateful consumer, annotated
+// for ms2m: the webhook injects the replay sidecar that consumes Topic as
+// group Name and delivers to port 8080.
+func (e Example) Consumer() *appsv1.Deployment {
+	env := func(k, v string) corev1.EnvVar { return corev1.EnvVar{Name: k, Value: v} }
+	return &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: e.Name, Labels: e.Labels()},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To(int32(1)),
+			Selector: &metav1.LabelSelector{MatchLabels: e.Labels()},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: e.Labels(), Annotations: map[string]string{
+					migrationv1alpha1.AnnotationMigratable:   "true",
+					migrationv1alpha1.AnnotationKafkaBrokers: strings.Join(e.Brokers, ","),
+					migrationv1alpha1.AnnotationKafkaTopic:   e.Topic,
+					migrationv1alpha1.AnnotationKafkaGroup:   e.Name,
+					migrationv1alpha1.AnnotationAppPort:      "8080",
+				}},
+				Spec: corev1.PodSpec{
+					TerminationGracePeriodSeconds: ptr.To(int64(10)),
+					Containers: []corev1.Container{{
+						Name: "app", Image: Image, Command: []string{"/ms2m/example-consumer"},
+						Env: []corev1.EnvVar{
+							{Name: "POD_IP", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.podIP"}}},
+							env("PROCESS_TIME", e.ProcessTime.String()),
+							env("EFFECTS_BROKERS", strings.Join(e.Brokers, ",")),
+							env("EFFECTS_TOPIC", e.effects()),
+						},
+						Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
+						ReadinessProbe: &corev1.Probe{
+							ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromString("http")}},
+							PeriodSeconds: 1,
+						},
+					}},
+				},
+			},
+		},
+	}
+}
+
+// Producer is a Job writing Count numbered messages at Rate.
+func (e Example) Producer() *batchv1.Job {
+	return &batchv1.Job{
+		ObjectMeta: metav1.ObjectMeta{Name: e.Name + "-producer"},
+		Spec: batchv1.JobSpec{
+			BackoffLimit: ptr.To(int32(3)),
+			Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{
+				RestartPolicy: corev1.RestartPolicyOnFailure,
+				Containers: []corev1.Container{{
+					Name: "producer", Image: Image,
+					Command: []string{"/ms2m/example-producer",
+						"--brokers=" + strings.Join(e.Brokers, ","), "--topic=" + e.Topic,
+						fmt.Sprintf("--rate=%g", e.Rate), fmt.Sprintf("--count=%d", e.Count)},
+				}},
+			}},
+		},
+	}
+}
+
+// Effects is the effects topic's name.
+func (e Example) Effects() string { return e.effects() }

@@ -1,0 +1,161 @@
+package deploy
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/ms2m/ms2m/examples/statefulapp"
+	migrationv1alpha1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
+)
+
+// Progress reports what Run is doing.
+type Progress func(format string, args ...any)
+
+// Deployed is the running consumer.
+type Deployed struct {
+	Pod *corev1.Pod
+}
+
+// URL is the consumer's base URL.
+func (d Deployed) URL() string { return "http://" + net.JoinHostPort(d.Pod.Status.PodIP, "8080") }
+
+// DeployConsumer creates the consumer and waits until its pod is Ready with
+// the replay sidecar injected.
+func DeployConsumer(ctx context.Context, c kubernetes.Interface, ns string, e Example, say Progress) (Deployed, error) {
+	if _, err := c.AppsV1().Deployments(ns).Create(ctx, e.Consumer(), metav1.CreateOptions{}); err != nil {
+		return Deployed{}, err
+	}
+	say("deployed consumer %s/%s (migratable; the webhook injects the replay sidecar)", ns, e.Name)
+	var pod *corev1.Pod
+	err := poll(ctx, 2*time.Minute, func(ctx context.Context) error {
+		pods, err := c.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: labels.SelectorFromSet(e.Labels()).String()})
+		if err != nil {
+			return err
+		}
+		for i := range pods.Items {
+			p := &pods.Items[i]
+			if p.DeletionTimestamp != nil {
+				continue
+			}
+			if !hasSidecar(p) {
+				return fmt.Errorf("pod %s has no %s sidecar: is the ms2m manager (its webhook) running?", p.Name, migrationv1alpha1.SidecarContainerName)
+			}
+			if ready(p) {
+				pod = p
+				return nil
+			}
+			return fmt.Errorf("pod %s is %s, not Ready yet", p.Name, p.Status.Phase)
+		}
+		return fmt.Errorf("no pod yet")
+	})
+	if err != nil {
+		return Deployed{}, err
+	}
+	say("consumer pod %s Ready on %s at %s", pod.Name, pod.Spec.NodeName, pod.Status.PodIP)
+	return Deployed{Pod: pod}, nil
+}
+
+// Produce runs the producer Job and waits for it to complete.
+func Produce(ctx context.Context, c kubernetes.Interface, ns string, e Example, say Progress) error {
+	if _, err := c.BatchV1().Jobs(ns).Create(ctx, e.Producer(), metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	say("producing %d messages at %g msg/s to %s", e.Count, e.Rate, e.Topic)
+	budget := time.Duration(float64(e.Count)/e.Rate*float64(time.Second)) + 2*time.Minute
+	return poll(ctx, budget, func(ctx context.Context) error {
+		j, err := c.BatchV1().Jobs(ns).Get(ctx, e.Name+"-producer", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if j.Status.Succeeded > 0 {
+			return nil
+		}
+		return fmt.Errorf("producer job: %d active, %d failed", j.Status.Active, j.Status.Failed)
+	})
+}
+
+// Verify waits (up to wait) until the consumer has processed every input
+// message, then returns the zero-loss verdict: effects exactly once each,
+// and the consumer's state equal to the fold of the input.
+func Verify(ctx context.Context, e Example, consumerURL string, wait time.Duration) (statefulapp.Verdict, error) {
+	var v statefulapp.Verdict
+	err := poll(ctx, wait, func(ctx context.Context) error {
+		in, err := statefulapp.ReadTopic(ctx, e.Brokers, e.Topic)
+		if err != nil {
+			return err
+		}
+		out, err := statefulapp.ReadTopic(ctx, e.Brokers, e.Effects())
+		if err != nil {
+			return err
+		}
+		st, err := state(ctx, consumerURL)
+		if err != nil {
+			return err
+		}
+		v = statefulapp.Verify(in, out, &st)
+		if !v.OK() {
+			return fmt.Errorf("%s", v)
+		}
+		return nil
+	})
+	if v.Input == 0 && err != nil {
+		return v, err
+	}
+	return v, nil
+}
+
+func state(ctx context.Context, base string) (statefulapp.Summary, error) {
+	var s statefulapp.Summary
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/state", nil)
+	if err != nil {
+		return s, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return s, err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	return s, json.NewDecoder(resp.Body).Decode(&s)
+}
+
+func hasSidecar(p *corev1.Pod) bool {
+	for _, c := range p.Spec.Containers {
+		if c.Name == migrationv1alpha1.SidecarContainerName {
+			return true
+		}
+	}
+	return false
+}
+
+func ready(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// poll runs fn until it returns nil or timeout passes, returning fn's last
+// error then.
+func poll(ctx context.Context, timeout time.Duration, fn func(context.Context) error) error {
+	var last error
+	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
+		last = fn(ctx)
+		return last == nil, nil
+	})
+	if err != nil && last != nil {
+		return last
+	}
+	return err
+}

@@ -1,0 +1,77 @@
+package sandbox
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/util/wait"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
+	migrationv1alpha1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
+	"github.com/ms2m/ms2m/pkg/manager"
+	"github.com/ms2m/ms2m/scheduler"
+)
+
+// withExtender has the manager serve the scheduler extender on a free port
+// and configures the scheduler with it: pods that request
+// ResourceCheckpointRestore (the webhook adds it to migratable pods) go to
+// the extender, which admits only nodes that can restore checkpoints.
+func withExtender(opts *Options) error {
+	port, err := freePort()
+	if err != nil {
+		return err
+	}
+	m := *opts.Manager
+	m.SchedulerExtender.BindAddress = fmt.Sprintf("127.0.0.1:%d", port)
+	opts.Manager = &m
+	opts.SchedulerExtenders = append(opts.SchedulerExtenders, map[string]any{
+		"urlPrefix":        "http://" + m.SchedulerExtender.BindAddress,
+		"filterVerb":       strings.TrimPrefix(scheduler.FilterPath, "/"),
+		"prioritizeVerb":   strings.TrimPrefix(scheduler.PrioritizePath, "/"),
+		"weight":           1,
+		"nodeCacheCapable": true,
+		"httpTimeout":      "5s",
+		"managedResources": []map[string]any{{"name": migrationv1alpha1.ResourceCheckpointRestore, "ignoredByScheduler": true}},
+	})
+	return nil
+}
+
+// startManager runs the ms2m manager in the sandbox process, serving the
+// webhooks envtest registered, and waits until it is ready.
+func (s *Sandbox) startManager(ctx context.Context, opts manager.Options) error {
+	wio := s.cp.env.WebhookInstallOptions
+	opts.WebhookPort, opts.WebhookCertDir = wio.LocalServingPort, wio.LocalServingCertDir
+	opts.LeaderElection = false
+	opts.MetricsAddr = "0"
+	probe, err := freePort()
+	if err != nil {
+		return err
+	}
+	opts.ProbeAddr = fmt.Sprintf("127.0.0.1:%d", probe)
+	ctrllog.SetLogger(s.opts.Log.WithName("manager"))
+	mctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.stopMgr, s.mgrDone = cancel, make(chan error, 1)
+	go func() { s.mgrDone <- manager.Run(mctx, s.Config, opts) }()
+	url := fmt.Sprintf("http://%s/readyz", opts.ProbeAddr)
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		select {
+		case err := <-s.mgrDone:
+			s.mgrDone <- err
+			return false, fmt.Errorf("the ms2m manager exited: %w", err)
+		default:
+		}
+		resp, err := http.Get(url) //nolint:noctx // loopback probe
+		if err != nil {
+			return false, nil
+		}
+		_ = resp.Body.Close()
+		return resp.StatusCode == http.StatusOK, nil
+	})
+	if err != nil {
+		return fmt.Errorf("sandbox: ms2m manager not ready: %w", err)
+	}
+	return nil
+}
