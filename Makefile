@@ -50,6 +50,18 @@ lint: ## gofmt and go vet.
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
+.PHONY: demo
+demo: build control-plane ## The main job: a sandbox cluster, the example workload under load, the zero-loss verdict.
+	$(BIN)/ms2m-sandbox demo $(DEMO_FLAGS)
+
+.PHONY: sandbox-up
+sandbox-up: build control-plane ## Start the sandbox in the background (ms2m-sandbox up); `kubectl` it with the printed KUBECONFIG.
+	$(BIN)/ms2m-sandbox up $(SANDBOX_FLAGS)
+
+.PHONY: sandbox-down
+sandbox-down: ## Stop the sandbox and every process it started.
+	@if [ -x $(BIN)/ms2m-sandbox ]; then $(BIN)/ms2m-sandbox down $(SANDBOX_FLAGS); else $(GO) run ./cmd/ms2m-sandbox down $(SANDBOX_FLAGS); fi
+
 .PHONY: run
 run: ## Run the manager against the current kubeconfig.
 	$(GO) run ./cmd/ms2m-manager

@@ -38,6 +38,9 @@ is a SIMULATED CRIU (CRIU cannot run here).
 Usage:
   ms2m-sandbox up     [flags]   start in the background; prints how to reach it
   ms2m-sandbox run    [flags]   run in the foreground until interrupted
+  ms2m-sandbox demo   [flags]   deploy the example workload with a producer and
+                                verify zero loss (on the running sandbox, or one
+                                it starts and stops)
   ms2m-sandbox status [--dir]   show what is running
   ms2m-sandbox down   [--dir] [--purge]
                                 stop everything (and with --purge delete the state)
@@ -64,6 +67,8 @@ func main() {
 		err = run(fs)
 	case "down":
 		err = down(flagString(fs, "dir"), flagBool(fs, "purge"))
+	case "demo":
+		err = demo(fs)
 	case "status":
 		err = status(flagString(fs, "dir"))
 	default:
@@ -104,6 +109,11 @@ func newFlags(cmd string) *flag.FlagSet {
 	fs.String("bin-dir", defaultBinDir(), "Directory with the project's binaries that pods of ghcr.io/ms2m/ms2m run (make build).")
 	fs.String("crds", "charts/ms2m/crds", "Directory of CRDs to install; empty for none.")
 	fs.Bool("purge", false, "down: also delete the state directory.")
+	fs.Bool("keep", false, "demo: keep the sandbox it started running afterwards, until Ctrl-C.")
+	fs.Bool("verbose", false, "demo: show the sandbox's log.")
+	fs.Float64("rate", 20, "demo: producer messages per second.")
+	fs.Int("count", 300, "demo: messages the producer writes.")
+	fs.Duration("process-time", 5*time.Millisecond, "demo: consumer time per message.")
 	fs.Bool("manager", true, "Run the ms2m manager (webhooks, controllers) inside the sandbox.")
 	fs.String("webhook-manifests", "config/webhook", "Directory of the webhook configurations the manager serves.")
 	return fs
@@ -127,35 +137,13 @@ func running(dir string) int {
 }
 
 func run(fs *flag.FlagSet) error {
-	dir := flagString(fs, "dir")
-	if pid := running(dir); pid != 0 {
-		return fmt.Errorf("a sandbox is already running in %s (pid %d); stop it with `ms2m-sandbox down --dir %s`", dir, pid, dir)
-	}
-	if killed := sandbox.Reap(dir); len(killed) > 0 {
-		fmt.Fprintf(os.Stderr, "stopped %d processes left behind by an earlier sandbox in %s\n", len(killed), dir)
-	}
-	var crds []string
-	if d := flagString(fs, "crds"); d != "" {
-		if _, err := os.Stat(d); err != nil {
-			return fmt.Errorf("--crds %s: %w", d, err)
-		}
-		crds = []string{d}
-	}
-	var mgr *manager.Options
-	if flagBool(fs, "manager") {
-		opts := manager.DefaultOptions()
-		mgr = &opts
-	}
-	log := funcr.New(func(prefix, args string) {
-		fmt.Fprintf(os.Stderr, "%s %s %s\n", time.Now().Format("15:04:05.000"), prefix, args)
-	}, funcr.Options{})
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	sb, err := sandbox.Start(ctx, sandbox.Options{
-		Dir: dir, ControlPlaneDir: flagString(fs, "control-plane-dir"), BinDir: flagString(fs, "bin-dir"),
-		Nodes: flagInt(fs, "nodes"), NodesWithoutRestore: flagInt(fs, "nodes-without-restore"), CRDDirs: crds,
-		Log: log.WithName("sandbox"), Manager: mgr, WebhookManifests: flagString(fs, "webhook-manifests"),
-	})
+	opts, err := sandboxOptions(fs)
+	if err != nil {
+		return err
+	}
+	sb, err := sandbox.Start(ctx, opts)
 	if err != nil {
 		return err
 	}
@@ -317,4 +305,38 @@ func down(dir string, purge bool) error {
 		fmt.Println("sandbox stopped")
 	}
 	return nil
+}
+
+// sandboxOptions turns the flags into sandbox options, after refusing to
+// start over a running sandbox and stopping strays of a crashed one.
+func sandboxOptions(fs *flag.FlagSet) (sandbox.Options, error) {
+	dir := flagString(fs, "dir")
+	if pid := running(dir); pid != 0 {
+		return sandbox.Options{}, fmt.Errorf("a sandbox is already running in %s (pid %d); stop it with `ms2m-sandbox down --dir %s`", dir, pid, dir)
+	}
+	if killed := sandbox.Reap(dir); len(killed) > 0 {
+		fmt.Fprintf(os.Stderr, "stopped %d processes left behind by an earlier sandbox in %s\n", len(killed), dir)
+	}
+	var crds []string
+	if d := flagString(fs, "crds"); d != "" {
+		if _, err := os.Stat(d); err != nil {
+			return sandbox.Options{}, fmt.Errorf("--crds %s: %w", d, err)
+		}
+		crds = []string{d}
+	}
+	var mgr *manager.Options
+	if flagBool(fs, "manager") {
+		opts := manager.DefaultOptions()
+		mgr = &opts
+	}
+	log := funcr.New(func(prefix, args string) {
+		if flagBool(fs, "verbose") || fs.Name() == "ms2m-sandbox run" {
+			fmt.Fprintf(os.Stderr, "%s %s %s\n", time.Now().Format("15:04:05.000"), prefix, args)
+		}
+	}, funcr.Options{})
+	return sandbox.Options{
+		Dir: dir, ControlPlaneDir: flagString(fs, "control-plane-dir"), BinDir: flagString(fs, "bin-dir"),
+		Nodes: flagInt(fs, "nodes"), NodesWithoutRestore: flagInt(fs, "nodes-without-restore"), CRDDirs: crds,
+		Log: log.WithName("sandbox"), Manager: mgr, WebhookManifests: flagString(fs, "webhook-manifests"),
+	}, nil
 }
