@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
+	"github.com/ms2m/ms2m/pkg/replay"
 )
 
 // PodMutationPath is where the API server sends pod CREATEs.
@@ -109,6 +110,13 @@ func Mutate(pod *corev1.Pod, opts SidecarOptions) field.ErrorList {
 	replaced := false
 	for i := range pod.Spec.Containers {
 		if pod.Spec.Containers[i].Name == v1.SidecarContainerName {
+			// A migration's target pod carries the offsets its sidecar
+			// replays from; re-injection keeps them.
+			for _, e := range pod.Spec.Containers[i].Env {
+				if e.Name == replay.EnvReplayFrom {
+					sidecar.Env = append(sidecar.Env, e)
+				}
+			}
 			pod.Spec.Containers[i] = sidecar
 			replaced = true
 		}

@@ -9,6 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
+	"github.com/ms2m/ms2m/pkg/replay"
 )
 
 // podOption tweaks a test pod.
@@ -201,4 +202,33 @@ func FuzzParseBinding(f *testing.F) {
 			}
 		}
 	})
+}
+
+// A migration's target pod is a copy of a mutated pod whose sidecar replays
+// from the checkpoint offsets: admitting it must keep them, or the target
+// would consume live from the group's position and skip [O, F).
+func TestMutateKeepsTheReplayOffsetsOfATargetPod(t *testing.T) {
+	target := migratablePod()
+	if errs := Mutate(target, DefaultSidecarOptions()); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	for i := range target.Spec.Containers {
+		if target.Spec.Containers[i].Name == v1.SidecarContainerName {
+			target.Spec.Containers[i].Env = append(target.Spec.Containers[i].Env, corev1.EnvVar{Name: replay.EnvReplayFrom, Value: `{"0":12}`})
+		}
+	}
+	if errs := Mutate(target, DefaultSidecarOptions()); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	found := 0
+	for _, c := range target.Spec.Containers {
+		for _, e := range c.Env {
+			if e.Name == replay.EnvReplayFrom && e.Value == `{"0":12}` {
+				found++
+			}
+		}
+	}
+	if found != 1 {
+		t.Fatalf("%s present %d times after re-admission, want once", replay.EnvReplayFrom, found)
+	}
 }

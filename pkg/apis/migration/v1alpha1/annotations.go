@@ -57,6 +57,21 @@ const (
 	// before its resource fit check.
 	ResourceCheckpointRestore = "ms2m.io/checkpoint-restore"
 
+	// LabelMigration is set on a migration's target pod (the migration's
+	// name) while it is restored and replaying, so the controller finds it.
+	LabelMigration = "migration.ms2m.io/migration"
+
+	// AnnotationAgentCheckpoint and AnnotationAgentImage carry the node
+	// agent's results on a StatefulMigration (JSON AgentResult): the
+	// archive the kubelet wrote, then the pushed image. The agent writes
+	// only these; the controller alone writes status.
+	AnnotationAgentCheckpoint = "agent.migration.ms2m.io/checkpoint"
+	AnnotationAgentImage      = "agent.migration.ms2m.io/image"
+
+	// FinalizerRollback holds a StatefulMigration until an unfinished
+	// migration is rolled back (source serving, target removed).
+	FinalizerRollback = "migration.ms2m.io/rollback"
+
 	// LabelTrigger on a StatefulMigration says who started it: "user" or
 	// "evacuation".
 	LabelTrigger = "migration.ms2m.io/trigger"
@@ -65,3 +80,18 @@ const (
 	// never checkpointed.
 	SidecarContainerName = "ms2m-replay"
 )
+
+// AgentResult is what the node agent reports in AnnotationAgentCheckpoint
+// and AnnotationAgentImage: a result or an error, never both.
+type AgentResult struct {
+	// Archive is the checkpoint archive on the source node.
+	Archive string `json:"archive,omitempty"`
+	// Image is the pushed checkpoint image, by digest.
+	Image string `json:"image,omitempty"`
+	// SizeBytes is the image layer's size.
+	SizeBytes int64 `json:"sizeBytes,omitempty"`
+	// Error says why the step failed.
+	Error string `json:"error,omitempty"`
+	// Node is the agent's node.
+	Node string `json:"node,omitempty"`
+}

@@ -1,0 +1,221 @@
+// Package migration is the StatefulMigration controller: it runs a
+// migration's phases (Pending → Checkpointing → Transferring → Restoring →
+// Replaying → Finalizing → Completed/Failed), each an idempotent step that
+// a manager restart can re-run at any line, and rolls back on failure so
+// the source keeps serving and nothing is lost.
+//
+// It is the only writer of a StatefulMigration's status. The node agent
+// reports through annotations (v1alpha1.AnnotationAgentCheckpoint,
+// AnnotationAgentImage); the replay sidecars through their control API.
+package migration
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
+	"github.com/ms2m/ms2m/pkg/replay"
+	"github.com/ms2m/ms2m/scheduler"
+)
+
+// Sidecars is the replay sidecars' control API (replay.Client in
+// production).
+type Sidecars interface {
+	Position(ctx context.Context, addr string) (replay.Position, error)
+	Pause(ctx context.Context, addr string) (replay.Position, error)
+	Resume(ctx context.Context, addr string) (replay.Position, error)
+	Fence(ctx context.Context, addr string) (replay.Position, error)
+	Handover(ctx context.Context, addr string, fence map[int]int64) (replay.Position, error)
+}
+
+// Options are the controller's limits and defaults (manager flags).
+type Options struct {
+	// MaxParallel migrations in the cluster; more wait in Pending.
+	MaxParallel int
+	// MaxOutboundPerNode migrations leaving one node; more wait.
+	MaxOutboundPerNode int
+	// DefaultRepository receives checkpoint images when the spec names none.
+	DefaultRepository string
+	// SidecarControlPort is the sidecar's control API port.
+	SidecarControlPort int32
+	// ReplaySample is how often a replaying target is sampled.
+	ReplaySample time.Duration
+	// Timeouts apply to phases the spec does not bound.
+	Timeouts PhaseTimeouts
+}
+
+// PhaseTimeouts are the default phase deadlines.
+type PhaseTimeouts struct {
+	Checkpoint, Transfer, Restore, Finalize time.Duration
+}
+
+// DefaultOptions are the manager's defaults.
+func DefaultOptions() Options {
+	return Options{
+		MaxParallel: 5, MaxOutboundPerNode: 2, SidecarControlPort: 9901, ReplaySample: 250 * time.Millisecond,
+		Timeouts: PhaseTimeouts{Checkpoint: 2 * time.Minute, Transfer: 10 * time.Minute, Restore: 5 * time.Minute, Finalize: 2 * time.Minute},
+	}
+}
+
+// Reconciler runs StatefulMigrations.
+type Reconciler struct {
+	Client   client.Client
+	Scheme   *runtime.Scheme
+	Recorder record.EventRecorder
+	Clock    clock.PassiveClock
+	Sidecars Sidecars
+	// Nodes is the scheduler extender's view, for the automatic target
+	// choice (scheduler.RankNodes: the extender's own checks and scoring).
+	Nodes   scheduler.State
+	Opts    Options
+	Metrics *Metrics
+
+	samples sampleCache
+}
+
+// +kubebuilder:rbac:groups=migration.ms2m.io,resources=statefulmigrations,verbs=get;list;watch;update;patch
+// +kubebuilder:rbac:groups=migration.ms2m.io,resources=statefulmigrations/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=migration.ms2m.io,resources=statefulmigrations/finalizers,verbs=update
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;create;delete;patch
+// +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups=apps,resources=replicasets;statefulsets,verbs=get;list;watch
+
+// SetupWithManager watches StatefulMigrations and the pods they touch.
+func (r *Reconciler) SetupWithManager(mgr manager.Manager) error {
+	if r.Clock == nil {
+		r.Clock = clock.RealClock{}
+	}
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &v1.StatefulMigration{}, indexSourcePod,
+		func(o client.Object) []string { return []string{o.(*v1.StatefulMigration).Spec.SourcePod} }); err != nil {
+		return err
+	}
+	return ctrl.ControllerManagedBy(mgr).
+		For(&v1.StatefulMigration{}).
+		Named("statefulmigration").
+		// A migration's pods: the target (labelled) and the source (found
+		// through the index on spec.sourcePod).
+		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(r.migrationsOfPod)).
+		Complete(r)
+}
+
+const indexSourcePod = "spec.sourcePod"
+
+func (r *Reconciler) migrationsOfPod(ctx context.Context, o client.Object) []reconcile.Request {
+	if name := o.GetLabels()[v1.LabelMigration]; name != "" {
+		return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: name}}}
+	}
+	var list v1.StatefulMigrationList
+	if err := r.Client.List(ctx, &list, client.InNamespace(o.GetNamespace()), client.MatchingFields{indexSourcePod: o.GetName()}); err != nil {
+		return nil
+	}
+	var out []reconcile.Request
+	for _, m := range list.Items {
+		if !m.Status.Phase.IsTerminal() {
+			out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&m)})
+		}
+	}
+	return out
+}
+
+// Reconcile follows the usual skeleton: get, finalizer, deferred status
+// patch, the step of the current phase, deletion.
+func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (res reconcile.Result, err error) {
+	m := &v1.StatefulMigration{}
+	if err := r.Client.Get(ctx, req.NamespacedName, m); err != nil {
+		return reconcile.Result{}, client.IgnoreNotFound(err)
+	}
+	log.FromContext(ctx).V(1).Info("reconciling", "phase", m.Status.Phase)
+	before := m.DeepCopy()
+	defer func() {
+		if equality.Semantic.DeepEqual(before.Status, m.Status) {
+			return
+		}
+		m.Status.ObservedGeneration = m.Generation
+		if perr := r.Client.Status().Patch(ctx, m, client.MergeFrom(before)); perr != nil {
+			if apierrors.IsConflict(perr) || apierrors.IsNotFound(perr) {
+				res = reconcile.Result{Requeue: true}
+				return
+			}
+			err = perr
+		}
+	}()
+
+	if !m.DeletionTimestamp.IsZero() {
+		return reconcile.Result{}, r.cancel(ctx, m)
+	}
+	if m.Status.Phase.IsTerminal() {
+		return reconcile.Result{}, r.removeFinalizer(ctx, m)
+	}
+	if !controllerutil.ContainsFinalizer(m, v1.FinalizerRollback) {
+		patch := client.MergeFrom(m.DeepCopy())
+		controllerutil.AddFinalizer(m, v1.FinalizerRollback)
+		if err := r.Client.Patch(ctx, m, patch); err != nil {
+			return reconcile.Result{}, err
+		}
+		before.ObjectMeta = m.ObjectMeta
+	}
+	if m.Status.Phase == "" {
+		now := r.Clock.Now()
+		enterPhase(&m.Status, v1.PhasePending, now)
+		st := metaNow(now)
+		m.Status.StartTime = &st
+	}
+	step, ok := phases[m.Status.Phase]
+	if !ok {
+		return reconcile.Result{}, fmt.Errorf("unknown phase %q", m.Status.Phase)
+	}
+	w := &work{r: r, m: m}
+	out, err := step(ctx, w)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	if out.fail != nil {
+		return reconcile.Result{}, r.rollback(ctx, w, out.fail.reason, out.fail.msg)
+	}
+	return out.result, nil
+}
+
+func (r *Reconciler) removeFinalizer(ctx context.Context, m *v1.StatefulMigration) error {
+	if !controllerutil.ContainsFinalizer(m, v1.FinalizerRollback) {
+		return nil
+	}
+	patch := client.MergeFrom(m.DeepCopy())
+	controllerutil.RemoveFinalizer(m, v1.FinalizerRollback)
+	return client.IgnoreNotFound(r.Client.Patch(ctx, m, patch))
+}
+
+// cancel handles deletion: an unfinished migration is rolled back (or, past
+// the handover, finished) before the finalizer goes.
+func (r *Reconciler) cancel(ctx context.Context, m *v1.StatefulMigration) error {
+	if !controllerutil.ContainsFinalizer(m, v1.FinalizerRollback) {
+		return nil
+	}
+	if !m.Status.Phase.IsTerminal() {
+		w := &work{r: r, m: m}
+		if handedOver(m) {
+			if _, err := finalizing(ctx, w); err != nil {
+				return err
+			}
+		} else if err := r.rollback(ctx, w, v1.ReasonCancelled, "the StatefulMigration was deleted"); err != nil {
+			return err
+		}
+	}
+	return r.removeFinalizer(ctx, m)
+}

@@ -1,0 +1,108 @@
+package migration
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
+	"github.com/ms2m/ms2m/pkg/replay"
+)
+
+func handedOver(m *v1.StatefulMigration) bool {
+	return meta.IsStatusConditionTrue(m.Status.Conditions, v1.ConditionHandedOver)
+}
+
+// finalizing hands over at exactly the fence F (the source stopped live
+// processing at F when Replaying ended), then gives the target the
+// source's identity and removes the source.
+func finalizing(ctx context.Context, w *work) (outcome, error) {
+	m := w.m
+	_, _, _, limit := w.timeouts()
+	target, err := w.targetPod(ctx)
+	if err != nil && !handedOver(m) {
+		return fail(v1.ReasonHandoverFailed, "target pod %s: %v", m.Status.TargetPod, err)
+	}
+	if !handedOver(m) {
+		if o, late := w.timedOut(limit); late {
+			return o, nil
+		}
+		fence := fromOffsets(m.Status.FenceOffsets)
+		addr := w.sidecarAddr(target.Status.PodIP, target)
+		hctx, cancel := context.WithTimeout(ctx, w.remaining(limit))
+		_, err := w.r.Sidecars.Handover(hctx, addr, fence)
+		cancel()
+		if err != nil {
+			// The target may have gone live even though the answer was
+			// lost; then the migration has succeeded.
+			if pos, perr := w.r.Sidecars.Position(ctx, addr); perr != nil || pos.Mode != replay.ModeLive {
+				return fail(v1.ReasonHandoverFailed, "handover at the fence %v: %v", fence, err)
+			}
+		}
+		downtime := w.r.Clock.Since(enteredAt(&m.Status, v1.PhaseFinalizing))
+		m.Status.Downtime = &metav1.Duration{Duration: downtime}
+		if w.r.Metrics != nil {
+			w.r.Metrics.DowntimeSeconds.Observe(downtime.Seconds())
+		}
+		setCondition(&m.Status, m.Generation, v1.ConditionHandedOver, true, v1.ReasonSucceeded,
+			fmt.Sprintf("target live at the fence %v after %s without live processing", fence, downtime.Round(time.Millisecond)))
+		w.r.Recorder.Eventf(m, corev1.EventTypeNormal, "HandedOver", "target %s live at the fence; downtime %s", target.Name, downtime.Round(time.Millisecond))
+	}
+	if target != nil {
+		if err := w.giveIdentity(ctx, target); err != nil {
+			return outcome{}, err
+		}
+	}
+	if err := w.removeSource(ctx); err != nil {
+		return outcome{}, err
+	}
+	setCondition(&m.Status, m.Generation, v1.ConditionReady, true, v1.ReasonSucceeded, "migrated")
+	w.advance(v1.PhaseCompleted, "Completed", fmt.Sprintf("%s now runs as %s on %s", m.Spec.SourcePod, m.Status.TargetPod, m.Status.TargetNode))
+	w.r.countResult(m, "completed")
+	return outcome{}, nil
+}
+
+// giveIdentity makes the target the owner's pod: the source's labels and
+// owner references.
+func (w *work) giveIdentity(ctx context.Context, target *corev1.Pod) error {
+	if _, pending := target.Annotations[annotationSourceOwners]; !pending {
+		return nil
+	}
+	patch := client.MergeFrom(target.DeepCopy())
+	if err := adopt(target); err != nil {
+		return err
+	}
+	return w.r.Client.Patch(ctx, target, patch)
+}
+
+// removeSource deletes the source pod, first making it the pod its
+// ReplicaSet would remove anyway, so the replica count never drops.
+func (w *work) removeSource(ctx context.Context) error {
+	src, err := w.sourcePod(ctx)
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if src.DeletionTimestamp != nil {
+		return nil
+	}
+	if ref := metav1.GetControllerOf(src); ref != nil && ref.Kind == "ReplicaSet" {
+		patch := client.MergeFrom(src.DeepCopy())
+		if src.Annotations == nil {
+			src.Annotations = map[string]string{}
+		}
+		src.Annotations[annotationDeletionCost] = "-2147483648"
+		if err := w.r.Client.Patch(ctx, src, patch); err != nil && !apierrors.IsNotFound(err) {
+			return err
+		}
+	}
+	return client.IgnoreNotFound(w.r.Client.Delete(ctx, src, client.Preconditions{UID: &src.UID}))
+}

@@ -1,0 +1,281 @@
+package migration
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"slices"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
+	"github.com/ms2m/ms2m/scheduler"
+	"github.com/ms2m/ms2m/webhooks"
+)
+
+// pending validates the migration against the cluster, chooses the target
+// and waits for capacity. Each refusal fails the migration with a reason
+// and leaves the source untouched.
+func pending(ctx context.Context, w *work) (outcome, error) {
+	m := w.m
+	src, err := w.sourcePod(ctx)
+	if apierrors.IsNotFound(err) {
+		return fail(v1.ReasonSourcePodNotFound, "pod %s/%s does not exist", m.Namespace, m.Spec.SourcePod)
+	}
+	if err != nil {
+		return outcome{}, err
+	}
+	if o, bad := validateSource(src, m); bad {
+		return o, nil
+	}
+	binding, errs := webhooks.ParseBinding(src.Annotations)
+	if len(errs) > 0 {
+		return fail(v1.ReasonInvalidKafkaBinding, "source pod's Kafka binding: %s", errs.ToAggregate())
+	}
+	brokers := binding.Brokers
+	if q := m.Spec.MessageQueueConfig; q != nil && len(q.Brokers) > 0 {
+		brokers = brokers[:0]
+		for _, b := range q.Brokers {
+			brokers = append(brokers, string(b))
+		}
+	}
+	if err := reachable(ctx, brokers); err != nil {
+		return fail(v1.ReasonBrokerUnreachable, "%v", err)
+	}
+	if other, err := w.otherActive(ctx); err != nil {
+		return outcome{}, err
+	} else if other != "" {
+		return fail(v1.ReasonAlreadyMigrating, "pod %s is already being migrated by StatefulMigration %s", src.Name, other)
+	}
+
+	m.Status.SourceNode = src.Spec.NodeName
+	m.Status.Strategy = strategyFor(m.Spec.Strategy, src)
+	if m.Status.Strategy == v1.StrategySequential {
+		return fail(v1.ReasonSourceNotMigratable, "the Sequential strategy (StatefulSet pods, identity-preserving) is not implemented yet; "+
+			"pods owned by a ReplicaSet or bare pods migrate with ShadowPod")
+	}
+	target, o, bad, err := w.chooseTarget(ctx, src)
+	if err != nil || bad {
+		return o, err
+	}
+	m.Status.TargetNode = target
+	setCondition(&m.Status, m.Generation, v1.ConditionValidated, true, v1.ReasonSucceeded,
+		fmt.Sprintf("source %s on %s, target node %s, strategy %s", src.Name, src.Spec.NodeName, target, m.Status.Strategy))
+
+	if held, msg, err := w.overLimits(ctx); err != nil {
+		return outcome{}, err
+	} else if held {
+		m.Status.FailureReason = msg
+		setCondition(&m.Status, m.Generation, v1.ConditionReady, false, v1.ReasonWaitingForCapacity, msg)
+		return after(2 * time.Second)
+	}
+	m.Status.FailureReason = ""
+	setCondition(&m.Status, m.Generation, v1.ConditionReady, false, v1.ReasonInProgress, "migrating")
+	return w.advance(v1.PhaseCheckpointing, "Checkpointing", fmt.Sprintf("pausing %s to checkpoint it, then restoring on %s", src.Name, target)), nil
+}
+
+func (w *work) sourcePod(ctx context.Context) (*corev1.Pod, error) {
+	if w.source != nil {
+		return w.source, nil
+	}
+	p := &corev1.Pod{}
+	if err := w.r.Client.Get(ctx, client.ObjectKey{Namespace: w.m.Namespace, Name: w.m.Spec.SourcePod}, p); err != nil {
+		return nil, err
+	}
+	w.source = p
+	return p, nil
+}
+
+// appContainers are the containers to checkpoint: the spec's, or every
+// container but the replay sidecar.
+func appContainers(m *v1.StatefulMigration, pod *corev1.Pod) []string {
+	if len(m.Spec.Containers) > 0 {
+		return m.Spec.Containers
+	}
+	var out []string
+	for _, c := range pod.Spec.Containers {
+		if c.Name != v1.SidecarContainerName {
+			out = append(out, c.Name)
+		}
+	}
+	return out
+}
+
+func validateSource(src *corev1.Pod, m *v1.StatefulMigration) (outcome, bool) {
+	if src.DeletionTimestamp != nil || src.Status.Phase != corev1.PodRunning || !podReady(src) {
+		o, _ := fail(v1.ReasonSourcePodNotRunning, "pod %s is %s and not Ready: only a serving pod can be migrated", src.Name, src.Status.Phase)
+		return o, true
+	}
+	if src.Annotations[v1.AnnotationCheckpointRestore] != "enabled" || sidecar(src) == nil {
+		o, _ := fail(v1.ReasonSourceNotMigratable, "pod %s has no %s sidecar (annotation %s=enabled): annotate it %s: \"true\" and recreate it so the webhook prepares it",
+			src.Name, v1.SidecarContainerName, v1.AnnotationCheckpointRestore, v1.AnnotationMigratable)
+		return o, true
+	}
+	ctrs := appContainers(m, src)
+	for _, c := range ctrs {
+		if !slices.ContainsFunc(src.Spec.Containers, func(x corev1.Container) bool { return x.Name == c }) || c == v1.SidecarContainerName {
+			o, _ := fail(v1.ReasonSourceNotMigratable, "spec.containers: pod %s has no app container %q", src.Name, c)
+			return o, true
+		}
+	}
+	if len(ctrs) != 1 {
+		o, _ := fail(v1.ReasonSourceNotMigratable, "pod %s has %d app containers (%s); this version migrates exactly one: name it in spec.containers",
+			src.Name, len(ctrs), strings.Join(ctrs, ", "))
+		return o, true
+	}
+	return outcome{}, false
+}
+
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+func sidecar(p *corev1.Pod) *corev1.Container {
+	for i := range p.Spec.Containers {
+		if p.Spec.Containers[i].Name == v1.SidecarContainerName {
+			return &p.Spec.Containers[i]
+		}
+	}
+	return nil
+}
+
+// reachable checks that at least one broker accepts a connection.
+func reachable(ctx context.Context, brokers []string) error {
+	var errs []string
+	for _, b := range brokers {
+		d := net.Dialer{Timeout: 2 * time.Second}
+		c, err := d.DialContext(ctx, "tcp", b)
+		if err == nil {
+			_ = c.Close()
+			return nil
+		}
+		errs = append(errs, err.Error())
+	}
+	return fmt.Errorf("no Kafka broker reachable (%s): the target could not replay", strings.Join(errs, "; "))
+}
+
+// otherActive names another unfinished migration of the same pod created
+// before this one.
+func (w *work) otherActive(ctx context.Context) (string, error) {
+	var list v1.StatefulMigrationList
+	if err := w.r.Client.List(ctx, &list, client.InNamespace(w.m.Namespace), client.MatchingFields{indexSourcePod: w.m.Spec.SourcePod}); err != nil {
+		return "", err
+	}
+	for _, o := range list.Items {
+		if o.UID == w.m.UID || o.Status.Phase.IsTerminal() {
+			continue
+		}
+		if o.Status.Phase != v1.PhasePending && o.Status.Phase != "" || o.CreationTimestamp.Before(&w.m.CreationTimestamp) ||
+			(o.CreationTimestamp.Equal(&w.m.CreationTimestamp) && o.Name < w.m.Name) {
+			return o.Name, nil
+		}
+	}
+	return "", nil
+}
+
+func strategyFor(s v1.Strategy, pod *corev1.Pod) v1.Strategy {
+	if s != "" && s != v1.StrategyAuto {
+		return s
+	}
+	if ref := metav1.GetControllerOf(pod); ref != nil && ref.Kind == "StatefulSet" {
+		return v1.StrategySequential
+	}
+	return v1.StrategyShadowPod
+}
+
+// chooseTarget checks the given target node, or ranks every node with the
+// scheduler extender's own checks and scoring.
+func (w *work) chooseTarget(ctx context.Context, src *corev1.Pod) (string, outcome, bool, error) {
+	if w.m.Status.TargetNode != "" {
+		return w.m.Status.TargetNode, outcome{}, false, nil
+	}
+	probe := targetPodSkeleton(w.m, src)
+	var nodes corev1.NodeList
+	if err := w.r.Client.List(ctx, &nodes); err != nil {
+		return "", outcome{}, false, err
+	}
+	if want := w.m.Spec.TargetNode; want != "" {
+		if want == src.Spec.NodeName {
+			o, _ := fail(v1.ReasonTargetIsSource, "spec.targetNode %s is the node the pod runs on", want)
+			return "", o, true, nil
+		}
+		if !slices.ContainsFunc(nodes.Items, func(n corev1.Node) bool { return n.Name == want }) {
+			o, _ := fail(v1.ReasonTargetNodeNotFound, "spec.targetNode %s does not exist", want)
+			return "", o, true, nil
+		}
+		r := scheduler.RankNodes(probe, []string{want}, w.r.Nodes, scheduler.DefaultChecks(), scheduler.DefaultScorer())
+		if v, refused := r.Refused[want]; refused {
+			o, _ := fail(targetReason(v.Reason), "spec.targetNode %s: %s", want, v.Message)
+			return "", o, true, nil
+		}
+		return want, outcome{}, false, nil
+	}
+	names := make([]string, 0, len(nodes.Items))
+	for _, n := range nodes.Items {
+		names = append(names, n.Name)
+	}
+	r := scheduler.RankNodes(probe, names, w.r.Nodes, scheduler.DefaultChecks(), scheduler.DefaultScorer())
+	if len(r.Fit) == 0 {
+		var why []string
+		for _, n := range names {
+			why = append(why, fmt.Sprintf("%s: %s", n, r.Refused[n].Message))
+		}
+		slices.Sort(why)
+		o, _ := fail(v1.ReasonNoEligibleTarget, "no node can take the pod: %s", strings.Join(why, "; "))
+		return "", o, true, nil
+	}
+	return r.Fit[0].Node, outcome{}, false, nil
+}
+
+// targetReason maps the extender's refusal to the API's reason.
+func targetReason(extender string) string {
+	switch {
+	case strings.Contains(extender, "Restore"):
+		return v1.ReasonTargetCannotRestore
+	case strings.Contains(extender, "NotReady"):
+		return v1.ReasonTargetNodeNotReady
+	case strings.Contains(extender, "Unschedulable"), strings.Contains(extender, "Cordon"):
+		return v1.ReasonTargetUnschedulable
+	case strings.Contains(extender, "Source"):
+		return v1.ReasonTargetIsSource
+	}
+	return v1.ReasonNoEligibleTarget
+}
+
+// overLimits holds the migration in Pending while the cluster or the
+// source node already runs as many migrations as allowed.
+func (w *work) overLimits(ctx context.Context) (bool, string, error) {
+	var list v1.StatefulMigrationList
+	if err := w.r.Client.List(ctx, &list); err != nil {
+		return false, "", err
+	}
+	active, outbound := 0, 0
+	for _, o := range list.Items {
+		switch o.Status.Phase {
+		case "", v1.PhasePending, v1.PhaseCompleted, v1.PhaseFailed:
+			continue
+		}
+		active++
+		if o.Status.SourceNode == w.m.Status.SourceNode {
+			outbound++
+		}
+	}
+	if active >= w.r.Opts.MaxParallel {
+		return true, fmt.Sprintf("waiting: %d migrations running in the cluster (--max-parallel-migrations=%d)", active, w.r.Opts.MaxParallel), nil
+	}
+	if outbound >= w.r.Opts.MaxOutboundPerNode {
+		return true, fmt.Sprintf("waiting: %d migrations leaving node %s (--max-outbound-migrations-per-node=%d)",
+			outbound, w.m.Status.SourceNode, w.r.Opts.MaxOutboundPerNode), nil
+	}
+	return false, "", nil
+}

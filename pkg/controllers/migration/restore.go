@@ -1,0 +1,158 @@
+package migration
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+
+	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
+)
+
+// restoring creates the target pod from the checkpoint image on the target
+// node, its sidecar replaying from O, and waits until it runs.
+func restoring(ctx context.Context, w *work) (outcome, error) {
+	m := w.m
+	_, _, limit, _ := w.timeouts()
+	if o, late := w.timedOut(limit); late {
+		return o, nil
+	}
+	target, err := w.targetPod(ctx)
+	if apierrors.IsNotFound(err) {
+		src, err := w.sourcePod(ctx)
+		if err != nil {
+			return fail(v1.ReasonSourcePodNotFound, "source pod %s disappeared before the restore: %v", m.Spec.SourcePod, err)
+		}
+		keys, err := w.selectorKeys(ctx, src)
+		if err != nil {
+			return outcome{}, err
+		}
+		target, err = buildTarget(m, src, keys, appContainers(m, src)[0])
+		if err != nil {
+			return outcome{}, err
+		}
+		if err := w.r.Client.Create(ctx, target); err != nil && !apierrors.IsAlreadyExists(err) {
+			return fail(v1.ReasonRestoreFailed, "creating the target pod: %v", err)
+		}
+		m.Status.TargetPod = target.Name
+		return wait()
+	}
+	if err != nil {
+		return outcome{}, err
+	}
+	m.Status.TargetPod = target.Name
+	if trouble := containerTrouble(target); trouble != "" {
+		return fail(v1.ReasonRestoreFailed, "%s", trouble)
+	}
+	if !allRunning(target) {
+		return after(w.remaining(limit))
+	}
+	setCondition(&m.Status, m.Generation, v1.ConditionTargetRestored, true, v1.ReasonSucceeded,
+		fmt.Sprintf("pod %s runs on %s, replaying from the checkpoint offsets", target.Name, target.Spec.NodeName))
+	return w.advance(v1.PhaseReplaying, "Replaying", fmt.Sprintf("target %s replays while the source serves", target.Name)), nil
+}
+
+// sample is a previous look at the replay, for the rates.
+type sample struct {
+	at       time.Time
+	replayed int64
+	live     int64
+}
+
+type sampleCache struct {
+	mu sync.Mutex
+	m  map[types.UID]sample
+}
+
+func (c *sampleCache) swap(uid types.UID, s sample) (sample, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = map[types.UID]sample{}
+	}
+	prev, ok := c.m[uid]
+	c.m[uid] = s
+	return prev, ok
+}
+
+func (c *sampleCache) forget(uid types.UID) {
+	c.mu.Lock()
+	delete(c.m, uid)
+	c.mu.Unlock()
+}
+
+func sum(m map[int]int64) int64 {
+	var n int64
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
+
+// replaying samples the target's lag and the rates μ (replay) and λ
+// (arrival, as the source's live progress), and cuts over by the threshold
+// rule: the fence is taken here, so downtime starts when Finalizing does.
+func replaying(ctx context.Context, w *work) (outcome, error) {
+	m := w.m
+	target, err := w.targetPod(ctx)
+	if err != nil {
+		return fail(v1.ReasonRestoreFailed, "target pod %s: %v", m.Status.TargetPod, err)
+	}
+	if trouble := containerTrouble(target); trouble != "" {
+		return fail(v1.ReasonRestoreFailed, "%s", trouble)
+	}
+	src, err := w.sourcePod(ctx)
+	if err != nil {
+		return fail(v1.ReasonSourcePodNotFound, "source pod %s disappeared during the replay: %v", m.Spec.SourcePod, err)
+	}
+	tpos, err := w.r.Sidecars.Position(ctx, w.sidecarAddr(target.Status.PodIP, target))
+	if err != nil {
+		return after(w.r.Opts.ReplaySample) // the sidecar may be starting; the restore timeout does not apply any more
+	}
+	spos, err := w.r.Sidecars.Position(ctx, w.sidecarAddr(src.Status.PodIP, src))
+	if err != nil {
+		return fail(v1.ReasonHandoverFailed, "source sidecar: %v", err)
+	}
+	now := w.r.Clock.Now()
+	cur := sample{at: now, replayed: tpos.Replayed, live: sum(spos.Next)}
+	prev, ok := w.r.samples.swap(m.UID, cur)
+	rp := m.Status.Replay
+	if rp == nil {
+		rp = &v1.ReplayProgress{}
+	}
+	var mu, lambda float64
+	if ok && now.Sub(prev.at) > 0 {
+		dt := now.Sub(prev.at).Seconds()
+		mu, lambda = float64(cur.replayed-prev.replayed)/dt, float64(cur.live-prev.live)/dt
+		rp.ReplayRatePerSecond, rp.ArrivalRatePerSecond = int64(mu), int64(lambda)
+	} else {
+		mu, lambda = float64(rp.ReplayRatePerSecond), float64(rp.ArrivalRatePerSecond)
+	}
+	rp.Replayed, rp.Lag = tpos.Replayed, tpos.Lag
+	t := metav1.NewTime(now)
+	rp.LastSampleTime = &t
+	m.Status.Replay = rp
+	if w.r.Metrics != nil {
+		w.r.Metrics.ReplayLag.WithLabelValues(m.Namespace, m.Name).Set(float64(tpos.Lag))
+	}
+
+	budget := time.Duration(ptr.Deref(m.Spec.DowntimeBudgetMilliseconds, 100)) * time.Millisecond
+	cutoff := time.Duration(ptr.Deref(m.Spec.ReplayCutoffSeconds, 120)) * time.Second
+	c := decideCutover(tpos.Lag, mu, lambda, budget, now.Sub(enteredAt(&m.Status, v1.PhaseReplaying)), cutoff)
+	if !c.Now {
+		return after(w.r.Opts.ReplaySample)
+	}
+	setCondition(&m.Status, m.Generation, v1.ConditionReplayCaughtUp, true, c.Reason, c.Message)
+	pos, err := w.r.Sidecars.Fence(ctx, w.sidecarAddr(src.Status.PodIP, src))
+	if err != nil {
+		return fail(v1.ReasonHandoverFailed, "fencing the source: %v", err)
+	}
+	m.Status.FenceOffsets = toOffsets(w.topic(), pos.Next)
+	w.r.samples.forget(m.UID)
+	return w.advance(v1.PhaseFinalizing, "Finalizing", fmt.Sprintf("source fenced at %v; the target replays to exactly there and goes live", pos.Next)), nil
+}

@@ -1,0 +1,54 @@
+package migration
+
+import (
+	"context"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
+)
+
+// rollback ends a migration as Failed with the source serving: the target
+// pod is removed first (so it stops consuming), then the source's sidecar
+// resumes (after a pause or a fence alike). Nothing is lost: the source's
+// group offsets never moved past what it applied.
+func (r *Reconciler) rollback(ctx context.Context, w *work, reason, msg string) error {
+	m := w.m
+	logger := log.FromContext(ctx)
+	if target, err := w.targetPod(ctx); err == nil {
+		if err := r.Client.Delete(ctx, target, client.Preconditions{UID: &target.UID}); err != nil && !apierrors.IsNotFound(err) {
+			return err
+		}
+	} else if !apierrors.IsNotFound(err) {
+		return err
+	}
+	resumed := "the source was not touched"
+	if m.Status.Phase != v1.PhasePending {
+		src, err := w.sourcePod(ctx)
+		switch {
+		case apierrors.IsNotFound(err):
+			resumed = "the source pod is gone"
+		case err != nil:
+			return err
+		default:
+			if _, err := r.Sidecars.Resume(ctx, w.sidecarAddr(src.Status.PodIP, src)); err != nil {
+				// Requeued: a source left paused or fenced would not serve.
+				logger.Error(err, "resuming the source's sidecar during rollback", "pod", src.Name)
+				return fmt.Errorf("rollback: resuming the source's sidecar: %w", err)
+			}
+			resumed = "the source serves again"
+		}
+	}
+	m.Status.FailureReason = msg
+	setCondition(&m.Status, m.Generation, v1.ConditionRolledBack, true, reason, resumed)
+	setCondition(&m.Status, m.Generation, v1.ConditionReady, false, reason, msg)
+	r.Recorder.Eventf(m, corev1.EventTypeWarning, reason, "%s; rolled back: %s", msg, resumed)
+	enterPhase(&m.Status, v1.PhaseFailed, r.Clock.Now())
+	r.samples.forget(m.UID)
+	r.countResult(m, "failed")
+	return nil
+}

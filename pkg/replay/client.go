@@ -1,0 +1,107 @@
+package replay
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Client calls a sidecar's control API: what the migration controller uses.
+type Client struct {
+	// HTTP defaults to a client with a 60 s timeout.
+	HTTP *http.Client
+	// Token returns the bearer token to present (the controller's service
+	// account token, re-read on every call so rotation works).
+	Token func() (string, error)
+}
+
+// Addr is a sidecar's control endpoint: the pod IP and control port.
+func Addr(podIP string, port int32) string {
+	return net.JoinHostPort(podIP, strconv.Itoa(int(port)))
+}
+
+// Position asks where the sidecar stands, with the replay lag.
+func (c *Client) Position(ctx context.Context, addr string) (Position, error) {
+	return c.call(ctx, http.MethodGet, addr, "/position", nil)
+}
+
+// Pause stops delivery after the in-flight message.
+func (c *Client) Pause(ctx context.Context, addr string) (Position, error) {
+	return c.call(ctx, http.MethodPost, addr, "/pause", nil)
+}
+
+// Resume continues delivery (and, after a fence, rejoins the group).
+func (c *Client) Resume(ctx context.Context, addr string) (Position, error) {
+	return c.call(ctx, http.MethodPost, addr, "/resume", nil)
+}
+
+// Fence stops live consumption and reports F.
+func (c *Client) Fence(ctx context.Context, addr string) (Position, error) {
+	return c.call(ctx, http.MethodPost, addr, "/fence", nil)
+}
+
+// Handover replays to exactly fence, then goes live.
+func (c *Client) Handover(ctx context.Context, addr string, fence map[int]int64) (Position, error) {
+	req := Request{Fence: map[string]int64{}}
+	for p, o := range fence {
+		req.Fence[strconv.Itoa(p)] = o
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		req.TimeoutSeconds = max(1, int(time.Until(dl).Seconds()))
+	}
+	return c.call(ctx, http.MethodPost, addr, "/handover", &req)
+}
+
+// CallError is a sidecar's refusal, with its HTTP status.
+type CallError struct {
+	Status  int
+	Message string
+}
+
+func (e *CallError) Error() string {
+	return fmt.Sprintf("sidecar answered %d: %s", e.Status, e.Message)
+}
+
+func (c *Client) call(ctx context.Context, method, addr, path string, body *Request) (Position, error) {
+	var pos Position
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return pos, err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+addr+path, rd)
+	if err != nil {
+		return pos, err
+	}
+	if c.Token != nil {
+		tok, err := c.Token()
+		if err != nil {
+			return pos, fmt.Errorf("token for the sidecar: %w", err)
+		}
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	hc := c.HTTP
+	if hc == nil {
+		hc = &http.Client{Timeout: time.Minute}
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return pos, fmt.Errorf("sidecar %s %s: %w", addr, path, err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	if resp.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return pos, &CallError{Status: resp.StatusCode, Message: strings.TrimSpace(string(msg))}
+	}
+	return pos, json.NewDecoder(resp.Body).Decode(&pos)
+}
