@@ -35,7 +35,8 @@ generate: $(CONTROLLER_GEN) ## Regenerate deepcopy, CRDs and RBAC from the marke
 	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./pkg/apis/...
 	$(CONTROLLER_GEN) crd paths=./pkg/apis/... output:crd:artifacts:config=$(CRD_DIR)
 	$(CONTROLLER_GEN) webhook paths=./webhooks/... output:webhook:artifacts:config=$(WEBHOOK_DIR)
-	$(CONTROLLER_GEN) rbac:roleName=ms2m-manager paths=./pkg/... paths=./webhooks/... paths=./scheduler/... output:rbac:artifacts:config=$(RBAC_DIR)
+	$(CONTROLLER_GEN) rbac:roleName=ms2m-manager paths=./pkg/controllers/... paths=./pkg/manager/... paths=./webhooks/... paths=./scheduler/... output:rbac:artifacts:config=$(RBAC_DIR)/manager
+	$(CONTROLLER_GEN) rbac:roleName=ms2m-agent paths=./pkg/agent/... output:rbac:artifacts:config=$(RBAC_DIR)/agent
 
 .PHONY: verify
 verify: generate lint ## Fail when generated files are stale or code is not clean.

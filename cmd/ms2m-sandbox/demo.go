@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/ms2m/ms2m/examples/deploy"
@@ -30,14 +31,14 @@ func demo(fs *flag.FlagSet) error {
 	}
 
 	var client kubernetes.Interface
+	var cfg *rest.Config
 	var broker string
 	if running(dir) != 0 {
 		st, err := sandbox.ReadState(dir)
 		if err != nil {
 			return err
 		}
-		cfg, err := clientcmd.BuildConfigFromFlags("", st.Kubeconfig)
-		if err != nil {
+		if cfg, err = clientcmd.BuildConfigFromFlags("", st.Kubeconfig); err != nil {
 			return err
 		}
 		if client, err = kubernetes.NewForConfig(cfg); err != nil {
@@ -60,7 +61,7 @@ func demo(fs *flag.FlagSet) error {
 		} else {
 			defer sb.Stop()
 		}
-		client, broker = sb.Client, sb.Broker
+		client, broker, cfg = sb.Client, sb.Broker, sb.Config
 		say("sandbox ready: export KUBECONFIG=%s", sb.Kubeconfig)
 	}
 
@@ -76,11 +77,26 @@ func demo(fs *flag.FlagSet) error {
 	if err != nil {
 		return err
 	}
-	if err := deploy.Produce(ctx, client, ns.Name, e, say); err != nil {
+	if err := deploy.StartProducer(ctx, client, ns.Name, e, say); err != nil {
 		return err
 	}
-	say("producer done; verifying")
-	say("migration: not yet — the StatefulMigration controller lands with issue #5; then this demo migrates the consumer mid-stream and prints phase timings and downtime")
+	if err := deploy.WaitApplied(ctx, d, e.Count/3); err != nil {
+		return err
+	}
+	say("a third of the stream processed; migrating the consumer live")
+	m, err := deploy.Migrate(ctx, cfg, ns.Name, d.Pod.Name, "", say)
+	if err != nil {
+		return err
+	}
+	say("migration %s %s", m.Name, m.Status.Phase)
+	fmt.Print(deploy.Timings(m))
+	if err := deploy.WaitProducer(ctx, client, ns.Name, e); err != nil {
+		return err
+	}
+	if d, err = deploy.FindConsumer(ctx, client, ns.Name, e); err != nil {
+		return err
+	}
+	say("producer done; verifying on %s (node %s)", d.Pod.Name, d.Pod.Spec.NodeName)
 	v, err := deploy.Verify(ctx, e, d.URL(), 2*time.Minute)
 	if err != nil {
 		return err

@@ -116,6 +116,7 @@ func newFlags(cmd string) *flag.FlagSet {
 	fs.Duration("process-time", 5*time.Millisecond, "demo: consumer time per message.")
 	fs.Bool("manager", true, "Run the ms2m manager (webhooks, controllers) inside the sandbox.")
 	fs.String("webhook-manifests", "config/webhook", "Directory of the webhook configurations the manager serves.")
+	fs.String("rbac-dir", "config/rbac", "Directory of the generated ClusterRoles the manager and the agent run under.")
 	return fs
 }
 
@@ -338,5 +339,6 @@ func sandboxOptions(fs *flag.FlagSet) (sandbox.Options, error) {
 		Dir: dir, ControlPlaneDir: flagString(fs, "control-plane-dir"), BinDir: flagString(fs, "bin-dir"),
 		Nodes: flagInt(fs, "nodes"), NodesWithoutRestore: flagInt(fs, "nodes-without-restore"), CRDDirs: crds,
 		Log: log.WithName("sandbox"), Manager: mgr, WebhookManifests: flagString(fs, "webhook-manifests"),
+		RBACDir: flagString(fs, "rbac-dir"),
 	}, nil
 }

@@ -12,6 +12,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
@@ -65,6 +66,7 @@ func (e Example) Consumer() *appsv1.Deployment {
 					migrationv1alpha1.AnnotationAppPort:      "8080",
 				}},
 				Spec: corev1.PodSpec{
+					ServiceAccountName:            e.Name,
 					TerminationGracePeriodSeconds: ptr.To(int64(10)),
 					Containers: []corev1.Container{{
 						Name: "app", Image: Image, Command: []string{"/ms2m/example-consumer"},
@@ -83,6 +85,23 @@ func (e Example) Consumer() *appsv1.Deployment {
 				},
 			},
 		},
+	}
+}
+
+// ServiceAccount is the consumer's identity. Its replay sidecar checks
+// the controller's token with the TokenReview API, which needs
+// system:auth-delegator (AuthDelegator).
+func (e Example) ServiceAccount() *corev1.ServiceAccount {
+	return &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: e.Name}}
+}
+
+// AuthDelegator binds system:auth-delegator to the consumer's service
+// account in namespace ns.
+func (e Example) AuthDelegator(ns string) *rbacv1.ClusterRoleBinding {
+	return &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "ms2m-example-" + ns + "-" + e.Name, Labels: map[string]string{"ms2m.io/example-namespace": ns}},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "system:auth-delegator"},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: e.Name, Namespace: ns}},
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -32,10 +33,26 @@ func (d Deployed) URL() string { return "http://" + net.JoinHostPort(d.Pod.Statu
 // DeployConsumer creates the consumer and waits until its pod is Ready with
 // the replay sidecar injected.
 func DeployConsumer(ctx context.Context, c kubernetes.Interface, ns string, e Example, say Progress) (Deployed, error) {
+	if _, err := c.CoreV1().ServiceAccounts(ns).Create(ctx, e.ServiceAccount(), metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return Deployed{}, err
+	}
+	if _, err := c.RbacV1().ClusterRoleBindings().Create(ctx, e.AuthDelegator(ns), metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return Deployed{}, err
+	}
 	if _, err := c.AppsV1().Deployments(ns).Create(ctx, e.Consumer(), metav1.CreateOptions{}); err != nil {
 		return Deployed{}, err
 	}
 	say("deployed consumer %s/%s (migratable; the webhook injects the replay sidecar)", ns, e.Name)
+	d, err := FindConsumer(ctx, c, ns, e)
+	if err == nil {
+		say("consumer pod %s Ready on %s at %s", d.Pod.Name, d.Pod.Spec.NodeName, d.Pod.Status.PodIP)
+	}
+	return d, err
+}
+
+// FindConsumer waits for the consumer's Ready pod (one with the replay
+// sidecar injected).
+func FindConsumer(ctx context.Context, c kubernetes.Interface, ns string, e Example) (Deployed, error) {
 	var pod *corev1.Pod
 	err := poll(ctx, 2*time.Minute, func(ctx context.Context) error {
 		pods, err := c.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: labels.SelectorFromSet(e.Labels()).String()})
@@ -44,7 +61,7 @@ func DeployConsumer(ctx context.Context, c kubernetes.Interface, ns string, e Ex
 		}
 		for i := range pods.Items {
 			p := &pods.Items[i]
-			if p.DeletionTimestamp != nil {
+			if p.DeletionTimestamp != nil || p.Labels[migrationv1alpha1.LabelMigration] != "" {
 				continue
 			}
 			if !hasSidecar(p) {
@@ -61,16 +78,28 @@ func DeployConsumer(ctx context.Context, c kubernetes.Interface, ns string, e Ex
 	if err != nil {
 		return Deployed{}, err
 	}
-	say("consumer pod %s Ready on %s at %s", pod.Name, pod.Spec.NodeName, pod.Status.PodIP)
 	return Deployed{Pod: pod}, nil
 }
 
 // Produce runs the producer Job and waits for it to complete.
 func Produce(ctx context.Context, c kubernetes.Interface, ns string, e Example, say Progress) error {
+	if err := StartProducer(ctx, c, ns, e, say); err != nil {
+		return err
+	}
+	return WaitProducer(ctx, c, ns, e)
+}
+
+// StartProducer starts the producer Job.
+func StartProducer(ctx context.Context, c kubernetes.Interface, ns string, e Example, say Progress) error {
 	if _, err := c.BatchV1().Jobs(ns).Create(ctx, e.Producer(), metav1.CreateOptions{}); err != nil {
 		return err
 	}
 	say("producing %d messages at %g msg/s to %s", e.Count, e.Rate, e.Topic)
+	return nil
+}
+
+// WaitProducer waits for the producer Job to complete.
+func WaitProducer(ctx context.Context, c kubernetes.Interface, ns string, e Example) error {
 	budget := time.Duration(float64(e.Count)/e.Rate*float64(time.Second)) + 2*time.Minute
 	return poll(ctx, budget, func(ctx context.Context) error {
 		j, err := c.BatchV1().Jobs(ns).Get(ctx, e.Name+"-producer", metav1.GetOptions{})
@@ -158,4 +187,18 @@ func poll(ctx context.Context, timeout time.Duration, fn func(context.Context) e
 		return last
 	}
 	return err
+}
+
+// WaitApplied waits until the consumer has applied at least n messages.
+func WaitApplied(ctx context.Context, d Deployed, n int64) error {
+	return poll(ctx, 5*time.Minute, func(ctx context.Context) error {
+		s, err := state(ctx, d.URL())
+		if err != nil {
+			return err
+		}
+		if s.Applied < n {
+			return fmt.Errorf("consumer applied %d of %d messages", s.Applied, n)
+		}
+		return nil
+	})
 }

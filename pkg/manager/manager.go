@@ -8,6 +8,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"os"
+	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
@@ -15,12 +17,15 @@ import (
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	migrationv1alpha1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
 	"github.com/ms2m/ms2m/scheduler"
+	"github.com/ms2m/ms2m/pkg/controllers/migration"
+	"github.com/ms2m/ms2m/pkg/replay"
 	"github.com/ms2m/ms2m/webhooks"
 )
 
@@ -151,6 +156,10 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 	return mgr.Start(ctx)
 }
 
+// The manager's leader lease and the events it records.
+// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch
+// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
+
 // setup is the one list of everything the manager runs. The migration and
 // evacuation controllers are added here as they land.
 func setup(mgr ctrl.Manager, opts Options) error {
@@ -171,13 +180,14 @@ func setup(mgr ctrl.Manager, opts Options) error {
 			return err
 		}
 	}
+	// The scheduler extender's view of the nodes: served to the
+	// kube-scheduler when enabled, and always the controller's automatic
+	// target choice (scheduler.RankNodes over the same Cache).
+	nodes := scheduler.NewCache(mgr.GetCache())
+	if err := mgr.Add(nodes); err != nil {
+		return err
+	}
 	if opts.SchedulerExtender.Enabled() {
-		// The controller's automatic target choice will rank nodes over
-		// the same Cache (scheduler.RankNodes).
-		nodes := scheduler.NewCache(mgr.GetCache())
-		if err := mgr.Add(nodes); err != nil {
-			return err
-		}
 		extender := scheduler.NewServer(opts.SchedulerExtender, nodes, mgr.GetLogger().WithName("scheduler-extender"))
 		if err := mgr.Add(extender); err != nil {
 			return err
@@ -186,5 +196,35 @@ func setup(mgr ctrl.Manager, opts Options) error {
 			return err
 		}
 	}
+	ctl := migration.DefaultOptions()
+	ctl.MaxParallel, ctl.MaxOutboundPerNode = opts.MaxParallelMigrations, opts.MaxOutboundPerNode
+	ctl.DefaultRepository, ctl.SidecarControlPort = opts.CheckpointImageRepository, opts.Sidecar.ControlPort
+	migrations := &migration.Reconciler{
+		Client: mgr.GetClient(), Scheme: mgr.GetScheme(), Recorder: mgr.GetEventRecorderFor("ms2m-controller"),
+		Sidecars: &replay.Client{Token: TokenSource(mgr.GetConfig())},
+		Nodes:    nodes, Opts: ctl, Metrics: migration.NewMetrics(ctrlmetrics.Registry),
+	}
+	if err := migrations.SetupWithManager(mgr); err != nil {
+		return err
+	}
 	return nil
+}
+
+// TokenSource returns the bearer token of cfg, re-reading a token file on
+// every call so a rotated service-account token is picked up. The
+// controller presents it to the replay sidecars, the agent to its kubelet.
+func TokenSource(cfg *rest.Config) func() (string, error) {
+	return func() (string, error) {
+		if cfg.BearerTokenFile != "" {
+			b, err := os.ReadFile(cfg.BearerTokenFile)
+			if err != nil {
+				return "", err
+			}
+			return strings.TrimSpace(string(b)), nil
+		}
+		if cfg.BearerToken == "" {
+			return "", errors.New("no service-account token in the client configuration (running with a client certificate?)")
+		}
+		return cfg.BearerToken, nil
+	}
 }

@@ -42,11 +42,19 @@ func withExtender(opts *Options) error {
 // startManager runs the ms2m manager in the sandbox process, serving the
 // webhooks envtest registered, and waits until it is ready.
 func (s *Sandbox) startManager(ctx context.Context, opts manager.Options) error {
+	cfg, err := s.install(ctx)
+	if err != nil {
+		return err
+	}
+	if opts.CheckpointImageRepository == "" {
+		opts.CheckpointImageRepository = s.Registry + "/checkpoints"
+	}
 	wio := s.cp.env.WebhookInstallOptions
 	opts.WebhookPort, opts.WebhookCertDir = wio.LocalServingPort, wio.LocalServingCertDir
 	opts.LeaderElection = false
 	opts.MetricsAddr = "0"
-	probe, err := freePort()
+	var probe int
+	probe, err = freePort()
 	if err != nil {
 		return err
 	}
@@ -54,7 +62,7 @@ func (s *Sandbox) startManager(ctx context.Context, opts manager.Options) error 
 	ctrllog.SetLogger(s.opts.Log.WithName("manager"))
 	mctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.stopMgr, s.mgrDone = cancel, make(chan error, 1)
-	go func() { s.mgrDone <- manager.Run(mctx, s.Config, opts) }()
+	go func() { s.mgrDone <- manager.Run(mctx, cfg, opts) }()
 	url := fmt.Sprintf("http://%s/readyz", opts.ProbeAddr)
 	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
 		select {
@@ -73,5 +81,5 @@ func (s *Sandbox) startManager(ctx context.Context, opts manager.Options) error 
 	if err != nil {
 		return fmt.Errorf("sandbox: ms2m manager not ready: %w", err)
 	}
-	return nil
+	return s.waitAgents(ctx)
 }

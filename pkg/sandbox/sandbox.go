@@ -65,6 +65,9 @@ type Options struct {
 	// from WebhookManifests (config/webhook). Nil runs none.
 	Manager          *manager.Options
 	WebhookManifests string
+	// RBACDir holds the generated ClusterRoles (config/rbac/{manager,agent})
+	// the manager and the agent run under.
+	RBACDir string
 	// Log receives progress and the simulated kubelets' logs.
 	Log logr.Logger
 }

@@ -143,22 +143,28 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (res 
 	}
 	log.FromContext(ctx).V(1).Info("reconciling", "phase", m.Status.Phase)
 	before := m.DeepCopy()
+	w := &work{r: r, m: m}
 	defer func() {
 		if equality.Semantic.DeepEqual(before.Status, m.Status) {
+			w.flushEvents()
 			return
 		}
 		m.Status.ObservedGeneration = m.Generation
-		if perr := r.Client.Status().Patch(ctx, m, client.MergeFrom(before)); perr != nil {
+		// Optimistic lock: a reconcile that read a stale migration must
+		// not write over a newer status (it is requeued instead).
+		if perr := r.Client.Status().Patch(ctx, m, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); perr != nil {
 			if apierrors.IsConflict(perr) || apierrors.IsNotFound(perr) {
 				res = reconcile.Result{Requeue: true}
 				return
 			}
 			err = perr
+			return
 		}
+		w.flushEvents()
 	}()
 
 	if !m.DeletionTimestamp.IsZero() {
-		return reconcile.Result{}, r.cancel(ctx, m)
+		return reconcile.Result{}, r.cancel(ctx, w)
 	}
 	if m.Status.Phase.IsTerminal() {
 		return reconcile.Result{}, r.removeFinalizer(ctx, m)
@@ -181,7 +187,6 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (res 
 	if !ok {
 		return reconcile.Result{}, fmt.Errorf("unknown phase %q", m.Status.Phase)
 	}
-	w := &work{r: r, m: m}
 	out, err := step(ctx, w)
 	if err != nil {
 		return reconcile.Result{}, err
@@ -190,6 +195,13 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (res 
 		return reconcile.Result{}, r.rollback(ctx, w, out.fail.reason, out.fail.msg)
 	}
 	return out.result, nil
+}
+
+func (w *work) flushEvents() {
+	for _, e := range w.events {
+		w.r.Recorder.Event(w.m, e.kind, e.reason, e.msg)
+	}
+	w.events = nil
 }
 
 func (r *Reconciler) removeFinalizer(ctx context.Context, m *v1.StatefulMigration) error {
@@ -203,12 +215,12 @@ func (r *Reconciler) removeFinalizer(ctx context.Context, m *v1.StatefulMigratio
 
 // cancel handles deletion: an unfinished migration is rolled back (or, past
 // the handover, finished) before the finalizer goes.
-func (r *Reconciler) cancel(ctx context.Context, m *v1.StatefulMigration) error {
+func (r *Reconciler) cancel(ctx context.Context, w *work) error {
+	m := w.m
 	if !controllerutil.ContainsFinalizer(m, v1.FinalizerRollback) {
 		return nil
 	}
 	if !m.Status.Phase.IsTerminal() {
-		w := &work{r: r, m: m}
 		if handedOver(m) {
 			if _, err := finalizing(ctx, w); err != nil {
 				return err

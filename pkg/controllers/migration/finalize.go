@@ -52,7 +52,21 @@ func finalizing(ctx context.Context, w *work) (outcome, error) {
 		}
 		setCondition(&m.Status, m.Generation, v1.ConditionHandedOver, true, v1.ReasonSucceeded,
 			fmt.Sprintf("target live at the fence %v after %s without live processing", fence, downtime.Round(time.Millisecond)))
-		w.r.Recorder.Eventf(m, corev1.EventTypeNormal, "HandedOver", "target %s live at the fence; downtime %s", target.Name, downtime.Round(time.Millisecond))
+		w.event(corev1.EventTypeNormal, "HandedOver", "target %s live at the fence; downtime %s", target.Name, downtime.Round(time.Millisecond))
+	}
+	// A ReplicaSet that briefly owns both removes an unready pod first,
+	// whatever its deletion cost: the target takes over once Ready.
+	if target != nil && !podReady(target) {
+		if o, late := w.timedOut(limit); late {
+			return o, nil
+		}
+		return after(w.remaining(limit))
+	}
+	// The source first becomes the pod its ReplicaSet removes first, then
+	// the target takes the source's identity (for a moment the ReplicaSet
+	// owns both and removes the source), then the source is deleted.
+	if err := w.markSourceForRemoval(ctx); err != nil {
+		return outcome{}, err
 	}
 	if target != nil {
 		if err := w.giveIdentity(ctx, target); err != nil {
@@ -81,9 +95,10 @@ func (w *work) giveIdentity(ctx context.Context, target *corev1.Pod) error {
 	return w.r.Client.Patch(ctx, target, patch)
 }
 
-// removeSource deletes the source pod, first making it the pod its
-// ReplicaSet would remove anyway, so the replica count never drops.
-func (w *work) removeSource(ctx context.Context) error {
+// markSourceForRemoval gives a ReplicaSet-owned source the lowest pod
+// deletion cost, so the ReplicaSet, owning source and target for a moment,
+// removes the source and never the target.
+func (w *work) markSourceForRemoval(ctx context.Context) error {
 	src, err := w.sourcePod(ctx)
 	if apierrors.IsNotFound(err) {
 		return nil
@@ -91,18 +106,28 @@ func (w *work) removeSource(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if src.DeletionTimestamp != nil {
+	ref := metav1.GetControllerOf(src)
+	if ref == nil || ref.Kind != "ReplicaSet" || src.DeletionTimestamp != nil || src.Annotations[annotationDeletionCost] == lowestCost {
 		return nil
 	}
-	if ref := metav1.GetControllerOf(src); ref != nil && ref.Kind == "ReplicaSet" {
-		patch := client.MergeFrom(src.DeepCopy())
-		if src.Annotations == nil {
-			src.Annotations = map[string]string{}
-		}
-		src.Annotations[annotationDeletionCost] = "-2147483648"
-		if err := w.r.Client.Patch(ctx, src, patch); err != nil && !apierrors.IsNotFound(err) {
-			return err
-		}
+	patch := client.MergeFrom(src.DeepCopy())
+	if src.Annotations == nil {
+		src.Annotations = map[string]string{}
+	}
+	src.Annotations[annotationDeletionCost] = lowestCost
+	return client.IgnoreNotFound(w.r.Client.Patch(ctx, src, patch))
+}
+
+const lowestCost = "-2147483648"
+
+// removeSource deletes the source pod.
+func (w *work) removeSource(ctx context.Context) error {
+	src, err := w.sourcePod(ctx)
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil || src.DeletionTimestamp != nil {
+		return err
 	}
 	return client.IgnoreNotFound(w.r.Client.Delete(ctx, src, client.Preconditions{UID: &src.UID}))
 }

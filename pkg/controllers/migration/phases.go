@@ -31,6 +31,15 @@ type work struct {
 	r      *Reconciler
 	m      *v1.StatefulMigration
 	source *corev1.Pod
+	// events are recorded once the status that reports them is written, so
+	// a reconcile that lost a conflict does not announce what did not happen.
+	events []event
+}
+
+type event struct{ kind, reason, msg string }
+
+func (w *work) event(kind, reason, format string, args ...any) {
+	w.events = append(w.events, event{kind, reason, fmt.Sprintf(format, args...)})
 }
 
 type outcome struct {
@@ -61,7 +70,7 @@ func (w *work) advance(phase v1.Phase, reason, msg string) outcome {
 		w.r.Metrics.PhaseSeconds.WithLabelValues(string(prev)).Observe(now.Sub(started).Seconds())
 	}
 	if enterPhase(&w.m.Status, phase, now) {
-		w.r.Recorder.Eventf(w.m, corev1.EventTypeNormal, reason, "%s → %s: %s", prev, phase, msg)
+		w.event(corev1.EventTypeNormal, reason, "%s → %s: %s", prev, phase, msg)
 	}
 	return outcome{result: reconcile.Result{Requeue: true}}
 }

@@ -134,7 +134,7 @@ func replaying(ctx context.Context, w *work) (outcome, error) {
 		mu, lambda = float64(rp.ReplayRatePerSecond), float64(rp.ArrivalRatePerSecond)
 	}
 	rp.Replayed, rp.Lag = tpos.Replayed, tpos.Lag
-	t := metav1.NewTime(now)
+	t := metav1.NewMicroTime(now)
 	rp.LastSampleTime = &t
 	m.Status.Replay = rp
 	if w.r.Metrics != nil {

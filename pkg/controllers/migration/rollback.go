@@ -46,7 +46,7 @@ func (r *Reconciler) rollback(ctx context.Context, w *work, reason, msg string) 
 	m.Status.FailureReason = msg
 	setCondition(&m.Status, m.Generation, v1.ConditionRolledBack, true, reason, resumed)
 	setCondition(&m.Status, m.Generation, v1.ConditionReady, false, reason, msg)
-	r.Recorder.Eventf(m, corev1.EventTypeWarning, reason, "%s; rolled back: %s", msg, resumed)
+	w.event(corev1.EventTypeWarning, reason, "%s; rolled back: %s", msg, resumed)
 	enterPhase(&m.Status, v1.PhaseFailed, r.Clock.Now())
 	r.samples.forget(m.UID)
 	r.countResult(m, "failed")

@@ -20,7 +20,7 @@ func enterPhase(st *v1.StatefulMigrationStatus, phase v1.Phase, now time.Time) b
 		return false
 	}
 	st.Phase = phase
-	st.PhaseTransitions = append(st.PhaseTransitions, v1.PhaseTransition{Phase: phase, EnteredTime: metav1.NewTime(now)})
+	st.PhaseTransitions = append(st.PhaseTransitions, v1.PhaseTransition{Phase: phase, EnteredTime: metav1.NewMicroTime(now)})
 	if phase.IsTerminal() && st.CompletionTime == nil {
 		t := metav1.NewTime(now)
 		st.CompletionTime = &t

@@ -42,7 +42,7 @@ func TestPhaseBookkeeping(t *testing.T) {
 		t.Fatal("re-entering the current phase recorded a transition")
 	}
 	enterPhase(&st, v1.PhaseCompleted, t0.Add(5*time.Second))
-	if st.CompletionTime == nil || !st.CompletionTime.Equal(&st.PhaseTransitions[2].EnteredTime) {
+	if st.CompletionTime == nil || !st.CompletionTime.Time.Equal(st.PhaseTransitions[2].EnteredTime.Time) {
 		t.Fatalf("completion time %v", st.CompletionTime)
 	}
 	d := phaseDurations(&st)

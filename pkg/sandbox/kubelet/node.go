@@ -125,6 +125,15 @@ func (n *node) labels() map[string]string {
 	return l
 }
 
+// runtimeVersion says, as a runtime's version string would, whether the
+// node restores checkpoints (the agent's probe reads it).
+func (n *node) runtimeVersion() string {
+	if n.spec.CanRestore {
+		return RuntimeVersion
+	}
+	return RuntimeVersion + " (restore disabled)"
+}
+
 func (n *node) status(now metav1.Time) corev1.NodeStatus {
 	capacity := corev1.ResourceList{
 		corev1.ResourceCPU: resource.MustParse("8"), corev1.ResourceMemory: resource.MustParse("32Gi"),
@@ -148,7 +157,7 @@ func (n *node) status(now metav1.Time) corev1.NodeStatus {
 		NodeInfo: corev1.NodeSystemInfo{
 			MachineID: n.spec.Name, SystemUUID: n.spec.Name, BootID: n.spec.Name,
 			KernelVersion: kernelVersion(), OSImage: "ms2m sandbox (simulated kubelet, " + simcriu.RuntimeName + ")",
-			ContainerRuntimeVersion: RuntimeVersion, KubeletVersion: KubeletVersion,
+			ContainerRuntimeVersion: n.runtimeVersion(), KubeletVersion: KubeletVersion,
 			OperatingSystem: "linux", Architecture: runtime.GOARCH,
 		},
 	}

@@ -198,7 +198,7 @@ type ReplayProgress struct {
 	ArrivalRatePerSecond int64 `json:"arrivalRatePerSecond,omitempty"`
 	// LastSampleTime is when these figures were taken.
 	// +optional
-	LastSampleTime *metav1.Time `json:"lastSampleTime,omitempty"`
+	LastSampleTime *metav1.MicroTime `json:"lastSampleTime,omitempty"`
 }
 
 // PhaseTransition records when a migration entered a phase.
@@ -206,7 +206,7 @@ type PhaseTransition struct {
 	// +required
 	Phase Phase `json:"phase"`
 	// +required
-	EnteredTime metav1.Time `json:"enteredTime"`
+	EnteredTime metav1.MicroTime `json:"enteredTime"`
 }
 
 // StatefulMigrationStatus is what the controller observed and did.

@@ -1,0 +1,78 @@
+// Command ms2m-agent is the ms2m node agent (DaemonSet): it checkpoints
+// migrating pods through its own kubelet, pushes the checkpoint images and
+// labels its node's checkpoint/restore capability. See pkg/agent.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"time"
+
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/ms2m/ms2m/pkg/agent"
+	"github.com/ms2m/ms2m/pkg/manager"
+)
+
+func main() {
+	var o agent.Options
+	var probeAddr, metricsAddr, hostRoot string
+	var interval time.Duration
+	flag.StringVar(&o.NodeName, "node-name", os.Getenv("NODE_NAME"), "This node's name (env NODE_NAME, from the downward API's spec.nodeName).")
+	flag.StringVar(&o.KubeletCAFile, "kubelet-ca-file", "", "CA that signed the kubelet's serving certificate.")
+	flag.BoolVar(&o.KubeletInsecureTLS, "kubelet-insecure-tls", false, "Do not verify the kubelet's certificate (self-signed kubelets).")
+	flag.StringVar(&o.Repository, "checkpoint-image-repository", "", "Repository for checkpoint images of migrations that name none.")
+	flag.DurationVar(&o.CheckpointTimeout, "checkpoint-timeout", time.Minute, "Bound on one kubelet checkpoint call.")
+	flag.StringVar(&hostRoot, "host-root", "/", "Where the host's filesystem is mounted, to read the runtime's configuration.")
+	flag.DurationVar(&interval, "probe-interval", 5*time.Minute, "How often the node's checkpoint/restore capability is probed.")
+	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8082", "Address of /healthz and /readyz.")
+	flag.StringVar(&metricsAddr, "metrics-bind-address", "0", "Address of the metrics endpoint; 0 disables it.")
+	zapOpts := zap.Options{}
+	zapOpts.BindFlags(flag.CommandLine)
+	flag.Parse()
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	if err := run(o, probeAddr, metricsAddr, hostRoot, interval); err != nil {
+		fmt.Fprintln(os.Stderr, "ms2m-agent:", err)
+		os.Exit(1)
+	}
+}
+
+func run(o agent.Options, probeAddr, metricsAddr, hostRoot string, interval time.Duration) error {
+	if o.NodeName == "" {
+		return fmt.Errorf("--node-name (env NODE_NAME) is required")
+	}
+	if o.KubeletCAFile == "" && !o.KubeletInsecureTLS {
+		return fmt.Errorf("set --kubelet-ca-file, or --kubelet-insecure-tls for self-signed kubelets")
+	}
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		return err
+	}
+	o.Token = manager.TokenSource(cfg)
+	scheme, err := manager.Scheme()
+	if err != nil {
+		return err
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{Scheme: scheme, HealthProbeBindAddress: probeAddr,
+		Metrics: metricsserver.Options{BindAddress: metricsAddr}})
+	if err != nil {
+		return err
+	}
+	if err := (&agent.Reconciler{Client: mgr.GetClient(), Opts: o}).SetupWithManager(mgr); err != nil {
+		return err
+	}
+	if err := mgr.Add(&agent.Labeler{Client: mgr.GetClient(), NodeName: o.NodeName, Prober: agent.Prober{HostRoot: hostRoot}, Interval: interval}); err != nil {
+		return err
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		return err
+	}
+	return mgr.Start(ctrl.SetupSignalHandler())
+}

@@ -1,0 +1,167 @@
+package sandbox
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/yaml"
+)
+
+// SystemNamespace is where ms2m's own components run.
+const SystemNamespace = "ms2m-system"
+
+// Image is the project image the sandbox runs ms2m's components from.
+const Image = "ghcr.io/ms2m/ms2m:v0.1.0"
+
+// install creates ms2m's namespace, service accounts and their generated
+// ClusterRoles (config/rbac), and the agent DaemonSet; it returns a client
+// configuration carrying the manager service account's token, so the
+// in-process manager runs with exactly the permissions the chart grants.
+func (s *Sandbox) install(ctx context.Context) (*rest.Config, error) {
+	c := s.Client
+	if err := create(ctx, func() error {
+		_, err := c.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: SystemNamespace}}, metav1.CreateOptions{})
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	for _, name := range []string{"manager", "agent"} {
+		sa := "ms2m-" + name
+		if err := create(ctx, func() error {
+			_, err := c.CoreV1().ServiceAccounts(SystemNamespace).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{})
+			return err
+		}); err != nil {
+			return nil, err
+		}
+		if err := applyClusterRole(ctx, c, filepath.Join(s.opts.RBACDir, name, "role.yaml"), sa); err != nil {
+			return nil, err
+		}
+	}
+	if err := s.applyAgent(ctx); err != nil {
+		return nil, err
+	}
+	tr, err := c.CoreV1().ServiceAccounts(SystemNamespace).CreateToken(ctx, "ms2m-manager", &authenticationv1.TokenRequest{
+		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To(int64(7 * 24 * 3600))},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("token for the manager: %w", err)
+	}
+	return &rest.Config{Host: s.Config.Host, TLSClientConfig: rest.TLSClientConfig{CAData: s.Config.CAData},
+		BearerToken: tr.Status.Token, QPS: 100, Burst: 200}, nil
+}
+
+func create(_ context.Context, fn func() error) error {
+	if err := fn(); err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	return nil
+}
+
+// applyClusterRole creates (or updates) the generated ClusterRole in file
+// and binds it to the service account.
+func applyClusterRole(ctx context.Context, c kubernetes.Interface, file, sa string) error {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return fmt.Errorf("sandbox: RBAC for %s: %w (run `make generate`)", sa, err)
+	}
+	role := &rbacv1.ClusterRole{}
+	if err := yaml.Unmarshal(b, role); err != nil {
+		return fmt.Errorf("sandbox: %s: %w", file, err)
+	}
+	if _, err := c.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); apierrors.IsAlreadyExists(err) {
+		cur, err := c.RbacV1().ClusterRoles().Get(ctx, role.Name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		cur.Rules = role.Rules
+		if _, err := c.RbacV1().ClusterRoles().Update(ctx, cur, metav1.UpdateOptions{}); err != nil {
+			return err
+		}
+	} else if err != nil {
+		return err
+	}
+	return create(ctx, func() error {
+		_, err := c.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Name: role.Name},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
+			Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: sa, Namespace: SystemNamespace}},
+		}, metav1.CreateOptions{})
+		return err
+	})
+}
+
+// applyAgent runs the node agent on every node, as the chart's DaemonSet.
+func (s *Sandbox) applyAgent(ctx context.Context) error {
+	labels := map[string]string{"app.kubernetes.io/name": "ms2m-agent"}
+	fieldEnv := func(name, path string) corev1.EnvVar {
+		return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: path}}}
+	}
+	ds := &appsv1.DaemonSet{
+		ObjectMeta: metav1.ObjectMeta{Name: "ms2m-agent", Namespace: SystemNamespace, Labels: labels},
+		Spec: appsv1.DaemonSetSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{
+					ServiceAccountName: "ms2m-agent",
+					Tolerations:        []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
+					Containers: []corev1.Container{{
+						Name: "agent", Image: Image, Command: []string{"/ms2m/ms2m-agent"},
+						Args: []string{
+							// Paths on the node (hostPath in a real cluster).
+							"--kubelet-ca-file=" + filepath.Join(s.opts.Dir, "pki", "kubelet-ca.crt"),
+							"--checkpoint-image-repository=" + s.Registry + "/checkpoints",
+							"--health-probe-bind-address=$(POD_IP):8082",
+							"--probe-interval=1m",
+						},
+						Env: []corev1.EnvVar{fieldEnv("NODE_NAME", "spec.nodeName"), fieldEnv("POD_IP", "status.podIP")},
+					}},
+				},
+			},
+		},
+	}
+	dss := s.Client.AppsV1().DaemonSets(SystemNamespace)
+	if _, err := dss.Create(ctx, ds, metav1.CreateOptions{}); apierrors.IsAlreadyExists(err) {
+		cur, err := dss.Get(ctx, ds.Name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		cur.Spec.Template = ds.Spec.Template
+		_, err = dss.Update(ctx, cur, metav1.UpdateOptions{})
+		return err
+	} else if err != nil {
+		return err
+	}
+	return nil
+}
+
+// waitAgents waits until the agent runs on every node.
+func (s *Sandbox) waitAgents(ctx context.Context) error {
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		ds, err := s.Client.AppsV1().DaemonSets(SystemNamespace).Get(ctx, "ms2m-agent", metav1.GetOptions{})
+		if err == nil && ds.Status.DesiredNumberScheduled > 0 && ds.Status.NumberReady == ds.Status.DesiredNumberScheduled {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("sandbox: the ms2m agent is not ready on every node (logs under %s)", filepath.Join(s.opts.Dir, "nodes", "*", "pods", SystemNamespace+"_ms2m-agent-*"))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
