@@ -35,6 +35,8 @@ type Example struct {
 	// Rate and Count of the producer.
 	Rate  float64
 	Count int64
+	// Bare runs the consumer as a pod without an owner.
+	Bare bool
 }
 
 func (e Example) effects() string {
@@ -86,6 +88,12 @@ func (e Example) Consumer() *appsv1.Deployment {
 			},
 		},
 	}
+}
+
+// BarePod is the consumer as a pod without an owner.
+func (e Example) BarePod() *corev1.Pod {
+	t := e.Consumer().Spec.Template
+	return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: e.Name, Labels: t.Labels, Annotations: t.Annotations}, Spec: t.Spec}
 }
 
 // ServiceAccount is the consumer's identity. Its replay sidecar checks

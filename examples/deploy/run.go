@@ -30,8 +30,8 @@ type Deployed struct {
 // URL is the consumer's base URL.
 func (d Deployed) URL() string { return "http://" + net.JoinHostPort(d.Pod.Status.PodIP, "8080") }
 
-// DeployConsumer creates the consumer and waits until its pod is Ready with
-// the replay sidecar injected.
+// DeployConsumer creates the consumer (a Deployment, or a bare pod when
+// e.Bare) and waits until its pod is Ready with the replay sidecar injected.
 func DeployConsumer(ctx context.Context, c kubernetes.Interface, ns string, e Example, say Progress) (Deployed, error) {
 	if _, err := c.CoreV1().ServiceAccounts(ns).Create(ctx, e.ServiceAccount(), metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return Deployed{}, err
@@ -39,7 +39,13 @@ func DeployConsumer(ctx context.Context, c kubernetes.Interface, ns string, e Ex
 	if _, err := c.RbacV1().ClusterRoleBindings().Create(ctx, e.AuthDelegator(ns), metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return Deployed{}, err
 	}
-	if _, err := c.AppsV1().Deployments(ns).Create(ctx, e.Consumer(), metav1.CreateOptions{}); err != nil {
+	var err error
+	if e.Bare {
+		_, err = c.CoreV1().Pods(ns).Create(ctx, e.BarePod(), metav1.CreateOptions{})
+	} else {
+		_, err = c.AppsV1().Deployments(ns).Create(ctx, e.Consumer(), metav1.CreateOptions{})
+	}
+	if err != nil {
 		return Deployed{}, err
 	}
 	say("deployed consumer %s/%s (migratable; the webhook injects the replay sidecar)", ns, e.Name)

@@ -23,9 +23,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	migrationv1alpha1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
-	"github.com/ms2m/ms2m/scheduler"
 	"github.com/ms2m/ms2m/pkg/controllers/migration"
 	"github.com/ms2m/ms2m/pkg/replay"
+	"github.com/ms2m/ms2m/scheduler"
 	"github.com/ms2m/ms2m/webhooks"
 )
 

@@ -23,6 +23,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -88,6 +89,7 @@ type Sandbox struct {
 	Fleet     *kubelet.Fleet
 
 	cp       *controlPlane
+	slot     *os.File
 	stopMgr  context.CancelFunc
 	mgrDone  chan error
 	kafka    *kfake.Cluster
@@ -197,6 +199,10 @@ func Start(ctx context.Context, opts Options) (s *Sandbox, err error) {
 		return s, err
 	}
 
+	slot, err := s.claimSlot()
+	if err != nil {
+		return s, err
+	}
 	ca, err := kubelet.NewCA()
 	if err != nil {
 		return s, err
@@ -219,6 +225,7 @@ func Start(ctx context.Context, opts Options) (s *Sandbox, err error) {
 		Client: s.Client, Config: s.Config, Dir: filepath.Join(opts.Dir, "nodes"), Nodes: nodes,
 		Runtime: kubelet.Runtime{BinDir: opts.BinDir, Registry: s.Registry}, CA: ca,
 		Log: opts.Log.WithName("kubelet"), Env: []string{EnvDir + "=" + opts.Dir},
+		PodCIDR: fmt.Sprintf("127.%d.0.0/16", 10+2*slot), NodeCIDR: fmt.Sprintf("127.%d.0.0/16", 11+2*slot),
 	}); err != nil {
 		return s, err
 	}
@@ -299,6 +306,9 @@ func (s *Sandbox) Stop() {
 	if s.registry != nil {
 		_ = s.registry.Close()
 	}
+	if s.slot != nil {
+		_ = s.slot.Close() // releases the address range
+	}
 	_ = os.Remove(StateFile(s.opts.Dir))
 }
 
@@ -357,4 +367,27 @@ func portOf(hostport string) int {
 	_, p, _ := net.SplitHostPort(hostport)
 	n, _ := strconv.Atoi(p)
 	return n
+}
+
+// maxSlots sandboxes can run side by side on one machine.
+const maxSlots = 100
+
+// claimSlot takes a free address range for this sandbox's pods and nodes,
+// so that sandboxes running side by side (a developer's and the tests')
+// never hand out the same 127.x.y.z. The claim is a lock held while the
+// sandbox runs; a crashed sandbox's lock is released with its process.
+func (s *Sandbox) claimSlot() (int, error) {
+	for i := range maxSlots {
+		f, err := os.OpenFile(filepath.Join(os.TempDir(), fmt.Sprintf("ms2m-sandbox-slot-%d.lock", i)), os.O_CREATE|os.O_RDWR, 0o600)
+		if err != nil {
+			return 0, err
+		}
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+			_ = f.Close()
+			continue
+		}
+		s.slot = f
+		return i, nil
+	}
+	return 0, fmt.Errorf("sandbox: %d sandboxes already run on this machine", maxSlots)
 }

@@ -83,7 +83,7 @@ func Setup(ctx context.Context, c *Cluster, workDir string) error {
 		sb, err := sandbox.Start(ctx, sandbox.Options{
 			Dir: filepath.Join(workDir, "sandbox"), ControlPlaneDir: assets, BinDir: bin, Nodes: 3,
 			CRDDirs: []string{filepath.Join(repoRoot(), "charts", "ms2m", "crds")}, Log: log,
-			Manager: &mgr, WebhookManifests: filepath.Join(repoRoot(), "config", "webhook"),
+			Manager: &mgr, WebhookManifests: filepath.Join(repoRoot(), "config", "webhook"), RBACDir: filepath.Join(repoRoot(), "config", "rbac"),
 		})
 		if err != nil {
 			return err

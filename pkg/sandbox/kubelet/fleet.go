@@ -1,6 +1,7 @@
 package kubelet
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -57,6 +58,10 @@ type Options struct {
 	// ServingCert signs the kubelet API certificates; see NewCA.
 	CA  *CA
 	Log logr.Logger
+	// PodCIDR and NodeCIDR are the loopback ranges pods and nodes get
+	// addresses from (defaults 127.1.0.0/16 and 127.2.0.0/16); sandboxes
+	// running side by side need distinct ones.
+	PodCIDR, NodeCIDR string
 	// Env is added to every process (the sandbox marks its processes so
 	// `sandbox down` can find strays).
 	Env []string
@@ -95,8 +100,8 @@ func Start(ctx context.Context, opts Options) (*Fleet, error) {
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.NewTypedItemExponentialFailureRateLimiter[string](50*time.Millisecond, 10*time.Second),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "sandbox-kubelet"}),
-		podIPs:  newIPPool("127.1.0.0/16"),
-		nodeIPs: newIPPool("127.2.0.0/16"),
+		podIPs:  newIPPool(cmp.Or(opts.PodCIDR, "127.1.0.0/16")),
+		nodeIPs: newIPPool(cmp.Or(opts.NodeCIDR, "127.2.0.0/16")),
 		cancel:  cancel,
 	}
 	var err error

@@ -1,0 +1,148 @@
+package e2e
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/e2e-framework/pkg/envconf"
+	"sigs.k8s.io/e2e-framework/pkg/features"
+
+	"github.com/ms2m/ms2m/examples/deploy"
+	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
+	"github.com/ms2m/ms2m/pkg/checkpoint"
+)
+
+// MigrationInput configures MigrationSpec.
+type MigrationInput struct {
+	Cluster *Cluster
+	// Bare migrates a pod without an owner; otherwise a Deployment's pod.
+	Bare  bool
+	Rate  float64
+	Count int64
+}
+
+// MigrationSpec: the example consumer is migrated live under a steady
+// producer: the migration completes, nothing is lost or processed twice
+// live, the final state equals the fold of the input (a run without
+// migration), the owner is left consistent, and the checkpoint image in the
+// registry carries the runtime's annotations.
+func MigrationSpec(in MigrationInput) features.Feature {
+	kind := "Deployment's pod"
+	if in.Bare {
+		kind = "bare pod"
+	}
+	return features.New("live migration of a "+kind+" under load").
+		Assess("completes with zero loss and the owner consistent", func(ctx context.Context, t *testing.T, _ *envconf.Config) context.Context {
+			c := in.Cluster
+			if len(c.Brokers) == 0 {
+				t.Skip("no Kafka broker for this cluster (set E2E_BROKERS)")
+			}
+			ns := c.Namespace(t, "migrate")
+			e := deploy.Example{Name: "orders", Brokers: c.Brokers, Topic: ns + "-orders", Rate: in.Rate, Count: in.Count,
+				ProcessTime: 2 * time.Millisecond, Bare: in.Bare}
+			t.Cleanup(func() { _ = c.Client.RbacV1().ClusterRoleBindings().Delete(context.Background(), e.AuthDelegator(ns).Name, metav1.DeleteOptions{}) })
+			d, err := deploy.DeployConsumer(ctx, c.Client, ns, e, t.Logf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := deploy.StartProducer(ctx, c.Client, ns, e, t.Logf); err != nil {
+				t.Fatal(err)
+			}
+			if err := deploy.WaitApplied(ctx, d, in.Count/3); err != nil {
+				t.Fatal(err)
+			}
+			m, err := deploy.Migrate(ctx, c.Config, ns, d.Pod.Name, "", t.Logf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("migration %s:\n%s", m.Status.Phase, deploy.Timings(m))
+			if m.Status.Phase != v1.PhaseCompleted {
+				t.Fatalf("migration %s: %s", m.Status.Phase, m.Status.FailureReason)
+			}
+			if m.Status.TargetNode == m.Status.SourceNode || m.Status.Downtime == nil || len(m.Status.FenceOffsets) == 0 {
+				t.Fatalf("status: source %s target %s downtime %v fence %v", m.Status.SourceNode, m.Status.TargetNode, m.Status.Downtime, m.Status.FenceOffsets)
+			}
+			if err := deploy.WaitProducer(ctx, c.Client, ns, e); err != nil {
+				t.Fatal(err)
+			}
+			after, err := deploy.FindConsumer(ctx, c.Client, ns, e)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if after.Pod.Name != m.Status.TargetPod || after.Pod.Spec.NodeName != m.Status.TargetNode {
+				t.Fatalf("consumer now %s on %s, want the target %s on %s", after.Pod.Name, after.Pod.Spec.NodeName, m.Status.TargetPod, m.Status.TargetNode)
+			}
+			v, err := deploy.Verify(ctx, e, after.URL(), time.Minute)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !v.OK() || v.Input != int(in.Count) {
+				t.Fatalf("%s (want %d input messages)", v, in.Count)
+			}
+			t.Log(v)
+			assertOwner(ctx, t, c, ns, d.Pod, after.Pod, in.Bare)
+			assertCheckpointImage(ctx, t, m)
+			return ctx
+		}).Feature()
+}
+
+// assertOwner: the source is gone; a bare target has no owner; a
+// ReplicaSet's target is owned by it and the replica count never changed.
+func assertOwner(ctx context.Context, t *testing.T, c *Cluster, ns string, source, target *corev1.Pod, bare bool) {
+	t.Helper()
+	c.Eventually(t, "source pod "+source.Name+" gone", func(ctx context.Context) error {
+		_, err := c.Client.CoreV1().Pods(ns).Get(ctx, source.Name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return errStill(source.Name)
+	})
+	ref := metav1.GetControllerOf(target)
+	if bare {
+		if ref != nil {
+			t.Fatalf("bare pod's target is owned by %s %s", ref.Kind, ref.Name)
+		}
+		return
+	}
+	srcRef := metav1.GetControllerOf(source)
+	if ref == nil || srcRef == nil || ref.UID != srcRef.UID {
+		t.Fatalf("target owner %v, want the source's %v", ref, srcRef)
+	}
+	pods, err := c.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=orders"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	live := 0
+	for _, p := range pods.Items {
+		if p.DeletionTimestamp == nil {
+			live++
+		}
+	}
+	if live != 1 {
+		t.Fatalf("%d consumer pods, want exactly 1 (the ReplicaSet's count)", live)
+	}
+}
+
+type errStill string
+
+func (e errStill) Error() string { return string(e) + " still exists" }
+
+func assertCheckpointImage(ctx context.Context, t *testing.T, m *v1.StatefulMigration) {
+	t.Helper()
+	ref, err := name.ParseReference(m.Status.CheckpointImage)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := checkpoint.Pull(ctx, ref)
+	if err != nil {
+		t.Fatalf("checkpoint image %s: %v", m.Status.CheckpointImage, err)
+	}
+	if p.Container != "app" || p.Pod != m.Spec.SourcePod || p.Namespace != m.Namespace {
+		t.Fatalf("checkpoint image annotations: %+v", p.Metadata)
+	}
+}
