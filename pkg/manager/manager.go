@@ -201,8 +201,8 @@ func setup(mgr ctrl.Manager, opts Options) error {
 	ctl.DefaultRepository, ctl.SidecarControlPort = opts.CheckpointImageRepository, opts.Sidecar.ControlPort
 	migrations := &migration.Reconciler{
 		Client: mgr.GetClient(), Scheme: mgr.GetScheme(), Recorder: mgr.GetEventRecorderFor("ms2m-controller"),
-		Sidecars: &replay.Client{Token: TokenSource(mgr.GetConfig())},
-		Nodes:    nodes, Opts: ctl, Metrics: migration.NewMetrics(ctrlmetrics.Registry),
+		Sidecars: &replay.Client{Token: TokenSource(mgr.GetConfig())}, Offsets: migration.KafkaOffsets{},
+		Nodes: nodes, Opts: ctl, Metrics: migration.NewMetrics(ctrlmetrics.Registry),
 	}
 	if err := migrations.SetupWithManager(mgr); err != nil {
 		return err

@@ -72,13 +72,13 @@ func TestControlAPIAuthenticatesWithTokenReview(t *testing.T) {
 		{"position", "GET", "/position", managerToken, "", 200, `"next":{"0":10}`},
 		{"pause", "POST", "/pause", managerToken, `{"timeoutSeconds":5}`, 200, `"paused":true`},
 		{"pause again", "POST", "/pause", managerToken, "", 200, `"next":{"0":10}`},
-		{"unready while paused", "GET", "/readyz", "", "", 503, "not live"},
+		{"still ready while paused (a checkpoint pause is brief)", "GET", "/readyz", "", "", 200, "ok"},
 		{"unknown field", "POST", "/pause", managerToken, `{"timeout":5}`, 400, "unknown field"},
 		{"negative timeout", "POST", "/pause", managerToken, `{"timeoutSeconds":-1}`, 400, "timeoutSeconds"},
 		{"handover without fence", "POST", "/handover", managerToken, `{}`, 400, "fence: required"},
 		{"handover on a live source", "POST", "/handover", managerToken, `{"fence":{"0":10}}`, 409, "replaying target"},
 		{"resume", "POST", "/resume", managerToken, "", 200, `"paused":false`},
-		{"ready again", "GET", "/readyz", "", "", 200, "ok"},
+		{"ready after resume", "GET", "/readyz", "", "", 200, "ok"},
 	} {
 		status, body := call(tc.method, tc.path, tc.token, tc.body)
 		if status != tc.status || !strings.Contains(body, tc.contains) {
@@ -91,6 +91,9 @@ func TestControlAPIAuthenticatesWithTokenReview(t *testing.T) {
 	var pos Position
 	if status != 200 || json.Unmarshal([]byte(body), &pos) != nil || pos.Fence[0] != 10 || pos.Mode != ModeFenced {
 		t.Fatalf("fence = %d %s; want mode fenced at offset 10", status, body)
+	}
+	if status, body := call("GET", "/readyz", "", ""); status != 503 || !strings.Contains(body, "not live") {
+		t.Fatalf("fenced sidecar: GET /readyz = %d %q; want 503 not live", status, body)
 	}
 }
 

@@ -411,7 +411,9 @@ func (e *Engine) PositionWithLag(ctx context.Context) (Position, error) {
 func (e *Engine) Ready() bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.mode == ModeLive && !e.paused
+	// A pause (for a checkpoint) is brief and the pod healthy: it stays
+	// ready, so Services and PodDisruptionBudgets do not see it flap.
+	return e.mode == ModeLive
 }
 
 func (e *Engine) positionLocked() Position {

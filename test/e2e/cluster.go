@@ -81,7 +81,8 @@ func Setup(ctx context.Context, c *Cluster, workDir string) error {
 		}, funcr.Options{})
 		mgr := manager.DefaultOptions()
 		sb, err := sandbox.Start(ctx, sandbox.Options{
-			Dir: filepath.Join(workDir, "sandbox"), ControlPlaneDir: assets, BinDir: bin, Nodes: 3,
+			// Four nodes, one of which cannot restore checkpoints.
+			Dir: filepath.Join(workDir, "sandbox"), ControlPlaneDir: assets, BinDir: bin, Nodes: 4, NodesWithoutRestore: 1,
 			CRDDirs: []string{filepath.Join(repoRoot(), "charts", "ms2m", "crds")}, Log: log,
 			Manager: &mgr, WebhookManifests: filepath.Join(repoRoot(), "config", "webhook"), RBACDir: filepath.Join(repoRoot(), "config", "rbac"),
 		})

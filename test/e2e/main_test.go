@@ -21,8 +21,10 @@ func TestMain(m *testing.M) {
 	// e2e-framework routes controller-runtime's log to klog; the in-process
 	// manager's logs would drown the test output (E2E_SANDBOX_LOG=1 shows
 	// the sandbox's own).
-	klog.LogToStderr(false)
-	klog.SetOutput(io.Discard)
+	if os.Getenv("E2E_SANDBOX_LOG") == "" {
+		klog.LogToStderr(false)
+		klog.SetOutput(io.Discard)
+	}
 	work, err := os.MkdirTemp("", "ms2m-e2e-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

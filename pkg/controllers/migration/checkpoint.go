@@ -4,6 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
 
 	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
 	"github.com/ms2m/ms2m/pkg/replay"
@@ -25,6 +29,29 @@ func agentResult(m *v1.StatefulMigration, key string) (*v1.AgentResult, error) {
 		return nil, fmt.Errorf("annotation %s: %w", key, err)
 	}
 	return &r, nil
+}
+
+// binding is where the source's messages come from: the spec's override,
+// else the pod's annotations.
+func (w *work) binding(src *corev1.Pod) Binding {
+	b := Binding{Topic: w.topic(), Group: src.Annotations[v1.AnnotationKafkaGroup]}
+	for _, s := range strings.Split(src.Annotations[v1.AnnotationKafkaBrokers], ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			b.Brokers = append(b.Brokers, s)
+		}
+	}
+	if q := w.m.Spec.MessageQueueConfig; q != nil {
+		if len(q.Brokers) > 0 {
+			b.Brokers = b.Brokers[:0]
+			for _, x := range q.Brokers {
+				b.Brokers = append(b.Brokers, string(x))
+			}
+		}
+		if q.ConsumerGroup != "" {
+			b.Group = q.ConsumerGroup
+		}
+	}
+	return b
 }
 
 func (w *work) topic() string {
@@ -57,7 +84,19 @@ func checkpointing(ctx context.Context, w *work) (outcome, error) {
 		if err != nil {
 			return fail(v1.ReasonCheckpointFailed, "pausing the source's sidecar: %v", err)
 		}
-		m.Status.CheckpointOffsets = toOffsets(w.topic(), pos.Next)
+		next, err := w.r.Offsets.Complete(ctx, w.binding(src), pos.Next)
+		if err != nil {
+			return fail(v1.ReasonCheckpointFailed, "the checkpoint offsets: %v", err)
+		}
+		if len(next) == 0 {
+			// Nothing to record yet (the topic does not exist): serve on
+			// and try again rather than checkpoint an unknown position.
+			if _, err := w.r.Sidecars.Resume(ctx, addr); err != nil {
+				return fail(v1.ReasonCheckpointFailed, "resuming the source's sidecar: %v", err)
+			}
+			return after(time.Second)
+		}
+		m.Status.CheckpointOffsets = toOffsets(w.topic(), next)
 		// The agent acts on the recorded offsets: the deferred status
 		// patch publishes them; its report comes back as an annotation.
 		return wait()
