@@ -32,7 +32,9 @@ func BadInputSpec(in BadInputInput) features.Feature {
 			}
 			ns := c.Namespace(t, "badinput")
 			e := deploy.Example{Name: "orders", Brokers: c.Brokers, Topic: ns + "-orders", Rate: 20, Count: 10}
-			t.Cleanup(func() { _ = c.Client.RbacV1().ClusterRoleBindings().Delete(context.Background(), e.AuthDelegator(ns).Name, metav1.DeleteOptions{}) })
+			t.Cleanup(func() {
+				_ = c.Client.RbacV1().ClusterRoleBindings().Delete(context.Background(), e.AuthDelegator(ns).Name, metav1.DeleteOptions{})
+			})
 			d, err := deploy.DeployConsumer(ctx, c.Client, ns, e, t.Logf)
 			if err != nil {
 				t.Fatal(err)
@@ -132,4 +134,3 @@ func (c *Cluster) CRClient(t *testing.T) client.Client {
 	}
 	return cl
 }
-

@@ -38,7 +38,9 @@ func RollbackSpec(in RollbackInput) features.Feature {
 			}
 			ns := c.Namespace(t, "rollback")
 			e := deploy.Example{Name: "orders", Brokers: c.Brokers, Topic: ns + "-orders", Rate: in.Rate, Count: in.Count, ProcessTime: 2 * time.Millisecond}
-			t.Cleanup(func() { _ = c.Client.RbacV1().ClusterRoleBindings().Delete(context.Background(), e.AuthDelegator(ns).Name, metav1.DeleteOptions{}) })
+			t.Cleanup(func() {
+				_ = c.Client.RbacV1().ClusterRoleBindings().Delete(context.Background(), e.AuthDelegator(ns).Name, metav1.DeleteOptions{})
+			})
 			d, err := deploy.DeployConsumer(ctx, c.Client, ns, e, t.Logf)
 			if err != nil {
 				t.Fatal(err)
