@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
@@ -209,6 +210,10 @@ func setup(mgr ctrl.Manager, opts Options) error {
 	}
 	return nil
 }
+
+// controllerMetrics registers the controller's metrics once per process
+// (a manager restarted in the same process, as in the sandbox, shares them).
+var controllerMetrics = sync.OnceValue(func() *migration.Metrics { return migration.NewMetrics(ctrlmetrics.Registry) })
 
 // TokenSource returns the bearer token of cfg, re-reading a token file on
 // every call so a rotated service-account token is picked up. The

@@ -46,6 +46,25 @@ func (s *Sandbox) startManager(ctx context.Context, opts manager.Options) error 
 	if err != nil {
 		return err
 	}
+	s.mgrCfg, s.mgrOpts = cfg, opts
+	return s.runManager(ctx)
+}
+
+// RestartManager stops the in-process ms2m manager and starts it again,
+// as a crashed or rescheduled manager pod would be: what the migrations
+// in flight must survive.
+func (s *Sandbox) RestartManager(ctx context.Context) error {
+	if s.stopMgr == nil {
+		return fmt.Errorf("sandbox: no ms2m manager runs here")
+	}
+	s.stopMgr()
+	<-s.mgrDone
+	return s.runManager(ctx)
+}
+
+func (s *Sandbox) runManager(ctx context.Context) error {
+	cfg, opts := s.mgrCfg, s.mgrOpts
+	var err error
 	if opts.CheckpointImageRepository == "" {
 		opts.CheckpointImageRepository = s.Registry + "/checkpoints"
 	}

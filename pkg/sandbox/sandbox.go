@@ -91,6 +91,8 @@ type Sandbox struct {
 	cp       *controlPlane
 	slot     *os.File
 	stopMgr  context.CancelFunc
+	mgrCfg   *rest.Config
+	mgrOpts  manager.Options
 	mgrDone  chan error
 	kafka    *kfake.Cluster
 	registry *http.Server
