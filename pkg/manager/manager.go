@@ -16,7 +16,9 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -43,7 +45,11 @@ type Options struct {
 	// WebhookPort serves the admission webhooks over TLS; 0 disables them.
 	WebhookPort    int
 	WebhookCertDir string
-	Sidecar        webhooks.SidecarOptions
+	// Restartable lets the manager be started again in the same process
+	// (the sandbox restarts its in-process manager); controller names are
+	// then not checked for uniqueness.
+	Restartable bool
+	Sidecar     webhooks.SidecarOptions
 	// SchedulerExtender serves the kube-scheduler extender endpoints;
 	// disabled when its bind address is empty or "0".
 	SchedulerExtender scheduler.ServerOptions
@@ -137,6 +143,7 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 		return err
 	}
 	mgrOpts := ctrl.Options{
+		Controller:              ctrlconfig.Controller{SkipNameValidation: ptr.To(opts.Restartable)},
 		Scheme:                  scheme,
 		Metrics:                 metricsserver.Options{BindAddress: opts.MetricsAddr},
 		HealthProbeBindAddress:  opts.ProbeAddr,
@@ -203,7 +210,7 @@ func setup(mgr ctrl.Manager, opts Options) error {
 	migrations := &migration.Reconciler{
 		Client: mgr.GetClient(), Scheme: mgr.GetScheme(), Recorder: mgr.GetEventRecorderFor("ms2m-controller"),
 		Sidecars: &replay.Client{Token: TokenSource(mgr.GetConfig())}, Offsets: migration.KafkaOffsets{},
-		Nodes: nodes, Opts: ctl, Metrics: migration.NewMetrics(ctrlmetrics.Registry),
+		Nodes: nodes, Opts: ctl, Metrics: controllerMetrics(),
 	}
 	if err := migrations.SetupWithManager(mgr); err != nil {
 		return err

@@ -70,7 +70,7 @@ func (s *Sandbox) runManager(ctx context.Context) error {
 	}
 	wio := s.cp.env.WebhookInstallOptions
 	opts.WebhookPort, opts.WebhookCertDir = wio.LocalServingPort, wio.LocalServingCertDir
-	opts.LeaderElection = false
+	opts.LeaderElection, opts.Restartable = false, true
 	opts.MetricsAddr = "0"
 	var probe int
 	probe, err = freePort()

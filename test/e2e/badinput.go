@@ -8,6 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/e2e-framework/pkg/envconf"
 	"sigs.k8s.io/e2e-framework/pkg/features"
@@ -115,7 +116,7 @@ func waitFinished(t *testing.T, c *Cluster, cl client.Client, m *v1.StatefulMigr
 			return err
 		}
 		if !got.Status.Phase.IsTerminal() {
-			return fmt.Errorf("phase %q", got.Status.Phase)
+			return fmt.Errorf("phase %q, conditions %+v, annotations %v", got.Status.Phase, got.Status.Conditions, got.Annotations)
 		}
 		return nil
 	})
@@ -125,7 +126,9 @@ func waitFinished(t *testing.T, c *Cluster, cl client.Client, m *v1.StatefulMigr
 // CRClient is a controller-runtime client that knows StatefulMigrations.
 func (c *Cluster) CRClient(t *testing.T) client.Client {
 	t.Helper()
-	cl, err := client.New(c.Config, client.Options{})
+	cfg := rest.CopyConfig(c.Config)
+	cfg.QPS, cfg.Burst = 200, 400 // specs poll migrations closely
+	cl, err := client.New(cfg, client.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

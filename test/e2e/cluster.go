@@ -141,7 +141,11 @@ func (c *Cluster) Eventually(t *testing.T, what string, fn func(ctx context.Cont
 	t.Helper()
 	var last error
 	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
-		last = fn(ctx)
+		err := fn(ctx)
+		if err != nil && ctx.Err() != nil && last != nil {
+			return false, nil // keep the last real reason, not the deadline's
+		}
+		last = err
 		return last == nil, nil
 	})
 	if err != nil {

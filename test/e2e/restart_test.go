@@ -3,5 +3,5 @@ package e2e
 import "testing"
 
 func TestManagerRestart(t *testing.T) {
-	testenv.Test(t, ManagerRestartSpec(ManagerRestartInput{Cluster: cluster, Rate: 30, Count: 1200}))
+	testenv.Test(t, ManagerRestartSpec(ManagerRestartInput{Cluster: cluster, Rate: 30, Count: 300}))
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
 	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
 	"github.com/ms2m/ms2m/pkg/replay"
@@ -75,14 +76,17 @@ func checkpointing(ctx context.Context, w *work) (outcome, error) {
 		return o, nil
 	}
 	src, err := w.sourcePod(ctx)
+	if apierrors.IsNotFound(err) {
+		return fail(v1.ReasonSourcePodNotFound, "source pod %s disappeared", m.Spec.SourcePod)
+	}
 	if err != nil {
-		return fail(v1.ReasonSourcePodNotFound, "source pod %s disappeared: %v", m.Spec.SourcePod, err)
+		return outcome{}, err
 	}
 	addr := w.sidecarAddr(src.Status.PodIP, src)
 	if len(m.Status.CheckpointOffsets) == 0 {
 		pos, err := w.r.Sidecars.Pause(ctx, addr)
 		if err != nil {
-			return fail(v1.ReasonCheckpointFailed, "pausing the source's sidecar: %v", err)
+			return sidecarFailed(ctx, err, v1.ReasonCheckpointFailed, "pausing the source's sidecar")
 		}
 		next, err := w.r.Offsets.Complete(ctx, w.binding(src), pos.Next)
 		if err != nil {
@@ -92,7 +96,7 @@ func checkpointing(ctx context.Context, w *work) (outcome, error) {
 			// Nothing to record yet (the topic does not exist): serve on
 			// and try again rather than checkpoint an unknown position.
 			if _, err := w.r.Sidecars.Resume(ctx, addr); err != nil {
-				return fail(v1.ReasonCheckpointFailed, "resuming the source's sidecar: %v", err)
+				return sidecarFailed(ctx, err, v1.ReasonCheckpointFailed, "resuming the source's sidecar")
 			}
 			return after(time.Second)
 		}
@@ -112,7 +116,7 @@ func checkpointing(ctx context.Context, w *work) (outcome, error) {
 		return fail(v1.ReasonCheckpointFailed, "checkpoint on node %s: %s", res.Node, res.Error)
 	}
 	if _, err := w.r.Sidecars.Resume(ctx, addr); err != nil {
-		return fail(v1.ReasonCheckpointFailed, "resuming the source's sidecar after the checkpoint: %v", err)
+		return sidecarFailed(ctx, err, v1.ReasonCheckpointFailed, "resuming the source's sidecar after the checkpoint")
 	}
 	if pause := w.r.Clock.Since(enteredAt(&m.Status, v1.PhaseCheckpointing)); w.r.Metrics != nil {
 		w.r.Metrics.PauseSeconds.Observe(pause.Seconds())

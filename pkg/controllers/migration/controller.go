@@ -194,6 +194,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (res 
 		return reconcile.Result{}, err
 	}
 	if out.fail != nil {
+		if ctx.Err() != nil {
+			// A step cut short by the manager's shutdown has not failed:
+			// the next manager resumes it.
+			return reconcile.Result{}, ctx.Err()
+		}
 		return reconcile.Result{}, r.rollback(ctx, w, out.fail.reason, out.fail.msg)
 	}
 	return out.result, nil

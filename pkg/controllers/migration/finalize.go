@@ -26,8 +26,11 @@ func finalizing(ctx context.Context, w *work) (outcome, error) {
 	m := w.m
 	_, _, _, limit := w.timeouts()
 	target, err := w.targetPod(ctx)
-	if err != nil && !handedOver(m) {
-		return fail(v1.ReasonHandoverFailed, "target pod %s: %v", m.Status.TargetPod, err)
+	switch {
+	case apierrors.IsNotFound(err) && !handedOver(m):
+		return fail(v1.ReasonHandoverFailed, "target pod %s disappeared", m.Status.TargetPod)
+	case err != nil && !apierrors.IsNotFound(err):
+		return outcome{}, err
 	}
 	if !handedOver(m) {
 		if o, late := w.timedOut(limit); late {
@@ -41,8 +44,9 @@ func finalizing(ctx context.Context, w *work) (outcome, error) {
 		if err != nil {
 			// The target may have gone live even though the answer was
 			// lost; then the migration has succeeded.
-			if pos, perr := w.r.Sidecars.Position(ctx, addr); perr != nil || pos.Mode != replay.ModeLive {
-				return fail(v1.ReasonHandoverFailed, "handover at the fence %v: %v", fence, err)
+			pos, perr := w.r.Sidecars.Position(ctx, addr)
+			if perr != nil || pos.Mode != replay.ModeLive {
+				return sidecarFailed(ctx, err, v1.ReasonHandoverFailed, "handover at the fence %v", fence)
 			}
 		}
 		downtime := w.r.Clock.Since(enteredAt(&m.Status, v1.PhaseFinalizing))

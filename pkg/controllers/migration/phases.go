@@ -2,6 +2,7 @@ package migration
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
+	"github.com/ms2m/ms2m/pkg/replay"
 )
 
 // step runs one phase. It is idempotent: after a crash at any line the
@@ -50,6 +52,18 @@ type outcome struct {
 type failure struct{ reason, msg string }
 
 func wait() (outcome, error) { return outcome{}, nil }
+
+// sidecarFailed turns a failed sidecar call into the phase's outcome: a
+// refusal by the sidecar fails the migration; a call that did not get an
+// answer (the manager shutting down, the network) is retried, bounded by
+// the phase's timeout, since every sidecar call is idempotent.
+func sidecarFailed(ctx context.Context, err error, reason, format string, args ...any) (outcome, error) {
+	var refused *replay.CallError
+	if ctx.Err() != nil || !errors.As(err, &refused) {
+		return outcome{}, fmt.Errorf(format+": %w", append(args, err)...)
+	}
+	return fail(reason, format+": %v", append(args, err)...)
+}
 
 func after(d time.Duration) (outcome, error) {
 	return outcome{result: reconcile.Result{RequeueAfter: d}}, nil

@@ -25,8 +25,11 @@ func restoring(ctx context.Context, w *work) (outcome, error) {
 	target, err := w.targetPod(ctx)
 	if apierrors.IsNotFound(err) {
 		src, err := w.sourcePod(ctx)
+		if apierrors.IsNotFound(err) {
+			return fail(v1.ReasonSourcePodNotFound, "source pod %s disappeared before the restore", m.Spec.SourcePod)
+		}
 		if err != nil {
-			return fail(v1.ReasonSourcePodNotFound, "source pod %s disappeared before the restore: %v", m.Spec.SourcePod, err)
+			return outcome{}, err
 		}
 		keys, err := w.selectorKeys(ctx, src)
 		if err != nil {
@@ -100,15 +103,21 @@ func sum(m map[int]int64) int64 {
 func replaying(ctx context.Context, w *work) (outcome, error) {
 	m := w.m
 	target, err := w.targetPod(ctx)
+	if apierrors.IsNotFound(err) {
+		return fail(v1.ReasonRestoreFailed, "target pod %s disappeared", m.Status.TargetPod)
+	}
 	if err != nil {
-		return fail(v1.ReasonRestoreFailed, "target pod %s: %v", m.Status.TargetPod, err)
+		return outcome{}, err
 	}
 	if trouble := containerTrouble(target); trouble != "" {
 		return fail(v1.ReasonRestoreFailed, "%s", trouble)
 	}
 	src, err := w.sourcePod(ctx)
+	if apierrors.IsNotFound(err) {
+		return fail(v1.ReasonSourcePodNotFound, "source pod %s disappeared during the replay", m.Spec.SourcePod)
+	}
 	if err != nil {
-		return fail(v1.ReasonSourcePodNotFound, "source pod %s disappeared during the replay: %v", m.Spec.SourcePod, err)
+		return outcome{}, err
 	}
 	tpos, err := w.r.Sidecars.Position(ctx, w.sidecarAddr(target.Status.PodIP, target))
 	if err != nil {
@@ -116,7 +125,7 @@ func replaying(ctx context.Context, w *work) (outcome, error) {
 	}
 	spos, err := w.r.Sidecars.Position(ctx, w.sidecarAddr(src.Status.PodIP, src))
 	if err != nil {
-		return fail(v1.ReasonHandoverFailed, "source sidecar: %v", err)
+		return sidecarFailed(ctx, err, v1.ReasonHandoverFailed, "the source's sidecar")
 	}
 	now := w.r.Clock.Now()
 	cur := sample{at: now, replayed: tpos.Replayed, live: sum(spos.Next)}
@@ -150,7 +159,7 @@ func replaying(ctx context.Context, w *work) (outcome, error) {
 	setCondition(&m.Status, m.Generation, v1.ConditionReplayCaughtUp, true, c.Reason, c.Message)
 	pos, err := w.r.Sidecars.Fence(ctx, w.sidecarAddr(src.Status.PodIP, src))
 	if err != nil {
-		return fail(v1.ReasonHandoverFailed, "fencing the source: %v", err)
+		return sidecarFailed(ctx, err, v1.ReasonHandoverFailed, "fencing the source")
 	}
 	m.Status.FenceOffsets = toOffsets(w.topic(), pos.Next)
 	w.r.samples.forget(m.UID)

@@ -34,6 +34,8 @@ func (r *Reconciler) rollback(ctx context.Context, w *work, reason, msg string) 
 			resumed = "the source pod is gone"
 		case err != nil:
 			return err
+		case src.DeletionTimestamp != nil || src.Status.Phase != corev1.PodRunning:
+			resumed = "the source pod is " + string(src.Status.Phase) + " or being deleted"
 		default:
 			if _, err := r.Sidecars.Resume(ctx, w.sidecarAddr(src.Status.PodIP, src)); err != nil {
 				// Requeued: a source left paused or fenced would not serve.
