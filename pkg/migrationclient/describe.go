@@ -1,0 +1,155 @@
+package migrationclient
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+
+	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
+)
+
+// Every figure here is computed from times the controller wrote into the
+// status, never from the reader's clock (except how long the current phase
+// has lasted so far), so what one reader prints another prints too.
+
+// FormatDuration renders d for people: milliseconds below a second,
+// seconds to the millisecond below a minute, then tenths of a second.
+func FormatDuration(d time.Duration) string {
+	switch {
+	case d < 0:
+		d = 0
+		fallthrough
+	case d < time.Second:
+		return fmt.Sprintf("%.1fms", float64(d.Microseconds())/1000)
+	case d < time.Minute:
+		return fmt.Sprintf("%.3fs", d.Seconds())
+	default:
+		return d.Round(100 * time.Millisecond).String()
+	}
+}
+
+// PhaseSpan is one phase a migration went through.
+type PhaseSpan struct {
+	Phase   v1.Phase
+	Entered time.Time
+	// Duration is how long the phase lasted; for the current phase of a
+	// running migration, how long it has lasted until now; zero for the
+	// final phase (Completed or Failed).
+	Duration time.Duration
+	// Current marks the phase a running migration is in.
+	Current bool
+}
+
+// PhaseSpans lists the phases of st in order; now bounds the current one.
+func PhaseSpans(st *v1.StatefulMigrationStatus, now time.Time) []PhaseSpan {
+	tr := st.PhaseTransitions
+	out := make([]PhaseSpan, 0, len(tr))
+	for i, t := range tr {
+		s := PhaseSpan{Phase: t.Phase, Entered: t.EnteredTime.Time}
+		switch {
+		case i+1 < len(tr):
+			s.Duration = tr[i+1].EnteredTime.Sub(t.EnteredTime.Time)
+		case !t.Phase.IsTerminal():
+			s.Duration, s.Current = now.Sub(t.EnteredTime.Time), true
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// Elapsed is how long the migration has run: from entering Pending to
+// finishing, or to now while it runs.
+func Elapsed(st *v1.StatefulMigrationStatus, now time.Time) time.Duration {
+	tr := st.PhaseTransitions
+	if len(tr) == 0 {
+		return 0
+	}
+	end := now
+	if last := tr[len(tr)-1]; last.Phase.IsTerminal() {
+		end = last.EnteredTime.Time
+	}
+	return end.Sub(tr[0].EnteredTime.Time)
+}
+
+// ZeroLoss reports whether a completed migration handed over exactly at the
+// fence offsets: the target processes live from where the source stopped,
+// having replayed everything in between, so no message is lost or
+// processed twice.
+func ZeroLoss(m *v1.StatefulMigration) bool {
+	return m.Status.Phase == v1.PhaseCompleted && meta.IsStatusConditionTrue(m.Status.Conditions, v1.ConditionHandedOver)
+}
+
+// Summary is the one line that tells how a finished migration ended: total
+// time, downtime, messages replayed and zero loss, or why it failed and
+// what the rollback did. For a running migration it tells the phase.
+func Summary(m *v1.StatefulMigration) string {
+	st := &m.Status
+	total := FormatDuration(Elapsed(st, time.Time{}))
+	switch st.Phase {
+	case v1.PhaseCompleted:
+		parts := []string{"downtime not measured"}
+		if st.Downtime != nil {
+			parts[0] = "downtime " + FormatDuration(st.Downtime.Duration)
+		}
+		replayed := int64(0)
+		if st.Replay != nil {
+			replayed = st.Replay.Replayed
+		}
+		parts = append(parts, fmt.Sprintf("%d messages replayed", replayed))
+		if ZeroLoss(m) {
+			parts = append(parts, "zero loss (the target took over at the fence offsets)")
+		}
+		return fmt.Sprintf("Completed in %s: %s", total, strings.Join(parts, ", "))
+	case v1.PhaseFailed:
+		reason := st.FailureReason
+		if reason == "" {
+			reason = "no reason recorded"
+		}
+		if c := meta.FindStatusCondition(st.Conditions, v1.ConditionReady); c != nil && c.Reason != "" {
+			reason = c.Reason + ": " + reason
+		}
+		line := fmt.Sprintf("Failed after %s: %s", total, reason)
+		if c := meta.FindStatusCondition(st.Conditions, v1.ConditionRolledBack); c != nil && c.Message != "" {
+			line += "; rolled back: " + c.Message
+		}
+		return line
+	case "":
+		return "not yet picked up by the ms2m controller"
+	default:
+		return fmt.Sprintf("%s (running)", st.Phase)
+	}
+}
+
+// Timings renders a finished migration's phase durations and downtime, one
+// per line.
+func Timings(m *v1.StatefulMigration) string {
+	var b strings.Builder
+	spans := PhaseSpans(&m.Status, time.Time{})
+	for _, s := range spans {
+		if !s.Phase.IsTerminal() && !s.Current {
+			fmt.Fprintf(&b, "  %-13s %10s\n", s.Phase, FormatDuration(s.Duration))
+		}
+	}
+	if len(spans) > 1 {
+		fmt.Fprintf(&b, "  %-13s %10s\n", "total", FormatDuration(Elapsed(&m.Status, time.Time{})))
+	}
+	if m.Status.Downtime != nil {
+		fmt.Fprintf(&b, "  %-13s %10s (fence → target live)\n", "downtime", FormatDuration(m.Status.Downtime.Duration))
+	}
+	if m.Status.Phase == v1.PhaseFailed {
+		b.WriteString("  failed: " + m.Status.FailureReason + "\n")
+	}
+	return b.String()
+}
+
+// ReplayLine describes a replay sample: lag, μ, λ, messages replayed and,
+// when the target gains on the stream, when it will have caught up.
+func ReplayLine(r *v1.ReplayProgress) string {
+	s := fmt.Sprintf("lag %d, μ %d/s, λ %d/s, %d replayed", r.Lag, r.ReplayRatePerSecond, r.ArrivalRatePerSecond, r.Replayed)
+	if gain := r.ReplayRatePerSecond - r.ArrivalRatePerSecond; r.Lag > 0 && gain > 0 {
+		s += ", caught up in ~" + FormatDuration(time.Duration(float64(r.Lag)/float64(gain)*float64(time.Second)))
+	}
+	return s
+}
