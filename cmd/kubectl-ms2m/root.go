@@ -1,0 +1,94 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/ms2m/ms2m/pkg/migrationclient"
+)
+
+// options are shared by every subcommand: where the cluster is (the
+// standard kubectl flags) and where output goes.
+type options struct {
+	config  *genericclioptions.ConfigFlags
+	streams genericiooptions.IOStreams
+	// now is the reader's clock: ages and how long the current phase has
+	// lasted. Everything else comes from times in the status.
+	now func() time.Time
+}
+
+// client connects to the cluster the flags name.
+func (o *options) client() (client.WithWatch, error) {
+	cfg, err := o.config.ToRESTConfig()
+	if err != nil {
+		return nil, err
+	}
+	return migrationclient.New(cfg)
+}
+
+// namespace is the --namespace flag, or the kubeconfig context's.
+func (o *options) namespace() (string, error) {
+	ns, _, err := o.config.ToRawKubeConfigLoader().Namespace()
+	return ns, err
+}
+
+// tty reports whether output goes to a terminal, where a line may be
+// redrawn in place.
+func (o *options) tty() bool {
+	f, ok := o.streams.Out.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+func newRootCommand(streams genericiooptions.IOStreams) *cobra.Command {
+	o := &options{config: genericclioptions.NewConfigFlags(true), streams: streams, now: time.Now}
+	root := &cobra.Command{
+		Use:   "ms2m",
+		Short: "Live-migrate stateful, Kafka-driven pods between nodes",
+		Long: `kubectl ms2m starts, follows and cancels ms2m live migrations
+(StatefulMigration objects): a pod is checkpointed with its memory, restored
+on another node, replays the messages it missed and takes over at the exact
+offset the source stopped at, so no message is lost or processed twice.`,
+		Example: `  # Move pod orders-0 to node worker-2 and follow it until it ends
+  kubectl ms2m migrate orders-0 --to worker-2 --wait
+
+  # What migrations are there, in every namespace?
+  kubectl ms2m list -A
+
+  # Everything about one migration
+  kubectl ms2m status orders-0-x7k2p`,
+		Annotations:   map[string]string{cobra.CommandDisplayNameAnnotation: "kubectl ms2m"},
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetIn(streams.In)
+	root.SetOut(streams.Out)
+	root.SetErr(streams.ErrOut)
+	o.config.AddFlags(root.PersistentFlags())
+	root.AddCommand(
+		newMigrateCommand(o),
+		newStatusCommand(o),
+		newListCommand(o),
+		newCancelCommand(o),
+	)
+	return root
+}
+
+// run executes the command line args and returns the process's exit code:
+// 0 on success, 1 on any error, including a migration that failed.
+func run(ctx context.Context, args []string, streams genericiooptions.IOStreams) int {
+	root := newRootCommand(streams)
+	root.SetArgs(args)
+	if err := root.ExecuteContext(ctx); err != nil {
+		fmt.Fprintf(streams.ErrOut, "error: %v\n", err)
+		return 1
+	}
+	return 0
+}
