@@ -111,7 +111,7 @@ func BadInputSpec(in BadInputInput) features.Feature {
 func waitFinished(t *testing.T, c *Cluster, cl client.Client, m *v1.StatefulMigration) *v1.StatefulMigration {
 	t.Helper()
 	got := &v1.StatefulMigration{}
-	c.Eventually(t, "migration "+m.Name+" finished", func(ctx context.Context) error {
+	c.EventuallyIn(t, m.Namespace, "migration "+m.Name+" finished", func(ctx context.Context) error {
 		if err := cl.Get(ctx, client.ObjectKeyFromObject(m), got); err != nil {
 			return err
 		}

@@ -19,7 +19,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -139,18 +138,62 @@ func (c *Cluster) Namespace(t *testing.T, name string) string {
 // error after two minutes.
 func (c *Cluster) Eventually(t *testing.T, what string, fn func(ctx context.Context) error) {
 	t.Helper()
-	var last error
-	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
-		err := fn(ctx)
-		if err != nil && ctx.Err() != nil && last != nil {
-			return false, nil // keep the last real reason, not the deadline's
-		}
-		last = err
-		return last == nil, nil
-	})
-	if err != nil {
-		t.Fatalf("waiting for %s: %v", what, last)
+	if err := c.poll(fn); err != nil {
+		t.Fatalf("waiting for %s: %v", what, err)
 	}
+}
+
+// EventuallyIn is Eventually that, when it gives up, also logs what the
+// namespace holds: pods with their nodes and states, and its Events.
+func (c *Cluster) EventuallyIn(t *testing.T, ns, what string, fn func(ctx context.Context) error) {
+	t.Helper()
+	if err := c.poll(fn); err != nil {
+		t.Log(c.Describe(ns))
+		t.Fatalf("waiting for %s: %v", what, err)
+	}
+}
+
+// poll calls fn until it returns nil, for two minutes, and returns the last
+// error fn gave. Each call gets its own timeout, so the overall deadline
+// never replaces the real reason with a cancelled request.
+func (c *Cluster) poll(fn func(ctx context.Context) error) error {
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := fn(ctx)
+		cancel()
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(100 * time.Millisecond) // polling interval
+	}
+}
+
+// Describe summarises a namespace for a failure message: its pods (node,
+// phase, readiness, container states) and its Events, oldest first.
+func (c *Cluster) Describe(ns string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var b strings.Builder
+	fmt.Fprintf(&b, "namespace %s:\n", ns)
+	if pods, err := c.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{}); err != nil {
+		fmt.Fprintf(&b, "  pods: %v\n", err)
+	} else {
+		for _, p := range pods.Items {
+			fmt.Fprintf(&b, "  pod %s node=%q phase=%s ready=%v deleting=%v\n", p.Name, p.Spec.NodeName, p.Status.Phase, IsReady(&p), p.DeletionTimestamp != nil)
+			for _, s := range p.Status.ContainerStatuses {
+				fmt.Fprintf(&b, "    %s restarts=%d state=%+v\n", s.Name, s.RestartCount, s.State)
+			}
+		}
+	}
+	if evs, err := c.Client.CoreV1().Events(ns).List(ctx, metav1.ListOptions{}); err != nil {
+		fmt.Fprintf(&b, "  events: %v\n", err)
+	} else {
+		for _, e := range evs.Items {
+			fmt.Fprintf(&b, "  event %s %s/%s %s: %s\n", e.Type, e.InvolvedObject.Kind, e.InvolvedObject.Name, e.Reason, e.Message)
+		}
+	}
+	return b.String()
 }
 
 // Kubectl runs the machine's kubectl against the cluster.

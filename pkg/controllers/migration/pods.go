@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -53,6 +54,7 @@ func targetPodSkeleton(m *v1.StatefulMigration, src *corev1.Pod) *corev1.Pod {
 	p.Annotations[v1.AnnotationSourceNode] = src.Spec.NodeName
 	p.Annotations[v1.AnnotationMigrationName] = m.Name
 	p.Spec.NodeName = ""
+	p.Spec.Affinity = unpinned(p.Spec.Affinity, src.Spec.NodeName)
 	return p
 }
 
@@ -91,6 +93,25 @@ func buildTarget(m *v1.StatefulMigration, src *corev1.Pod, selectorKeys []string
 		}
 	}
 	return p, nil
+}
+
+// unpinned drops the requirements that pin a pod to node alone: the pin an
+// earlier migration gave the source (or the user's own pin to the node it
+// is being moved off, which no migration could honour). Anything else the
+// pod requires is kept.
+func unpinned(a *corev1.Affinity, node string) *corev1.Affinity {
+	if a == nil || a.NodeAffinity == nil || a.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution == nil {
+		return a
+	}
+	a = a.DeepCopy()
+	sel := a.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution
+	for i := range sel.NodeSelectorTerms {
+		t := &sel.NodeSelectorTerms[i]
+		t.MatchExpressions = slices.DeleteFunc(t.MatchExpressions, func(r corev1.NodeSelectorRequirement) bool {
+			return r.Key == corev1.LabelHostname && r.Operator == corev1.NodeSelectorOpIn && len(r.Values) == 1 && r.Values[0] == node
+		})
+	}
+	return a
 }
 
 func contains(s []string, v string) bool {
@@ -213,4 +234,14 @@ func allRunning(p *corev1.Pod) bool {
 		}
 	}
 	return true
+}
+
+// unschedulable is the scheduler's reason when it could not place p.
+func unschedulable(p *corev1.Pod) string {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse && c.Reason == corev1.PodReasonUnschedulable {
+			return c.Message
+		}
+	}
+	return ""
 }

@@ -19,10 +19,15 @@ import (
 func restoring(ctx context.Context, w *work) (outcome, error) {
 	m := w.m
 	_, _, limit, _ := w.timeouts()
+	target, err := w.targetPod(ctx)
 	if o, late := w.timedOut(limit); late {
+		if err == nil {
+			if why := unschedulable(target); why != "" {
+				return fail(v1.ReasonPhaseTimedOut, "phase Restoring did not finish within %s: target pod %s cannot be scheduled: %s", limit, target.Name, why)
+			}
+		}
 		return o, nil
 	}
-	target, err := w.targetPod(ctx)
 	if apierrors.IsNotFound(err) {
 		src, err := w.sourcePod(ctx)
 		if apierrors.IsNotFound(err) {

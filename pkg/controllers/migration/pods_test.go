@@ -1,0 +1,59 @@
+package migration
+
+import (
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
+)
+
+func hostnameValues(p *corev1.Pod) [][]string {
+	var out [][]string
+	for _, t := range p.Spec.Affinity.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms {
+		for _, r := range t.MatchExpressions {
+			if r.Key == corev1.LabelHostname {
+				out = append(out, r.Values)
+			}
+		}
+	}
+	return out
+}
+
+// A pod that an earlier migration moved carries that migration's pin to
+// its node; migrating it again must replace the pin, not AND a second one
+// onto it (which no node satisfies).
+func TestBuildTargetRepinsAMigratedPod(t *testing.T) {
+	first := &v1.StatefulMigration{ObjectMeta: metav1.ObjectMeta{Name: "a", UID: "aaaaaaaa-1"}, Status: v1.StatefulMigrationStatus{TargetNode: "node-2"}}
+	src := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "orders", Namespace: "ns"},
+		Spec: corev1.PodSpec{NodeName: "node-1", Containers: []corev1.Container{{Name: "app"}},
+			Affinity: &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{
+				NodeSelectorTerms: []corev1.NodeSelectorTerm{{MatchExpressions: []corev1.NodeSelectorRequirement{
+					{Key: "disk", Operator: corev1.NodeSelectorOpIn, Values: []string{"ssd"}},
+				}}}}}}},
+	}
+	moved, err := buildTarget(first, src, nil, "app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := hostnameValues(moved); len(got) != 1 || got[0][0] != "node-2" {
+		t.Fatalf("first move pins %v, want [[node-2]]", got)
+	}
+	moved.Spec.NodeName = "node-2"
+	second := &v1.StatefulMigration{ObjectMeta: metav1.ObjectMeta{Name: "b", UID: "bbbbbbbb-2"}, Status: v1.StatefulMigrationStatus{TargetNode: "node-1"}}
+	again, err := buildTarget(second, moved, nil, "app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := hostnameValues(again); len(got) != 1 || got[0][0] != "node-1" {
+		t.Fatalf("second move pins %v, want only [[node-1]]", got)
+	}
+	if n := len(again.Spec.Affinity.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms[0].MatchExpressions); n != 2 {
+		t.Fatalf("the pod's own requirement was lost: %d requirements", n)
+	}
+	if got := hostnameValues(moved); len(got) != 1 || got[0][0] != "node-2" {
+		t.Fatalf("building a target changed the source's affinity: %v", got)
+	}
+}
