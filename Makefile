@@ -8,7 +8,8 @@ CONTROLLER_GEN_VERSION := v0.23.0
 CRD_DIR         := charts/ms2m/crds
 RBAC_DIR        := config/rbac
 WEBHOOK_DIR     := config/webhook
-GENERATED       := $(shell find pkg/apis -name zz_generated.deepcopy.go) $(CRD_DIR) $(RBAC_DIR) $(WEBHOOK_DIR)
+CHART_GEN_DIR   := charts/ms2m/templates/generated
+GENERATED       := $(shell find pkg/apis -name zz_generated.deepcopy.go) $(CRD_DIR) $(RBAC_DIR) $(WEBHOOK_DIR) $(CHART_GEN_DIR)
 # The test command: builds the control plane into the cache when it is
 # missing (about 7 minutes cold on 2 cores), then runs every test tier.
 TEST_FLAGS      ?= -count=1 -timeout 60m
@@ -31,12 +32,13 @@ test: control-plane ## Run unit, integration (real apiserver) and e2e tests.
 	KUBEBUILDER_ASSETS="$$(hack/build-control-plane.sh)" $(GO) test $(TEST_FLAGS) $(PKGS)
 
 .PHONY: generate
-generate: $(CONTROLLER_GEN) ## Regenerate deepcopy, CRDs and RBAC from the markers.
+generate: $(CONTROLLER_GEN) ## Regenerate deepcopy, CRDs, RBAC and webhook configuration from the markers, and their copies in the chart.
 	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./pkg/apis/...
 	$(CONTROLLER_GEN) crd paths=./pkg/apis/... output:crd:artifacts:config=$(CRD_DIR)
 	$(CONTROLLER_GEN) webhook paths=./webhooks/... output:webhook:artifacts:config=$(WEBHOOK_DIR)
 	$(CONTROLLER_GEN) rbac:roleName=ms2m-manager paths=./pkg/controllers/... paths=./pkg/manager/... paths=./webhooks/... paths=./scheduler/... output:rbac:artifacts:config=$(RBAC_DIR)/manager
 	$(CONTROLLER_GEN) rbac:roleName=ms2m-agent paths=./pkg/agent/... output:rbac:artifacts:config=$(RBAC_DIR)/agent
+	hack/chart-generate.sh
 
 .PHONY: verify
 verify: generate lint ## Fail when generated files are stale or code is not clean.
