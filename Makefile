@@ -79,5 +79,14 @@ docker-build: ## Build the image where a Docker engine runs; skipped, saying so,
 	  else echo "docker-build: no Docker engine here; skipped (no image is needed for the tests)"; fi
 
 .PHONY: bench
-bench: control-plane ## Micro-benchmarks (benchstat-friendly), with the real apiserver where a package needs it.
-	KUBEBUILDER_ASSETS="$$(hack/build-control-plane.sh)" $(GO) test -run '^$$' -bench . -benchmem -count 5 $(PKGS)
+bench: bench-micro bench-migration ## Every benchmark: micro-benchmarks, then the sandbox migration benchmark (regenerates docs/benchmarks.md).
+
+.PHONY: bench-micro
+bench-micro: control-plane ## Micro-benchmarks (benchstat-friendly), with the real apiserver where a package needs it; output also in bin/bench/micro.txt.
+	@mkdir -p $(BIN)/bench
+	KUBEBUILDER_ASSETS="$$(hack/build-control-plane.sh)" $(GO) test -run '^$$' -bench . -benchmem -count 5 $(PKGS) >$(BIN)/bench/micro.txt; \
+	  rc=$$?; cat $(BIN)/bench/micro.txt; exit $$rc
+
+.PHONY: bench-migration
+bench-migration: build control-plane ## MS2M vs cold migration across message rates in the sandbox (~1 h; BENCH_FLAGS='--rates 10,120 --runs 1' for a quick look): docs/benchmarks.md, its CSV and plot.
+	$(GO) run ./test/bench --bin-dir $(BIN) $(BENCH_FLAGS)

@@ -1,0 +1,147 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/go-logr/logr/funcr"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/ms2m/ms2m/pkg/manager"
+	"github.com/ms2m/ms2m/pkg/migrationclient"
+	"github.com/ms2m/ms2m/pkg/sandbox"
+)
+
+// Options configure a benchmark run.
+type Options struct {
+	Rates []float64
+	Runs  int
+	// ProcessTime is the consumer's time per message.
+	ProcessTime time.Duration
+	// Duration of each trial's production: Count = rate × Duration.
+	Duration time.Duration
+	// Warmup of production before the move starts.
+	Warmup time.Duration
+	// ReplayCutoff is the StatefulMigration's replayCutoffSeconds.
+	ReplayCutoff time.Duration
+	// MoveTimeout bounds one move.
+	MoveTimeout time.Duration
+
+	// Out is where the CSV, the run description, the plot and the
+	// Markdown page go (docs/benchmarks.md's directory layout).
+	CSV, Run, Plot, Markdown string
+	// ReportOnly regenerates the page and the plot from the CSV.
+	ReportOnly bool
+
+	Dir, ControlPlaneDir, BinDir, RepoDir string
+	Verbose                               bool
+	Log                                   io.Writer
+}
+
+type bench struct {
+	opts  Options
+	sb    *sandbox.Sandbox
+	mc    client.WithWatch
+	token string
+}
+
+func (b *bench) logf(format string, args ...any) {
+	_, _ = fmt.Fprintf(b.opts.Log, "%s %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
+}
+
+// Run benchmarks every rate and method on one sandbox, appending each
+// trial's figures to the CSV as it finishes, then writes the report.
+func Run(ctx context.Context, o Options) error {
+	if o.ReportOnly {
+		return report(o)
+	}
+	b := &bench{opts: o}
+	desc := describe(o)
+	if err := writeJSON(o.Run, desc); err != nil {
+		return err
+	}
+	csv, err := newCSV(o.CSV)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = csv.Close() }()
+
+	if err := b.start(ctx); err != nil {
+		return err
+	}
+	defer b.sb.Stop()
+	b.logf("sandbox ready (%s); %d rates × %d runs × 2 methods", b.sb.Kubeconfig, len(o.Rates), o.Runs)
+
+	methods := []method{ms2m, cold}
+	for run := 1; run <= o.Runs; run++ {
+		for _, rate := range o.Rates {
+			for _, m := range methods {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				t := &trial{b: b, method: m}
+				r := t.run(ctx, rate, run)
+				b.logf("%s", r)
+				if err := csv.Write(r); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	desc.Finished = time.Now()
+	desc.LoadAfter = loadAverage()
+	if err := writeJSON(o.Run, desc); err != nil {
+		return err
+	}
+	return report(o)
+}
+
+// start brings up the sandbox (three simulated nodes, the ms2m manager
+// in process) and gets a token of the manager's identity, which the cold
+// baseline presents to the sidecar as the controller does.
+func (b *bench) start(ctx context.Context) error {
+	o := b.opts
+	if killed := sandbox.Reap(o.Dir); len(killed) > 0 {
+		b.logf("stopped %d processes an earlier run left in %s", len(killed), o.Dir)
+	}
+	mgr := manager.DefaultOptions()
+	log := funcr.New(func(prefix, args string) {
+		if o.Verbose {
+			_, _ = fmt.Fprintln(o.Log, prefix, args)
+		}
+	}, funcr.Options{})
+	repo := func(p string) string { return filepath.Join(o.RepoDir, p) }
+	b.logf("starting the sandbox in %s", o.Dir)
+	sb, err := sandbox.Start(ctx, sandbox.Options{
+		Dir: o.Dir, ControlPlaneDir: o.ControlPlaneDir, BinDir: o.BinDir, Nodes: 3,
+		CRDDirs: []string{repo("charts/ms2m/crds")}, Log: log.WithName("sandbox"),
+		Manager: &mgr, WebhookManifests: repo("config/webhook"), RBACDir: repo("config/rbac"),
+	})
+	if err != nil {
+		return err
+	}
+	b.sb = sb
+	if b.mc, err = migrationclient.New(sb.Config); err != nil {
+		return err
+	}
+	tr, err := sb.Client.CoreV1().ServiceAccounts(sandbox.SystemNamespace).CreateToken(ctx, "ms2m-manager", &authenticationv1.TokenRequest{
+		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To(int64(24 * 3600))},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		return fmt.Errorf("token for the cold baseline's sidecar calls: %w", err)
+	}
+	b.token = tr.Status.Token
+	return nil
+}
+
+func exists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}

@@ -1,0 +1,96 @@
+package main
+
+import (
+	"errors"
+	"testing"
+	"time"
+)
+
+// stream builds a trial's observations: message i produced at
+// produced[i] ms and its live effect at effect[i] ms (negative: none).
+func stream(produced, effect []int) (map[int64]time.Time, []stamped) {
+	t0 := time.Unix(1000, 0)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	p := map[int64]time.Time{}
+	var e []stamped
+	for i := range produced {
+		p[int64(i)] = at(produced[i])
+		if effect[i] >= 0 {
+			e = append(e, stamped{Seq: int64(i), At: at(effect[i])})
+		}
+	}
+	return p, e
+}
+
+func msAt(ms int) time.Time { return time.Unix(1000, 0).Add(time.Duration(ms) * time.Millisecond) }
+
+func TestMeasure(t *testing.T) {
+	cases := []struct {
+		name             string
+		produced, effect []int
+		start, end       int
+		downtime, gap    time.Duration
+		service          time.Duration
+		complete         bool
+		err              error
+	}{{
+		// Idle consumer at 10 msg/s, 20 ms per message: a move that
+		// delays one message by 50 ms is 50 ms of downtime, although
+		// effects are always ~100 ms apart.
+		name:     "idle between messages: only the waiting counts",
+		produced: []int{0, 100, 200, 300, 400, 500, 600},
+		effect:   []int{20, 120, 220, 320, 470, 520, 620},
+		start:    310, end: 460,
+		downtime: 50 * time.Millisecond, gap: 150 * time.Millisecond, service: 20 * time.Millisecond,
+	}, {
+		// Backlogged consumer: messages wait anyway; the stall between
+		// two effects, less one message's processing, is the downtime.
+		name:     "backlogged: the stall between effects",
+		produced: []int{0, 1, 2, 3, 4, 5, 6, 7},
+		effect:   []int{20, 40, 60, 80, 1100, 1120, 1140, 1160},
+		start:    85, end: 1090,
+		downtime: 1000 * time.Millisecond, gap: 1020 * time.Millisecond, service: 20 * time.Millisecond,
+	}, {
+		name:     "a move without any stall has no downtime",
+		produced: []int{0, 100, 200, 300, 400, 500},
+		effect:   []int{20, 120, 220, 320, 420, 520},
+		start:    210, end: 330,
+		downtime: 0, gap: 100 * time.Millisecond, service: 20 * time.Millisecond,
+	}, {
+		name:     "duplicated effects count once, at their first appearance",
+		produced: []int{0, 100, 200, 300, 400},
+		effect:   []int{20, 120, 220, 320, 420},
+		start:    110, end: 330,
+		downtime: 0, gap: 100 * time.Millisecond, service: 20 * time.Millisecond,
+	}, {
+		name:     "no live effect after the move",
+		produced: []int{0, 100, 200, 300},
+		effect:   []int{20, 120, 220, -1},
+		start:    230, end: 400,
+		err: errNoEffectAfter,
+	}, {
+		name:     "the stream ended during the move: gaps up to its end",
+		produced: []int{0, 100, 200, 300, 400, 500},
+		effect:   []int{20, 120, 220, 320, 460, 520},
+		start:    350, end: 700, complete: true,
+		downtime: 40 * time.Millisecond, gap: 140 * time.Millisecond, service: 20 * time.Millisecond,
+	}}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p, e := stream(tc.produced, tc.effect)
+			if tc.name == "duplicated effects count once, at their first appearance" {
+				e = append(e, stamped{Seq: 2, At: msAt(900)})
+			}
+			g, err := measure(p, e, msAt(tc.start), msAt(tc.end), tc.complete)
+			if !errors.Is(err, tc.err) {
+				t.Fatalf("error %v, want %v", err, tc.err)
+			}
+			if err != nil {
+				return
+			}
+			if g.Downtime != tc.downtime || g.MaxGap != tc.gap || g.Service != tc.service {
+				t.Errorf("downtime %s, longest gap %s, service %s; want %s, %s, %s", g.Downtime, g.MaxGap, g.Service, tc.downtime, tc.gap, tc.service)
+			}
+		})
+	}
+}

@@ -1,0 +1,62 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
+	"github.com/ms2m/ms2m/pkg/migrationclient"
+)
+
+// ms2m moves the consumer the project's way: a StatefulMigration to the
+// target node, with the benchmark's replay cutoff, followed by watch until
+// Completed.
+var ms2m = method{Name: "ms2m", Move: moveMS2M}
+
+func moveMS2M(ctx context.Context, t *trial, src *corev1.Pod, target string) (moved, error) {
+	c := t.b.mc
+	m := migrationclient.Request{Namespace: t.ns, Pod: src.Name, TargetNode: target, GenerateName: "bench-"}.Object()
+	m.Spec.ReplayCutoffSeconds = ptr.To(int32(t.b.opts.ReplayCutoff / time.Second))
+	if err := c.Create(ctx, m); err != nil {
+		return moved{}, fmt.Errorf("creating the StatefulMigration: %w", err)
+	}
+	last, err := migrationclient.Follow(ctx, c, client.ObjectKeyFromObject(m), nil)
+	if last != nil {
+		m = last
+	}
+	if err != nil {
+		return moved{}, fmt.Errorf("migration %s is %s: %w", m.Name, m.Status.Phase, err)
+	}
+	if m.Status.Phase != v1.PhaseCompleted {
+		return moved{}, fmt.Errorf("migration %s %s: %s", m.Name, m.Status.Phase, m.Status.FailureReason)
+	}
+	out := moved{Pod: m.Status.TargetPod}
+	for _, s := range migrationclient.PhaseSpans(&m.Status, time.Time{}) {
+		if !s.Phase.IsTerminal() {
+			out.Phases = append(out.Phases, span{Name: string(s.Phase), Duration: s.Duration})
+		}
+	}
+	entered := func(p v1.Phase) time.Time {
+		for _, t := range m.Status.PhaseTransitions {
+			if t.Phase == p {
+				return t.EnteredTime.Time
+			}
+		}
+		return time.Time{}
+	}
+	out.Pause = [2]time.Time{entered(v1.PhasePending), entered(v1.PhaseTransferring)}
+	out.Handover = [2]time.Time{entered(v1.PhaseFinalizing), entered(v1.PhaseCompleted)}
+	if m.Status.Downtime != nil {
+		out.ControllerDowntime = m.Status.Downtime.Duration
+	}
+	if c := meta.FindStatusCondition(m.Status.Conditions, v1.ConditionReplayCaughtUp); c != nil {
+		out.Cutover = c.Reason
+	}
+	return out, nil
+}
