@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"reflect"
 	"testing"
 	"time"
 )
@@ -92,5 +93,26 @@ func TestMeasure(t *testing.T) {
 				t.Errorf("downtime %s, longest gap %s, service %s; want %s, %s, %s", g.Downtime, g.MaxGap, g.Service, tc.downtime, tc.gap, tc.service)
 			}
 		})
+	}
+}
+
+func TestRecordRoundTrip(t *testing.T) {
+	in := []result{{
+		Rate: 60, Run: 3, Method: ms2m.Name, Downtime: 151500 * time.Microsecond, MaxGap: 175 * time.Millisecond, Service: 23400 * time.Microsecond,
+		PauseStall: 150 * time.Millisecond, HandoverStall: 40 * time.Millisecond, ControllerDowntime: 61700 * time.Microsecond,
+		Total: 15538900 * time.Microsecond, Replayed: 632, Input: 900, StateOK: true, Cutover: "CaughtUp",
+		Phases: []span{{Name: "Pending", Duration: 2 * time.Millisecond}, {Name: "Replaying", Duration: 14611 * time.Millisecond}},
+	}, {
+		Rate: 10, Run: 1, Method: cold.Name, Downtime: 6215500 * time.Microsecond, Lost: 1, Duplicated: 2, Unexpected: 3,
+		Phases: []span{{Name: "Stopping", Duration: 144 * time.Millisecond}}, Err: "handover at map[0:3]: sidecar answered 504, with a comma",
+	}}
+	for _, r := range in {
+		got, err := parseRecord(r.record())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, r) {
+			t.Errorf("round trip:\n got %+v\nwant %+v", got, r)
+		}
 	}
 }

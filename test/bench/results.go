@@ -60,7 +60,9 @@ func (r result) String() string {
 	return s
 }
 
-func ms(d time.Duration) string { return strconv.FormatFloat(float64(d)/float64(time.Millisecond), 'f', 1, 64) + " ms" }
+func ms(d time.Duration) string {
+	return strconv.FormatFloat(float64(d)/float64(time.Millisecond), 'f', 1, 64) + " ms"
+}
 
 // phaseColumns are the phases of both methods, in order.
 var phaseColumns = []string{"Pending", "Checkpointing", "Transferring", "Restoring", "Replaying", "Finalizing", "Stopping", "Starting", "Rebuilding"}
