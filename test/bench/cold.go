@@ -20,15 +20,17 @@ import (
 // target node from its original image and rebuild its state from the
 // topic. Exactly:
 //
-//  1. Stopping: the source's sidecar leaves the consumer group after its
-//     in-flight message (the control API's fence, standing in for a
-//     consumer that leaves its group on shutdown: ms2m-replay does not
-//     yet do so on SIGTERM, and a member that just vanishes makes the
-//     next one wait out the group's 5 s rebalance timeout, which would
-//     flatter MS2M); then the pod is deleted (its grace period as
-//     configured) and the benchmark waits until the API server no longer
-//     has it. The sidecar committed every acknowledged offset, so the
-//     group's commits are where the state stood.
+//  1. Stopping: the source's sidecar stops after its in-flight message
+//     and leaves the consumer group (the control API's pause, then its
+//     fence: standing in for a consumer that leaves its group on
+//     shutdown — ms2m-replay does not yet do so on SIGTERM, and a member
+//     that just vanishes makes the next one wait out the group's 5 s
+//     rebalance timeout, which would flatter MS2M; the pause comes first
+//     because a fence alone waits for an idle moment, which a busy
+//     consumer may not have for seconds); then the pod is deleted (its
+//     grace period as configured) and the benchmark waits until the API
+//     server no longer has it. The sidecar committed every acknowledged
+//     offset, so the group's commits are where the state stood.
 //  2. Starting: create a pod from the same spec, pinned to the target node
 //     by node affinity, whose replay sidecar (injected by the webhook as
 //     for any migratable pod) starts in replay mode from offset 0 of every
@@ -50,8 +52,12 @@ func moveCold(ctx context.Context, t *trial, src *corev1.Pod, target string) (mo
 	pods := c.CoreV1().Pods(t.ns)
 	sidecars := &replay.Client{Token: func() (string, error) { return t.b.token, nil }}
 	t0 := time.Now()
-	if _, err := sidecars.Fence(ctx, replay.Addr(src.Status.PodIP, 9901)); err != nil {
-		return moved{}, fmt.Errorf("stopping the source's consumption: %w", err)
+	srcAddr := replay.Addr(src.Status.PodIP, 9901)
+	if _, err := sidecars.Pause(ctx, srcAddr); err != nil {
+		return moved{}, fmt.Errorf("stopping the source's delivery: %w", err)
+	}
+	if _, err := sidecars.Fence(ctx, srcAddr); err != nil {
+		return moved{}, fmt.Errorf("taking the source out of the group: %w", err)
 	}
 	if err := pods.Delete(ctx, src.Name, metav1.DeleteOptions{}); err != nil {
 		return moved{}, fmt.Errorf("deleting the source: %w", err)

@@ -346,8 +346,11 @@ namespace.
 
 - **MS2M**: a ` + "`StatefulMigration`" + ` to the target node, followed until Completed.
   Phases are the controller's (status.phaseTransitions).
-- **Cold migration** (the baseline): delete the source pod and wait until it
-  is gone (*Stopping*); create a pod from the same spec pinned to the target
+- **Cold migration** (the baseline): stop the source's consumption after its
+  in-flight message and take it out of the consumer group (the sidecar's
+  pause, then fence: what a consumer that leaves its group on shutdown
+  does; without it the next member waits out the group's 5 s rebalance
+  timeout), delete the source pod and wait until it is gone (*Stopping*); create a pod from the same spec pinned to the target
   node, from the original image, its sidecar replaying every partition from
   offset 0 so the app rebuilds its in-memory state from the topic with
   effects suppressed (*Starting*, until the sidecar answers); hand over at
