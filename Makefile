@@ -20,7 +20,7 @@ help: ## Show the targets.
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  %-16s %s\n",$$1,$$2}' $(MAKEFILE_LIST)
 
 .PHONY: build
-build: ## Build every binary into bin/.
+build: ## Build every binary into bin/, the kubectl-ms2m plugin included.
 	$(GO) build -o $(BIN)/ ./cmd/... ./examples/...
 
 .PHONY: control-plane

@@ -91,10 +91,13 @@ func checkNotSource(p *PodInfo, n *NodeInfo) (string, string, bool) {
 }
 
 func checkCanRestore(_ *PodInfo, n *NodeInfo) (string, string, bool) {
-	if n.RestoreProblem != "" {
+	if n.RestoreProblem == "" {
+		return "", "", false
+	}
+	if n.restoreMessage == "" { // a NodeInfo not made by NewNodeInfo
 		return ReasonCheckpointRestoreUnsupported, "node cannot restore checkpoints: " + n.RestoreProblem, true
 	}
-	return "", "", false
+	return ReasonCheckpointRestoreUnsupported, n.restoreMessage, true
 }
 
 // checkPlatform: a checkpoint holds machine code and memory of one

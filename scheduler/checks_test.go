@@ -173,8 +173,8 @@ func TestCacheFollowsPodsAndMigrations(t *testing.T) {
 	if _, ok := c.Node("n"); ok {
 		t.Error("deleted node still known")
 	}
-	if len(c.nodes) != 0 {
-		t.Errorf("the cache keeps %d entries for nothing", len(c.nodes))
+	if len(c.index) != 0 {
+		t.Errorf("the cache keeps %d entries for nothing", len(c.index))
 	}
 }
 

@@ -7,6 +7,9 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"slices"
+	"strconv"
+	"sync"
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
@@ -50,22 +53,29 @@ func (e *Extender) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		e.refuse(w, r, http.StatusNotFound, fmt.Errorf("no extender verb at %s (serving %s and %s)", r.URL.Path, FilterPath, PrioritizePath))
 		return
 	}
-	args, status, err := e.decode(w, r)
+	s := getScratch()
+	defer putScratch(s)
+	args, status, err := e.decode(w, r, s)
 	if err != nil {
 		e.refuse(w, r, status, err)
 		return
 	}
-	var out []byte
 	if r.URL.Path == FilterPath {
-		if out, err = encodeFilterResult(make([]byte, 0, 24*count(args)+1024), e.Filter(args)); err != nil {
+		e.filter(args, s)
+		if s.out, err = appendFilterResult(s.out[:0], args, s.outcomes, s.last); err != nil {
 			e.refuse(w, r, http.StatusBadRequest, fmt.Errorf("encoding the filter result: %w", err))
 			return
 		}
 	} else {
-		out = encodePriorities(make([]byte, 0, 40*count(args)+2), e.Prioritize(args))
+		s.priorities = e.prioritize(args, s, s.priorities[:0])
+		s.out = encodePriorities(s.out[:0], s.priorities)
 	}
-	w.Header().Set("Content-Type", "application/json")
-	if _, err := w.Write(out); err != nil {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	// With the length known, net/http writes the body as it is rather than
+	// chunked.
+	h.Set("Content-Length", strconv.Itoa(len(s.out)))
+	if _, err := w.Write(s.out); err != nil {
 		e.Log.V(1).Info("writing the extender response failed", "path", r.URL.Path, "err", err)
 	}
 }
@@ -77,7 +87,9 @@ func (e *Extender) refuse(w http.ResponseWriter, r *http.Request, status int, er
 	http.Error(w, err.Error(), status)
 }
 
-func (e *Extender) decode(w http.ResponseWriter, r *http.Request) (*extenderv1.ExtenderArgs, int, error) {
+// decode reads the request into s. The node names it returns are
+// substrings of s.body: they are valid until s goes back to the pool.
+func (e *Extender) decode(w http.ResponseWriter, r *http.Request, s *scratch) (*extenderv1.ExtenderArgs, int, error) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		return nil, http.StatusMethodNotAllowed, fmt.Errorf("method %s: the extender protocol uses POST", r.Method)
@@ -91,16 +103,20 @@ func (e *Extender) decode(w http.ResponseWriter, r *http.Request) (*extenderv1.E
 	if limit <= 0 {
 		limit = DefaultMaxRequestBytes
 	}
-	body, err := readBody(http.MaxBytesReader(w, r.Body, limit), r.ContentLength, limit)
+	var err error
+	s.body, err = appendBody(s.body[:0], http.MaxBytesReader(w, r.Body, limit), r.ContentLength, limit)
 	if err != nil {
 		if tooBig := (*http.MaxBytesError)(nil); errors.As(err, &tooBig) {
 			return nil, http.StatusRequestEntityTooLarge, fmt.Errorf("request body exceeds %d bytes", limit)
 		}
 		return nil, http.StatusBadRequest, fmt.Errorf("reading the request: %w", err)
 	}
-	args, err := decodeArgs(body)
+	args, err := decodeArgsInto(s.body, s.names[:0])
 	if err != nil {
 		return nil, http.StatusBadRequest, fmt.Errorf("decoding ExtenderArgs: %w", err)
+	}
+	if args.NodeNames != nil {
+		s.names = *args.NodeNames // keep the grown slice for the next request
 	}
 	if errs := validateArgs(args); len(errs) > 0 {
 		return nil, http.StatusBadRequest, errs.ToAggregate()
@@ -110,12 +126,30 @@ func (e *Extender) decode(w http.ResponseWriter, r *http.Request) (*extenderv1.E
 
 // readBody reads the whole body, sized up front when the length is known.
 func readBody(r io.Reader, length, limit int64) ([]byte, error) {
-	var buf bytes.Buffer
+	return appendBody(nil, r, length, limit)
+}
+
+// appendBody appends the whole body to dst, growing it once up front when
+// the length is known.
+func appendBody(dst []byte, r io.Reader, length, limit int64) ([]byte, error) {
 	if length > 0 && length <= limit {
-		buf.Grow(int(length) + bytes.MinRead)
+		// One byte more than the body, so the read that reports its end
+		// does not make append double the buffer.
+		dst = slices.Grow(dst, int(length)+1)
 	}
-	_, err := buf.ReadFrom(r)
-	return buf.Bytes(), err
+	for {
+		if len(dst) == cap(dst) {
+			dst = slices.Grow(dst, bytes.MinRead)
+		}
+		n, err := r.Read(dst[len(dst):cap(dst)])
+		dst = dst[:len(dst)+n]
+		switch {
+		case err == io.EOF:
+			return dst, nil
+		case err != nil:
+			return dst, err
+		}
+	}
 }
 
 func validateArgs(args *extenderv1.ExtenderArgs) field.ErrorList {
@@ -129,12 +163,82 @@ func validateArgs(args *extenderv1.ExtenderArgs) field.ErrorList {
 	return errs
 }
 
-// candidate is one node of a request.
-type candidate struct {
-	name  string
-	node  NodeState
-	known bool
-	obj   *corev1.Node // the object sent by the scheduler, when it sent objects
+// scratch holds one request's working memory. Without it a request over
+// 5,000 nodes allocates about 1 MiB, and on a small machine the garbage
+// collections that follow, not the work, make the slow requests slow
+// (docs/scheduler.md, Measured). Requests run in parallel, so scratches
+// come from a pool rather than from the Extender.
+type scratch struct {
+	body  []byte
+	names []string
+	nodes []NodeState
+	// outcomes is the filter's decision for each node of the request: nil
+	// when it fits.
+	outcomes   []*refusal
+	priorities extenderv1.HostPriorityList
+	out        []byte
+	// refusals are the request's distinct refusals (refusalFor), in the
+	// order seen; moreRefusals indexes them past the first few.
+	refusals     []*refusal
+	moreRefusals map[Verdict]*refusal
+	// last is appendRefused's.
+	last map[string]int
+}
+
+// refusal is why the filter refuses nodes.
+type refusal struct {
+	verdict Verdict
+	text    string // what the scheduler shows for the node
+	json    string // text as a JSON string
+}
+
+// fewRefusals: refusalFor compares a verdict with this many refusals
+// before it hashes it.
+const fewRefusals = 8
+
+// refusalFor returns the request's refusal for v, made on its first use:
+// thousands of nodes refused for one reason share one text, built and
+// escaped for JSON once. A request refuses nodes for few distinct reasons,
+// and the messages of node-only checks are constants or interned, so
+// comparing v with those seen first mostly compares string pointers, which
+// is cheaper than hashing v; past fewRefusals a map takes over.
+func (s *scratch) refusalFor(v Verdict) *refusal {
+	for _, r := range s.refusals[:min(len(s.refusals), fewRefusals)] {
+		if r.verdict == v {
+			return r
+		}
+	}
+	if r := s.moreRefusals[v]; r != nil {
+		return r
+	}
+	text := v.String()
+	r := &refusal{verdict: v, text: text, json: string(appendString(nil, text))}
+	if len(s.refusals) >= fewRefusals {
+		s.moreRefusals[v] = r
+	}
+	s.refusals = append(s.refusals, r)
+	return r
+}
+
+var scratchPool = sync.Pool{New: func() any {
+	return &scratch{moreRefusals: map[Verdict]*refusal{}, last: map[string]int{}}
+}}
+
+// maxPooledBytes: a scratch that served a larger request (node objects
+// rather than names) is left to the garbage collector rather than kept.
+const maxPooledBytes = 4 << 20
+
+func getScratch() *scratch { return scratchPool.Get().(*scratch) }
+
+func putScratch(s *scratch) {
+	if cap(s.body) > maxPooledBytes || cap(s.out) > maxPooledBytes {
+		return
+	}
+	// The slices keep what they point to (NodeInfos, refusals) until the
+	// next request overwrites them or the pool drops the scratch: at most
+	// one request's worth, and clearing 5,000 entries costs more than
+	// that is worth.
+	scratchPool.Put(s)
 }
 
 // count is the number of nodes in the request.
@@ -145,27 +249,63 @@ func count(args *extenderv1.ExtenderArgs) int {
 	return len(args.Nodes.Items)
 }
 
-// candidate resolves the request's i-th node: a name through the State
-// (nodeCacheCapable), an object as the scheduler sent it, with the load
-// the State knows. Resolved one at a time, not into a slice: a request over
-// 5,000 nodes would otherwise allocate for nothing.
-func (e *Extender) candidate(args *extenderv1.ExtenderArgs, i int) candidate {
+// nodeName is the name of the request's i-th node.
+func nodeName(args *extenderv1.ExtenderArgs, i int) string {
 	if args.NodeNames != nil {
-		name := (*args.NodeNames)[i]
-		n, ok := e.State.Node(name)
-		return candidate{name: name, node: n, known: ok}
+		return (*args.NodeNames)[i]
 	}
-	obj := &args.Nodes.Items[i]
-	n, _ := e.State.Node(obj.Name)
-	n.NodeInfo = NewNodeInfo(obj, false)
-	return candidate{name: obj.Name, node: n, known: true, obj: obj}
+	return args.Nodes.Items[i].Name
+}
+
+// resolve puts the request's nodes into s.nodes, in its order: names
+// through the State (nodeCacheCapable), in one pass; objects as the
+// scheduler sent them, with the load the State knows. A node the State
+// does not know has a nil NodeInfo.
+func (e *Extender) resolve(args *extenderv1.ExtenderArgs, s *scratch) {
+	if args.NodeNames != nil {
+		s.nodes = e.State.LookupNodes(s.nodes, *args.NodeNames)
+		return
+	}
+	s.nodes = s.nodes[:0]
+	for i := range args.Nodes.Items {
+		obj := &args.Nodes.Items[i]
+		n, _ := e.State.Node(obj.Name)
+		n.NodeInfo = NewNodeInfo(obj, false)
+		s.nodes = append(s.nodes, n)
+	}
+}
+
+// filter decides every node of the request into s.outcomes, in its order.
+func (e *Extender) filter(args *extenderv1.ExtenderArgs, s *scratch) {
+	p := NewPodInfo(args.Pod, e.State)
+	e.resolve(args, s)
+	s.outcomes = slices.Grow(s.outcomes[:0], len(s.nodes))
+	s.refusals = s.refusals[:0]
+	clear(s.moreRefusals)
+	refused := 0
+	for _, n := range s.nodes {
+		v, ok := unknownNode, false
+		if n.NodeInfo != nil {
+			v, ok = e.Checks.Evaluate(p, n.NodeInfo)
+		}
+		if ok {
+			s.outcomes = append(s.outcomes, nil)
+			continue
+		}
+		s.outcomes = append(s.outcomes, s.refusalFor(v))
+		refused++
+	}
+	if refused > 0 && e.Log.V(1).Enabled() {
+		e.Log.V(1).Info("filtered nodes", "pod", args.Pod.Namespace+"/"+args.Pod.Name, "fit", len(s.nodes)-refused, "refused", refused)
+	}
 }
 
 // Filter keeps the nodes that pass Checks and reports every other with its
 // reason, in the form the request came in (names or objects).
 func (e *Extender) Filter(args *extenderv1.ExtenderArgs) *extenderv1.ExtenderFilterResult {
-	p := NewPodInfo(args.Pod, e.State)
-	total := count(args)
+	s := getScratch()
+	defer putScratch(s)
+	e.filter(args, s)
 	res := &extenderv1.ExtenderFilterResult{
 		FailedNodes:                extenderv1.FailedNodesMap{},
 		FailedAndUnresolvableNodes: extenderv1.FailedNodesMap{},
@@ -173,25 +313,20 @@ func (e *Extender) Filter(args *extenderv1.ExtenderArgs) *extenderv1.ExtenderFil
 	var names []string
 	var nodes []corev1.Node
 	if args.NodeNames != nil {
-		names = make([]string, 0, total)
+		names = make([]string, 0, len(s.outcomes))
 	} else {
-		nodes = make([]corev1.Node, 0, total)
+		nodes = make([]corev1.Node, 0, len(s.outcomes))
 	}
-	for i := range total {
-		c := e.candidate(args, i)
-		v, ok := unknownNode, false
-		if c.known {
-			v, ok = e.Checks.Evaluate(p, c.node.NodeInfo)
-		}
+	for i, r := range s.outcomes {
 		switch {
-		case ok && c.obj != nil:
-			nodes = append(nodes, *c.obj)
-		case ok:
-			names = append(names, c.name)
-		case v.Unresolvable:
-			res.FailedAndUnresolvableNodes[c.name] = v.String()
+		case r == nil && args.NodeNames != nil:
+			names = append(names, nodeName(args, i))
+		case r == nil:
+			nodes = append(nodes, args.Nodes.Items[i])
+		case r.verdict.Unresolvable:
+			res.FailedAndUnresolvableNodes[nodeName(args, i)] = r.text
 		default:
-			res.FailedNodes[c.name] = v.String()
+			res.FailedNodes[nodeName(args, i)] = r.text
 		}
 	}
 	if args.NodeNames != nil {
@@ -199,23 +334,29 @@ func (e *Extender) Filter(args *extenderv1.ExtenderArgs) *extenderv1.ExtenderFil
 	} else {
 		res.Nodes = &corev1.NodeList{Items: nodes}
 	}
-	if refused := len(res.FailedNodes) + len(res.FailedAndUnresolvableNodes); refused > 0 && e.Log.V(1).Enabled() {
-		e.Log.V(1).Info("filtered nodes", "pod", args.Pod.Namespace+"/"+args.Pod.Name, "fit", total-refused, "refused", refused)
-	}
 	return res
+}
+
+// prioritize appends the score of every node of the request, in its order,
+// to dst. Nodes the State does not know score 0.
+func (e *Extender) prioritize(args *extenderv1.ExtenderArgs, s *scratch, dst extenderv1.HostPriorityList) extenderv1.HostPriorityList {
+	p := NewPodInfo(args.Pod, e.State)
+	e.resolve(args, s)
+	dst = slices.Grow(dst, len(s.nodes))
+	for i, n := range s.nodes {
+		h := extenderv1.HostPriority{Host: nodeName(args, i)}
+		if n.NodeInfo != nil {
+			h.Score = e.Scorer.Score(p, n)
+		}
+		dst = append(dst, h)
+	}
+	return dst
 }
 
 // Prioritize scores every node of the request, in its order. Nodes the
 // State does not know score 0.
 func (e *Extender) Prioritize(args *extenderv1.ExtenderArgs) extenderv1.HostPriorityList {
-	p := NewPodInfo(args.Pod, e.State)
-	out := make(extenderv1.HostPriorityList, count(args))
-	for i := range out {
-		c := e.candidate(args, i)
-		out[i] = extenderv1.HostPriority{Host: c.name}
-		if c.known {
-			out[i].Score = e.Scorer.Score(p, c.node)
-		}
-	}
-	return out
+	s := getScratch()
+	defer putScratch(s)
+	return e.prioritize(args, s, make(extenderv1.HostPriorityList, 0, count(args)))
 }

@@ -1,9 +1,13 @@
 package scheduler
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
+	"runtime"
 	"slices"
 	"testing"
 	"time"
@@ -20,9 +24,17 @@ import (
 // 5,000 nodes, then a prioritize request naming those that passed, each
 // decoded from and encoded to JSON through the handler. The cache holds
 // 10 bound pods per node, 20 node images, and migrations in flight; one node
-// in ten cannot restore, one in fifty is cordoned. p99-ms is the 99th
-// percentile of one cycle (filter + prioritize); filter-p99-ms and
-// prioritize-p99-ms split it.
+// in ten cannot restore, one in fifty is cordoned.
+//
+// Reported per request, besides ns/op and allocations per cycle: p50-ms
+// and p99-ms of the cycle (filter + prioritize), and the same for each
+// request alone (filter-*, prioritize-*).
+//
+// The harness stays out of the figures: the prioritize request is built
+// once (the cache does not change, so every filter answer is the same;
+// each is checked to be), and answers go to a writer that reuses its
+// buffer, as net/http streams a body through a pooled one, rather than to
+// an httptest.ResponseRecorder that copies each answer.
 func BenchmarkFilterPrioritize5000Nodes(b *testing.B) {
 	const nodes = 5000
 	names := nodeNames("node", nodes)
@@ -50,36 +62,101 @@ func BenchmarkFilterPrioritize5000Nodes(b *testing.B) {
 	pod := testPod("target", migratingFrom(names[1]), ofMigration("m-0"), withBaseImages("registry.example.com/team/app-3:v2"))
 	filterBody := mustJSON(b, namesArgs(pod, names...))
 
+	filter, prioritize := newBenchRequest(FilterPath), newBenchRequest(PrioritizePath)
+	first := filter.serve(b, ext, filterBody)
+	passed := passedNames(b, first)
+	if want := nodes - nodes/10 - nodes/50; len(passed) != want {
+		b.Fatalf("%d nodes pass the filter; want %d", len(passed), want)
+	}
+	filterAnswer := slices.Clone(first)
+	prioBody := mustJSON(b, namesArgs(pod, passed...))
+	prioAnswer := len(prioritize.serve(b, ext, prioBody))
+	runtime.GC() // the set-up's garbage is not the requests'
+
 	var cycle, filterT, prioT []time.Duration
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
 		t0 := time.Now()
-		rec := post(b, ext, FilterPath, filterBody)
+		got := filter.serve(b, ext, filterBody)
 		t1 := time.Now()
-		if rec.Code != http.StatusOK {
-			b.Fatalf("filter: %d %s", rec.Code, rec.Body)
+		// The scheduler would now decode the answer and send the survivors;
+		// that is its work, not the extender's. The answer must be the
+		// one checked above (same length: the old implementation wrote the
+		// refused nodes in map order).
+		if len(got) != len(filterAnswer) {
+			b.Fatalf("filter answered %d bytes, the first time %d", len(got), len(filterAnswer))
 		}
-		// The scheduler sends the survivors; decoding the filter result is
-		// its work, not the extender's, so it is outside the timings.
-		b.StopTimer()
-		passed := passedNames(b, rec.Body.Bytes())
-		prioBody := mustJSON(b, namesArgs(pod, passed...))
-		b.StartTimer()
 		t2 := time.Now()
-		rec = post(b, ext, PrioritizePath, prioBody)
+		got = prioritize.serve(b, ext, prioBody)
 		t3 := time.Now()
-		if rec.Code != http.StatusOK {
-			b.Fatalf("prioritize: %d %s", rec.Code, rec.Body)
+		if len(got) != prioAnswer {
+			b.Fatalf("prioritize answered %d bytes, the first time %d", len(got), prioAnswer)
 		}
 		filterT = append(filterT, t1.Sub(t0))
 		prioT = append(prioT, t3.Sub(t2))
 		cycle = append(cycle, t1.Sub(t0)+t3.Sub(t2))
 	}
 	b.ReportMetric(pctMs(cycle, 50), "p50-ms")
-	b.ReportMetric(p99ms(cycle), "p99-ms")
-	b.ReportMetric(p99ms(filterT), "filter-p99-ms")
-	b.ReportMetric(p99ms(prioT), "prioritize-p99-ms")
+	b.ReportMetric(pctMs(cycle, 99), "p99-ms")
+	b.ReportMetric(pctMs(filterT, 50), "filter-p50-ms")
+	b.ReportMetric(pctMs(filterT, 99), "filter-p99-ms")
+	b.ReportMetric(pctMs(prioT, 50), "prioritize-p50-ms")
+	b.ReportMetric(pctMs(prioT, 99), "prioritize-p99-ms")
+}
+
+// benchRequest posts bodies to one path of a handler, reusing the request
+// and the response buffer.
+type benchRequest struct {
+	req  *http.Request
+	body bytes.Reader
+	w    benchWriter
+}
+
+func newBenchRequest(path string) *benchRequest {
+	r := &benchRequest{req: httptest.NewRequest(http.MethodPost, path, nil), w: benchWriter{header: http.Header{}}}
+	r.req.Header.Set("Content-Type", "application/json")
+	r.req.Body = io.NopCloser(&r.body)
+	return r
+}
+
+// serve posts body and returns the answer, valid until the next call.
+func (r *benchRequest) serve(b *testing.B, h http.Handler, body []byte) []byte {
+	r.body.Reset(body)
+	r.req.ContentLength = int64(len(body))
+	r.w.reset()
+	h.ServeHTTP(&r.w, r.req)
+	if r.w.code != http.StatusOK {
+		b.Fatalf("%s: %d %s", r.req.URL.Path, r.w.code, r.w.body)
+	}
+	return r.w.body
+}
+
+// benchWriter is an http.ResponseWriter that keeps the body in a buffer it
+// reuses.
+type benchWriter struct {
+	header http.Header
+	code   int
+	body   []byte
+}
+
+func (w *benchWriter) Header() http.Header { return w.header }
+
+func (w *benchWriter) WriteHeader(code int) {
+	if w.code == 0 {
+		w.code = code
+	}
+}
+
+func (w *benchWriter) Write(p []byte) (int, error) {
+	w.WriteHeader(http.StatusOK)
+	w.body = append(w.body, p...)
+	return len(p), nil
+}
+
+func (w *benchWriter) reset() {
+	clear(w.header)
+	w.code, w.body = 0, w.body[:0]
 }
 
 func passedNames(b *testing.B, body []byte) []string {
@@ -89,8 +166,6 @@ func passedNames(b *testing.B, body []byte) []string {
 	}
 	return *res.NodeNames
 }
-
-func p99ms(d []time.Duration) float64 { return pctMs(d, 99) }
 
 // pctMs is the pct-th percentile (nearest rank) in milliseconds.
 func pctMs(d []time.Duration, pct int) float64 {

@@ -117,9 +117,9 @@ type Ranking struct {
 func RankNodes(pod *corev1.Pod, candidates []string, st State, checks Chain, scorer Scorer) Ranking {
 	p := NewPodInfo(pod, st)
 	r := Ranking{Refused: map[string]Verdict{}}
-	for _, name := range candidates {
-		n, known := st.Node(name)
-		if !known {
+	for i, n := range st.LookupNodes(nil, candidates) {
+		name := candidates[i]
+		if n.NodeInfo == nil {
 			r.Refused[name] = unknownNode
 			continue
 		}

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"unsafe"
 
+	corev1 "k8s.io/api/core/v1"
 	extenderv1 "k8s.io/kube-scheduler/extender/v1"
 )
 
@@ -21,10 +22,19 @@ import (
 // case-insensitive, last duplicate wins, unknown keys ignored but
 // validated), rejecting anything after the object.
 func decodeArgs(body []byte) (*extenderv1.ExtenderArgs, error) {
-	// Every node name is a substring of the body, viewed as a string
-	// without a copy: body is never written after it was read.
+	return decodeArgsInto(body, nil)
+}
+
+// decodeArgsInto is decodeArgs appending the node names to names, a slice
+// the caller reuses.
+//
+// Every node name is a substring of the body, viewed as a string without a
+// copy (unsafe.String): the caller must not write to body while it uses
+// the names. The extender reuses a request's body buffer only after the
+// response is written (putScratch).
+func decodeArgsInto(body []byte, names []string) (*extenderv1.ExtenderArgs, error) {
 	s := unsafe.String(unsafe.SliceData(body), len(body))
-	p := &wireParser{s: s}
+	p := &wireParser{s: s, reuse: names}
 	args := &extenderv1.ExtenderArgs{}
 	p.ws()
 	if !p.eat('{') {
@@ -79,6 +89,8 @@ func decodeArgs(body []byte) (*extenderv1.ExtenderArgs, error) {
 type wireParser struct {
 	s string
 	i int
+	// reuse is where names() appends: a slice the caller reuses, or nil.
+	reuse []string
 }
 
 func (p *wireParser) errorf(format string, a ...any) error {
@@ -119,6 +131,15 @@ func (p *wireParser) str() (string, error) {
 		return "", p.errorf("want a string")
 	}
 	start, plain := p.i, true
+	// Fast path: skip plain bytes (one table look-up each), and if the
+	// first other byte closes the string, it is a substring.
+	for p.i < len(p.s) && plainByte[p.s[p.i]] {
+		p.i++
+	}
+	if p.i < len(p.s) && p.s[p.i] == '"' {
+		p.i++
+		return p.s[start : p.i-1], nil
+	}
 	for p.i < len(p.s) {
 		c := p.s[p.i]
 		switch {
@@ -147,6 +168,25 @@ func (p *wireParser) str() (string, error) {
 	return "", p.errorf("unterminated string")
 }
 
+// plainByte holds the bytes that are the same inside and outside a JSON
+// string: printable ASCII but '"' and '\\'.
+var plainByte = func() (t [256]bool) {
+	for c := 0x20; c < 0x80; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
+
+// isPlain reports whether s has only plainByte bytes.
+func isPlain(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if !plainByte[s[i]] {
+			return false
+		}
+	}
+	return true
+}
+
 // names reads null or an array of strings.
 func (p *wireParser) names() (*[]string, error) {
 	if strings.HasPrefix(p.s[p.i:], "null") {
@@ -156,7 +196,10 @@ func (p *wireParser) names() (*[]string, error) {
 	if !p.eat('[') {
 		return nil, p.errorf("NodeNames: want an array of strings")
 	}
-	out := make([]string, 0, strings.Count(p.s[p.i:min(len(p.s), p.i+1<<20)], ",")+1)
+	out := p.reuse[:0]
+	if out == nil {
+		out = make([]string, 0, strings.Count(p.s[p.i:min(len(p.s), p.i+1<<20)], ",")+1)
+	}
 	p.ws()
 	if p.eat(']') {
 		return &out, nil
@@ -238,68 +281,91 @@ func (p *wireParser) skip(depth int) error {
 
 // appendString appends s as a JSON string.
 func appendString(dst []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c >= 0x80 || c == '"' || c == '\\' {
-			b, _ := json.Marshal(s) // a string always marshals
-			return append(dst, b...)
-		}
+	if !isPlain(s) {
+		b, _ := json.Marshal(s) // a string always marshals
+		return append(dst, b...)
 	}
 	dst = append(dst, '"')
 	dst = append(dst, s...)
 	return append(dst, '"')
 }
 
-func appendNames(dst []byte, names []string) []byte {
-	dst = append(dst, '[')
-	for i, n := range names {
-		if i > 0 {
-			dst = append(dst, ',')
-		}
-		dst = appendString(dst, n)
-	}
-	return append(dst, ']')
-}
-
-func appendFailed(dst []byte, m extenderv1.FailedNodesMap) []byte {
-	dst = append(dst, '{')
-	first := true
-	for node, msg := range m {
-		if !first {
-			dst = append(dst, ',')
-		}
-		first = false
-		dst = appendString(dst, node)
-		dst = append(dst, ':')
-		dst = appendString(dst, msg)
-	}
-	return append(dst, '}')
-}
-
-// encodeFilterResult writes what json.Marshal would, field for field.
-func encodeFilterResult(dst []byte, r *extenderv1.ExtenderFilterResult) ([]byte, error) {
+// appendFilterResult writes the filter's answer: the ExtenderFilterResult
+// json.Marshal would write, built from the outcome of each node of args
+// (in the request's order) rather than from maps. last is an empty map
+// for appendRefused.
+func appendFilterResult(dst []byte, args *extenderv1.ExtenderArgs, outcomes []*refusal, last map[string]int) ([]byte, error) {
+	byName := args.NodeNames != nil
 	dst = append(dst, `{"Nodes":`...)
-	if r.Nodes == nil {
+	if byName {
 		dst = append(dst, "null"...)
 	} else {
-		b, err := json.Marshal(r.Nodes)
+		passed := make([]corev1.Node, 0, len(outcomes))
+		for i, r := range outcomes {
+			if r == nil {
+				passed = append(passed, args.Nodes.Items[i])
+			}
+		}
+		b, err := json.Marshal(&corev1.NodeList{Items: passed})
 		if err != nil {
 			return nil, err
 		}
 		dst = append(dst, b...)
 	}
 	dst = append(dst, `,"NodeNames":`...)
-	if r.NodeNames == nil {
-		dst = append(dst, "null"...)
+	if byName {
+		dst = append(dst, '[')
+		first := true
+		for i, r := range outcomes {
+			if r == nil {
+				if !first {
+					dst = append(dst, ',')
+				}
+				first = false
+				dst = appendString(dst, nodeName(args, i))
+			}
+		}
+		dst = append(dst, ']')
 	} else {
-		dst = appendNames(dst, *r.NodeNames)
+		dst = append(dst, "null"...)
 	}
 	dst = append(dst, `,"FailedNodes":`...)
-	dst = appendFailed(dst, r.FailedNodes)
+	dst = appendRefused(dst, args, outcomes, false, last)
 	dst = append(dst, `,"FailedAndUnresolvableNodes":`...)
-	dst = appendFailed(dst, r.FailedAndUnresolvableNodes)
-	dst = append(dst, `,"Error":`...)
-	dst = appendString(dst, r.Error)
-	return append(dst, '}'), nil
+	dst = appendRefused(dst, args, outcomes, true, last)
+	return append(dst, `,"Error":""}`...), nil
+}
+
+// appendRefused writes the map of refused nodes that are (or are not)
+// unresolvable. A name the request repeats is written once, with its last
+// refusal, as a Go map filled in the request's order would hold it; last
+// finds the repeats.
+func appendRefused(dst []byte, args *extenderv1.ExtenderArgs, outcomes []*refusal, unresolvable bool, last map[string]int) []byte {
+	clear(last)
+	for i, r := range outcomes {
+		if r != nil && r.verdict.Unresolvable == unresolvable {
+			last[nodeName(args, i)] = i
+		}
+	}
+	dst = append(dst, '{')
+	first := true
+	for i, r := range outcomes {
+		if r == nil || r.verdict.Unresolvable != unresolvable {
+			continue
+		}
+		name := nodeName(args, i)
+		if last[name] != i {
+			continue
+		}
+		if !first {
+			dst = append(dst, ',')
+		}
+		first = false
+		dst = appendString(dst, name)
+		dst = append(dst, ':')
+		dst = append(dst, r.json...)
+	}
+	return append(dst, '}')
 }
 
 func encodePriorities(dst []byte, l extenderv1.HostPriorityList) []byte {

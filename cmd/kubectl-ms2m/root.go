@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -87,6 +88,9 @@ func run(ctx context.Context, args []string, streams genericiooptions.IOStreams)
 	root := newRootCommand(streams)
 	root.SetArgs(args)
 	if err := root.ExecuteContext(ctx); err != nil {
+		if meta.IsNoMatchError(err) {
+			err = fmt.Errorf("%w: this cluster does not serve StatefulMigrations; is ms2m installed (helm install, see docs/kubectl-plugin.md)?", err)
+		}
 		fmt.Fprintf(streams.ErrOut, "error: %v\n", err)
 		return 1
 	}

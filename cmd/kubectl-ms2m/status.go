@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/duration"
 	"k8s.io/cli-runtime/pkg/printers"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -82,12 +83,27 @@ func (o *statusOptions) run(ctx context.Context, name string) error {
 	return describe(o.streams.Out, m, events.Items, o.now())
 }
 
-// describe writes the readable summary of m.
+// describe writes the readable summary of m. Each section is aligned on
+// its own.
 func describe(out io.Writer, m *v1.StatefulMigration, events []corev1.Event, now time.Time) error {
-	st := &m.Status
-	w := printers.GetNewTabWriter(out)
-	field := func(k, format string, args ...any) { fmt.Fprintf(w, "%s:\t%s\n", k, fmt.Sprintf(format, args...)) }
+	for _, section := range []func(io.Writer){
+		func(w io.Writer) { describeFields(w, m, now) },
+		func(w io.Writer) { describePhases(w, &m.Status, now) },
+		func(w io.Writer) { describeConditions(w, m.Status.Conditions) },
+		func(w io.Writer) { describeEvents(w, events, now) },
+	} {
+		w := printers.GetNewTabWriter(out)
+		section(w)
+		if err := w.Flush(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
+func describeFields(w io.Writer, m *v1.StatefulMigration, now time.Time) {
+	st := &m.Status
+	field := func(k, format string, args ...any) { fmt.Fprintf(w, "%s:\t%s\n", k, fmt.Sprintf(format, args...)) }
 	field("Name", "%s", m.Name)
 	field("Namespace", "%s", m.Namespace)
 	switch {
@@ -103,19 +119,7 @@ func describe(out io.Writer, m *v1.StatefulMigration, events []corev1.Event, now
 		}
 	}
 	field("Source", "pod %s%s", m.Spec.SourcePod, on(st.SourceNode))
-	target := "chosen by the controller"
-	switch {
-	case st.TargetNode != "" && m.Spec.TargetNode != "":
-		target = "node " + st.TargetNode + " (requested)"
-	case st.TargetNode != "":
-		target = "node " + st.TargetNode + " (chosen by the controller)"
-	case m.Spec.TargetNode != "":
-		target = "node " + m.Spec.TargetNode + " (requested)"
-	}
-	if st.TargetPod != "" {
-		target += ", pod " + st.TargetPod
-	}
-	field("Target", "%s", target)
+	field("Target", "%s", target(m))
 	if st.Strategy != "" {
 		field("Strategy", "%s", st.Strategy)
 	}
@@ -138,35 +142,62 @@ func describe(out io.Writer, m *v1.StatefulMigration, events []corev1.Event, now
 	if st.Downtime != nil {
 		field("Downtime", "%s (fence → target live)", migrationclient.FormatDuration(st.Downtime.Duration))
 	}
-
-	if spans := migrationclient.PhaseSpans(st, now); len(spans) > 0 {
-		fmt.Fprintln(w, "Phases:")
-		fmt.Fprintln(w, "  PHASE\tSTARTED\tDURATION")
-		for _, s := range spans {
-			d := migrationclient.FormatDuration(s.Duration)
-			switch {
-			case s.Current:
-				d += " so far"
-			case s.Phase.IsTerminal():
-				d = "-"
-			}
-			fmt.Fprintf(w, "  %s\t+%s\t%s\n", s.Phase, migrationclient.FormatDuration(s.Entered.Sub(spans[0].Entered)), d)
-		}
-	}
-	if len(st.Conditions) > 0 {
-		fmt.Fprintln(w, "Conditions:")
-		fmt.Fprintln(w, "  TYPE\tSTATUS\tREASON\tMESSAGE")
-		for _, c := range st.Conditions {
-			fmt.Fprintf(w, "  %s\t%s\t%s\t%s\n", c.Type, c.Status, c.Reason, c.Message)
-		}
-	}
-	writeEvents(w, events, now)
-	return w.Flush()
 }
 
-func writeEvents(w io.Writer, events []corev1.Event, now time.Time) {
+// target says where the pod goes: the node asked for or chosen, and the
+// restored pod once there is one.
+func target(m *v1.StatefulMigration) string {
+	st := &m.Status
+	t := "chosen by the controller"
+	switch {
+	case st.TargetNode != "" && m.Spec.TargetNode != "":
+		t = "node " + st.TargetNode + " (requested)"
+	case st.TargetNode != "":
+		t = "node " + st.TargetNode + " (chosen by the controller)"
+	case m.Spec.TargetNode != "":
+		t = "node " + m.Spec.TargetNode + " (requested)"
+	}
+	if st.TargetPod != "" {
+		t += ", pod " + st.TargetPod
+	}
+	return t
+}
+
+func describePhases(w io.Writer, st *v1.StatefulMigrationStatus, now time.Time) {
+	spans := migrationclient.PhaseSpans(st, now)
+	if len(spans) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "Phases:")
+	fmt.Fprintln(w, "  PHASE\tSTARTED\tDURATION")
+	for _, s := range spans {
+		d := migrationclient.FormatDuration(s.Duration)
+		switch {
+		case s.Current:
+			d += " so far"
+		case s.Phase.IsTerminal():
+			d = "-"
+		}
+		fmt.Fprintf(w, "  %s\t+%s\t%s\n", s.Phase, migrationclient.FormatDuration(s.Entered.Sub(spans[0].Entered)), d)
+	}
+}
+
+func describeConditions(w io.Writer, conds []metav1.Condition) {
+	if len(conds) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "Conditions:")
+	fmt.Fprintln(w, "  TYPE\tSTATUS\tREASON\tMESSAGE")
+	for _, c := range conds {
+		fmt.Fprintf(w, "  %s\t%s\t%s\t%s\n", c.Type, c.Status, c.Reason, c.Message)
+	}
+}
+
+// describeEvents lists the latest events, oldest first, as kubectl
+// describe does.
+func describeEvents(w io.Writer, events []corev1.Event, now time.Time) {
 	if len(events) == 0 {
-		fmt.Fprintln(w, "Events:\t<none>")
+		fmt.Fprintln(w, "Events: <none>")
 		return
 	}
 	sort.SliceStable(events, func(i, j int) bool { return eventTime(&events[i]).Before(eventTime(&events[j])) })
