@@ -5,3 +5,7 @@ import "testing"
 func TestDrainNonMigratable(t *testing.T) {
 	testenv.Test(t, DrainSpec(DrainInput{Cluster: cluster}))
 }
+
+func TestDrainMigratable(t *testing.T) {
+	testenv.Test(t, DrainMigratableSpec(DrainMigratableInput{Cluster: cluster, Rate: 30, Count: 300}))
+}

@@ -1,0 +1,121 @@
+package e2e
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/e2e-framework/pkg/envconf"
+	"sigs.k8s.io/e2e-framework/pkg/features"
+
+	"github.com/ms2m/ms2m/examples/deploy"
+	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
+	"github.com/ms2m/ms2m/pkg/evacuation"
+)
+
+// DrainMigratableInput configures DrainMigratableSpec.
+type DrainMigratableInput struct {
+	Cluster *Cluster
+	Rate    float64
+	Count   int64
+}
+
+// DrainMigratableSpec: the real `kubectl drain` of a node running two
+// migratable example consumers under load (a Deployment's pod and a bare
+// pod) and one ordinary pod exits 0; each consumer was moved by one
+// evacuation migration, Completed, and runs on another node with nothing
+// lost or processed twice live; the ordinary pod was evicted.
+func DrainMigratableSpec(in DrainMigratableInput) features.Feature {
+	return features.New("kubectl drain moves migratable pods live").
+		Assess("drain exits 0; consumers moved with zero loss; ordinary pod evicted", func(ctx context.Context, t *testing.T, _ *envconf.Config) context.Context {
+			c := in.Cluster
+			if len(c.Brokers) == 0 {
+				t.Skip("no Kafka broker for this cluster (set E2E_BROKERS)")
+			}
+			ns := c.Namespace(t, "evacuate")
+			a := deploy.Example{Name: "orders", Brokers: c.Brokers, Topic: ns + "-orders", Rate: in.Rate, Count: in.Count, ProcessTime: 2 * time.Millisecond}
+			t.Cleanup(func() {
+				_ = c.Client.RbacV1().ClusterRoleBindings().Delete(context.Background(), a.AuthDelegator(ns).Name, metav1.DeleteOptions{})
+			})
+			da, err := deploy.DeployConsumer(ctx, c.Client, ns, a, t.Logf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			drained := da.Pod.Spec.NodeName
+			t.Cleanup(func() { _, _ = c.Kubectl(context.Background(), "uncordon", drained) })
+			// Producers run elsewhere: one evicted by the drain would start
+			// over and send its messages twice.
+			a.ProducerNode = otherNode(ctx, t, c, drained)
+			b := deploy.Example{Name: "payments", Brokers: c.Brokers, Topic: ns + "-payments", Rate: in.Rate, Count: in.Count,
+				ProcessTime: 2 * time.Millisecond, Bare: true, Node: drained, ProducerNode: a.ProducerNode}
+			db := deployExample(ctx, t, c, ns, b, 0)
+			if err := deploy.StartProducer(ctx, c.Client, ns, a, t.Logf); err != nil {
+				t.Fatal(err)
+			}
+			ordinary := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "ordinary", Labels: map[string]string{"app": "ordinary"}}, Spec: podTemplate("ordinary").Spec}
+			ordinary.Spec.NodeName = drained
+			if _, err := c.Client.CoreV1().Pods(ns).Create(ctx, ordinary, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			assertServing(ctx, t, c, ns, "app=ordinary", 1)
+			for _, d := range []deploy.Deployed{da, db} {
+				if err := deploy.WaitApplied(ctx, d, in.Count/4); err != nil {
+					t.Fatal(err)
+				}
+			}
+
+			start := time.Now()
+			out, err := c.Kubectl(ctx, "drain", drained, "--ignore-daemonsets", "--force", "--delete-emptydir-data", "--timeout=180s")
+			if err != nil {
+				t.Log(c.Describe(ns))
+				t.Fatalf("kubectl drain %s: %v\n%s", drained, err, out)
+			}
+			t.Logf("kubectl drain %s exited 0 after %s:\n%s", drained, time.Since(start).Round(time.Millisecond), out)
+
+			cl := c.CRClient(t)
+			for _, d := range []deploy.Deployed{da, db} {
+				m := &v1.StatefulMigration{}
+				if err := cl.Get(ctx, client.ObjectKey{Namespace: ns, Name: evacuation.MigrationName(d.Pod)}, m); err != nil {
+					t.Fatalf("the evacuation migration of %s: %v", d.Pod.Name, err)
+				}
+				if m.Status.Phase != v1.PhaseCompleted || m.Labels[v1.LabelTrigger] != evacuation.Trigger || m.Status.SourceNode != drained {
+					t.Fatalf("migration %s: phase %s (%s), trigger %q, source node %s", m.Name, m.Status.Phase, m.Status.FailureReason, m.Labels[v1.LabelTrigger], m.Status.SourceNode)
+				}
+				t.Logf("%s moved by %s to %s, downtime %s", d.Pod.Name, m.Name, m.Status.TargetNode, m.Status.Downtime.Duration)
+			}
+			var all v1.StatefulMigrationList
+			if err := cl.List(ctx, &all, client.InNamespace(ns)); err != nil || len(all.Items) != 2 {
+				t.Fatalf("want exactly 2 migrations in %s (one per migratable pod), got %d (%v)", ns, len(all.Items), err)
+			}
+			if _, err := c.Client.CoreV1().Pods(ns).Get(ctx, "ordinary", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+				t.Fatalf("the ordinary pod was not evicted: %v", err)
+			}
+			for _, e := range []deploy.Example{a, b} {
+				after := verifyZeroLoss(ctx, t, c, ns, e)
+				if after.Pod.Spec.NodeName == drained {
+					t.Fatalf("%s still runs on the drained node %s", after.Pod.Name, drained)
+				}
+			}
+			return ctx
+		}).Feature()
+}
+
+// otherNode is a Ready, schedulable node other than not.
+func otherNode(ctx context.Context, t *testing.T, c *Cluster, not string) string {
+	t.Helper()
+	nodes, err := c.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes.Items {
+		if n.Name != not && !n.Spec.Unschedulable && nodeReady(&n) {
+			return n.Name
+		}
+	}
+	t.Fatalf("no Ready node other than %s", not)
+	return ""
+}
