@@ -33,10 +33,10 @@ import (
 
 // Kinds the chart may render that client-go's scheme does not know.
 var crdKinds = map[string]bool{
-	"cert-manager.io/v1, Kind=Certificate":           true,
-	"cert-manager.io/v1, Kind=Issuer":                true,
-	"monitoring.coreos.com/v1, Kind=ServiceMonitor":  true,
-	"monitoring.coreos.com/v1, Kind=PodMonitor":      true,
+	"cert-manager.io/v1, Kind=Certificate":          true,
+	"cert-manager.io/v1, Kind=Issuer":               true,
+	"monitoring.coreos.com/v1, Kind=ServiceMonitor": true,
+	"monitoring.coreos.com/v1, Kind=PodMonitor":     true,
 	"monitoring.coreos.com/v1, Kind=PrometheusRule": true,
 }
 
