@@ -43,6 +43,13 @@ func TestInstallKeepsThenRotatesCertificates(t *testing.T) {
 		if err := env.Client.Get(ctx, client.ObjectKey{Name: release + "-mutating-webhook-configuration"}, mwc); err != nil {
 			t.Fatal(err)
 		}
+		vwc := &admissionregistrationv1.ValidatingWebhookConfiguration{}
+		if err := env.Client.Get(ctx, client.ObjectKey{Name: release + "-validating-webhook-configuration"}, vwc); err != nil {
+			t.Fatal(err)
+		}
+		if string(vwc.Webhooks[0].ClientConfig.CABundle) != string(mwc.Webhooks[0].ClientConfig.CABundle) {
+			t.Errorf("the validating and mutating webhooks trust different CAs")
+		}
 		dep := &appsv1.Deployment{}
 		if err := env.Client.Get(ctx, client.ObjectKey{Namespace: namespace, Name: release + "-manager"}, dep); err != nil {
 			t.Fatal(err)
