@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -118,4 +119,94 @@ func otherNode(ctx context.Context, t *testing.T, c *Cluster, not string) string
 	}
 	t.Fatalf("no Ready node other than %s", not)
 	return ""
+}
+
+// DrainWithoutTargetSpec: draining the node of a migratable consumer when
+// no other node can restore a checkpoint: the drain keeps being refused
+// with the migration's failure and what to do, and times out; the
+// consumer keeps serving on its node throughout. Once a target exists and
+// the failed migration is deleted (the documented retry), the same drain
+// completes; nothing is lost across both.
+func DrainWithoutTargetSpec(in DrainMigratableInput) features.Feature {
+	return features.New("kubectl drain with no restore-capable target").
+		Assess("drain is refused with the reason, the pod keeps serving; after the retry it moves, zero loss", func(ctx context.Context, t *testing.T, _ *envconf.Config) context.Context {
+			c := in.Cluster
+			if c.Sandbox == nil {
+				t.Skip("cordons every other node of the cluster")
+			}
+			ns := c.Namespace(t, "notarget")
+			e := deploy.Example{Name: "orders", Brokers: c.Brokers, Topic: ns + "-orders", Rate: in.Rate, Count: in.Count, ProcessTime: 2 * time.Millisecond}
+			t.Cleanup(func() {
+				_ = c.Client.RbacV1().ClusterRoleBindings().Delete(context.Background(), e.AuthDelegator(ns).Name, metav1.DeleteOptions{})
+			})
+			d, err := deploy.DeployConsumer(ctx, c.Client, ns, e, t.Logf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			drained := d.Pod.Spec.NodeName
+			nodes, err := c.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var cordoned []string
+			for _, n := range nodes.Items {
+				switch {
+				case n.Name == drained:
+				case n.Labels[v1.LabelCheckpointRestore] == "true":
+					cordoned = append(cordoned, n.Name)
+				default:
+					e.ProducerNode = n.Name
+				}
+			}
+			if e.ProducerNode == "" || len(cordoned) == 0 {
+				t.Fatalf("needs a node that cannot restore and another that can (nodes: %d)", len(nodes.Items))
+			}
+			uncordon := func() {
+				for _, n := range append(cordoned, drained) {
+					_, _ = c.Kubectl(context.Background(), "uncordon", n)
+				}
+			}
+			t.Cleanup(uncordon)
+			if out, err := c.Kubectl(ctx, append([]string{"cordon"}, cordoned...)...); err != nil {
+				t.Fatalf("cordon: %v %s", err, out)
+			}
+			if err := deploy.StartProducer(ctx, c.Client, ns, e, t.Logf); err != nil {
+				t.Fatal(err)
+			}
+			if err := deploy.WaitApplied(ctx, d, in.Count/4); err != nil {
+				t.Fatal(err)
+			}
+
+			out, err := c.Kubectl(ctx, "drain", drained, "--ignore-daemonsets", "--timeout=20s")
+			name := evacuation.MigrationName(d.Pod)
+			if err == nil {
+				t.Fatalf("kubectl drain succeeded with no node to restore on:\n%s", out)
+			}
+			for _, want := range []string{"failed: no node can take the pod", "cannot restore checkpoints", "delete StatefulMigration " + name} {
+				if !strings.Contains(out, want) {
+					t.Fatalf("kubectl drain output does not say %q:\n%s", want, out)
+				}
+			}
+			t.Logf("kubectl drain refused as expected:\n%s", out)
+			p, err := c.Client.CoreV1().Pods(ns).Get(ctx, d.Pod.Name, metav1.GetOptions{})
+			if err != nil || p.UID != d.Pod.UID || !IsReady(p) || p.Spec.NodeName != drained {
+				t.Fatalf("the consumer did not keep serving on %s: %v", drained, err)
+			}
+
+			// The retry: a target exists again, the failed migration is deleted.
+			uncordon()
+			if out, err := c.Kubectl(ctx, "--namespace", ns, "delete", "statefulmigration", name); err != nil {
+				t.Fatalf("deleting the failed migration: %v %s", err, out)
+			}
+			out, err = c.Kubectl(ctx, "drain", drained, "--ignore-daemonsets", "--timeout=120s")
+			if err != nil {
+				t.Log(c.Describe(ns))
+				t.Fatalf("kubectl drain after the retry: %v\n%s", err, out)
+			}
+			after := verifyZeroLoss(ctx, t, c, ns, e)
+			if after.Pod.Spec.NodeName == drained {
+				t.Fatalf("%s still runs on the drained node", after.Pod.Name)
+			}
+			return ctx
+		}).Feature()
 }
