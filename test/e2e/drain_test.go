@@ -13,3 +13,7 @@ func TestDrainMigratable(t *testing.T) {
 func TestDrainWithoutTarget(t *testing.T) {
 	testenv.Test(t, DrainWithoutTargetSpec(DrainMigratableInput{Cluster: cluster, Rate: 30, Count: 300}))
 }
+
+func TestDisruptionBudget(t *testing.T) {
+	testenv.Test(t, DisruptionBudgetSpec(DrainMigratableInput{Cluster: cluster, Rate: 30, Count: 300}))
+}

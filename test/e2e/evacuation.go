@@ -2,13 +2,19 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/e2e-framework/pkg/envconf"
 	"sigs.k8s.io/e2e-framework/pkg/features"
@@ -207,6 +213,57 @@ func DrainWithoutTargetSpec(in DrainMigratableInput) features.Feature {
 			if after.Pod.Spec.NodeName == drained {
 				t.Fatalf("%s still runs on the drained node", after.Pod.Name)
 			}
+			return ctx
+		}).Feature()
+}
+
+// DisruptionBudgetSpec: a migration never takes a workload below its
+// PodDisruptionBudget. With minAvailable equal to the replicas the handover
+// waits (the source keeps serving, the condition says which budget); once
+// the budget allows one disruption the migration completes, zero loss.
+func DisruptionBudgetSpec(in DrainMigratableInput) features.Feature {
+	return features.New("migration respects PodDisruptionBudgets").
+		Assess("handover waits for the budget, then completes with zero loss", func(ctx context.Context, t *testing.T, _ *envconf.Config) context.Context {
+			c := in.Cluster
+			if len(c.Brokers) == 0 {
+				t.Skip("no Kafka broker for this cluster (set E2E_BROKERS)")
+			}
+			ns := c.Namespace(t, "pdb")
+			e := deploy.Example{Name: "orders", Brokers: c.Brokers, Topic: ns + "-orders", Rate: in.Rate, Count: in.Count, ProcessTime: 2 * time.Millisecond}
+			pdb := &policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Name: "orders"}, Spec: policyv1.PodDisruptionBudgetSpec{
+				MinAvailable: ptr.To(intstr.FromInt32(1)), Selector: &metav1.LabelSelector{MatchLabels: e.Labels()}}}
+			if _, err := c.Client.PolicyV1().PodDisruptionBudgets(ns).Create(ctx, pdb, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			d := deployExample(ctx, t, c, ns, e, in.Count/4)
+			cl := c.CRClient(t)
+			m := &v1.StatefulMigration{ObjectMeta: metav1.ObjectMeta{Name: "held", Namespace: ns}, Spec: v1.StatefulMigrationSpec{SourcePod: d.Pod.Name}}
+			if err := cl.Create(ctx, m); err != nil {
+				t.Fatal(err)
+			}
+			c.EventuallyIn(t, ns, "the handover held by the budget", func(ctx context.Context) error {
+				if err := cl.Get(ctx, client.ObjectKeyFromObject(m), m); err != nil {
+					return err
+				}
+				cond := meta.FindStatusCondition(m.Status.Conditions, v1.ConditionReplayCaughtUp)
+				if m.Status.Phase != v1.PhaseReplaying || cond == nil || cond.Reason != v1.ReasonDisruptionBudget || !strings.Contains(cond.Message, "PodDisruptionBudget orders") {
+					return fmt.Errorf("phase %s, condition %+v", m.Status.Phase, cond)
+				}
+				return nil
+			})
+			p, err := c.Client.CoreV1().Pods(ns).Get(ctx, d.Pod.Name, metav1.GetOptions{})
+			if err != nil || !IsReady(p) {
+				t.Fatalf("the source stopped serving while the budget held the handover: %v", err)
+			}
+			patch := []byte(`{"spec":{"minAvailable":0}}`)
+			if _, err := c.Client.PolicyV1().PodDisruptionBudgets(ns).Patch(ctx, "orders", types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			got := waitFinished(t, c, cl, m)
+			if got.Status.Phase != v1.PhaseCompleted {
+				t.Fatalf("migration %s: %s", got.Status.Phase, got.Status.FailureReason)
+			}
+			verifyZeroLoss(ctx, t, c, ns, e)
 			return ctx
 		}).Feature()
 }
