@@ -33,10 +33,10 @@ import (
 
 // Kinds the chart may render that client-go's scheme does not know.
 var crdKinds = map[string]bool{
-	"cert-manager.io/v1, Kind=Certificate":           true,
-	"cert-manager.io/v1, Kind=Issuer":                true,
-	"monitoring.coreos.com/v1, Kind=ServiceMonitor":  true,
-	"monitoring.coreos.com/v1, Kind=PodMonitor":      true,
+	"cert-manager.io/v1, Kind=Certificate":          true,
+	"cert-manager.io/v1, Kind=Issuer":               true,
+	"monitoring.coreos.com/v1, Kind=ServiceMonitor": true,
+	"monitoring.coreos.com/v1, Kind=PodMonitor":     true,
 	"monitoring.coreos.com/v1, Kind=PrometheusRule": true,
 }
 
@@ -185,9 +185,10 @@ func serviceTarget(t *testing.T, objs objects, name string, port int32, podLabel
 	return 0
 }
 
-// The webhook the API server calls reaches the manager's webhook server, on
-// the path the code serves, over TLS the CA bundle verifies.
-func TestWebhookReachesTheManager(t *testing.T) {
+// Every webhook the API server calls reaches the manager's webhook server,
+// on the path the code serves, over TLS the CA bundle verifies; apart from
+// where it is served, each is exactly what the code's markers generated.
+func TestWebhooksReachTheManager(t *testing.T) {
 	objs := render(t)
 	dep := as(t, objs.get(t, "Deployment", release+"-manager"), &appsv1.Deployment{})
 	mgr := dep.Spec.Template.Spec.Containers[0]
@@ -197,38 +198,51 @@ func TestWebhookReachesTheManager(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := &admissionregistrationv1.MutatingWebhookConfiguration{}
-	if err := yaml.Unmarshal(raw, want); err != nil {
-		t.Fatal(err)
+	generated := decodeAll(t, string(raw))
+	served := map[string]string{"pods.ms2m.io": webhooks.PodMutationPath, "evictions.ms2m.io": webhooks.PodEvictionPath}
+	var n int
+	for _, want := range generated {
+		got := objs.get(t, want.GetKind(), release+"-"+want.GetName())
+		gotHooks, _, _ := unstructured.NestedSlice(got.Object, "webhooks")
+		wantHooks, _, _ := unstructured.NestedSlice(want.Object, "webhooks")
+		if len(gotHooks) != len(wantHooks) {
+			t.Fatalf("%s %s: the chart registers %d webhooks, config/webhook %d", got.GetKind(), got.GetName(), len(gotHooks), len(wantHooks))
+		}
+		for i := range gotHooks {
+			g, w := gotHooks[i].(map[string]any), wantHooks[i].(map[string]any)
+			var cc admissionregistrationv1.WebhookClientConfig
+			if err := runtime.DefaultUnstructuredConverter.FromUnstructuredWithValidation(g["clientConfig"].(map[string]any), &cc, true); err != nil {
+				t.Fatal(err)
+			}
+			wantPath, _, _ := unstructured.NestedString(w, "clientConfig", "service", "path")
+			delete(g, "clientConfig")
+			delete(w, "clientConfig")
+			if !equality.Semantic.DeepEqual(g, w) {
+				t.Errorf("webhook %s differs from config/webhook (run `make generate`):\ngot  %v\nwant %v", g["name"], g, w)
+			}
+			name := g["name"].(string)
+			n++
+			if cc.Service == nil || cc.Service.Path == nil || *cc.Service.Path != wantPath {
+				t.Fatalf("webhook %s: clientConfig %+v; want path %s", name, cc, wantPath)
+			}
+			if path, ok := served[name]; ok && *cc.Service.Path != path {
+				t.Errorf("webhook %s calls %s; the manager serves it on %s", name, *cc.Service.Path, path)
+			}
+			if cc.Service.Namespace != namespace {
+				t.Errorf("webhook %s calls a Service in %q", name, cc.Service.Namespace)
+			}
+			port := int32(443)
+			if cc.Service.Port != nil {
+				port = *cc.Service.Port
+			}
+			if target := serviceTarget(t, objs, cc.Service.Name, port, dep.Spec.Template.Labels, mgr); strconv.Itoa(int(target)) != f["webhook-port"] {
+				t.Errorf("webhook Service %s:%d reaches container port %d; the manager serves --webhook-port=%s", cc.Service.Name, port, target, f["webhook-port"])
+			}
+			verifyServing(t, objs, dep, cc.CABundle, cc.Service.Name+"."+namespace+".svc", f["webhook-cert-dir"])
+		}
 	}
-	got := as(t, objs.get(t, "MutatingWebhookConfiguration", release+"-mutating-webhook-configuration"), &admissionregistrationv1.MutatingWebhookConfiguration{})
-	if len(got.Webhooks) != len(want.Webhooks) {
-		t.Fatalf("chart registers %d webhooks, config/webhook %d", len(got.Webhooks), len(want.Webhooks))
-	}
-	for i, w := range got.Webhooks {
-		cc := w.ClientConfig
-		wantPath := *want.Webhooks[i].ClientConfig.Service.Path
-		w.ClientConfig, want.Webhooks[i].ClientConfig = admissionregistrationv1.WebhookClientConfig{}, admissionregistrationv1.WebhookClientConfig{}
-		if !equality.Semantic.DeepEqual(w, want.Webhooks[i]) {
-			t.Errorf("webhook %s differs from config/webhook (run `make generate`):\ngot  %+v\nwant %+v", w.Name, w, want.Webhooks[i])
-		}
-		if cc.Service == nil || cc.Service.Path == nil || *cc.Service.Path != wantPath {
-			t.Fatalf("webhook %s: clientConfig %+v; want path %s", w.Name, cc, wantPath)
-		}
-		if w.Name == "pods.ms2m.io" && *cc.Service.Path != webhooks.PodMutationPath {
-			t.Errorf("webhook %s calls %s; the manager serves %s", w.Name, *cc.Service.Path, webhooks.PodMutationPath)
-		}
-		if cc.Service.Namespace != namespace {
-			t.Errorf("webhook %s calls a Service in %q", w.Name, cc.Service.Namespace)
-		}
-		port := int32(443)
-		if cc.Service.Port != nil {
-			port = *cc.Service.Port
-		}
-		if target := serviceTarget(t, objs, cc.Service.Name, port, dep.Spec.Template.Labels, mgr); strconv.Itoa(int(target)) != f["webhook-port"] {
-			t.Errorf("webhook Service %s:%d reaches container port %d; the manager serves --webhook-port=%s", cc.Service.Name, port, target, f["webhook-port"])
-		}
-		verifyServing(t, objs, dep, cc.CABundle, cc.Service.Name+"."+namespace+".svc", f["webhook-cert-dir"])
+	if n < len(served) {
+		t.Errorf("the chart registers %d webhooks; the manager serves %d", n, len(served))
 	}
 }
 
@@ -556,13 +570,17 @@ func TestCertManager(t *testing.T) {
 	if !caIssued {
 		t.Errorf("Issuer %s signs with Secret %q, which no CA Certificate writes", issuerName, caSecret)
 	}
-	mwc := as(t, objs.get(t, "MutatingWebhookConfiguration", release+"-mutating-webhook-configuration"), &admissionregistrationv1.MutatingWebhookConfiguration{})
-	if got, want := mwc.Annotations["cert-manager.io/inject-ca-from"], namespace+"/"+serving.GetName(); got != want {
-		t.Errorf("cainjector annotation %q; want %q", got, want)
-	}
-	for _, w := range mwc.Webhooks {
-		if len(w.ClientConfig.CABundle) != 0 {
-			t.Errorf("webhook %s has a caBundle the cainjector would fight with", w.Name)
+	for _, kind := range []string{"MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"} {
+		for _, wc := range objs.ofKind(kind) {
+			if got, want := wc.GetAnnotations()["cert-manager.io/inject-ca-from"], namespace+"/"+serving.GetName(); got != want {
+				t.Errorf("%s %s: cainjector annotation %q; want %q", kind, wc.GetName(), got, want)
+			}
+			hooks, _, _ := unstructured.NestedSlice(wc.Object, "webhooks")
+			for _, h := range hooks {
+				if b, _, _ := unstructured.NestedString(h.(map[string]any), "clientConfig", "caBundle"); b != "" {
+					t.Errorf("%s %s has a caBundle the cainjector would fight with", kind, wc.GetName())
+				}
+			}
 		}
 	}
 

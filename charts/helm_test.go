@@ -183,6 +183,7 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 		{"unknown issuer kind", "certificates.certManager.issuerRef.name=x,certificates.certManager.issuerRef.kind=Vault", "/certificates/certManager/issuerRef/kind"},
 		{"string for a boolean", "metrics.enabled=maybe", "/metrics/enabled"},
 		{"bad log level", "manager.log.level=loud", "/manager/log/level"},
+		{"unknown eviction fallback", "manager.evictionFallback=ignore", "/manager/evictionFallback"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := runHelm(t, "template", release, chartDir(), "--namespace", namespace, "--kube-version", kubeVersion, "--set", tc.set)

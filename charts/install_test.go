@@ -2,6 +2,7 @@ package charts_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
@@ -22,12 +23,14 @@ func TestInstallKeepsThenRotatesCertificates(t *testing.T) {
 	env := testenv.Start(t, testenv.Options{})
 	kubeconfig := env.KubeconfigFile(t)
 	ctx := context.Background()
-	helmRelease := func(verb string) {
+	helmRelease := func(verb string) string {
 		t.Helper()
 		// CRDs: envtest installed the chart's crds/ already.
-		if _, err := runHelm(t, verb, release, chartDir(), "--namespace", namespace, "--create-namespace", "--skip-crds", "--kubeconfig", kubeconfig); err != nil {
+		out, err := runHelm(t, verb, release, chartDir(), "--namespace", namespace, "--create-namespace", "--skip-crds", "--kubeconfig", kubeconfig)
+		if err != nil {
 			t.Fatal(err)
 		}
+		return out
 	}
 	type state struct{ ca, cert, bundle, checksum string }
 	read := func() state {
@@ -40,6 +43,13 @@ func TestInstallKeepsThenRotatesCertificates(t *testing.T) {
 		if err := env.Client.Get(ctx, client.ObjectKey{Name: release + "-mutating-webhook-configuration"}, mwc); err != nil {
 			t.Fatal(err)
 		}
+		vwc := &admissionregistrationv1.ValidatingWebhookConfiguration{}
+		if err := env.Client.Get(ctx, client.ObjectKey{Name: release + "-validating-webhook-configuration"}, vwc); err != nil {
+			t.Fatal(err)
+		}
+		if string(vwc.Webhooks[0].ClientConfig.CABundle) != string(mwc.Webhooks[0].ClientConfig.CABundle) {
+			t.Errorf("the validating and mutating webhooks trust different CAs")
+		}
 		dep := &appsv1.Deployment{}
 		if err := env.Client.Get(ctx, client.ObjectKey{Namespace: namespace, Name: release + "-manager"}, dep); err != nil {
 			t.Fatal(err)
@@ -48,7 +58,10 @@ func TestInstallKeepsThenRotatesCertificates(t *testing.T) {
 			dep.Spec.Template.Annotations["checksum/serving-cert"]}
 	}
 
-	helmRelease("install")
+	// The notes tell what is left to do: the kube-scheduler.
+	if notes := helmRelease("install"); !strings.Contains(notes, "Configure the kube-scheduler") || strings.Contains(notes, "WARNING") {
+		t.Errorf("install notes do not say to configure the kube-scheduler, or warn needlessly:\n%s", notes)
+	}
 	installed := read()
 	if installed.ca == "" || installed.bundle != installed.ca {
 		t.Fatalf("after install the webhook's caBundle is not the Secret's CA")
@@ -87,5 +100,15 @@ func TestInstallKeepsThenRotatesCertificates(t *testing.T) {
 	}
 	if rotated.checksum == installed.checksum {
 		t.Errorf("rotation does not restart the manager (pod template checksum unchanged)")
+	}
+
+	// Installed elsewhere, the manager's identity is not the one the
+	// sidecars accept by default: the notes say so.
+	notes, err := runHelm(t, "install", "elsewhere", chartDir(), "--namespace", "other", "--dry-run=server", "--skip-crds", "--kubeconfig", kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(notes, "WARNING: the manager runs as system:serviceaccount:other:elsewhere-ms2m-manager") {
+		t.Errorf("installing outside ms2m-system does not warn about the sidecars' allowed identity:\n%s", notes)
 	}
 }
