@@ -2,6 +2,7 @@ package webhooks
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 
@@ -105,13 +106,30 @@ func (e *PodEvictor) Handle(ctx context.Context, req admission.Request) admissio
 			m.Name, pod.Name, m.Status.FailureReason, m.Name))
 	}
 	m = evacuation.NewMigration(pod)
-	if ptr.Deref(req.DryRun, false) {
+	if dryRun(req) {
 		return tooMany(fmt.Sprintf("pod %s is migratable: its eviction would start live migration %s (dry run: nothing started)", pod.Name, m.Name))
 	}
 	if err := e.Writer.Create(ctx, m); err != nil && !apierrors.IsAlreadyExists(err) {
 		return tooMany(fmt.Sprintf("ms2m could not start the live migration of pod %s: %v", pod.Name, err))
 	}
 	return tooMany(fmt.Sprintf("pod %s is migratable: started live migration %s; the pod leaves the node when it completes", pod.Name, m.Name))
+}
+
+// dryRun says whether the eviction only asks: the request is a dry run, or
+// (as kubectl drain --dry-run=server sends it) the Eviction's own
+// deleteOptions are.
+func dryRun(req admission.Request) bool {
+	if ptr.Deref(req.DryRun, false) {
+		return true
+	}
+	// policy/v1 and v1beta1 Evictions share this shape.
+	var ev struct {
+		DeleteOptions *metav1.DeleteOptions `json:"deleteOptions"`
+	}
+	if err := json.Unmarshal(req.Object.Raw, &ev); err != nil || ev.DeleteOptions == nil {
+		return false
+	}
+	return len(ev.DeleteOptions.DryRun) > 0
 }
 
 func phaseOf(m *v1.StatefulMigration) v1.Phase {

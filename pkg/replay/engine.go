@@ -97,6 +97,7 @@ type Engine struct {
 	from      map[int]int64
 	fence     map[int]int64
 	handover  bool // go live at the fence (else stop there)
+	closing   sync.WaitGroup
 	delivered int64
 	replayed  int64
 }
@@ -144,6 +145,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	e.mu.Unlock()
 	stop := context.AfterFunc(ctx, e.wake)
 	defer stop()
+	defer e.closing.Wait() // leave the group before the process exits
 	defer e.closeSource()
 	var backoff time.Duration
 	for {
@@ -370,11 +372,14 @@ func (e *Engine) setModeLocked(m Mode) {
 	e.Metrics.setMode(m)
 }
 
-// replaceSourceLocked closes the current source and installs next (nil for
-// none); a fetch from the old one is recognised as stale by its generation.
+// replaceSourceLocked installs next (nil for none) and closes the current
+// source in the background: a fetch from the old one is recognised as stale
+// by its generation, and nothing is committed through it any more, so a
+// fence need not wait for the reader to leave the group (up to the fetch's
+// MaxWait). Run waits for the closes before it returns.
 func (e *Engine) replaceSourceLocked(next Source) {
-	if e.src != nil {
-		_ = e.src.Close()
+	if old := e.src; old != nil {
+		e.closing.Go(func() { _ = old.Close() })
 	}
 	e.src = next
 	e.gen++

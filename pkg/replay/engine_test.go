@@ -124,13 +124,16 @@ type harness struct {
 	stopped chan error
 }
 
-func start(t testing.TB, a http.Handler) *harness {
+func start(t testing.TB, a http.Handler, opts ...func(*Deliverer)) *harness {
 	t.Helper()
 	h := &harness{b: startBroker(t), group: "g-" + t.Name(), stopped: make(chan error, 1)}
 	srv := httptest.NewServer(a)
 	t.Cleanup(srv.Close)
 	d := &Deliverer{URL: srv.URL, Client: srv.Client(), MinBackoff: time.Millisecond, MaxBackoff: 20 * time.Millisecond,
 		OnAppError: func(kafka.Message, error) { h.errsMu.Lock(); h.errs++; h.errsMu.Unlock() }}
+	for _, o := range opts {
+		o(d)
+	}
 	h.engine = NewLive(h.b.sources(h.group), d)
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { h.stopped <- h.engine.Run(ctx) }()

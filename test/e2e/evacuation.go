@@ -2,12 +2,19 @@ package e2e
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/e2e-framework/pkg/envconf"
 	"sigs.k8s.io/e2e-framework/pkg/features"
@@ -118,4 +125,145 @@ func otherNode(ctx context.Context, t *testing.T, c *Cluster, not string) string
 	}
 	t.Fatalf("no Ready node other than %s", not)
 	return ""
+}
+
+// DrainWithoutTargetSpec: draining the node of a migratable consumer when
+// no other node can restore a checkpoint: the drain keeps being refused
+// with the migration's failure and what to do, and times out; the
+// consumer keeps serving on its node throughout. Once a target exists and
+// the failed migration is deleted (the documented retry), the same drain
+// completes; nothing is lost across both.
+func DrainWithoutTargetSpec(in DrainMigratableInput) features.Feature {
+	return features.New("kubectl drain with no restore-capable target").
+		Assess("drain is refused with the reason, the pod keeps serving; after the retry it moves, zero loss", func(ctx context.Context, t *testing.T, _ *envconf.Config) context.Context {
+			c := in.Cluster
+			if c.Sandbox == nil {
+				t.Skip("cordons every other node of the cluster")
+			}
+			ns := c.Namespace(t, "notarget")
+			e := deploy.Example{Name: "orders", Brokers: c.Brokers, Topic: ns + "-orders", Rate: in.Rate, Count: in.Count, ProcessTime: 2 * time.Millisecond}
+			t.Cleanup(func() {
+				_ = c.Client.RbacV1().ClusterRoleBindings().Delete(context.Background(), e.AuthDelegator(ns).Name, metav1.DeleteOptions{})
+			})
+			d, err := deploy.DeployConsumer(ctx, c.Client, ns, e, t.Logf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			drained := d.Pod.Spec.NodeName
+			nodes, err := c.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var cordoned []string
+			for _, n := range nodes.Items {
+				switch {
+				case n.Name == drained:
+				case n.Labels[v1.LabelCheckpointRestore] == "true":
+					cordoned = append(cordoned, n.Name)
+				default:
+					e.ProducerNode = n.Name
+				}
+			}
+			if e.ProducerNode == "" || len(cordoned) == 0 {
+				t.Fatalf("needs a node that cannot restore and another that can (nodes: %d)", len(nodes.Items))
+			}
+			uncordon := func() {
+				for _, n := range append(cordoned, drained) {
+					_, _ = c.Kubectl(context.Background(), "uncordon", n)
+				}
+			}
+			t.Cleanup(uncordon)
+			if out, err := c.Kubectl(ctx, append([]string{"cordon"}, cordoned...)...); err != nil {
+				t.Fatalf("cordon: %v %s", err, out)
+			}
+			if err := deploy.StartProducer(ctx, c.Client, ns, e, t.Logf); err != nil {
+				t.Fatal(err)
+			}
+			if err := deploy.WaitApplied(ctx, d, in.Count/4); err != nil {
+				t.Fatal(err)
+			}
+
+			out, err := c.Kubectl(ctx, "drain", drained, "--ignore-daemonsets", "--timeout=20s")
+			name := evacuation.MigrationName(d.Pod)
+			if err == nil {
+				t.Fatalf("kubectl drain succeeded with no node to restore on:\n%s", out)
+			}
+			for _, want := range []string{"failed: no node can take the pod", "cannot restore checkpoints", "delete StatefulMigration " + name} {
+				if !strings.Contains(out, want) {
+					t.Fatalf("kubectl drain output does not say %q:\n%s", want, out)
+				}
+			}
+			t.Logf("kubectl drain refused as expected:\n%s", out)
+			p, err := c.Client.CoreV1().Pods(ns).Get(ctx, d.Pod.Name, metav1.GetOptions{})
+			if err != nil || p.UID != d.Pod.UID || !IsReady(p) || p.Spec.NodeName != drained {
+				t.Fatalf("the consumer did not keep serving on %s: %v", drained, err)
+			}
+
+			// The retry: a target exists again, the failed migration is deleted.
+			uncordon()
+			if out, err := c.Kubectl(ctx, "--namespace", ns, "delete", "statefulmigration", name); err != nil {
+				t.Fatalf("deleting the failed migration: %v %s", err, out)
+			}
+			out, err = c.Kubectl(ctx, "drain", drained, "--ignore-daemonsets", "--timeout=120s")
+			if err != nil {
+				t.Log(c.Describe(ns))
+				t.Fatalf("kubectl drain after the retry: %v\n%s", err, out)
+			}
+			after := verifyZeroLoss(ctx, t, c, ns, e)
+			if after.Pod.Spec.NodeName == drained {
+				t.Fatalf("%s still runs on the drained node", after.Pod.Name)
+			}
+			return ctx
+		}).Feature()
+}
+
+// DisruptionBudgetSpec: a migration never takes a workload below its
+// PodDisruptionBudget. With minAvailable equal to the replicas the handover
+// waits (the source keeps serving, the condition says which budget); once
+// the budget allows one disruption the migration completes, zero loss.
+func DisruptionBudgetSpec(in DrainMigratableInput) features.Feature {
+	return features.New("migration respects PodDisruptionBudgets").
+		Assess("handover waits for the budget, then completes with zero loss", func(ctx context.Context, t *testing.T, _ *envconf.Config) context.Context {
+			c := in.Cluster
+			if len(c.Brokers) == 0 {
+				t.Skip("no Kafka broker for this cluster (set E2E_BROKERS)")
+			}
+			ns := c.Namespace(t, "pdb")
+			e := deploy.Example{Name: "orders", Brokers: c.Brokers, Topic: ns + "-orders", Rate: in.Rate, Count: in.Count, ProcessTime: 2 * time.Millisecond}
+			pdb := &policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Name: "orders"}, Spec: policyv1.PodDisruptionBudgetSpec{
+				MinAvailable: ptr.To(intstr.FromInt32(1)), Selector: &metav1.LabelSelector{MatchLabels: e.Labels()}}}
+			if _, err := c.Client.PolicyV1().PodDisruptionBudgets(ns).Create(ctx, pdb, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			d := deployExample(ctx, t, c, ns, e, in.Count/4)
+			cl := c.CRClient(t)
+			m := &v1.StatefulMigration{ObjectMeta: metav1.ObjectMeta{Name: "held", Namespace: ns}, Spec: v1.StatefulMigrationSpec{SourcePod: d.Pod.Name}}
+			if err := cl.Create(ctx, m); err != nil {
+				t.Fatal(err)
+			}
+			c.EventuallyIn(t, ns, "the handover held by the budget", func(ctx context.Context) error {
+				if err := cl.Get(ctx, client.ObjectKeyFromObject(m), m); err != nil {
+					return err
+				}
+				cond := meta.FindStatusCondition(m.Status.Conditions, v1.ConditionReplayCaughtUp)
+				if m.Status.Phase != v1.PhaseReplaying || cond == nil || cond.Reason != v1.ReasonDisruptionBudget || !strings.Contains(cond.Message, "PodDisruptionBudget orders") {
+					return fmt.Errorf("phase %s, condition %+v", m.Status.Phase, cond)
+				}
+				return nil
+			})
+			p, err := c.Client.CoreV1().Pods(ns).Get(ctx, d.Pod.Name, metav1.GetOptions{})
+			if err != nil || !IsReady(p) {
+				t.Fatalf("the source stopped serving while the budget held the handover: %v", err)
+			}
+			patch := []byte(`{"spec":{"minAvailable":0}}`)
+			if _, err := c.Client.PolicyV1().PodDisruptionBudgets(ns).Patch(ctx, "orders", types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			got := waitFinished(t, c, cl, m)
+			if got.Status.Phase != v1.PhaseCompleted {
+				t.Fatalf("migration %s: %s", got.Status.Phase, got.Status.FailureReason)
+			}
+			verifyZeroLoss(ctx, t, c, ns, e)
+			return ctx
+		}).Feature()
 }
