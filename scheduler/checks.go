@@ -53,9 +53,9 @@ func (v Verdict) String() string { return "ms2m " + v.Reason + ": " + v.Message 
 
 // Evaluate returns the first refusal, or ok.
 func (c Chain) Evaluate(p *PodInfo, n *NodeInfo) (v Verdict, ok bool) {
-	for _, chk := range c {
-		if reason, msg, failed := chk.Func(p, n); failed {
-			return Verdict{Check: chk.Name, Reason: reason, Message: msg, Unresolvable: chk.Unresolvable}, false
+	for i := range c {
+		if reason, msg, failed := c[i].Func(p, n); failed {
+			return Verdict{Check: c[i].Name, Reason: reason, Message: msg, Unresolvable: c[i].Unresolvable}, false
 		}
 	}
 	return Verdict{}, true

@@ -62,7 +62,11 @@ func (e *Extender) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if r.URL.Path == FilterPath {
 		e.filter(args, s)
-		if s.out, err = appendFilterResult(s.out[:0], args, s.outcomes, s.last); err != nil {
+		var last map[string]int // for appendRefused
+		if s.hasRepeats(args) {
+			last = s.last
+		}
+		if s.out, err = appendFilterResult(s.out[:0], args, s.outcomes, last); err != nil {
 			e.refuse(w, r, http.StatusBadRequest, fmt.Errorf("encoding the filter result: %w", err))
 			return
 		}
@@ -181,8 +185,10 @@ type scratch struct {
 	// order seen; moreRefusals indexes them past the first few.
 	refusals     []*refusal
 	moreRefusals map[Verdict]*refusal
-	// last is appendRefused's.
-	last map[string]int
+	// slotsSeen and namesSeen are hasRepeats', last appendRefused's.
+	slotsSeen []uint64
+	namesSeen map[string]struct{}
+	last      map[string]int
 }
 
 // refusal is why the filter refuses nodes.
@@ -221,7 +227,7 @@ func (s *scratch) refusalFor(v Verdict) *refusal {
 }
 
 var scratchPool = sync.Pool{New: func() any {
-	return &scratch{moreRefusals: map[Verdict]*refusal{}, last: map[string]int{}}
+	return &scratch{moreRefusals: map[Verdict]*refusal{}, namesSeen: map[string]struct{}{}, last: map[string]int{}}
 }}
 
 // maxPooledBytes: a scratch that served a larger request (node objects
@@ -239,6 +245,35 @@ func putScratch(s *scratch) {
 	// one request's worth, and clearing 5,000 entries costs more than
 	// that is worth.
 	scratchPool.Put(s)
+}
+
+// hasRepeats reports whether the request (resolved into s.nodes) names a
+// node more than once. The scheduler never does, and then the answer needs
+// no de-duplication (appendRefused). Nodes from the cache are told apart by
+// slot, in a bitset, so the usual request needs no map; unknown names and
+// node objects by name.
+func (s *scratch) hasRepeats(args *extenderv1.ExtenderArgs) bool {
+	clear(s.slotsSeen)
+	clear(s.namesSeen)
+	for i, n := range s.nodes {
+		if n.NodeInfo != nil && n.slot >= 0 {
+			w, bit := int(n.slot/64), uint64(1)<<(n.slot%64)
+			for w >= len(s.slotsSeen) {
+				s.slotsSeen = append(s.slotsSeen, 0)
+			}
+			if s.slotsSeen[w]&bit != 0 {
+				return true
+			}
+			s.slotsSeen[w] |= bit
+			continue
+		}
+		name := nodeName(args, i)
+		if _, seen := s.namesSeen[name]; seen {
+			return true
+		}
+		s.namesSeen[name] = struct{}{}
+	}
+	return false
 }
 
 // count is the number of nodes in the request.

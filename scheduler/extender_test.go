@@ -3,15 +3,19 @@ package scheduler
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	extenderv1 "k8s.io/kube-scheduler/extender/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
 )
@@ -192,3 +196,81 @@ func (s *recordingSink) Info(_ int, msg string, _ ...any) { *s.lines = append(*s
 func (s *recordingSink) Error(error, string, ...any)      {}
 func (s *recordingSink) WithValues(...any) logr.LogSink   { return s }
 func (s *recordingSink) WithName(string) logr.LogSink     { return s }
+
+// The handler writes the filter's answer itself rather than encoding
+// Filter's result; the two must agree, in both request forms, also when
+// the request repeats a node.
+func TestFilterAnswerDecodesToFiltersResult(t *testing.T) {
+	pod := testPod("p", migratingFrom("src"))
+	for name, args := range map[string]*extenderv1.ExtenderArgs{
+		"names": namesArgs(pod, "src", "good", "cordoned", "incapable", "new-node", "good", "incapable", "new-node"),
+		"objects": {Pod: pod, Nodes: &corev1.NodeList{Items: []corev1.Node{
+			*testNode("good"), *testNode("incapable", withoutLabel(v1.LabelCheckpointRestore)), *testNode("down", notReady()),
+			*testNode("incapable", withoutLabel(v1.LabelCheckpointRestore)), *testNode("good"),
+		}}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			ext := testExtender()
+			rec := post(t, ext, FilterPath, mustJSON(t, args))
+			var got extenderv1.ExtenderFilterResult
+			if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil || rec.Code != http.StatusOK {
+				t.Fatalf("status %d, %v: %s", rec.Code, err, rec.Body)
+			}
+			if want := ext.Filter(args); !apiequality.Semantic.DeepEqual(&got, want) {
+				t.Errorf("the handler answered\n%+v\nFilter returns\n%+v", got, *want)
+			}
+			for _, key := range []string{"incapable", "new-node"} {
+				if n := bytes.Count(rec.Body.Bytes(), []byte(`"`+key+`":`)); n > 1 {
+					t.Errorf("the answer names %s %d times in its maps; want once", key, n)
+				}
+			}
+		})
+	}
+}
+
+// Requests are served in parallel, each with buffers from a pool, while
+// informer events change the cache: every answer must be its own
+// request's. Run with -race.
+func TestParallelRequestsGetTheirOwnAnswers(t *testing.T) {
+	const clients = 4
+	objs := []client.Object{testNode("src")}
+	for i := range clients {
+		objs = append(objs, testNode(fmt.Sprintf("good-%d", i)), testNode(fmt.Sprintf("incapable-%d", i), withoutLabel(v1.LabelCheckpointRestore)))
+	}
+	c := NewCacheFrom(objs...)
+	ext := NewExtender(c, logr.Discard())
+	var wg sync.WaitGroup
+	for i := range clients {
+		good, incapable, ghost := fmt.Sprintf("good-%d", i), fmt.Sprintf("incapable-%d", i), fmt.Sprintf("ghost-%d", i)
+		body := mustJSON(t, namesArgs(testPod("p", migratingFrom("src")), "src", good, incapable, ghost))
+		wg.Go(func() {
+			for range 100 {
+				rec := post(t, ext, FilterPath, body)
+				var res extenderv1.ExtenderFilterResult
+				if err := json.Unmarshal(rec.Body.Bytes(), &res); err != nil || res.NodeNames == nil {
+					t.Errorf("filter: status %d, %v: %s", rec.Code, err, rec.Body)
+					return
+				}
+				if !slices.Equal(*res.NodeNames, []string{good}) || len(res.FailedNodes) != 1 || res.FailedNodes[ghost] == "" ||
+					len(res.FailedAndUnresolvableNodes) != 2 || res.FailedAndUnresolvableNodes["src"] == "" || res.FailedAndUnresolvableNodes[incapable] == "" {
+					t.Errorf("client %s got another request's answer: %+v", good, res)
+					return
+				}
+				rec = post(t, ext, PrioritizePath, body)
+				var list extenderv1.HostPriorityList
+				if err := json.Unmarshal(rec.Body.Bytes(), &list); err != nil || len(list) != 4 || list[1].Host != good || list[3].Host != ghost {
+					t.Errorf("client %s: prioritize answered %s (%v)", good, rec.Body, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Go(func() {
+		for i := range 200 {
+			c.upsert(testNode(fmt.Sprintf("other-%d", i)))
+			c.upsert(testPod(fmt.Sprintf("load-%d", i), boundTo("good-0"), withRequests("10m", "1Mi")))
+			c.remove(testNode(fmt.Sprintf("other-%d", i/2)))
+		}
+	})
+	wg.Wait()
+}

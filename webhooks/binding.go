@@ -9,6 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
+	"github.com/ms2m/ms2m/pkg/replay"
 )
 
 // DefaultDeliveryPath is where the sidecar POSTs messages when the pod sets
@@ -22,6 +23,8 @@ type Binding struct {
 	Group        string
 	AppPort      int32
 	DeliveryPath string
+	// BatchSize is 0 when the app did not opt in to batches.
+	BatchSize int
 }
 
 var annotationsPath = field.NewPath("metadata", "annotations")
@@ -42,8 +45,9 @@ func IsMigratable(annotations map[string]string) (bool, *field.Error) {
 	return false, field.NotSupported(annotationsPath.Key(v1.AnnotationMigratable), v, []string{"true", "false"})
 }
 
-// ParseBinding reads and checks the ms2m.io/kafka-* and ms2m.io/app-port
-// annotations of a migratable pod. Every problem is reported, each naming
+// ParseBinding reads and checks the ms2m.io/kafka-*, ms2m.io/app-port,
+// ms2m.io/delivery-path and ms2m.io/app-batch-size annotations of a
+// migratable pod. Every problem is reported, each naming
 // its annotation.
 func ParseBinding(annotations map[string]string) (Binding, field.ErrorList) {
 	var b Binding
@@ -95,6 +99,14 @@ func ParseBinding(annotations map[string]string) (Binding, field.ErrorList) {
 				"must be an absolute URL path such as /messages, without query or fragment"))
 		}
 		b.DeliveryPath = v
+	}
+	if v, ok := annotations[v1.AnnotationAppBatchSize]; ok {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > replay.MaxBatchSize {
+			errs = append(errs, field.Invalid(annotationsPath.Key(v1.AnnotationAppBatchSize), v,
+				"must be a number of messages between 1 and "+strconv.Itoa(replay.MaxBatchSize)))
+		}
+		b.BatchSize = n
 	}
 	return b, errs
 }

@@ -111,9 +111,10 @@ func Mutate(pod *corev1.Pod, opts SidecarOptions) field.ErrorList {
 	for i := range pod.Spec.Containers {
 		if pod.Spec.Containers[i].Name == v1.SidecarContainerName {
 			// A migration's target pod carries the offsets its sidecar
-			// replays from; re-injection keeps them.
+			// replays from (or starts it in standby); re-injection keeps
+			// them.
 			for _, e := range pod.Spec.Containers[i].Env {
-				if e.Name == replay.EnvReplayFrom {
+				if e.Name == replay.EnvReplayFrom || e.Name == replay.EnvStandby {
 					sidecar.Env = append(sidecar.Env, e)
 				}
 			}
@@ -133,22 +134,28 @@ func sidecarContainer(b Binding, opts SidecarOptions) corev1.Container {
 	fieldEnv := func(name, path string) corev1.EnvVar {
 		return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: path}}}
 	}
+	env := []corev1.EnvVar{
+		{Name: replay.EnvBrokers, Value: strings.Join(b.Brokers, ",")},
+		{Name: replay.EnvTopic, Value: b.Topic},
+		{Name: replay.EnvGroup, Value: b.Group},
+		{Name: replay.EnvAppPort, Value: strconv.Itoa(int(b.AppPort))},
+		{Name: replay.EnvDeliveryPath, Value: b.DeliveryPath},
+		{Name: replay.EnvControlPort, Value: strconv.Itoa(int(opts.ControlPort))},
+		{Name: replay.EnvMetricsPort, Value: strconv.Itoa(int(opts.MetricsPort))},
+	}
+	if b.BatchSize > 0 {
+		env = append(env, corev1.EnvVar{Name: replay.EnvAppBatchSize, Value: strconv.Itoa(b.BatchSize)})
+	}
+	env = append(env,
+		fieldEnv(replay.EnvPodIP, "status.podIP"),
+		fieldEnv("POD_NAME", "metadata.name"),
+		fieldEnv("POD_NAMESPACE", "metadata.namespace"),
+	)
 	return corev1.Container{
 		Name:    v1.SidecarContainerName,
 		Image:   opts.Image,
 		Command: opts.Command,
-		Env: []corev1.EnvVar{
-			{Name: "MS2M_KAFKA_BROKERS", Value: strings.Join(b.Brokers, ",")},
-			{Name: "MS2M_KAFKA_TOPIC", Value: b.Topic},
-			{Name: "MS2M_KAFKA_GROUP", Value: b.Group},
-			{Name: "MS2M_APP_PORT", Value: strconv.Itoa(int(b.AppPort))},
-			{Name: "MS2M_DELIVERY_PATH", Value: b.DeliveryPath},
-			{Name: "MS2M_CONTROL_PORT", Value: strconv.Itoa(int(opts.ControlPort))},
-			{Name: "MS2M_METRICS_PORT", Value: strconv.Itoa(int(opts.MetricsPort))},
-			fieldEnv("POD_IP", "status.podIP"),
-			fieldEnv("POD_NAME", "metadata.name"),
-			fieldEnv("POD_NAMESPACE", "metadata.namespace"),
-		},
+		Env:     env,
 		Ports: []corev1.ContainerPort{
 			{Name: "ms2m-control", ContainerPort: opts.ControlPort, Protocol: corev1.ProtocolTCP},
 			{Name: "ms2m-metrics", ContainerPort: opts.MetricsPort, Protocol: corev1.ProtocolTCP},

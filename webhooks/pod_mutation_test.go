@@ -1,11 +1,13 @@
 package webhooks
 
 import (
+	"context"
 	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
@@ -98,6 +100,43 @@ func expectSchedulerMarker(t *testing.T, sc corev1.Container) {
 	}
 }
 
+// An app that opts in to batches gets them from its sidecar; one that does
+// not gets one message per POST, as before batches existed.
+func TestMutatePassesTheAppBatchSizeToTheSidecar(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		pod  *corev1.Pod
+		want string
+	}{
+		{"opted in", migratablePod(withAnnotation(v1.AnnotationAppBatchSize, "64")), "64"},
+		{"not opted in", migratablePod(), "<unset>"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if errs := Mutate(tc.pod, DefaultSidecarOptions()); len(errs) > 0 {
+				t.Fatal(errs)
+			}
+			if got := envOf(tc.pod.Spec.Containers[1], replay.EnvAppBatchSize); got != tc.want {
+				t.Fatalf("sidecar %s = %q, want %q", replay.EnvAppBatchSize, got, tc.want)
+			}
+			o, err := replay.OptionsFromEnv(func(k string) string {
+				if k == replay.EnvPodIP {
+					return "10.0.0.9" // from the downward API in a real pod
+				}
+				if v := envOf(tc.pod.Spec.Containers[1], k); v != "<unset>" {
+					return v
+				}
+				return ""
+			})
+			if err != nil {
+				t.Fatalf("the sidecar refuses the environment the webhook gave it: %v", err)
+			}
+			if want := map[string]int{"64": 64, "<unset>": 1}[tc.want]; o.BatchSize != want {
+				t.Fatalf("sidecar batch size %d, want %d", o.BatchSize, want)
+			}
+		})
+	}
+}
+
 func TestMutateDoesNotChangeTheSharedSidecarOptions(t *testing.T) {
 	opts := DefaultSidecarOptions()
 	before := opts.Resources.DeepCopy()
@@ -158,6 +197,9 @@ func TestMutateRefusesBadAnnotationsNamingThem(t *testing.T) {
 		{"port not a number", migratablePod(withAnnotation(v1.AnnotationAppPort, "http")), []string{v1.AnnotationAppPort}},
 		{"port zero", migratablePod(withAnnotation(v1.AnnotationAppPort, "0")), []string{v1.AnnotationAppPort}},
 		{"relative delivery path", migratablePod(withAnnotation(v1.AnnotationDeliveryPath, "messages")), []string{v1.AnnotationDeliveryPath}},
+		{"batch size zero", migratablePod(withAnnotation(v1.AnnotationAppBatchSize, "0")), []string{v1.AnnotationAppBatchSize}},
+		{"batch size above the maximum", migratablePod(withAnnotation(v1.AnnotationAppBatchSize, "1001")), []string{v1.AnnotationAppBatchSize}},
+		{"batch size not a number", migratablePod(withAnnotation(v1.AnnotationAppBatchSize, "lots")), []string{v1.AnnotationAppBatchSize}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -180,21 +222,28 @@ func TestMutateRefusesBadAnnotationsNamingThem(t *testing.T) {
 }
 
 func FuzzParseBinding(f *testing.F) {
-	f.Add("kafka:9092", "orders", "group", "8080", "/messages")
-	f.Add("a:1,b:65535", "t", "g", "65535", "/")
-	f.Add("[::1]:9092", "t.x-y_z", "g", "1", "/p")
-	f.Add("", "", "", "", "")
-	f.Fuzz(func(t *testing.T, brokers, topic, group, port, path string) {
-		b, errs := ParseBinding(map[string]string{
+	f.Add("kafka:9092", "orders", "group", "8080", "/messages", "")
+	f.Add("a:1,b:65535", "t", "g", "65535", "/", "64")
+	f.Add("[::1]:9092", "t.x-y_z", "g", "1", "/p", "1000")
+	f.Add("", "", "", "", "", "0")
+	f.Fuzz(func(t *testing.T, brokers, topic, group, port, path, batch string) {
+		annotations := map[string]string{
 			v1.AnnotationKafkaBrokers: brokers, v1.AnnotationKafkaTopic: topic,
 			v1.AnnotationKafkaGroup: group, v1.AnnotationAppPort: port, v1.AnnotationDeliveryPath: path,
-		})
+		}
+		if batch != "" {
+			annotations[v1.AnnotationAppBatchSize] = batch
+		}
+		b, errs := ParseBinding(annotations)
 		if len(errs) > 0 {
 			return
 		}
 		// Whatever is accepted is usable by the sidecar as it is.
 		if len(b.Brokers) == 0 || b.AppPort < 1 || b.Topic == "" || b.Group == "" || !strings.HasPrefix(b.DeliveryPath, "/") {
 			t.Fatalf("accepted an unusable binding %+v", b)
+		}
+		if b.BatchSize < 0 || b.BatchSize > replay.MaxBatchSize || (batch != "" && b.BatchSize < 1) {
+			t.Fatalf("accepted batch size %q as %d", batch, b.BatchSize)
 		}
 		for _, br := range b.Brokers {
 			if validBroker(br) != "" {
@@ -205,30 +254,56 @@ func FuzzParseBinding(f *testing.F) {
 }
 
 // A migration's target pod is a copy of a mutated pod whose sidecar replays
-// from the checkpoint offsets: admitting it must keep them, or the target
-// would consume live from the group's position and skip [O, F).
+// from the checkpoint offsets (or waits in standby for them): admitting it
+// must keep that, or the target would consume live from the group's
+// position and skip [O, F).
 func TestMutateKeepsTheReplayOffsetsOfATargetPod(t *testing.T) {
-	target := migratablePod()
-	if errs := Mutate(target, DefaultSidecarOptions()); len(errs) > 0 {
-		t.Fatal(errs)
-	}
-	for i := range target.Spec.Containers {
-		if target.Spec.Containers[i].Name == v1.SidecarContainerName {
-			target.Spec.Containers[i].Env = append(target.Spec.Containers[i].Env, corev1.EnvVar{Name: replay.EnvReplayFrom, Value: `{"0":12}`})
-		}
-	}
-	if errs := Mutate(target, DefaultSidecarOptions()); len(errs) > 0 {
-		t.Fatal(errs)
-	}
-	found := 0
-	for _, c := range target.Spec.Containers {
-		for _, e := range c.Env {
-			if e.Name == replay.EnvReplayFrom && e.Value == `{"0":12}` {
-				found++
+	for _, env := range []corev1.EnvVar{
+		{Name: replay.EnvReplayFrom, Value: `{"0":12}`},
+		{Name: replay.EnvStandby, Value: "true"},
+	} {
+		t.Run(env.Name, func(t *testing.T) {
+			target := migratablePod()
+			if errs := Mutate(target, DefaultSidecarOptions()); len(errs) > 0 {
+				t.Fatal(errs)
 			}
-		}
+			for i := range target.Spec.Containers {
+				if target.Spec.Containers[i].Name == v1.SidecarContainerName {
+					target.Spec.Containers[i].Env = append(target.Spec.Containers[i].Env, env)
+				}
+			}
+			if errs := Mutate(target, DefaultSidecarOptions()); len(errs) > 0 {
+				t.Fatal(errs)
+			}
+			found := 0
+			for _, c := range target.Spec.Containers {
+				for _, e := range c.Env {
+					if e == env {
+						found++
+					}
+				}
+			}
+			if found != 1 {
+				t.Fatalf("%s present %d times after re-admission, want once", env.Name, found)
+			}
+		})
 	}
-	if found != 1 {
-		t.Fatalf("%s present %d times after re-admission, want once", replay.EnvReplayFrom, found)
+}
+
+// Through the real API server: an app's batch opt-in reaches its sidecar, and
+// a bad one is refused with the annotation named, as kubectl shows it.
+func TestAPIServerHandlesTheAppBatchSize(t *testing.T) {
+	ok := migratablePod(withAnnotation(v1.AnnotationAppBatchSize, "64"))
+	ok.Name = "batched"
+	got := createAndGet(t, ok)
+	if len(got.Spec.Containers) != 2 || envOf(got.Spec.Containers[1], replay.EnvAppBatchSize) != "64" {
+		t.Fatalf("stored sidecar lacks %s=64: %v", replay.EnvAppBatchSize, got.Spec.Containers)
+	}
+
+	bad := migratablePod(withAnnotation(v1.AnnotationAppBatchSize, "5000"))
+	bad.Name = "overbatched"
+	err := env.Client.Create(context.Background(), bad)
+	if !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), v1.AnnotationAppBatchSize) {
+		t.Fatalf("creating a pod with %s=5000: %v; want Forbidden naming the annotation", v1.AnnotationAppBatchSize, err)
 	}
 }

@@ -31,6 +31,10 @@ import (
 
 var env *testenv.Env
 
+// evictor is the eviction handler the API server calls; tests may switch
+// its fallback.
+var evictor *PodEvictor
+
 func TestMain(m *testing.M) {
 	opts := testenv.Options{WebhookInstallOptions: envtest.WebhookInstallOptions{
 		Paths: []string{filepath.Join(testenv.RepoRoot(), "config", "webhook")},
@@ -42,6 +46,8 @@ func startWebhookServer(e *testenv.Env) (stop func(), err error) {
 	wio := e.Webhook()
 	srv := webhook.NewServer(webhook.Options{Host: wio.LocalServingHost, Port: wio.LocalServingPort, CertDir: wio.LocalServingCertDir})
 	srv.Register(PodMutationPath, &webhook.Admission{Handler: NewPodMutator(admission.NewDecoder(scheme.Scheme), DefaultSidecarOptions())})
+	evictor = &PodEvictor{Reader: e.Client, Writer: e.Client, Fallback: FallbackDeny}
+	srv.Register(PodEvictionPath, &webhook.Admission{Handler: evictor})
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { _ = srv.Start(ctx) }()
 	// failurePolicy is Ignore, so tests must not start before the server

@@ -37,6 +37,13 @@ type Example struct {
 	Count int64
 	// Bare runs the consumer as a pod without an owner.
 	Bare bool
+	// Node places a bare consumer on this node (spec.nodeName, so nothing
+	// in its spec ties it there once it is migrated); empty: the
+	// scheduler's choice.
+	Node string
+	// ProducerNode runs the producer on this node; empty: the scheduler's
+	// choice.
+	ProducerNode string
 }
 
 func (e Example) effects() string {
@@ -93,7 +100,9 @@ func (e Example) Consumer() *appsv1.Deployment {
 // BarePod is the consumer as a pod without an owner.
 func (e Example) BarePod() *corev1.Pod {
 	t := e.Consumer().Spec.Template
-	return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: e.Name, Labels: t.Labels, Annotations: t.Annotations}, Spec: t.Spec}
+	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: e.Name, Labels: t.Labels, Annotations: t.Annotations}, Spec: t.Spec}
+	p.Spec.NodeName = e.Node
+	return p
 }
 
 // ServiceAccount is the consumer's identity. Its replay sidecar checks
@@ -121,6 +130,7 @@ func (e Example) Producer() *batchv1.Job {
 			BackoffLimit: ptr.To(int32(3)),
 			Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{
 				RestartPolicy: corev1.RestartPolicyOnFailure,
+				NodeName:      e.ProducerNode,
 				Containers: []corev1.Container{{
 					Name: "producer", Image: Image,
 					Command: []string{"/ms2m/example-producer",

@@ -26,6 +26,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	migrationv1alpha1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
+	"github.com/ms2m/ms2m/pkg/controllers/evacuation"
 	"github.com/ms2m/ms2m/pkg/controllers/migration"
 	"github.com/ms2m/ms2m/pkg/replay"
 	"github.com/ms2m/ms2m/scheduler"
@@ -50,6 +51,12 @@ type Options struct {
 	// then not checked for uniqueness.
 	Restartable bool
 	Sidecar     webhooks.SidecarOptions
+	// EvictionFallback decides evictions of pods whose live migration
+	// failed ("deny" or "allow").
+	EvictionFallback string
+	// Evacuate starts live migrations off cordoned or ms2m.io/drain-tainted
+	// nodes without waiting for evictions.
+	Evacuate bool
 	// SchedulerExtender serves the kube-scheduler extender endpoints;
 	// disabled when its bind address is empty or "0".
 	SchedulerExtender scheduler.ServerOptions
@@ -69,6 +76,8 @@ func DefaultOptions() Options {
 		DefaultReplayCutoff:   120 * time.Second,
 		WebhookPort:           9443,
 		Sidecar:               webhooks.DefaultSidecarOptions(),
+		EvictionFallback:      string(webhooks.FallbackDeny),
+		Evacuate:              true,
 		SchedulerExtender:     scheduler.ServerOptions{BindAddress: "0", MaxRequestBytes: scheduler.DefaultMaxRequestBytes},
 	}
 }
@@ -86,6 +95,10 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.IntVar(&o.WebhookPort, "webhook-port", o.WebhookPort, "Port of the admission webhooks (TLS); 0 disables them.")
 	fs.StringVar(&o.WebhookCertDir, "webhook-cert-dir", o.WebhookCertDir, "Directory with tls.crt and tls.key for the webhooks (default: the system temp dir's k8s-webhook-server/serving-certs).")
 	fs.StringVar(&o.Sidecar.Image, "sidecar-image", o.Sidecar.Image, "Image of the injected replay sidecar (runs /ms2m/ms2m-replay).")
+	fs.StringVar(&o.EvictionFallback, "eviction-fallback", o.EvictionFallback,
+		"Eviction of a migratable pod whose live migration failed: deny (keep it serving and refuse; delete the failed StatefulMigration to retry) or allow (evict it as an ordinary pod).")
+	fs.BoolVar(&o.Evacuate, "evacuate-draining-nodes", o.Evacuate,
+		"Start live migrations of the migratable pods of a node as soon as it is cordoned or tainted ms2m.io/drain, before evictions arrive; uncordoning cancels those not yet started.")
 	fs.DurationVar(&o.DefaultReplayCutoff, "default-replay-cutoff", o.DefaultReplayCutoff, "Replay cutoff for migrations that set none.")
 	x := &o.SchedulerExtender
 	fs.StringVar(&x.BindAddress, schedulerExtenderFlag+"-bind-address", x.BindAddress,
@@ -113,6 +126,9 @@ func (o Options) Validate() error {
 	}
 	if o.WebhookPort != 0 && o.Sidecar.Image == "" {
 		errs = append(errs, errors.New("--sidecar-image must not be empty"))
+	}
+	if _, err := webhooks.ParseEvictionFallback(o.EvictionFallback); err != nil {
+		errs = append(errs, err)
 	}
 	if err := o.SchedulerExtender.Validate(schedulerExtenderFlag); err != nil {
 		errs = append(errs, err)
@@ -182,6 +198,10 @@ func setup(mgr ctrl.Manager, opts Options) error {
 		hooks.Register(webhooks.PodMutationPath, &webhook.Admission{
 			Handler: webhooks.NewPodMutator(admission.NewDecoder(mgr.GetScheme()), opts.Sidecar),
 		})
+		fallback, _ := webhooks.ParseEvictionFallback(opts.EvictionFallback) // validated
+		hooks.Register(webhooks.PodEvictionPath, &webhook.Admission{
+			Handler: &webhooks.PodEvictor{Reader: mgr.GetClient(), Writer: mgr.GetClient(), Fallback: fallback},
+		})
 		// Ready only once the webhook server answers, so the API server is
 		// not sent to a pod that cannot admit yet.
 		if err := mgr.AddReadyzCheck("webhooks", hooks.StartedChecker()); err != nil {
@@ -214,6 +234,12 @@ func setup(mgr ctrl.Manager, opts Options) error {
 	}
 	if err := migrations.SetupWithManager(mgr); err != nil {
 		return err
+	}
+	if opts.Evacuate {
+		ev := &evacuation.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("ms2m-evacuation")}
+		if err := ev.SetupWithManager(mgr); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -49,14 +49,28 @@ func (c *Client) Fence(ctx context.Context, addr string) (Position, error) {
 
 // Handover replays to exactly fence, then goes live.
 func (c *Client) Handover(ctx context.Context, addr string, fence map[int]int64) (Position, error) {
-	req := Request{Fence: map[string]int64{}}
-	for p, o := range fence {
-		req.Fence[strconv.Itoa(p)] = o
-	}
+	req := Request{Fence: wireOffsets(fence)}
 	if dl, ok := ctx.Deadline(); ok {
 		req.TimeoutSeconds = max(1, int(time.Until(dl).Seconds()))
 	}
 	return c.call(ctx, http.MethodPost, addr, "/handover", &req)
+}
+
+// Replay makes a standby sidecar replay from the given offsets, up to fence
+// when it is not nil. It returns once the replay started.
+func (c *Client) Replay(ctx context.Context, addr string, from, fence map[int]int64) (Position, error) {
+	return c.call(ctx, http.MethodPost, addr, "/replay", &Request{From: wireOffsets(from), Fence: wireOffsets(fence)})
+}
+
+func wireOffsets(in map[int]int64) map[string]int64 {
+	if in == nil {
+		return nil
+	}
+	out := make(map[string]int64, len(in))
+	for p, o := range in {
+		out[strconv.Itoa(p)] = o
+	}
+	return out
 }
 
 // CallError is a sidecar's refusal, with its HTTP status.

@@ -51,40 +51,70 @@ const DefaultCallTimeout = 30 * time.Second
 type Request struct {
 	// TimeoutSeconds bounds the call (default 30).
 	TimeoutSeconds int `json:"timeoutSeconds,omitempty"`
-	// Fence is the handover's fence F, per partition.
+	// Fence is the handover's fence F, or the bound of a replay, per
+	// partition.
 	Fence map[string]int64 `json:"fence,omitempty"`
+	// From is where a replay starts, per partition.
+	From map[string]int64 `json:"from,omitempty"`
+}
+
+// Call is a decoded, checked Request.
+type Call struct {
+	Timeout time.Duration
+	// Fence and From are nil when the request has none.
+	Fence, From map[int]int64
 }
 
 // DecodeRequest reads and checks a control request, naming the field at
 // fault. An empty body is a request with defaults.
-func DecodeRequest(r io.Reader) (Request, map[int]int64, error) {
+func DecodeRequest(r io.Reader) (Call, error) {
 	var req Request
 	dec := json.NewDecoder(io.LimitReader(r, MaxRequestBytes+1))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil && !errors.Is(err, io.EOF) {
-		return req, nil, fmt.Errorf("invalid request body: %w", err)
+		return Call{}, fmt.Errorf("invalid request body: %w", err)
 	}
 	if dec.More() {
-		return req, nil, errors.New("invalid request body: trailing data")
+		return Call{}, errors.New("invalid request body: trailing data")
 	}
 	if req.TimeoutSeconds < 0 || req.TimeoutSeconds > 3600 {
-		return req, nil, fmt.Errorf("timeoutSeconds: must be between 0 and 3600, got %d", req.TimeoutSeconds)
+		return Call{}, fmt.Errorf("timeoutSeconds: must be between 0 and 3600, got %d", req.TimeoutSeconds)
 	}
-	var fence map[int]int64
-	if req.Fence != nil {
-		fence = make(map[int]int64, len(req.Fence))
-		for k, v := range req.Fence {
-			p, err := strconv.Atoi(k)
-			if err != nil || p < 0 || p > 1<<20 {
-				return req, nil, fmt.Errorf("fence: partition %q is not a partition number", k)
-			}
-			if v < 0 {
-				return req, nil, fmt.Errorf("fence[%s]: offset must not be negative, got %d", k, v)
-			}
-			fence[p] = v
+	c := Call{Timeout: DefaultCallTimeout}
+	if req.TimeoutSeconds > 0 {
+		c.Timeout = time.Duration(req.TimeoutSeconds) * time.Second
+	}
+	var err error
+	if c.Fence, err = partitionOffsets("fence", req.Fence); err != nil {
+		return Call{}, err
+	}
+	if c.From, err = partitionOffsets("from", req.From); err != nil {
+		return Call{}, err
+	}
+	return c, nil
+}
+
+// maxPartition bounds the partition numbers accepted from outside.
+const maxPartition = 1 << 20
+
+// partitionOffsets converts {"<partition>": offset} (JSON object keys are
+// strings), refusing what is not a partition number or a valid offset.
+func partitionOffsets(field string, in map[string]int64) (map[int]int64, error) {
+	if in == nil {
+		return nil, nil
+	}
+	out := make(map[int]int64, len(in))
+	for k, v := range in {
+		p, err := strconv.Atoi(k)
+		if err != nil || p < 0 || p > maxPartition || strconv.Itoa(p) != k {
+			return nil, fmt.Errorf("%s: partition %q is not a partition number", field, k)
 		}
+		if v < 0 {
+			return nil, fmt.Errorf("%s[%s]: offset must not be negative, got %d", field, k, v)
+		}
+		out[p] = v
 	}
-	return req, fence, nil
+	return out, nil
 }
 
 // Control is the sidecar's HTTP control API for the migration controller:
@@ -93,6 +123,7 @@ func DecodeRequest(r io.Reader) (Request, map[int]int64, error) {
 //	POST /pause, /resume      stop after the in-flight message / continue
 //	POST /fence               stop live consumption, report F
 //	POST /handover {"fence"}  replay to exactly F, then go live
+//	POST /replay {"from", "fence"?}  a standby sidecar replays from offsets
 //	GET  /readyz              unauthenticated: 200 only while live
 //
 // Every call but /readyz needs a bearer token of one of AllowedUsers.
@@ -113,25 +144,28 @@ func (c *Control) Handler() http.Handler {
 		}
 		_, _ = io.WriteString(w, "ok")
 	})
-	mux.Handle("GET /position", c.authorized(func(ctx context.Context, _ Request, _ map[int]int64) (Position, error) {
+	mux.Handle("GET /position", c.authorized(func(ctx context.Context, _ Call) (Position, error) {
 		return c.Engine.PositionWithLag(ctx)
 	}))
-	mux.Handle("POST /pause", c.authorized(func(ctx context.Context, _ Request, _ map[int]int64) (Position, error) {
+	mux.Handle("POST /pause", c.authorized(func(ctx context.Context, _ Call) (Position, error) {
 		defer c.Metrics.observe(pauseSeconds, time.Now())
 		return c.Engine.Pause(ctx)
 	}))
-	mux.Handle("POST /resume", c.authorized(func(context.Context, Request, map[int]int64) (Position, error) {
+	mux.Handle("POST /resume", c.authorized(func(context.Context, Call) (Position, error) {
 		return c.Engine.Resume(), nil
 	}))
-	mux.Handle("POST /fence", c.authorized(func(ctx context.Context, _ Request, _ map[int]int64) (Position, error) {
+	mux.Handle("POST /fence", c.authorized(func(ctx context.Context, _ Call) (Position, error) {
 		defer c.Metrics.observe(fenceSeconds, time.Now())
 		return c.Engine.Fence(ctx)
 	}))
-	mux.Handle("POST /handover", c.authorized(func(ctx context.Context, _ Request, fence map[int]int64) (Position, error) {
-		if len(fence) == 0 {
+	mux.Handle("POST /handover", c.authorized(func(ctx context.Context, call Call) (Position, error) {
+		if len(call.Fence) == 0 {
 			return Position{}, badRequest("fence: required")
 		}
-		return c.Engine.Handover(ctx, fence)
+		return c.Engine.Handover(ctx, call.Fence)
+	}))
+	mux.Handle("POST /replay", c.authorized(func(_ context.Context, call Call) (Position, error) {
+		return c.Engine.Replay(call.From, call.Fence)
 	}))
 	return mux
 }
@@ -140,7 +174,7 @@ type badRequest string
 
 func (b badRequest) Error() string { return string(b) }
 
-func (c *Control) authorized(call func(context.Context, Request, map[int]int64) (Position, error)) http.Handler {
+func (c *Control) authorized(call func(context.Context, Call) (Position, error)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if !ok || token == "" {
@@ -156,18 +190,14 @@ func (c *Control) authorized(call func(context.Context, Request, map[int]int64) 
 			http.Error(w, fmt.Sprintf("%s may not control this sidecar", user), http.StatusForbidden)
 			return
 		}
-		req, fence, err := DecodeRequest(r.Body)
+		req, err := DecodeRequest(r.Body)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
-		timeout := DefaultCallTimeout
-		if req.TimeoutSeconds > 0 {
-			timeout = time.Duration(req.TimeoutSeconds) * time.Second
-		}
-		ctx, cancel := context.WithTimeout(r.Context(), timeout)
+		ctx, cancel := context.WithTimeout(r.Context(), req.Timeout)
 		defer cancel()
-		pos, err := call(ctx, req, fence)
+		pos, err := call(ctx, req)
 		switch {
 		case errors.As(err, new(badRequest)):
 			http.Error(w, err.Error(), http.StatusBadRequest)

@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -77,6 +79,10 @@ func TestControlAPIAuthenticatesWithTokenReview(t *testing.T) {
 		{"negative timeout", "POST", "/pause", managerToken, `{"timeoutSeconds":-1}`, 400, "timeoutSeconds"},
 		{"handover without fence", "POST", "/handover", managerToken, `{}`, 400, "fence: required"},
 		{"handover on a live source", "POST", "/handover", managerToken, `{"fence":{"0":10}}`, 409, "replaying target"},
+		{"replay without a token", "POST", "/replay", "", `{"from":{"0":0}}`, 401, "bearer token required"},
+		{"replay by another service account", "POST", "/replay", intruderToken, `{"from":{"0":0}}`, 403, "may not control"},
+		{"replay with a bad partition", "POST", "/replay", managerToken, `{"from":{"x":0}}`, 400, "from: partition"},
+		{"replay on a live source", "POST", "/replay", managerToken, `{"from":{"0":0}}`, 409, "live sidecar cannot replay"},
 		{"resume", "POST", "/resume", managerToken, "", 200, `"paused":false`},
 		{"ready after resume", "GET", "/readyz", "", "", 200, "ok"},
 	} {
@@ -102,18 +108,39 @@ func FuzzDecodeRequest(f *testing.F) {
 	f.Add(`{"fence":{"0":10,"3":7}}`)
 	f.Add(``)
 	f.Add(`{"fence":{"-1":1}}`)
+	f.Add(`{"from":{"0":3,"1":0},"fence":{"0":10,"1":4}}`)
+	f.Add(`{"from":{"01":3}}`)
+	f.Add(`{"from":{"0":3}} {}`)
 	f.Fuzz(func(t *testing.T, body string) {
-		req, fence, err := DecodeRequest(strings.NewReader(body))
+		call, err := DecodeRequest(strings.NewReader(body))
 		if err != nil {
 			return
 		}
-		if req.TimeoutSeconds < 0 || req.TimeoutSeconds > 3600 {
-			t.Fatalf("accepted timeout %d", req.TimeoutSeconds)
+		if call.Timeout <= 0 || call.Timeout > time.Hour {
+			t.Fatalf("accepted timeout %s", call.Timeout)
 		}
-		for p, off := range fence {
-			if p < 0 || off < 0 {
-				t.Fatalf("accepted fence %v", fence)
+		for name, offsets := range map[string]map[int]int64{"fence": call.Fence, "from": call.From} {
+			for p, off := range offsets {
+				if p < 0 || p > maxPartition || off < 0 {
+					t.Fatalf("accepted %s %v", name, offsets)
+				}
 			}
 		}
+		// What is accepted means what it says: encoding the decoded call
+		// again gives the same call.
+		again, err := DecodeRequest(strings.NewReader(string(mustJSON(t, Request{
+			TimeoutSeconds: int(call.Timeout / time.Second), Fence: wireOffsets(call.Fence), From: wireOffsets(call.From)}))))
+		if err != nil || again.Timeout != call.Timeout || !maps.Equal(again.Fence, call.Fence) || !maps.Equal(again.From, call.From) {
+			t.Fatalf("%q decoded to %+v, re-encoded to %+v (%v)", body, call, again, err)
+		}
 	})
+}
+
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

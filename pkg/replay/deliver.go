@@ -30,16 +30,58 @@ type Deliverer struct {
 	// URL is the app's delivery endpoint, e.g. http://<pod IP>:8080/messages.
 	URL    string
 	Client *http.Client
+	// BatchSize above 1 is the app's opt-in to batches: the engine gathers
+	// up to BatchSize messages and they are POSTed together as a Batch (see
+	// batch.go). 0 or 1: one message per POST, the body being its value.
+	BatchSize int
 	// MinBackoff and MaxBackoff bound the wait between attempts (defaults:
 	// 10 ms and 5 s).
 	MinBackoff, MaxBackoff time.Duration
-	// OnAppError is called for each failed attempt (metrics, logs).
+	// OnAppError is called for each failed attempt (metrics, logs) with the
+	// first message of what was being delivered.
 	OnAppError func(kafka.Message, error)
+}
+
+func (d *Deliverer) batchSize() int {
+	if d == nil || d.BatchSize < 1 {
+		return 1
+	}
+	return d.BatchSize
 }
 
 // Deliver returns nil once the app acknowledged m with 2xx, or ctx's error.
 // It never gives up on a message by itself: skipping one would lose it.
 func (d *Deliverer) Deliver(ctx context.Context, m kafka.Message, replayed bool) error {
+	return d.retry(ctx, m, func() error { return d.post(ctx, m, replayed) })
+}
+
+// DeliverBatch POSTs msgs as one Batch and returns nil once the app
+// acknowledged the whole batch with 2xx, or ctx's error. A failed batch is
+// retried whole, so an app that fails half-way sees the applied part again
+// (it can skip offsets it has already applied).
+func (d *Deliverer) DeliverBatch(ctx context.Context, msgs []kafka.Message, replayed bool) error {
+	body, err := encodeBatch(msgs, replayed)
+	if err != nil {
+		return fmt.Errorf("encoding a batch: %w", err)
+	}
+	return d.retry(ctx, msgs[0], func() error { return d.postBatch(ctx, msgs, body, replayed) })
+}
+
+// deliverAll delivers msgs in the app's format: a Batch when it opted in,
+// otherwise one POST each.
+func (d *Deliverer) deliverAll(ctx context.Context, msgs []kafka.Message, replayed bool) error {
+	if d.batchSize() > 1 {
+		return d.DeliverBatch(ctx, msgs, replayed)
+	}
+	for _, m := range msgs {
+		if err := d.Deliver(ctx, m, replayed); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (d *Deliverer) retry(ctx context.Context, first kafka.Message, attempt func() error) error {
 	backoff, maxBackoff := d.MinBackoff, d.MaxBackoff
 	if backoff <= 0 {
 		backoff = 10 * time.Millisecond
@@ -48,7 +90,7 @@ func (d *Deliverer) Deliver(ctx context.Context, m kafka.Message, replayed bool)
 		maxBackoff = max(backoff, 5*time.Second)
 	}
 	for {
-		err := d.post(ctx, m, replayed)
+		err := attempt()
 		if err == nil {
 			return nil
 		}
@@ -56,16 +98,24 @@ func (d *Deliverer) Deliver(ctx context.Context, m kafka.Message, replayed bool)
 			return ctx.Err()
 		}
 		if d.OnAppError != nil {
-			d.OnAppError(m, err)
+			d.OnAppError(first, err)
 		}
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !sleepCtx(ctx, backoff) {
 			return ctx.Err()
-		case <-t.C:
 		}
 		backoff = min(2*backoff, maxBackoff)
+	}
+}
+
+// sleepCtx waits for d or ctx's end; it reports whether d elapsed.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }
 
@@ -87,6 +137,30 @@ func (d *Deliverer) post(ctx context.Context, m kafka.Message, replayed bool) er
 	for _, h := range m.Headers {
 		req.Header.Add(HeaderPrefix+h.Key, string(h.Value))
 	}
+	if err := d.do(req); err != nil {
+		return fmt.Errorf("%w for %s/%d@%d", err, m.Topic, m.Partition, m.Offset)
+	}
+	return nil
+}
+
+func (d *Deliverer) postBatch(ctx context.Context, msgs []kafka.Message, body []byte, replayed bool) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.URL, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", BatchContentType)
+	req.Header.Set(HeaderBatchSize, strconv.Itoa(len(msgs)))
+	if replayed {
+		req.Header.Set(HeaderReplay, "true")
+	}
+	if err := d.do(req); err != nil {
+		first, last := msgs[0], msgs[len(msgs)-1]
+		return fmt.Errorf("%w for a batch of %d (%s/%d@%d … %d@%d)", err, len(msgs), first.Topic, first.Partition, first.Offset, last.Partition, last.Offset)
+	}
+	return nil
+}
+
+func (d *Deliverer) do(req *http.Request) error {
 	client := d.Client
 	if client == nil {
 		client = http.DefaultClient
@@ -98,7 +172,7 @@ func (d *Deliverer) post(ctx context.Context, m kafka.Message, replayed bool) er
 	_, _ = io.Copy(io.Discard, resp.Body)
 	_ = resp.Body.Close()
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return fmt.Errorf("app answered %s for %s/%d@%d", resp.Status, m.Topic, m.Partition, m.Offset)
+		return fmt.Errorf("app answered %s", resp.Status)
 	}
 	return nil
 }

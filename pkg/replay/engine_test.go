@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -55,12 +56,21 @@ func (b *broker) sources(group string) *Kafka {
 
 func (b *broker) committed(t *testing.T, group string) int64 {
 	t.Helper()
-	c := &kafka.Client{Addr: kafka.TCP(b.addr), Timeout: 5 * time.Second}
-	resp, err := c.OffsetFetch(context.Background(), &kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: {0}}})
+	off, err := b.committedErr(group)
 	if err != nil {
 		t.Fatalf("fetching committed offsets: %v", err)
 	}
-	return resp.Topics[topic][0].CommittedOffset
+	return off
+}
+
+// committedErr is the group's committed offset of partition 0.
+func (b *broker) committedErr(group string) (int64, error) {
+	c := &kafka.Client{Addr: kafka.TCP(b.addr), Timeout: 5 * time.Second}
+	resp, err := c.OffsetFetch(context.Background(), &kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: {0}}})
+	if err != nil {
+		return 0, err
+	}
+	return resp.Topics[topic][0].CommittedOffset, nil
 }
 
 // app records what it acknowledged. It can fail an offset a number of times
@@ -70,6 +80,7 @@ type app struct {
 	acked    []int64
 	failures map[int64]int
 	holdAt   int64
+	heldOnce atomic.Bool // a duplicate of holdAt is recorded, not held again
 	held     chan struct{}
 	release  chan struct{}
 }
@@ -84,7 +95,7 @@ func (a *app) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "metadata headers missing", http.StatusBadRequest)
 		return
 	}
-	if off == a.holdAt {
+	if off == a.holdAt && a.heldOnce.CompareAndSwap(false, true) {
 		close(a.held)
 		<-a.release
 	}
@@ -113,13 +124,16 @@ type harness struct {
 	stopped chan error
 }
 
-func start(t testing.TB, a http.Handler) *harness {
+func start(t testing.TB, a http.Handler, opts ...func(*Deliverer)) *harness {
 	t.Helper()
 	h := &harness{b: startBroker(t), group: "g-" + t.Name(), stopped: make(chan error, 1)}
 	srv := httptest.NewServer(a)
 	t.Cleanup(srv.Close)
 	d := &Deliverer{URL: srv.URL, Client: srv.Client(), MinBackoff: time.Millisecond, MaxBackoff: 20 * time.Millisecond,
 		OnAppError: func(kafka.Message, error) { h.errsMu.Lock(); h.errs++; h.errsMu.Unlock() }}
+	for _, o := range opts {
+		o(d)
+	}
 	h.engine = NewLive(h.b.sources(h.group), d)
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { h.stopped <- h.engine.Run(ctx) }()

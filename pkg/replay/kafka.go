@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"time"
 
@@ -149,7 +150,9 @@ func (m *merged) pump(ctx context.Context, r *kafka.Reader, from int64, wait fun
 		case <-ctx.Done():
 			return
 		}
-		if err != nil {
+		// A fetch error (the broker unreachable) is reported and the
+		// reader, which keeps its offset and reconnects, is asked again.
+		if errors.Is(err, io.EOF) {
 			return
 		}
 	}

@@ -11,10 +11,11 @@ type Metrics struct {
 	Delivered    prometheus.Counter
 	Replayed     prometheus.Counter
 	AppErrors    prometheus.Counter
+	KafkaErrors  prometheus.Counter
 	PauseSeconds prometheus.Histogram
 	FenceSeconds prometheus.Histogram
-	// Mode is 1 for the sidecar's current mode (live, replay, fenced), 0 for
-	// the others.
+	// Mode is 1 for the sidecar's current mode (live, replay, fenced,
+	// standby), 0 for the others.
 	Mode *prometheus.GaugeVec
 	// Lag is the replay lag last sampled through the control API.
 	Lag prometheus.Gauge
@@ -30,6 +31,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Messages the app acknowledged as replay (marked with the Ms2m-Replay header)."}),
 		AppErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "ms2m_replay_app_errors_total",
 			Help: "Delivery attempts the app failed or refused; each is retried."}),
+		KafkaErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "ms2m_replay_kafka_errors_total",
+			Help: "Fetches and commits that failed (broker unreachable, rebalance); each is retried."}),
 		PauseSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "ms2m_replay_pause_duration_seconds",
 			Help: "Time from a pause request to the in-flight message being acknowledged.", Buckets: lat}),
 		FenceSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "ms2m_replay_fence_duration_seconds",
@@ -39,7 +42,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Lag: prometheus.NewGauge(prometheus.GaugeOpts{Name: "ms2m_replay_lag_messages",
 			Help: "Messages between a replaying target and the live member's position (or the fence), as last sampled."}),
 	}
-	reg.MustRegister(m.Delivered, m.Replayed, m.AppErrors, m.PauseSeconds, m.FenceSeconds, m.Mode, m.Lag)
+	reg.MustRegister(m.Delivered, m.Replayed, m.AppErrors, m.KafkaErrors, m.PauseSeconds, m.FenceSeconds, m.Mode, m.Lag)
 	return m
 }
 
@@ -48,7 +51,7 @@ func (m *Metrics) setMode(mode Mode) {
 	if m == nil {
 		return
 	}
-	for _, k := range []Mode{ModeLive, ModeReplay, ModeFenced} {
+	for _, k := range []Mode{ModeLive, ModeReplay, ModeFenced, ModeStandby} {
 		v := 0.0
 		if k == mode {
 			v = 1

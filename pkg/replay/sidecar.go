@@ -31,6 +31,12 @@ const (
 	// EnvReplayFrom, set on a migration target, holds the checkpoint
 	// offsets O as JSON ({"0": 1200, "1": 977}); the sidecar starts replaying.
 	EnvReplayFrom = "MS2M_REPLAY_FROM"
+	// EnvStandby "true" starts the sidecar consuming nothing until the
+	// controller tells it where to replay from (POST /replay).
+	EnvStandby = "MS2M_STANDBY"
+	// EnvAppBatchSize above 1 (the ms2m.io/app-batch-size annotation) makes
+	// the sidecar POST up to that many messages at once as a Batch.
+	EnvAppBatchSize = "MS2M_APP_BATCH_SIZE"
 	// EnvAllowedUsers lists (comma-separated) who may call the control API.
 	EnvAllowedUsers = "MS2M_CONTROL_ALLOWED_USERS"
 )
@@ -47,7 +53,11 @@ type Options struct {
 	ControlAddr string
 	MetricsAddr string
 	// ReplayFrom, when set, starts the sidecar as a migration target.
-	ReplayFrom   map[int]int64
+	ReplayFrom map[int]int64
+	// Standby starts the sidecar consuming nothing until POST /replay.
+	Standby bool
+	// BatchSize above 1 delivers batches (the app opted in).
+	BatchSize    int
 	AllowedUsers []string
 }
 
@@ -93,16 +103,29 @@ func OptionsFromEnv(getenv func(string) string) (Options, error) {
 		var from map[string]int64
 		if err := json.Unmarshal([]byte(v), &from); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", EnvReplayFrom, err))
+		} else if o.ReplayFrom, err = partitionOffsets(EnvReplayFrom, from); err != nil {
+			errs = append(errs, err)
+		} else if o.ReplayFrom == nil {
+			o.ReplayFrom = map[int]int64{}
 		}
-		o.ReplayFrom = map[int]int64{}
-		for k, off := range from {
-			p, err := strconv.Atoi(k)
-			if err != nil || p < 0 || off < 0 {
-				errs = append(errs, fmt.Errorf("%s: %q: %d is not a partition and offset", EnvReplayFrom, k, off))
-				continue
-			}
-			o.ReplayFrom[p] = off
+	}
+	switch v := getenv(EnvStandby); v {
+	case "", "false":
+	case "true":
+		o.Standby = true
+		if o.ReplayFrom != nil {
+			errs = append(errs, fmt.Errorf("%s: a sidecar replaying from %s is not in standby", EnvStandby, EnvReplayFrom))
 		}
+	default:
+		errs = append(errs, fmt.Errorf("%s: %q is neither true nor false", EnvStandby, v))
+	}
+	o.BatchSize = 1
+	if v := getenv(EnvAppBatchSize); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > MaxBatchSize {
+			errs = append(errs, fmt.Errorf("%s: %q is not a batch size between 1 and %d", EnvAppBatchSize, v, MaxBatchSize))
+		}
+		o.BatchSize = n
 	}
 	o.AllowedUsers = []string{DefaultAllowedUser}
 	if v := getenv(EnvAllowedUsers); v != "" {
@@ -118,21 +141,26 @@ func Run(ctx context.Context, o Options, auth Authenticator) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	metrics := NewMetrics(reg)
-	d := &Deliverer{URL: o.AppURL, Client: &http.Client{Timeout: 30 * time.Second},
+	d := &Deliverer{URL: o.AppURL, Client: &http.Client{Timeout: 30 * time.Second}, BatchSize: o.BatchSize,
 		OnAppError: func(m kafka.Message, err error) {
 			metrics.AppErrors.Inc()
 			logger.Info("app did not acknowledge; retrying", "partition", m.Partition, "offset", m.Offset, "error", err.Error())
 		}}
 	src := &Kafka{Brokers: o.Brokers, Topic: o.Topic, Group: o.Group}
 	var e *Engine
-	if o.ReplayFrom != nil {
+	switch {
+	case o.ReplayFrom != nil:
 		e = NewReplay(src, d, o.ReplayFrom)
-		logger.Info("replaying from checkpoint offsets", "from", o.ReplayFrom)
-	} else {
+		logger.Info("replaying from checkpoint offsets", "from", o.ReplayFrom, "batchSize", o.BatchSize)
+	case o.Standby:
+		e = NewStandby(src, d)
+		logger.Info("standby: waiting for POST /replay", "topic", o.Topic, "group", o.Group, "batchSize", o.BatchSize)
+	default:
 		e = NewLive(src, d)
-		logger.Info("consuming live", "topic", o.Topic, "group", o.Group)
+		logger.Info("consuming live", "topic", o.Topic, "group", o.Group, "batchSize", o.BatchSize)
 	}
 	e.Metrics = metrics
+	e.OnKafkaError = func(err error) { logger.Info("Kafka call failed; retrying", "error", err.Error()) }
 
 	ctl := &Control{Engine: e, Auth: auth, AllowedUsers: sets.New(o.AllowedUsers...), Metrics: metrics}
 	metricsMux := http.NewServeMux()

@@ -22,7 +22,7 @@ func TestOptionsFromEnvNamesTheVariable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.AppURL != "http://127.0.0.5:8080/messages" || o.ControlAddr != "127.0.0.5:9901" || o.ReplayFrom != nil {
+	if o.AppURL != "http://127.0.0.5:8080/messages" || o.ControlAddr != "127.0.0.5:9901" || o.ReplayFrom != nil || o.BatchSize != 1 || o.Standby {
 		t.Fatalf("options = %+v", o)
 	}
 	for _, tc := range []struct{ name, key, value, want string }{
@@ -32,6 +32,9 @@ func TestOptionsFromEnvNamesTheVariable(t *testing.T) {
 		{"bad control port", EnvControlPort, "99999", EnvControlPort},
 		{"bad replay offsets", EnvReplayFrom, `{"a":1}`, EnvReplayFrom},
 		{"negative replay offset", EnvReplayFrom, `{"0":-1}`, EnvReplayFrom},
+		{"batch size zero", EnvAppBatchSize, "0", EnvAppBatchSize},
+		{"batch size too large", EnvAppBatchSize, "100000", EnvAppBatchSize},
+		{"standby typo", EnvStandby, "yes", EnvStandby},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			env := map[string]string{}
@@ -52,6 +55,16 @@ func TestOptionsFromEnvNamesTheVariable(t *testing.T) {
 	o, err = OptionsFromEnv(func(k string) string { return env[k] })
 	if err != nil || o.ReplayFrom[0] != 12 || o.ReplayFrom[3] != 7 {
 		t.Fatalf("replay offsets = %v (%v)", o.ReplayFrom, err)
+	}
+	env[EnvStandby] = "true"
+	if _, err := OptionsFromEnv(func(k string) string { return env[k] }); err == nil || !strings.Contains(err.Error(), EnvStandby) {
+		t.Fatalf("standby with replay offsets: err = %v; want one naming %s", err, EnvStandby)
+	}
+	delete(env, EnvReplayFrom)
+	env[EnvAppBatchSize] = "64"
+	o, err = OptionsFromEnv(func(k string) string { return env[k] })
+	if err != nil || !o.Standby || o.BatchSize != 64 {
+		t.Fatalf("standby with batches of 64: %+v (%v)", o, err)
 	}
 }
 

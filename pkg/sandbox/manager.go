@@ -54,11 +54,19 @@ func (s *Sandbox) startManager(ctx context.Context, opts manager.Options) error 
 // as a crashed or rescheduled manager pod would be: what the migrations
 // in flight must survive.
 func (s *Sandbox) RestartManager(ctx context.Context) error {
+	return s.ReconfigureManager(ctx, func(*manager.Options) {})
+}
+
+// ReconfigureManager restarts the in-process ms2m manager with its options
+// changed by change (a benchmark raising --max-outbound-migrations-per-node,
+// say); later restarts keep the change.
+func (s *Sandbox) ReconfigureManager(ctx context.Context, change func(*manager.Options)) error {
 	if s.stopMgr == nil {
 		return fmt.Errorf("sandbox: no ms2m manager runs here")
 	}
 	s.stopMgr()
 	<-s.mgrDone
+	change(&s.mgrOpts)
 	return s.runManager(ctx)
 }
 

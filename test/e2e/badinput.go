@@ -124,7 +124,7 @@ func waitFinished(t *testing.T, c *Cluster, cl client.Client, m *v1.StatefulMigr
 }
 
 // CRClient is a controller-runtime client that knows StatefulMigrations.
-func (c *Cluster) CRClient(t *testing.T) client.Client {
+func (c *Cluster) CRClient(t testing.TB) client.Client {
 	t.Helper()
 	cfg := rest.CopyConfig(c.Config)
 	cfg.QPS, cfg.Burst = 200, 400 // specs poll migrations closely

@@ -24,6 +24,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/e2e-framework/pkg/envconf"
 
+	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
 	"github.com/ms2m/ms2m/pkg/manager"
 	"github.com/ms2m/ms2m/pkg/sandbox"
 )
@@ -107,7 +108,7 @@ func (c *Cluster) Teardown() {
 func (c *Cluster) EnvConfig() *envconf.Config { return envconf.NewWithKubeConfig(c.Kubeconfig) }
 
 // Namespace creates a namespace for one spec and deletes it afterwards.
-func (c *Cluster) Namespace(t *testing.T, name string) string {
+func (c *Cluster) Namespace(t testing.TB, name string) string {
 	t.Helper()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: name + "-"}}
 	ns, err := c.Client.CoreV1().Namespaces().Create(context.Background(), ns, metav1.CreateOptions{})
@@ -136,7 +137,7 @@ func (c *Cluster) Namespace(t *testing.T, name string) string {
 
 // Eventually polls fn until it returns nil, failing the test with the last
 // error after two minutes.
-func (c *Cluster) Eventually(t *testing.T, what string, fn func(ctx context.Context) error) {
+func (c *Cluster) Eventually(t testing.TB, what string, fn func(ctx context.Context) error) {
 	t.Helper()
 	if err := c.poll(fn); err != nil {
 		t.Fatalf("waiting for %s: %v", what, err)
@@ -145,7 +146,7 @@ func (c *Cluster) Eventually(t *testing.T, what string, fn func(ctx context.Cont
 
 // EventuallyIn is Eventually that, when it gives up, also logs what the
 // namespace holds: pods with their nodes and states, and its Events.
-func (c *Cluster) EventuallyIn(t *testing.T, ns, what string, fn func(ctx context.Context) error) {
+func (c *Cluster) EventuallyIn(t testing.TB, ns, what string, fn func(ctx context.Context) error) {
 	t.Helper()
 	if err := c.poll(fn); err != nil {
 		t.Log(c.Describe(ns))
@@ -243,4 +244,23 @@ func waitingReason(p *corev1.Pod) string {
 		}
 	}
 	return "no waiting container"
+}
+
+// restoreNodes are the Ready nodes that can restore checkpoints.
+func (c *Cluster) restoreNodes(t testing.TB) []string {
+	t.Helper()
+	nodes, err := c.Client.CoreV1().Nodes().List(context.Background(), metav1.ListOptions{LabelSelector: v1.LabelCheckpointRestore + "=true"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, n := range nodes.Items {
+		if nodeReady(&n) && !n.Spec.Unschedulable {
+			out = append(out, n.Name)
+		}
+	}
+	if len(out) < 2 {
+		t.Fatalf("need two Ready nodes that can restore checkpoints, have %v", out)
+	}
+	return out
 }

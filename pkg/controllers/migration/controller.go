@@ -56,6 +56,9 @@ type Options struct {
 	SidecarControlPort int32
 	// ReplaySample is how often a replaying target is sampled.
 	ReplaySample time.Duration
+	// DisruptionRetry is how often a handover held by a
+	// PodDisruptionBudget tries again.
+	DisruptionRetry time.Duration
 	// Timeouts apply to phases the spec does not bound.
 	Timeouts PhaseTimeouts
 }
@@ -68,7 +71,7 @@ type PhaseTimeouts struct {
 // DefaultOptions are the manager's defaults.
 func DefaultOptions() Options {
 	return Options{
-		MaxParallel: 5, MaxOutboundPerNode: 2, SidecarControlPort: 9901, ReplaySample: 250 * time.Millisecond,
+		MaxParallel: 5, MaxOutboundPerNode: 2, SidecarControlPort: 9901, ReplaySample: 250 * time.Millisecond, DisruptionRetry: time.Second,
 		Timeouts: PhaseTimeouts{Checkpoint: 2 * time.Minute, Transfer: 10 * time.Minute, Restore: 5 * time.Minute, Finalize: 2 * time.Minute},
 	}
 }

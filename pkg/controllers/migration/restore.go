@@ -161,6 +161,15 @@ func replaying(ctx context.Context, w *work) (outcome, error) {
 	if !c.Now {
 		return after(w.r.Opts.ReplaySample)
 	}
+	if pdb, err := w.reserveDisruption(ctx, src); err != nil {
+		return outcome{}, err
+	} else if pdb != "" {
+		// The handover would take the workload below its budget: replay on
+		// (the source serves) until the budget allows one disruption.
+		setCondition(&m.Status, m.Generation, v1.ConditionReplayCaughtUp, false, v1.ReasonDisruptionBudget,
+			fmt.Sprintf("%s; waiting for PodDisruptionBudget %s to allow a disruption before the handover", c.Message, pdb))
+		return after(w.r.Opts.DisruptionRetry)
+	}
 	setCondition(&m.Status, m.Generation, v1.ConditionReplayCaughtUp, true, c.Reason, c.Message)
 	pos, err := w.r.Sidecars.Fence(ctx, w.sidecarAddr(src.Status.PodIP, src))
 	if err != nil {

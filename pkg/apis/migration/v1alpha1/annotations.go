@@ -17,6 +17,9 @@ const (
 	// AnnotationDeliveryPath is the HTTP path messages are POSTed to
 	// (default /messages).
 	AnnotationDeliveryPath = "ms2m.io/delivery-path"
+	// AnnotationAppBatchSize, above 1, is the app's opt-in to batches: the
+	// sidecar POSTs up to that many messages at once (1-1000, default 1).
+	AnnotationAppBatchSize = "ms2m.io/app-batch-size"
 
 	// AnnotationCheckpointRestore is set to "enabled" by the webhook on the
 	// pods it prepared (sidecar injected); the controller migrates only those.

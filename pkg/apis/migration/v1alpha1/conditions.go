@@ -56,4 +56,5 @@ const (
 	ReasonHandoverFailed      = "HandoverFailed"
 	ReasonPhaseTimedOut       = "PhaseTimedOut"
 	ReasonCancelled           = "Cancelled"
+	ReasonDisruptionBudget    = "WaitingForDisruptionBudget"
 )

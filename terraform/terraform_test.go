@@ -1,0 +1,298 @@
+// Package terraform_test checks the Terraform configuration without a cloud
+// account or provider downloads: every .tf file parses, every variable used
+// is declared and documented and every declared one is used, the chart
+// values it sets exist in the chart's schema, the node setup script is
+// valid shell, and `terraform fmt` has nothing to change.
+package terraform_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hclparse"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
+	"github.com/zclconf/go-cty/cty"
+)
+
+func dir() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Dir(file)
+}
+
+// config is every .tf file of the module, parsed.
+type config struct {
+	files map[string]*hclsyntax.Body
+}
+
+func load(t *testing.T) config {
+	t.Helper()
+	paths, err := filepath.Glob(filepath.Join(dir(), "*.tf"))
+	if err != nil || len(paths) == 0 {
+		t.Fatalf("no .tf files in %s: %v", dir(), err)
+	}
+	p := hclparse.NewParser()
+	c := config{files: map[string]*hclsyntax.Body{}}
+	for _, path := range paths {
+		f, diags := p.ParseHCLFile(path)
+		if diags.HasErrors() {
+			t.Fatalf("%s does not parse: %s", filepath.Base(path), diags.Error())
+		}
+		c.files[filepath.Base(path)] = f.Body.(*hclsyntax.Body)
+	}
+	return c
+}
+
+// blocks returns the top-level blocks of a type, by file.
+func (c config) blocks(typ string) map[string][]*hclsyntax.Block {
+	out := map[string][]*hclsyntax.Block{}
+	for name, body := range c.files {
+		for _, b := range body.Blocks {
+			if b.Type == typ {
+				out[name] = append(out[name], b)
+			}
+		}
+	}
+	return out
+}
+
+// stringAttr evaluates a literal string attribute ("" if absent or not a
+// literal).
+func stringAttr(b *hclsyntax.Body, name string) string {
+	a, ok := b.Attributes[name]
+	if !ok {
+		return ""
+	}
+	v, diags := a.Expr.Value(nil)
+	if diags.HasErrors() || v.Type() != cty.String || v.IsNull() {
+		return ""
+	}
+	return v.AsString()
+}
+
+// references collects the names used as root.NAME (var.x, local.y) outside
+// the blocks of type skip (a variable's own validation does not use it).
+func (c config) references(root, skip string) map[string][]string {
+	used := map[string][]string{}
+	for file, body := range c.files {
+		for _, b := range body.Blocks {
+			if b.Type == skip {
+				continue
+			}
+			_ = hclsyntax.VisitAll(b.Body, func(n hclsyntax.Node) hcl.Diagnostics {
+				e, ok := n.(*hclsyntax.ScopeTraversalExpr)
+				if !ok || e.Traversal.RootName() != root || len(e.Traversal) < 2 {
+					return nil
+				}
+				if attr, ok := e.Traversal[1].(hcl.TraverseAttr); ok {
+					used[attr.Name] = append(used[attr.Name], fmt.Sprintf("%s:%d", file, e.SrcRange.Start.Line))
+				}
+				return nil
+			})
+		}
+	}
+	return used
+}
+
+func TestVariablesAreDeclaredDocumentedAndUsed(t *testing.T) {
+	c := load(t)
+	declared := map[string]bool{}
+	for file, blocks := range c.blocks("variable") {
+		for _, b := range blocks {
+			name := b.Labels[0]
+			if declared[name] {
+				t.Errorf("variable %q is declared twice", name)
+			}
+			declared[name] = true
+			if len(stringAttr(b.Body, "description")) < 20 {
+				t.Errorf("%s: variable %q needs a description that says what it does", file, name)
+			}
+			if _, ok := b.Body.Attributes["type"]; !ok {
+				t.Errorf("%s: variable %q has no type", file, name)
+			}
+		}
+	}
+	used := c.references("var", "variable")
+	for name, where := range used {
+		if !declared[name] {
+			t.Errorf("var.%s is used (%s) but not declared", name, strings.Join(where, ", "))
+		}
+	}
+	for name := range declared {
+		if len(used[name]) == 0 {
+			t.Errorf("variable %q is declared but never used", name)
+		}
+	}
+}
+
+func TestLocalsAndOutputs(t *testing.T) {
+	c := load(t)
+	declared := map[string]bool{}
+	for _, blocks := range c.blocks("locals") {
+		for _, b := range blocks {
+			for name := range b.Body.Attributes {
+				declared[name] = true
+			}
+		}
+	}
+	for name, where := range c.references("local", "") {
+		if !declared[name] {
+			t.Errorf("local.%s is used (%s) but not declared", name, strings.Join(where, ", "))
+		}
+	}
+	for file, blocks := range c.blocks("output") {
+		for _, b := range blocks {
+			if stringAttr(b.Body, "description") == "" {
+				t.Errorf("%s: output %q has no description", file, b.Labels[0])
+			}
+		}
+	}
+	if len(c.blocks("output")) == 0 {
+		t.Error("the module has no outputs")
+	}
+	var kubeconfig bool
+	for _, blocks := range c.blocks("output") {
+		for _, b := range blocks {
+			kubeconfig = kubeconfig || b.Labels[0] == "kubeconfig"
+		}
+	}
+	if !kubeconfig {
+		t.Error("the module does not output a kubeconfig")
+	}
+}
+
+// Every resource and data source belongs to a provider the module requires
+// (init would otherwise fetch an unpinned one).
+func TestResourcesUseRequiredProviders(t *testing.T) {
+	c := load(t)
+	required := map[string]bool{}
+	for _, blocks := range c.blocks("terraform") {
+		for _, b := range blocks {
+			for _, rp := range b.Body.Blocks {
+				if rp.Type != "required_providers" {
+					continue
+				}
+				for name, attr := range rp.Body.Attributes {
+					v, diags := attr.Expr.Value(nil)
+					if diags.HasErrors() || !v.Type().IsObjectType() || !v.Type().HasAttribute("version") {
+						t.Errorf("required provider %s has no version constraint", name)
+					}
+					required[name] = true
+				}
+			}
+		}
+	}
+	for _, typ := range []string{"resource", "data"} {
+		for file, blocks := range c.blocks(typ) {
+			for _, b := range blocks {
+				provider, _, _ := strings.Cut(b.Labels[0], "_")
+				if !required[provider] {
+					t.Errorf("%s: %s %s.%s uses provider %q, which required_providers does not pin", file, typ, b.Labels[0], b.Labels[1], provider)
+				}
+			}
+		}
+	}
+}
+
+// The values the Terraform passes to the chart are values the chart has:
+// a misspelt key would otherwise be refused only at apply time.
+func TestHelmValuesExistInTheChart(t *testing.T) {
+	c := load(t)
+	raw, err := os.ReadFile(filepath.Join(dir(), "..", "charts", "ms2m", "values.schema.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var schema map[string]any
+	if err := json.Unmarshal(raw, &schema); err != nil {
+		t.Fatal(err)
+	}
+	var checked int
+	for _, blocks := range c.blocks("resource") {
+		for _, b := range blocks {
+			if b.Labels[0] != "helm_release" {
+				continue
+			}
+			values, ok := b.Body.Attributes["values"]
+			if !ok {
+				continue
+			}
+			for _, item := range values.Expr.(*hclsyntax.TupleConsExpr).Exprs {
+				call, ok := item.(*hclsyntax.FunctionCallExpr)
+				if !ok || call.Name != "yamlencode" || len(call.Args) != 1 {
+					t.Fatalf("helm_release %s: values must be yamlencode({...}) so they can be checked", b.Labels[1])
+				}
+				checked += checkValues(t, "", call.Args[0], schema)
+			}
+		}
+	}
+	if checked == 0 {
+		t.Fatal("no helm_release sets any chart value")
+	}
+}
+
+func checkValues(t *testing.T, path string, expr hclsyntax.Expression, schema map[string]any) int {
+	t.Helper()
+	obj, ok := expr.(*hclsyntax.ObjectConsExpr)
+	if !ok {
+		return 0
+	}
+	props, _ := schema["properties"].(map[string]any)
+	n := 0
+	for _, item := range obj.Items {
+		k, diags := item.KeyExpr.Value(nil)
+		if diags.HasErrors() || k.Type() != cty.String {
+			continue // a computed key inside a free-form map
+		}
+		key := k.AsString()
+		p := strings.TrimPrefix(path+"."+key, ".")
+		sub, ok := props[key].(map[string]any)
+		if !ok {
+			t.Errorf("the Terraform sets chart value %s, which values.schema.json does not have", p)
+			continue
+		}
+		n++
+		if sub["properties"] != nil {
+			n += checkValues(t, p, item.ValueExpr, sub)
+		}
+	}
+	return n
+}
+
+// The node setup script is handed to /bin/sh: it must be valid shell.
+func TestNodeSetupScriptIsValidShell(t *testing.T) {
+	scripts, _ := filepath.Glob(filepath.Join(dir(), "scripts", "*.sh"))
+	if len(scripts) == 0 {
+		t.Fatal("no scripts/*.sh")
+	}
+	for _, s := range scripts {
+		if out, err := exec.Command("sh", "-n", s).CombinedOutput(); err != nil {
+			t.Errorf("%s: %v\n%s", filepath.Base(s), err, out)
+		}
+	}
+}
+
+// TestFormatted runs the pinned terraform's `fmt -check`, installing it into
+// the cache from the Go module proxy when it is missing.
+func TestFormatted(t *testing.T) {
+	cmd := exec.Command(filepath.Join(dir(), "..", "hack", "go-tool.sh"), "terraform")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("terraform is not installed and could not be (%v): %s\nrun `hack/go-tool.sh terraform` (needs the Go module proxy)", err, strings.TrimSpace(stderr.String()))
+	}
+	fmtCmd := exec.Command(strings.TrimSpace(string(out)), "fmt", "-check", "-recursive", "-diff", ".")
+	fmtCmd.Dir = dir()
+	// No user CLI configuration: it could only add warnings.
+	fmtCmd.Env = append(os.Environ(), "TF_CLI_CONFIG_FILE="+os.DevNull, "CHECKPOINT_DISABLE=1")
+	if out, err := fmtCmd.CombinedOutput(); err != nil {
+		t.Errorf("terraform fmt would change files (run `terraform fmt -recursive terraform/`): %v\n%s", err, out)
+	}
+}
