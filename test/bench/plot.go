@@ -123,11 +123,31 @@ func panel(t table, title, ylabel string, f func(result) time.Duration, unitsPer
 			p.Y.Min = math.Pow(10, math.Floor(math.Log10(yLo)))
 			p.Y.Max = math.Pow(10, math.Ceil(math.Log10(yHi))+1)
 		} else {
-			p.Y.Min, p.Y.Max = 0, yHi*1.35
+			step := niceStep(yHi * 1.35 / 5)
+			p.Y.Min, p.Y.Max = 0, math.Ceil(yHi*1.35/step)*step
+			var ticks []gplot.Tick
+			for v := 0.0; v <= p.Y.Max+step/2; v += step {
+				ticks = append(ticks, gplot.Tick{Value: v, Label: fmt.Sprintf("%g", v)})
+			}
+			p.Y.Tick.Marker = gplot.ConstantTicks(ticks)
 		}
 	}
 	if len(t.Rates) > 0 {
 		p.X.Min, p.X.Max = 0, t.Rates[len(t.Rates)-1]*1.05
 	}
 	return p, nil
+}
+
+// niceStep rounds v up to 1, 2 or 5 times a power of ten.
+func niceStep(v float64) float64 {
+	if v <= 0 {
+		return 1
+	}
+	p := math.Pow(10, math.Floor(math.Log10(v)))
+	for _, m := range []float64{1, 2, 5, 10} {
+		if m*p >= v {
+			return m * p
+		}
+	}
+	return 10 * p
 }
