@@ -111,6 +111,13 @@ func (b *bench) start(ctx context.Context) error {
 	if killed := sandbox.Reap(o.Dir); len(killed) > 0 {
 		b.logf("stopped %d processes an earlier run left in %s", len(killed), o.Dir)
 	}
+	// A fresh sandbox each run: etcd data of an earlier one would carry
+	// its objects over. Only a directory that holds a sandbox is removed.
+	if exists(filepath.Join(o.Dir, "etcd")) || exists(sandbox.StateFile(o.Dir)) {
+		if err := os.RemoveAll(o.Dir); err != nil {
+			return err
+		}
+	}
 	mgr := manager.DefaultOptions()
 	log := funcr.New(func(prefix, args string) {
 		if o.Verbose {
