@@ -97,7 +97,7 @@ func markdown(t table, d runDesc, links pageLinks) string {
 	w("| | |\n|---|---|\n")
 	w("| machine | %d cores (%s), %.0f GiB memory, %s |\n", d.CPUs, d.CPUModel, d.MemoryGiB, d.Kernel)
 	w("| Go | %s |\n", d.GoVersion)
-	w("| `uptime` before the run | %s |\n", d.LoadBefore)
+	w("| `uptime` before the run | %s (the machine is shared: other work may run alongside) |\n", d.LoadBefore)
 	if d.LoadAfter != "" {
 		w("| `uptime` after the run | %s |\n", d.LoadAfter)
 	}
@@ -185,7 +185,7 @@ func markdown(t table, d runDesc, links pageLinks) string {
 		w("- %s\n", line)
 	}
 	w("\n")
-	b.WriteString(method_)
+	b.WriteString(strings.ReplaceAll(method_, "%PT%", d.ProcessTime))
 	b.WriteString(reproduce)
 	b.WriteString(micro)
 	return b.String()
@@ -209,7 +209,7 @@ func indexOf(s []string, v string) int {
 // verdicts checks the issue's targets against the figures.
 func verdicts(t table, d runDesc) []string {
 	var out []string
-	var failed, lost, dup, runs int
+	var failed, lost, dup, runs, badState int
 	for _, rate := range t.Rates {
 		for _, m := range []string{ms2m.Name, cold.Name} {
 			c := t.cell(rate, m)
@@ -217,13 +217,19 @@ func verdicts(t table, d runDesc) []string {
 			runs += len(c.OK) + len(c.Failed)
 			lost += c.sum(func(r result) int { return r.Lost })
 			dup += c.sum(func(r result) int { return r.Duplicated + r.Unexpected })
+			badState += c.sum(func(r result) int {
+				if r.Err == "" && !r.StateOK {
+					return 1
+				}
+				return 0
+			})
 		}
 	}
 	switch {
-	case lost == 0 && dup == 0 && failed == 0:
+	case lost == 0 && dup == 0 && failed == 0 && badState == 0:
 		out = append(out, fmt.Sprintf("**Zero lost and zero duplicated live effects in every run: met** (%d runs, both methods; the consumer's state digest matched the fold of the input in each).", runs))
 	default:
-		out = append(out, fmt.Sprintf("**Zero lost and zero duplicated: missed**: %d lost, %d duplicated or unexpected, %d of %d runs failed (see the CSV's error column).", lost, dup, failed, runs))
+		out = append(out, fmt.Sprintf("**Zero lost and zero duplicated: missed**: %d lost, %d duplicated or unexpected, %d runs with a wrong state digest, %d of %d runs failed (see the CSV's error column).", lost, dup, badState, failed, runs))
 	}
 
 	var conv, cut []float64
@@ -370,8 +376,9 @@ namespace.
   in-flight message and take it out of the consumer group (the sidecar's
   pause, then fence: what a consumer that leaves its group on shutdown
   does; without it the next member waits out the group's 5 s rebalance
-  timeout), delete the source pod and wait until it is gone (*Stopping*); create a pod from the same spec pinned to the target
-  node, from the original image, its sidecar replaying every partition from
+  timeout), delete the source pod and wait until it is gone (*Stopping*);
+  create a pod from the same spec pinned to the target node, from the
+  original image, its sidecar replaying every partition from
   offset 0 so the app rebuilds its in-memory state from the topic with
   effects suppressed (*Starting*, until the sidecar answers); hand over at
   the consumer group's committed offsets — the sidecar call the controller
