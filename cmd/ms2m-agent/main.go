@@ -27,7 +27,7 @@ func main() {
 	flag.BoolVar(&o.KubeletInsecureTLS, "kubelet-insecure-tls", false, "Do not verify the kubelet's certificate (self-signed kubelets).")
 	flag.StringVar(&o.Repository, "checkpoint-image-repository", "", "Repository for checkpoint images of migrations that name none.")
 	flag.DurationVar(&o.CheckpointTimeout, "checkpoint-timeout", time.Minute, "Bound on one kubelet checkpoint call.")
-	flag.StringVar(&hostRoot, "host-root", "/", "Where the host's filesystem is mounted, to read the runtime's configuration.")
+	flag.StringVar(&hostRoot, "host-root", "/", "Where the host's filesystem is mounted: the runtime's configuration and criu (with its package metadata) are read under it.")
 	flag.DurationVar(&interval, "probe-interval", 5*time.Minute, "How often the node's checkpoint/restore capability is probed.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8082", "Address of /healthz and /readyz.")
 	flag.StringVar(&metricsAddr, "metrics-bind-address", "0", "Address of the metrics endpoint; 0 disables it.")
@@ -65,7 +65,8 @@ func run(o agent.Options, probeAddr, metricsAddr, hostRoot string, interval time
 	if err := (&agent.Reconciler{Client: mgr.GetClient(), Opts: o}).SetupWithManager(mgr); err != nil {
 		return err
 	}
-	if err := mgr.Add(&agent.Labeler{Client: mgr.GetClient(), NodeName: o.NodeName, Prober: agent.Prober{HostRoot: hostRoot}, Interval: interval}); err != nil {
+	if err := mgr.Add(&agent.Labeler{Client: mgr.GetClient(), NodeName: o.NodeName, Prober: agent.Prober{HostRoot: hostRoot}, Interval: interval,
+		Recorder: mgr.GetEventRecorderFor("ms2m-agent")}); err != nil {
 		return err
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {

@@ -1,17 +1,12 @@
 package agent
 
 import (
-	"context"
-	"os"
-	"os/exec"
-	"path/filepath"
+	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
 )
@@ -22,7 +17,11 @@ type Capability struct {
 	Runtime        string
 	RuntimeVersion string
 	CRIUVersion    string
-	// Why explains a node that cannot restore.
+	// CRIUPath is where criu was found on the host, and CRIUVersionFrom
+	// where its version was read ("" when it is unknown).
+	CRIUPath, CRIUVersionFrom string
+	// Why explains a node that cannot restore: every problem found, each
+	// with the setting or file to change.
 	Why string
 }
 
@@ -37,27 +36,28 @@ func (c Capability) Labels() map[string]string {
 	}
 }
 
-// Prober finds out whether a node can restore checkpoints. Both runtimes
-// ship restore disabled by default, so the configuration is read, not
-// assumed. HostRoot is where the host's filesystem is mounted ("/" when
-// the agent runs on the host).
-type Prober struct {
-	HostRoot string
-	// CRIUVersion runs `criu --version` (replaceable in tests).
-	CRIUVersion func() (string, error)
+// Summary is one line on the capability, for Events and logs.
+func (c Capability) Summary() string {
+	if !c.CanRestore {
+		return c.Why
+	}
+	if c.CRIUPath == "" {
+		return fmt.Sprintf("restores checkpoints: runtime %s %s, CRIU %s", c.Runtime, c.RuntimeVersion, c.CRIUVersion)
+	}
+	from := "version unknown: no package metadata describes it"
+	if c.CRIUVersionFrom != "" {
+		from = "version from " + c.CRIUVersionFrom
+	}
+	return fmt.Sprintf("restores checkpoints: runtime %s %s, CRIU %s (%s, %s)", c.Runtime, c.RuntimeVersion, c.CRIUVersion, c.CRIUPath, from)
 }
 
-var criuVersion = regexp.MustCompile(`Version:\s*(\S+)`)
-
-func defaultCRIUVersion() (string, error) {
-	out, err := exec.Command("criu", "--version").Output()
-	if err != nil {
-		return "", err
-	}
-	if m := criuVersion.FindSubmatch(out); m != nil {
-		return string(m[1]), nil
-	}
-	return strings.TrimSpace(string(out)), nil
+// Prober finds out whether a node can restore checkpoints, from the host's
+// files only: the runtime's configuration (both runtimes can ship restore
+// off, so it is read, not assumed) and the criu binary. HostRoot is where
+// the host's filesystem is mounted ("/" when the agent runs on the host);
+// see findCRIU, crioProblems and containerdProblems for what is read.
+type Prober struct {
+	HostRoot string
 }
 
 // label label-values must be short and plain.
@@ -72,10 +72,17 @@ func labelValue(s string) string {
 }
 
 // Probe inspects the node as its runtime reports itself
-// (status.nodeInfo.containerRuntimeVersion, e.g. "cri-o://1.31.0").
+// (status.nodeInfo.containerRuntimeVersion, e.g. "cri-o://1.34.14").
 func (p Prober) Probe(node *corev1.Node) Capability {
 	rt, ver, _ := strings.Cut(node.Status.NodeInfo.ContainerRuntimeVersion, "://")
-	c := Capability{Runtime: labelValue(rt), RuntimeVersion: labelValue(strings.Fields(ver + " ")[0])}
+	raw := strings.Fields(ver + " ")[0]
+	c := Capability{Runtime: labelValue(rt), RuntimeVersion: labelValue(raw)}
+	root := p.HostRoot
+	if root == "" {
+		root = "/"
+	}
+	h := hostFS{root: root}
+	var problems []string
 	switch rt {
 	case "ms2m-sim":
 		// The sandbox's simulated runtime: restore works unless the node
@@ -87,99 +94,59 @@ func (p Prober) Probe(node *corev1.Node) Capability {
 		}
 		return c
 	case "cri-o":
-		if !p.configSays(`(?m)^\s*enable_criu_support\s*=\s*true`, "etc/crio/crio.conf", "etc/crio/crio.conf.d/*") {
-			c.Why = "CRI-O has enable_criu_support off"
-			return c
-		}
+		problems = h.crioProblems(parseVersion(raw), raw)
 	case "containerd":
-		if !p.configSays(`(?m)^\s*enable_experimental_restore_via_create\s*=\s*true`, "etc/containerd/config.toml", "etc/containerd/conf.d/*") {
-			c.Why = "containerd has enable_experimental_restore_via_create off"
-			return c
-		}
+		problems = h.containerdProblems(parseVersion(raw), raw)
 	default:
-		c.Why = "unknown container runtime " + rt
+		c.Why = fmt.Sprintf("container runtime %q cannot restore checkpoints: ms2m needs CRI-O or containerd", rt)
 		return c
 	}
-	get := p.CRIUVersion
-	if get == nil {
-		get = defaultCRIUVersion
-	}
-	v, err := get()
+	criu, err := h.findCRIU()
 	if err != nil {
-		c.Why = "criu not found: " + err.Error()
+		problems = append(problems, err.Error())
+	} else {
+		c.CRIUPath, c.CRIUVersionFrom = criu.Path, criu.VersionFrom
+		if c.CRIUVersion = labelValue(criu.Version); c.CRIUVersion == "" {
+			c.CRIUVersion = criuVersionUnknown
+		}
+	}
+	if len(problems) > 0 {
+		c.Why = strings.Join(problems, "; ")
 		return c
 	}
-	c.CanRestore, c.CRIUVersion = true, labelValue(v)
+	c.CanRestore = true
 	return c
 }
 
-func (p Prober) configSays(pattern string, globs ...string) bool {
-	re := regexp.MustCompile(pattern)
-	root := p.HostRoot
-	if root == "" {
-		root = "/"
-	}
-	for _, g := range globs {
-		files, _ := filepath.Glob(filepath.Join(root, g))
-		for _, f := range files {
-			if b, err := os.ReadFile(f); err == nil && re.Match(b) {
-				return true
-			}
-		}
-	}
-	return false
+// version is a runtime's release, as its version string starts
+// ("1.34.14", "v2.2.7", "1.7.24-0ubuntu1"); ok is false when it does not
+// start with a number.
+type version struct {
+	major, minor, patch int
+	ok                  bool
 }
 
-// Labeler keeps the node's capability labels current.
-type Labeler struct {
-	Client   client.Client
-	NodeName string
-	Prober   Prober
-	Interval time.Duration
+var versionPrefix = regexp.MustCompile(`^v?([0-9]+)\.([0-9]+)(?:\.([0-9]+))?`)
+
+func parseVersion(s string) version {
+	m := versionPrefix.FindStringSubmatch(s)
+	if m == nil {
+		return version{}
+	}
+	v := version{ok: true}
+	v.major, _ = strconv.Atoi(m[1])
+	v.minor, _ = strconv.Atoi(m[2])
+	v.patch, _ = strconv.Atoi(m[3]) // "" (no patch) is 0
+	return v
 }
 
-// Start probes now and every Interval (a manager Runnable).
-func (l *Labeler) Start(ctx context.Context) error {
-	t := time.NewTicker(l.Interval)
-	defer t.Stop()
-	for {
-		if err := l.label(ctx); err != nil && ctx.Err() == nil {
-			log.FromContext(ctx).Error(err, "labelling the node's checkpoint/restore capability", "node", l.NodeName)
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
+// less says whether v is older than major.minor.patch.
+func (v version) less(major, minor, patch int) bool {
+	if v.major != major {
+		return v.major < major
 	}
-}
-
-// NeedLeaderElection is false: every agent labels its own node.
-func (l *Labeler) NeedLeaderElection() bool { return false }
-
-func (l *Labeler) label(ctx context.Context) error {
-	n := &corev1.Node{}
-	if err := l.Client.Get(ctx, client.ObjectKey{Name: l.NodeName}, n); err != nil {
-		return err
+	if v.minor != minor {
+		return v.minor < minor
 	}
-	c := l.Prober.Probe(n)
-	want := c.Labels()
-	patch := client.MergeFrom(n.DeepCopy())
-	changed := false
-	for _, k := range []string{v1.LabelCheckpointRestore, v1.LabelRuntime, v1.LabelRuntimeVersion, v1.LabelCRIUVersion} {
-		v, ok := want[k]
-		if cur, has := n.Labels[k]; (ok && cur != v) || (!ok && has) {
-			changed = true
-			if ok {
-				n.Labels[k] = v
-			} else {
-				delete(n.Labels, k)
-			}
-		}
-	}
-	if !changed {
-		return nil
-	}
-	log.FromContext(ctx).Info("node checkpoint/restore capability", "node", l.NodeName, "canRestore", c.CanRestore, "why", c.Why)
-	return l.Client.Patch(ctx, n, patch)
+	return v.patch < patch
 }
