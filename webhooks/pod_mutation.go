@@ -2,6 +2,7 @@ package webhooks
 
 import (
 	"context"
+	"encoding/json"
 	"maps"
 	"net/http"
 	"slices"
@@ -15,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
@@ -66,7 +68,12 @@ func DefaultSidecarOptions() SidecarOptions {
 // migratable pods whose Kafka binding is incomplete or invalid.
 type PodMutator struct {
 	Sidecar SidecarOptions
-	decoder admission.Decoder
+	// Migrations finds the Sequential migration whose StatefulSet pod is
+	// being recreated, and Restore turns that pod into the restored one
+	// (nil: no restores).
+	Migrations client.Reader
+	Restore    func(*corev1.Pod, *v1.StatefulMigration) bool
+	decoder    admission.Decoder
 }
 
 // NewPodMutator returns the handler for PodMutationPath.
@@ -75,7 +82,7 @@ func NewPodMutator(decoder admission.Decoder, sidecar SidecarOptions) *PodMutato
 }
 
 // Handle implements admission.Handler.
-func (m *PodMutator) Handle(_ context.Context, req admission.Request) admission.Response {
+func (m *PodMutator) Handle(ctx context.Context, req admission.Request) admission.Response {
 	pod := &corev1.Pod{}
 	if err := m.decoder.Decode(req, pod); err != nil {
 		return admission.Errored(http.StatusBadRequest, err)
@@ -88,6 +95,21 @@ func (m *PodMutator) Handle(_ context.Context, req admission.Request) admission.
 	before := podParts{containers: slices.Clone(pod.Spec.Containers), annotations: maps.Clone(pod.Annotations)}
 	if errs := Mutate(pod, m.Sidecar); len(errs) > 0 {
 		return admission.Denied("ms2m: " + errs.ToAggregate().Error())
+	}
+	restored, err := m.restoreStatefulSetPod(ctx, req.Namespace, pod)
+	if err != nil {
+		// Refused, so the StatefulSet tries again, rather than start the
+		// pod without the state it is being migrated with.
+		return admission.Errored(http.StatusServiceUnavailable, err)
+	}
+	if restored {
+		// Rare, and it changes more than podPatch covers (labels,
+		// affinity, images): the general JSON diff.
+		raw, err := json.Marshal(pod)
+		if err != nil {
+			return admission.Errored(http.StatusInternalServerError, err)
+		}
+		return admission.PatchResponseFromRaw(req.Object.Raw, raw)
 	}
 	return admission.Patched("", podPatch(before, pod)...)
 }
