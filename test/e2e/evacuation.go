@@ -230,27 +230,14 @@ func DisruptionBudgetSpec(in DrainMigratableInput) features.Feature {
 			}
 			ns := c.Namespace(t, "pdb")
 			e := deploy.Example{Name: "orders", Brokers: c.Brokers, Topic: ns + "-orders", Rate: in.Rate, Count: in.Count, ProcessTime: 2 * time.Millisecond}
-			pdb := &policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Name: "orders"}, Spec: policyv1.PodDisruptionBudgetSpec{
-				MinAvailable: ptr.To(intstr.FromInt32(1)), Selector: &metav1.LabelSelector{MatchLabels: e.Labels()}}}
-			if _, err := c.Client.PolicyV1().PodDisruptionBudgets(ns).Create(ctx, pdb, metav1.CreateOptions{}); err != nil {
-				t.Fatal(err)
-			}
+			blockDisruptions(ctx, t, c, ns, e)
 			d := deployExample(ctx, t, c, ns, e, in.Count/4)
 			cl := c.CRClient(t)
 			m := &v1.StatefulMigration{ObjectMeta: metav1.ObjectMeta{Name: "held", Namespace: ns}, Spec: v1.StatefulMigrationSpec{SourcePod: d.Pod.Name}}
 			if err := cl.Create(ctx, m); err != nil {
 				t.Fatal(err)
 			}
-			c.EventuallyIn(t, ns, "the handover held by the budget", func(ctx context.Context) error {
-				if err := cl.Get(ctx, client.ObjectKeyFromObject(m), m); err != nil {
-					return err
-				}
-				cond := meta.FindStatusCondition(m.Status.Conditions, v1.ConditionReplayCaughtUp)
-				if m.Status.Phase != v1.PhaseReplaying || cond == nil || cond.Reason != v1.ReasonDisruptionBudget || !strings.Contains(cond.Message, "PodDisruptionBudget orders") {
-					return fmt.Errorf("phase %s, condition %+v", m.Status.Phase, cond)
-				}
-				return nil
-			})
+			waitHeldByBudget(t, c, cl, m, "orders")
 			p, err := c.Client.CoreV1().Pods(ns).Get(ctx, d.Pod.Name, metav1.GetOptions{})
 			if err != nil || !IsReady(p) {
 				t.Fatalf("the source stopped serving while the budget held the handover: %v", err)
@@ -266,4 +253,31 @@ func DisruptionBudgetSpec(in DrainMigratableInput) features.Feature {
 			verifyZeroLoss(ctx, t, c, ns, e)
 			return ctx
 		}).Feature()
+}
+
+// blockDisruptions creates a PodDisruptionBudget "orders" allowing no
+// disruption of e's one pod, which holds any migration of it in Replaying.
+func blockDisruptions(ctx context.Context, t *testing.T, c *Cluster, ns string, e deploy.Example) {
+	t.Helper()
+	pdb := &policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Name: "orders"}, Spec: policyv1.PodDisruptionBudgetSpec{
+		MinAvailable: ptr.To(intstr.FromInt32(1)), Selector: &metav1.LabelSelector{MatchLabels: e.Labels()}}}
+	if _, err := c.Client.PolicyV1().PodDisruptionBudgets(ns).Create(ctx, pdb, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitHeldByBudget waits until m replays with its handover held by the
+// PodDisruptionBudget named pdb.
+func waitHeldByBudget(t *testing.T, c *Cluster, cl client.Client, m *v1.StatefulMigration, pdb string) {
+	t.Helper()
+	c.EventuallyIn(t, m.Namespace, "the handover held by the budget", func(ctx context.Context) error {
+		if err := cl.Get(ctx, client.ObjectKeyFromObject(m), m); err != nil {
+			return err
+		}
+		cond := meta.FindStatusCondition(m.Status.Conditions, v1.ConditionReplayCaughtUp)
+		if m.Status.Phase != v1.PhaseReplaying || cond == nil || cond.Reason != v1.ReasonDisruptionBudget || !strings.Contains(cond.Message, "PodDisruptionBudget "+pdb) {
+			return fmt.Errorf("phase %s, condition %+v", m.Status.Phase, cond)
+		}
+		return nil
+	})
 }
