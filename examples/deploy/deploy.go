@@ -37,6 +37,9 @@ type Example struct {
 	Count int64
 	// Bare runs the consumer as a pod without an owner.
 	Bare bool
+	// StatefulSet runs the consumer as a one-replica StatefulSet (pod
+	// Name-0), migrated with the identity-preserving Sequential strategy.
+	StatefulSet bool
 	// Node places a bare consumer on this node (spec.nodeName, so nothing
 	// in its spec ties it there once it is migrated); empty: the
 	// scheduler's choice.
@@ -95,6 +98,14 @@ func (e Example) Consumer() *appsv1.Deployment {
 			},
 		},
 	}
+}
+
+// ConsumerStatefulSet is the consumer as a one-replica StatefulSet.
+func (e Example) ConsumerStatefulSet() *appsv1.StatefulSet {
+	d := e.Consumer()
+	return &appsv1.StatefulSet{ObjectMeta: d.ObjectMeta, Spec: appsv1.StatefulSetSpec{
+		Replicas: d.Spec.Replicas, Selector: d.Spec.Selector, Template: d.Spec.Template, ServiceName: e.Name,
+	}}
 }
 
 // BarePod is the consumer as a pod without an owner.

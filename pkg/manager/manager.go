@@ -195,9 +195,9 @@ func setup(mgr ctrl.Manager, opts Options) error {
 	}
 	if opts.WebhookPort != 0 {
 		hooks := mgr.GetWebhookServer()
-		hooks.Register(webhooks.PodMutationPath, &webhook.Admission{
-			Handler: webhooks.NewPodMutator(admission.NewDecoder(mgr.GetScheme()), opts.Sidecar),
-		})
+		mutator := webhooks.NewPodMutator(admission.NewDecoder(mgr.GetScheme()), opts.Sidecar)
+		mutator.Migrations, mutator.Restore = mgr.GetClient(), migration.RestoreStatefulSetPod
+		hooks.Register(webhooks.PodMutationPath, &webhook.Admission{Handler: mutator})
 		fallback, _ := webhooks.ParseEvictionFallback(opts.EvictionFallback) // validated
 		hooks.Register(webhooks.PodEvictionPath, &webhook.Admission{
 			Handler: &webhooks.PodEvictor{Reader: mgr.GetClient(), Writer: mgr.GetClient(), Fallback: fallback},
