@@ -47,6 +47,10 @@ type SidecarOptions struct {
 	MetricsPort int32
 	// Resources of the sidecar container.
 	Resources corev1.ResourceRequirements
+	// AllowedUsers may call the sidecar's control API (the manager's
+	// service account); empty: the sidecar's default,
+	// system:serviceaccount:ms2m-system:ms2m-manager.
+	AllowedUsers []string
 }
 
 // DefaultSidecarOptions are the manager's defaults.
@@ -202,6 +206,9 @@ func sidecarContainer(b Binding, opts SidecarOptions) corev1.Container {
 	}
 	if b.BatchSize > 0 {
 		env = append(env, corev1.EnvVar{Name: replay.EnvAppBatchSize, Value: strconv.Itoa(b.BatchSize)})
+	}
+	if len(opts.AllowedUsers) > 0 {
+		env = append(env, corev1.EnvVar{Name: replay.EnvAllowedUsers, Value: strings.Join(opts.AllowedUsers, ",")})
 	}
 	env = append(env,
 		fieldEnv(replay.EnvPodIP, "status.podIP"),

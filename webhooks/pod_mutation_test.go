@@ -381,3 +381,24 @@ func TestAdmissionPatchGivesTheMutatedPod(t *testing.T) {
 		})
 	}
 }
+
+// The sidecar accepts control calls from the identity the manager passes
+// (a chart installed under another name or namespace).
+func TestSidecarAcceptsTheConfiguredManager(t *testing.T) {
+	opts := DefaultSidecarOptions()
+	opts.AllowedUsers = []string{"system:serviceaccount:other:elsewhere-ms2m-manager"}
+	pod := migratablePod()
+	if errs := Mutate(pod, opts); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	if got := envOf(pod.Spec.Containers[1], replay.EnvAllowedUsers); got != "system:serviceaccount:other:elsewhere-ms2m-manager" {
+		t.Fatalf("%s = %q", replay.EnvAllowedUsers, got)
+	}
+	def := migratablePod()
+	if errs := Mutate(def, DefaultSidecarOptions()); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	if got := envOf(def.Spec.Containers[1], replay.EnvAllowedUsers); got != "<unset>" {
+		t.Fatalf("without --sidecar-allowed-users the sidecar's default applies, got %s=%q", replay.EnvAllowedUsers, got)
+	}
+}
