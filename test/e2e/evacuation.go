@@ -45,13 +45,7 @@ func DrainMigratableSpec(in DrainMigratableInput) features.Feature {
 			}
 			ns := c.Namespace(t, "evacuate")
 			a := deploy.Example{Name: "orders", Brokers: c.Brokers, Topic: ns + "-orders", Rate: in.Rate, Count: in.Count, ProcessTime: 2 * time.Millisecond}
-			t.Cleanup(func() {
-				_ = c.Client.RbacV1().ClusterRoleBindings().Delete(context.Background(), a.AuthDelegator(ns).Name, metav1.DeleteOptions{})
-			})
-			da, err := deploy.DeployConsumer(ctx, c.Client, ns, a, t.Logf)
-			if err != nil {
-				t.Fatal(err)
-			}
+			da := deployConsumer(ctx, t, c, ns, a)
 			drained := da.Pod.Spec.NodeName
 			t.Cleanup(func() { _, _ = c.Kubectl(context.Background(), "uncordon", drained) })
 			// Producers run elsewhere: one evicted by the drain would start
@@ -142,13 +136,7 @@ func DrainWithoutTargetSpec(in DrainMigratableInput) features.Feature {
 			}
 			ns := c.Namespace(t, "notarget")
 			e := deploy.Example{Name: "orders", Brokers: c.Brokers, Topic: ns + "-orders", Rate: in.Rate, Count: in.Count, ProcessTime: 2 * time.Millisecond}
-			t.Cleanup(func() {
-				_ = c.Client.RbacV1().ClusterRoleBindings().Delete(context.Background(), e.AuthDelegator(ns).Name, metav1.DeleteOptions{})
-			})
-			d, err := deploy.DeployConsumer(ctx, c.Client, ns, e, t.Logf)
-			if err != nil {
-				t.Fatal(err)
-			}
+			d := deployConsumer(ctx, t, c, ns, e)
 			drained := d.Pod.Spec.NodeName
 			nodes, err := c.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 			if err != nil {

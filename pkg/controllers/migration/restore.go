@@ -58,16 +58,25 @@ func restoring(ctx context.Context, w *work) (outcome, error) {
 	if err != nil {
 		return outcome{}, err
 	}
-	m.Status.TargetPod = target.Name
-	if trouble := containerTrouble(target); trouble != "" {
+	return w.whenRunning(target, limit,
+		fmt.Sprintf("pod %s runs on %s, replaying from the checkpoint offsets", target.Name, target.Spec.NodeName),
+		fmt.Sprintf("target %s replays while the source serves", target.Name))
+}
+
+// whenRunning ends Restoring once the restored pod runs: it fails on a
+// container in trouble, waits (bounded by limit) until every container
+// runs, then records restored and enters Replaying saying next.
+func (w *work) whenRunning(pod *corev1.Pod, limit time.Duration, restored, next string) (outcome, error) {
+	m := w.m
+	m.Status.TargetPod = pod.Name
+	if trouble := containerTrouble(pod); trouble != "" {
 		return fail(v1.ReasonRestoreFailed, "%s", trouble)
 	}
-	if !allRunning(target) {
+	if !allRunning(pod) {
 		return after(w.remaining(limit))
 	}
-	setCondition(&m.Status, m.Generation, v1.ConditionTargetRestored, true, v1.ReasonSucceeded,
-		fmt.Sprintf("pod %s runs on %s, replaying from the checkpoint offsets", target.Name, target.Spec.NodeName))
-	return w.advance(v1.PhaseReplaying, "Replaying", fmt.Sprintf("target %s replays while the source serves", target.Name)), nil
+	setCondition(&m.Status, m.Generation, v1.ConditionTargetRestored, true, v1.ReasonSucceeded, restored)
+	return w.advance(v1.PhaseReplaying, "Replaying", next), nil
 }
 
 // sample is a previous look at the replay, for the rates.
@@ -242,14 +251,7 @@ func restoringInPlace(ctx context.Context, w *work) (outcome, error) {
 		return fail(v1.ReasonRestoreFailed, "the StatefulSet recreated %s without the checkpoint (was the ms2m webhook unavailable?): "+
 			"it starts with empty state from the group's offsets at the fence", pod.Name)
 	}
-	m.Status.TargetPod = pod.Name
-	if trouble := containerTrouble(pod); trouble != "" {
-		return fail(v1.ReasonRestoreFailed, "%s", trouble)
-	}
-	if !allRunning(pod) {
-		return after(w.remaining(limit))
-	}
-	setCondition(&m.Status, m.Generation, v1.ConditionTargetRestored, true, v1.ReasonSucceeded,
-		fmt.Sprintf("pod %s (same name, recreated by its StatefulSet) runs on %s, replaying from the checkpoint offsets", pod.Name, pod.Spec.NodeName))
-	return w.advance(v1.PhaseReplaying, "Replaying", fmt.Sprintf("%s replays to the fence", pod.Name)), nil
+	return w.whenRunning(pod, limit,
+		fmt.Sprintf("pod %s (same name, recreated by its StatefulSet) runs on %s, replaying from the checkpoint offsets", pod.Name, pod.Spec.NodeName),
+		fmt.Sprintf("%s replays to the fence", pod.Name))
 }
