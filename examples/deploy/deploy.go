@@ -47,6 +47,8 @@ type Example struct {
 	// ProducerNode runs the producer on this node; empty: the scheduler's
 	// choice.
 	ProducerNode string
+	// Annotations are added to the consumer's pod (template).
+	Annotations map[string]string
 }
 
 func (e Example) effects() string {
@@ -64,7 +66,7 @@ func (e Example) Labels() map[string]string { return map[string]string{"app": e.
 // group Name and delivers to port 8080.
 func (e Example) Consumer() *appsv1.Deployment {
 	env := func(k, v string) corev1.EnvVar { return corev1.EnvVar{Name: k, Value: v} }
-	return &appsv1.Deployment{
+	d := &appsv1.Deployment{
 		ObjectMeta: metav1.ObjectMeta{Name: e.Name, Labels: e.Labels()},
 		Spec: appsv1.DeploymentSpec{
 			Replicas: ptr.To(int32(1)),
@@ -98,6 +100,10 @@ func (e Example) Consumer() *appsv1.Deployment {
 			},
 		},
 	}
+	for k, v := range e.Annotations {
+		d.Spec.Template.Annotations[k] = v
+	}
+	return d
 }
 
 // ConsumerStatefulSet is the consumer as a one-replica StatefulSet.

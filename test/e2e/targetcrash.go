@@ -19,6 +19,7 @@ import (
 
 	"github.com/ms2m/ms2m/examples/deploy"
 	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
+	"github.com/ms2m/ms2m/pkg/sandbox/kubelet"
 )
 
 // TargetCrashInput configures TargetCrashSpec.
@@ -107,4 +108,39 @@ func processOf(binary, env string) (int, error) {
 		}
 	}
 	return 0, fmt.Errorf("no %s process with %s", binary, env)
+}
+
+// CheckpointFailureSpec: the kubelet's checkpoint API fails (a SIMULATED
+// CRIU fault injected by a pod annotation): the migration fails with
+// CheckpointFailed carrying the kubelet's answer, the source — paused for
+// the checkpoint — is resumed and serves on, and nothing is lost.
+func CheckpointFailureSpec(in TargetCrashInput) features.Feature {
+	return features.New("checkpoint API error").
+		Assess("fails with the kubelet's reason, source resumed, zero loss", func(ctx context.Context, t *testing.T, _ *envconf.Config) context.Context {
+			c := in.Cluster
+			if c.Sandbox == nil {
+				t.Skip("injects a fault into the sandbox's simulated CRIU")
+			}
+			ns := c.Namespace(t, "ckptfail")
+			e := deploy.Example{Name: "orders", Brokers: c.Brokers, Topic: ns + "-orders", Rate: in.Rate, Count: in.Count, ProcessTime: 2 * time.Millisecond,
+				Annotations: map[string]string{kubelet.AnnotationFailCheckpoint: "dump failed: vDSO mismatch"}}
+			src := deployExample(ctx, t, c, ns, e, in.Count/4).Pod
+			cl := c.CRClient(t)
+			m := &v1.StatefulMigration{ObjectMeta: metav1.ObjectMeta{Name: "ckpt", Namespace: ns}, Spec: v1.StatefulMigrationSpec{SourcePod: src.Name}}
+			if err := cl.Create(ctx, m); err != nil {
+				t.Fatal(err)
+			}
+			got := waitFinished(t, c, cl, m)
+			rolled := meta.FindStatusCondition(got.Status.Conditions, v1.ConditionRolledBack)
+			if got.Status.Phase != v1.PhaseFailed || rolled == nil || rolled.Reason != v1.ReasonCheckpointFailed ||
+				!strings.Contains(got.Status.FailureReason, "vDSO mismatch") || rolled.Message != "the source serves again" {
+				t.Fatalf("phase %s, reason %q, rolled back %+v", got.Status.Phase, got.Status.FailureReason, rolled)
+			}
+			t.Logf("migration failed as it should: %s; %s", got.Status.FailureReason, rolled.Message)
+			after := verifyZeroLoss(ctx, t, c, ns, e)
+			if after.Pod.UID != src.UID {
+				t.Fatalf("the consumer is %s, want the source %s serving on", after.Pod.Name, src.Name)
+			}
+			return ctx
+		}).Feature()
 }
