@@ -14,6 +14,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/e2e-framework/pkg/envconf"
 	"sigs.k8s.io/e2e-framework/pkg/features"
 
@@ -141,6 +142,51 @@ func CheckpointFailureSpec(in TargetCrashInput) features.Feature {
 			if after.Pod.UID != src.UID {
 				t.Fatalf("the consumer is %s, want the source %s serving on", after.Pod.Name, src.Name)
 			}
+			return ctx
+		}).Feature()
+}
+
+// BrokerRestartSpec: the Kafka-protocol broker restarts (same address,
+// same data) while a migration replays: the source's live member and the
+// target's replay readers reconnect; the migration then completes and
+// nothing is lost or processed twice live. Sandbox only: it restarts the
+// sandbox's broker.
+func BrokerRestartSpec(in TargetCrashInput) features.Feature {
+	return features.New("broker restart during replay").
+		Assess("migration completes after the restart, zero loss", func(ctx context.Context, t *testing.T, _ *envconf.Config) context.Context {
+			c := in.Cluster
+			if c.Sandbox == nil {
+				t.Skip("restarts the sandbox's broker")
+			}
+			ns := c.Namespace(t, "brokerrestart")
+			e := deploy.Example{Name: "orders", Brokers: c.Brokers, Topic: ns + "-orders", Rate: in.Rate, Count: in.Count, ProcessTime: 2 * time.Millisecond}
+			blockDisruptions(ctx, t, c, ns, e)
+			src := deployExample(ctx, t, c, ns, e, in.Count/4).Pod
+			cl := c.CRClient(t)
+			m := &v1.StatefulMigration{ObjectMeta: metav1.ObjectMeta{Name: "restart", Namespace: ns}, Spec: v1.StatefulMigrationSpec{SourcePod: src.Name}}
+			if err := cl.Create(ctx, m); err != nil {
+				t.Fatal(err)
+			}
+			waitHeldByBudget(t, c, cl, m, "orders")
+			// The producer is done first: this spec is about the consumers.
+			if err := deploy.WaitProducer(ctx, c.Client, ns, e); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Sandbox.RestartBroker(); err != nil {
+				t.Fatal(err)
+			}
+			t.Log("broker restarted while the target replays")
+			patch := []byte(`{"spec":{"minAvailable":0}}`)
+			if _, err := c.Client.PolicyV1().PodDisruptionBudgets(ns).Patch(ctx, "orders", types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			got := waitFinished(t, c, cl, m)
+			if got.Status.Phase != v1.PhaseCompleted {
+				t.Log(c.Describe(ns))
+				t.Fatalf("migration %s: %s", got.Status.Phase, got.Status.FailureReason)
+			}
+			t.Logf("completed after the broker restart, downtime %s", got.Status.Downtime.Duration)
+			verifyZeroLoss(ctx, t, c, ns, e)
 			return ctx
 		}).Feature()
 }

@@ -9,3 +9,7 @@ func TestTargetCrash(t *testing.T) {
 func TestCheckpointFailure(t *testing.T) {
 	testenv.Test(t, CheckpointFailureSpec(TargetCrashInput{Cluster: cluster, Rate: 30, Count: 300}))
 }
+
+func TestBrokerRestart(t *testing.T) {
+	testenv.Test(t, BrokerRestartSpec(TargetCrashInput{Cluster: cluster, Rate: 60, Count: 300}))
+}
