@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,6 +28,7 @@ import (
 	configv1 "k8s.io/kube-scheduler/config/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/ms2m/ms2m/pkg/agent"
 	"github.com/ms2m/ms2m/scheduler"
 	"github.com/ms2m/ms2m/webhooks"
 )
@@ -429,9 +431,9 @@ func expectLockedDown(t *testing.T, c corev1.Container) {
 func TestAgentDaemonSet(t *testing.T) {
 	objs := render(t)
 	spec := podSpecOf(t, objs, "DaemonSet", release+"-agent")
-	agent := spec.Containers[0]
-	f := flags(t, agent)
-	expectLockedDown(t, agent)
+	ctr := spec.Containers[0]
+	f := flags(t, ctr)
+	expectLockedDown(t, ctr)
 	if spec.HostNetwork || spec.HostPID || spec.HostIPC {
 		t.Errorf("agent shares host namespaces: network %v, PID %v, IPC %v", spec.HostNetwork, spec.HostPID, spec.HostIPC)
 	}
@@ -439,7 +441,7 @@ func TestAgentDaemonSet(t *testing.T) {
 		t.Errorf("nodeSelector %v", spec.NodeSelector)
 	}
 	var nodeName bool
-	for _, e := range agent.Env {
+	for _, e := range ctr.Env {
 		nodeName = nodeName || e.Name == "NODE_NAME" && e.ValueFrom != nil && e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "spec.nodeName"
 	}
 	if !nodeName {
@@ -449,7 +451,8 @@ func TestAgentDaemonSet(t *testing.T) {
 		t.Error("the agent cannot verify its kubelet: neither --kubelet-ca-file nor --kubelet-insecure-tls")
 	}
 	// The kubelet reports archive paths on the node: the checkpoint
-	// directory must be at the same path. Every other host path is read-only.
+	// directory must be at the same path. Every other host path is
+	// read-only, at its own path under --host-root.
 	hostPaths := map[string]string{}
 	for _, v := range spec.Volumes {
 		if v.HostPath != nil {
@@ -457,7 +460,8 @@ func TestAgentDaemonSet(t *testing.T) {
 		}
 	}
 	var checkpoints bool
-	for _, m := range agent.VolumeMounts {
+	var underHostRoot []string
+	for _, m := range ctr.VolumeMounts {
 		path, ok := hostPaths[m.Name]
 		if !ok {
 			continue
@@ -467,14 +471,29 @@ func TestAgentDaemonSet(t *testing.T) {
 			checkpoints = m.MountPath == path
 		case !m.ReadOnly:
 			t.Errorf("host path %s is mounted writable", path)
-		case !strings.HasPrefix(m.MountPath, f["host-root"]+"/"):
-			t.Errorf("host path %s is mounted at %s, outside --host-root=%s", path, m.MountPath, f["host-root"])
+		case m.MountPath != f["host-root"]+path:
+			t.Errorf("host path %s is mounted at %s, not at its own path under --host-root=%s", path, m.MountPath, f["host-root"])
+		default:
+			underHostRoot = append(underHostRoot, path)
 		}
 	}
 	if !checkpoints {
 		t.Error("the kubelet's checkpoint directory is not mounted at its own path")
 	}
-	if got := containerPort(t, agent, agent.ReadinessProbe.HTTPGet.Port); got != portOf(t, f["health-probe-bind-address"]) {
+	// The agent finds what it probes (runtime configuration, criu, dpkg's
+	// database) under --host-root, and the chart mounts nothing else of the
+	// host there.
+	for _, p := range agent.HostPaths() {
+		if !slices.ContainsFunc(underHostRoot, func(m string) bool { return p == m || strings.HasPrefix(p, m+"/") }) {
+			t.Errorf("the agent reads host path %s, which the chart does not mount under --host-root (mounted: %v)", p, underHostRoot)
+		}
+	}
+	for _, m := range underHostRoot {
+		if !slices.Contains(agent.HostPaths(), m) {
+			t.Errorf("the chart mounts host path %s, which the agent does not read (agent.HostPaths: %v)", m, agent.HostPaths())
+		}
+	}
+	if got := containerPort(t, ctr, ctr.ReadinessProbe.HTTPGet.Port); got != portOf(t, f["health-probe-bind-address"]) {
 		t.Errorf("readiness probe on %d; health on %s", got, f["health-probe-bind-address"])
 	}
 }

@@ -1,8 +1,8 @@
 # GKE does not run startup scripts on its nodes, so the checkpoint/restore
 # pool is prepared by a DaemonSet: a privileged init container runs
 # scripts/enable-checkpoint-restore.sh on the host (CRIU, containerd's
-# restore switch), then a pause container keeps the pod, so the script runs
-# again only when the node restarts.
+# restore switches as the ms2m agent checks them), then a pause container
+# keeps the pod, so the script runs again only when the node restarts.
 
 resource "kubernetes_namespace_v1" "ms2m" {
   metadata {

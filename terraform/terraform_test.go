@@ -2,7 +2,8 @@
 // account or provider downloads: every .tf file parses, every variable used
 // is declared and documented and every declared one is used, the chart
 // values it sets exist in the chart's schema, the node setup script is
-// valid shell, and `terraform fmt` has nothing to change.
+// valid shell and configures containerd as the agent checks it, and
+// `terraform fmt` has nothing to change.
 package terraform_test
 
 import (
@@ -20,6 +21,9 @@ import (
 	"github.com/hashicorp/hcl/v2/hclparse"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/zclconf/go-cty/cty"
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/ms2m/ms2m/pkg/agent"
 )
 
 func dir() string {
@@ -295,4 +299,111 @@ func TestFormatted(t *testing.T) {
 	if out, err := fmtCmd.CombinedOutput(); err != nil {
 		t.Errorf("terraform fmt would change files (run `terraform fmt -recursive terraform/`): %v\n%s", err, out)
 	}
+}
+
+// The node setup leaves containerd's configuration as the agent wants it:
+// the agent, probing a node whose config.toml the script edited, finds
+// restore on (the runtime's restore switch and criu, nothing missing), and
+// the switch is once in the CRI section of the file's version, where
+// containerd reads it. A second run changes nothing.
+func TestNodeSetupEnablesWhatTheAgentChecks(t *testing.T) {
+	const (
+		v3Section = `[plugins."io.containerd.cri.v1.runtime"]`
+		v2Section = `[plugins."io.containerd.grpc.v1.cri"]`
+	)
+	for _, tc := range []struct {
+		name, config, section string
+	}{
+		{"version 2, as GKE writes it", `version = 2
+required_plugins = ["io.containerd.grpc.v1.cri"]
+oom_score = -999
+
+[debug]
+  level = "info"
+
+[plugins."io.containerd.grpc.v1.cri"]
+  stream_server_address = "127.0.0.1"
+  max_container_log_line_size = 262144
+[plugins."io.containerd.grpc.v1.cri".cni]
+  bin_dir = "/home/kubernetes/bin"
+[plugins."io.containerd.grpc.v1.cri".containerd]
+  default_runtime_name = "runc"
+`, v2Section},
+		{"version 2, the CRI section last", "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\"]\n  sandbox_image = \"pause\"\n", v2Section},
+		{"version 3, restore and CRIU turned off", `version = 3 # containerd 2.x
+[plugins.'io.containerd.cri.v1.runtime']
+  enable_criu=false
+  enable_experimental_restore_via_create = false # off
+[plugins."io.containerd.grpc.v1.cri"]
+  disable_tcp_service = true
+`, "[plugins.'io.containerd.cri.v1.runtime']"},
+		{"version 3 without the CRI runtime section", "version = 3\n[plugins.\"io.containerd.grpc.v1.cri\"]\n  disable_tcp_service = true\n", v3Section},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			edited := restoreConfig(t, tc.config)
+			if again := restoreConfig(t, edited); again != edited {
+				t.Errorf("a second run changes the configuration:\n%s\nto\n%s", edited, again)
+			}
+			if n := switchesIn(edited, tc.section); n != 1 {
+				t.Errorf("enable_experimental_restore_via_create = true is %d times in %s:\n%s", n, tc.section, edited)
+			}
+			if n := strings.Count(edited, "enable_experimental_restore_via_create"); n != 1 {
+				t.Errorf("enable_experimental_restore_via_create is %d times in the file:\n%s", n, edited)
+			}
+			root := t.TempDir()
+			for p, data := range map[string]string{"etc/containerd/config.toml": edited, "usr/sbin/criu": "#!/bin/true\n"} {
+				if err := os.MkdirAll(filepath.Join(root, filepath.Dir(p)), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(filepath.Join(root, p), []byte(data), 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, runtime := range []string{"containerd://2.1.4", "containerd://2.2.7", "containerd://2.3.4"} {
+				n := &corev1.Node{Status: corev1.NodeStatus{NodeInfo: corev1.NodeSystemInfo{ContainerRuntimeVersion: runtime}}}
+				if c := (agent.Prober{HostRoot: root}).Probe(n); !c.CanRestore {
+					t.Errorf("%s: the agent finds no restore after the node setup: %s\n%s", runtime, c.Why, edited)
+				}
+			}
+		})
+	}
+	t.Run("version 1 is refused", func(t *testing.T) {
+		cmd := exec.Command("sh", filepath.Join(dir(), "scripts", "enable-checkpoint-restore.sh"), "restore-config")
+		cmd.Stdin = strings.NewReader("[plugins.cri]\n  sandbox_image = \"pause\"\n")
+		out, err := cmd.CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "only versions 2 and 3") {
+			t.Errorf("a version 1 file: err %v, output %s", err, out)
+		}
+	})
+}
+
+// restoreConfig runs the node setup's edit of containerd's configuration.
+func restoreConfig(t *testing.T, config string) string {
+	t.Helper()
+	cmd := exec.Command("sh", filepath.Join(dir(), "scripts", "enable-checkpoint-restore.sh"), "restore-config")
+	cmd.Stdin = strings.NewReader(config)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("restore-config: %v\n%s", err, stderr.String())
+	}
+	return string(out)
+}
+
+// switchesIn counts the lines setting enable_experimental_restore_via_create
+// to true between the header line section and the next header.
+func switchesIn(config, section string) int {
+	n, in := 0, false
+	for _, line := range strings.Split(config, "\n") {
+		line = strings.TrimSpace(line)
+		if strings.HasPrefix(line, "[") {
+			in = strings.HasPrefix(line, section)
+			continue
+		}
+		if in && line == "enable_experimental_restore_via_create = true" {
+			n++
+		}
+	}
+	return n
 }

@@ -27,7 +27,7 @@ variable "cluster_name" {
 }
 
 variable "kubernetes_version" {
-  description = "Minimum Kubernetes version of the control plane (and nodes), e.g. \"1.33\". 1.30 or later: the kubelet's checkpoint API (ContainerCheckpoint) is on by default from 1.30, and GKE does not let node pools set kubelet feature gates."
+  description = "Minimum Kubernetes version of the control plane (and nodes), e.g. \"1.33\". 1.30 or later: the kubelet's checkpoint API (ContainerCheckpoint) is on by default from 1.30, and GKE does not let node pools set kubelet feature gates. Restore also needs the nodes' containerd to be 2.1 to 2.3, and GKE picks it by version (1.33 nodes run containerd 2.0, which cannot restore): the node setup warns, and the agent labels such nodes ms2m.io/checkpoint-restore=false."
   type        = string
   default     = "1.33"
 
@@ -83,7 +83,7 @@ variable "criu_apt_source" {
 }
 
 variable "node_setup_image" {
-  description = "Image of the node setup DaemonSet's init container, which needs only a shell and nsenter: it installs CRIU on the node and enables restore in containerd (enable_experimental_restore_via_create), then restarts containerd."
+  description = "Image of the node setup DaemonSet's init container, which needs only a shell and nsenter: it installs CRIU on the node and enables restore in containerd's config.toml (enable_experimental_restore_via_create, enable_criu), then restarts containerd. Every command, awk included, runs on the host."
   type        = string
   default     = "gke.gcr.io/debian-base:bookworm-v1.0.0-gke.1"
 }

@@ -3,15 +3,20 @@ package webhooks
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 
+	"gomodules.xyz/jsonpatch/v2"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
@@ -42,6 +47,10 @@ type SidecarOptions struct {
 	MetricsPort int32
 	// Resources of the sidecar container.
 	Resources corev1.ResourceRequirements
+	// AllowedUsers may call the sidecar's control API (the manager's
+	// service account); empty: the sidecar's default,
+	// system:serviceaccount:ms2m-system:ms2m-manager.
+	AllowedUsers []string
 }
 
 // DefaultSidecarOptions are the manager's defaults.
@@ -63,7 +72,12 @@ func DefaultSidecarOptions() SidecarOptions {
 // migratable pods whose Kafka binding is incomplete or invalid.
 type PodMutator struct {
 	Sidecar SidecarOptions
-	decoder admission.Decoder
+	// Migrations finds the Sequential migration whose StatefulSet pod is
+	// being recreated, and Restore turns that pod into the restored one
+	// (nil: no restores).
+	Migrations client.Reader
+	Restore    func(*corev1.Pod, *v1.StatefulMigration) bool
+	decoder    admission.Decoder
 }
 
 // NewPodMutator returns the handler for PodMutationPath.
@@ -72,7 +86,7 @@ func NewPodMutator(decoder admission.Decoder, sidecar SidecarOptions) *PodMutato
 }
 
 // Handle implements admission.Handler.
-func (m *PodMutator) Handle(_ context.Context, req admission.Request) admission.Response {
+func (m *PodMutator) Handle(ctx context.Context, req admission.Request) admission.Response {
 	pod := &corev1.Pod{}
 	if err := m.decoder.Decode(req, pod); err != nil {
 		return admission.Errored(http.StatusBadRequest, err)
@@ -82,14 +96,61 @@ func (m *PodMutator) Handle(_ context.Context, req admission.Request) admission.
 	if _, opted := pod.Annotations[v1.AnnotationMigratable]; !opted {
 		return admission.Allowed("")
 	}
+	before := podParts{containers: slices.Clone(pod.Spec.Containers), annotations: maps.Clone(pod.Annotations)}
 	if errs := Mutate(pod, m.Sidecar); len(errs) > 0 {
 		return admission.Denied("ms2m: " + errs.ToAggregate().Error())
 	}
-	raw, err := json.Marshal(pod)
+	restored, err := m.restoreStatefulSetPod(ctx, req.Namespace, pod)
 	if err != nil {
-		return admission.Errored(http.StatusInternalServerError, err)
+		// Refused, so the StatefulSet tries again, rather than start the
+		// pod without the state it is being migrated with.
+		return admission.Errored(http.StatusServiceUnavailable, err)
 	}
-	return admission.PatchResponseFromRaw(req.Object.Raw, raw)
+	if restored {
+		// Rare, and it changes more than podPatch covers (labels,
+		// affinity, images): the general JSON diff.
+		raw, err := json.Marshal(pod)
+		if err != nil {
+			return admission.Errored(http.StatusInternalServerError, err)
+		}
+		return admission.PatchResponseFromRaw(req.Object.Raw, raw)
+	}
+	return admission.Patched("", podPatch(before, pod)...)
+}
+
+// podParts are what Mutate may change in a pod.
+type podParts struct {
+	containers  []corev1.Container
+	annotations map[string]string
+}
+
+// podPatch is the JSON patch from before to the mutated pod, written
+// directly rather than by diffing the two pods' JSON (which cost over half
+// of an admission): Mutate changes only annotations and the containers it
+// appends or replaces. A pod that Mutate left as it was gets no patch.
+func podPatch(before podParts, pod *corev1.Pod) []jsonpatch.JsonPatchOperation {
+	var ops []jsonpatch.JsonPatchOperation
+	for i, c := range pod.Spec.Containers {
+		switch {
+		case i >= len(before.containers):
+			ops = append(ops, jsonpatch.NewOperation("add", "/spec/containers/-", c))
+		case !equality.Semantic.DeepEqual(before.containers[i], c):
+			ops = append(ops, jsonpatch.NewOperation("replace", "/spec/containers/"+strconv.Itoa(i), c))
+		}
+	}
+	keys := slices.Sorted(maps.Keys(pod.Annotations))
+	for _, k := range keys {
+		if v, ok := before.annotations[k]; !ok || v != pod.Annotations[k] {
+			// "add" on an existing member replaces it (RFC 6902).
+			ops = append(ops, jsonpatch.NewOperation("add", "/metadata/annotations/"+escapePointer(k), pod.Annotations[k]))
+		}
+	}
+	return ops
+}
+
+// escapePointer escapes a JSON Pointer reference token (RFC 6901).
+func escapePointer(s string) string {
+	return strings.ReplaceAll(strings.ReplaceAll(s, "~", "~0"), "/", "~1")
 }
 
 // Mutate prepares a migratable pod in place; others are left untouched. It is
@@ -145,6 +206,9 @@ func sidecarContainer(b Binding, opts SidecarOptions) corev1.Container {
 	}
 	if b.BatchSize > 0 {
 		env = append(env, corev1.EnvVar{Name: replay.EnvAppBatchSize, Value: strconv.Itoa(b.BatchSize)})
+	}
+	if len(opts.AllowedUsers) > 0 {
+		env = append(env, corev1.EnvVar{Name: replay.EnvAllowedUsers, Value: strings.Join(opts.AllowedUsers, ",")})
 	}
 	env = append(env,
 		fieldEnv(replay.EnvPodIP, "status.podIP"),

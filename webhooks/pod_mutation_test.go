@@ -2,13 +2,19 @@ package webhooks
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 
+	jsonpatchapply "github.com/evanphx/json-patch/v5"
+	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
 	"github.com/ms2m/ms2m/pkg/replay"
@@ -305,5 +311,94 @@ func TestAPIServerHandlesTheAppBatchSize(t *testing.T) {
 	err := env.Client.Create(context.Background(), bad)
 	if !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), v1.AnnotationAppBatchSize) {
 		t.Fatalf("creating a pod with %s=5000: %v; want Forbidden naming the annotation", v1.AnnotationAppBatchSize, err)
+	}
+}
+
+// The handler writes its JSON patch directly (see podPatch): applied to the
+// pod as the API server received it, the patch must give exactly the pod
+// Mutate produces, and a pod that needs no change gets no patch.
+func TestAdmissionPatchGivesTheMutatedPod(t *testing.T) {
+	mutated := migratablePod()
+	if errs := Mutate(mutated, DefaultSidecarOptions()); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	outdated := mutated.DeepCopy() // a target pod carrying an older sidecar
+	outdated.Spec.Containers[1].Image = "ghcr.io/ms2m/ms2m:v0.0.9"
+	outdated.Spec.Containers[1].Env = append(outdated.Spec.Containers[1].Env, corev1.EnvVar{Name: replay.EnvReplayFrom, Value: `{"0":3}`})
+	outdated.Annotations[v1.AnnotationSidecarImage] = "ghcr.io/ms2m/ms2m:v0.0.9"
+
+	h := NewPodMutator(admission.NewDecoder(scheme.Scheme), DefaultSidecarOptions())
+	for _, tc := range []struct {
+		name    string
+		pod     *corev1.Pod
+		noPatch bool
+	}{
+		{"new migratable pod", migratablePod(withAnnotation("example.com/a~b/c", "kept")), false},
+		{"pod with an outdated sidecar", outdated, false},
+		{"already mutated pod", mutated, true},
+		{"migratable false", migratablePod(withAnnotation(v1.AnnotationMigratable, "false")), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			raw, err := json.Marshal(tc.pod)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp := h.Handle(context.Background(), admission.Request{AdmissionRequest: admissionv1.AdmissionRequest{
+				Operation: admissionv1.Create, Object: runtime.RawExtension{Raw: raw},
+			}})
+			if !resp.Allowed {
+				t.Fatalf("refused: %v", resp.Result)
+			}
+			if tc.noPatch {
+				if len(resp.Patches) > 0 {
+					t.Fatalf("a pod that needs no change got a patch: %v", resp.Patches)
+				}
+				return
+			}
+			ops, err := json.Marshal(resp.Patches)
+			if err != nil {
+				t.Fatal(err)
+			}
+			patch, err := jsonpatchapply.DecodePatch(ops)
+			if err != nil {
+				t.Fatal(err)
+			}
+			patched, err := patch.Apply(raw)
+			if err != nil {
+				t.Fatalf("the API server could not apply the patch %s: %v", ops, err)
+			}
+			var got corev1.Pod
+			if err := json.Unmarshal(patched, &got); err != nil {
+				t.Fatal(err)
+			}
+			want := tc.pod.DeepCopy()
+			if errs := Mutate(want, DefaultSidecarOptions()); len(errs) > 0 {
+				t.Fatal(errs)
+			}
+			if !equality.Semantic.DeepEqual(&got, want) {
+				t.Fatalf("patched pod differs from the mutated pod:\npatch: %s\ngot:  %+v\nwant: %+v", ops, got, want)
+			}
+		})
+	}
+}
+
+// The sidecar accepts control calls from the identity the manager passes
+// (a chart installed under another name or namespace).
+func TestSidecarAcceptsTheConfiguredManager(t *testing.T) {
+	opts := DefaultSidecarOptions()
+	opts.AllowedUsers = []string{"system:serviceaccount:other:elsewhere-ms2m-manager"}
+	pod := migratablePod()
+	if errs := Mutate(pod, opts); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	if got := envOf(pod.Spec.Containers[1], replay.EnvAllowedUsers); got != "system:serviceaccount:other:elsewhere-ms2m-manager" {
+		t.Fatalf("%s = %q", replay.EnvAllowedUsers, got)
+	}
+	def := migratablePod()
+	if errs := Mutate(def, DefaultSidecarOptions()); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	if got := envOf(def.Spec.Containers[1], replay.EnvAllowedUsers); got != "<unset>" {
+		t.Fatalf("without --sidecar-allowed-users the sidecar's default applies, got %s=%q", replay.EnvAllowedUsers, got)
 	}
 }

@@ -37,6 +37,9 @@ type Example struct {
 	Count int64
 	// Bare runs the consumer as a pod without an owner.
 	Bare bool
+	// StatefulSet runs the consumer as a one-replica StatefulSet (pod
+	// Name-0), migrated with the identity-preserving Sequential strategy.
+	StatefulSet bool
 	// Node places a bare consumer on this node (spec.nodeName, so nothing
 	// in its spec ties it there once it is migrated); empty: the
 	// scheduler's choice.
@@ -44,6 +47,8 @@ type Example struct {
 	// ProducerNode runs the producer on this node; empty: the scheduler's
 	// choice.
 	ProducerNode string
+	// Annotations are added to the consumer's pod (template).
+	Annotations map[string]string
 }
 
 func (e Example) effects() string {
@@ -61,7 +66,7 @@ func (e Example) Labels() map[string]string { return map[string]string{"app": e.
 // group Name and delivers to port 8080.
 func (e Example) Consumer() *appsv1.Deployment {
 	env := func(k, v string) corev1.EnvVar { return corev1.EnvVar{Name: k, Value: v} }
-	return &appsv1.Deployment{
+	d := &appsv1.Deployment{
 		ObjectMeta: metav1.ObjectMeta{Name: e.Name, Labels: e.Labels()},
 		Spec: appsv1.DeploymentSpec{
 			Replicas: ptr.To(int32(1)),
@@ -95,6 +100,18 @@ func (e Example) Consumer() *appsv1.Deployment {
 			},
 		},
 	}
+	for k, v := range e.Annotations {
+		d.Spec.Template.Annotations[k] = v
+	}
+	return d
+}
+
+// ConsumerStatefulSet is the consumer as a one-replica StatefulSet.
+func (e Example) ConsumerStatefulSet() *appsv1.StatefulSet {
+	d := e.Consumer()
+	return &appsv1.StatefulSet{ObjectMeta: d.ObjectMeta, Spec: appsv1.StatefulSetSpec{
+		Replicas: d.Spec.Replicas, Selector: d.Spec.Selector, Template: d.Spec.Template, ServiceName: e.Name,
+	}}
 }
 
 // BarePod is the consumer as a pod without an owner.

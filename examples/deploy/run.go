@@ -40,9 +40,12 @@ func DeployConsumer(ctx context.Context, c kubernetes.Interface, ns string, e Ex
 		return Deployed{}, err
 	}
 	var err error
-	if e.Bare {
+	switch {
+	case e.Bare:
 		_, err = c.CoreV1().Pods(ns).Create(ctx, e.BarePod(), metav1.CreateOptions{})
-	} else {
+	case e.StatefulSet:
+		_, err = c.AppsV1().StatefulSets(ns).Create(ctx, e.ConsumerStatefulSet(), metav1.CreateOptions{})
+	default:
 		_, err = c.AppsV1().Deployments(ns).Create(ctx, e.Consumer(), metav1.CreateOptions{})
 	}
 	if err != nil {

@@ -10,6 +10,18 @@ import (
 	"syscall"
 )
 
+// HostPaths are the host directories the prober reads, each to be mounted
+// read-only at the same path under --host-root: the runtimes'
+// configuration, the directories criu is looked for in and dpkg's database
+// (criu's version). A file a containerd configuration imports from
+// elsewhere is read only where its directory is mounted too. The Helm
+// chart mounts these by default (agent.hostPaths), and its tests check it.
+func HostPaths() []string {
+	paths := []string{path.Dir(containerdConfig), path.Dir(crioConfig)}
+	paths = append(paths, criuDirs...)
+	return append(paths, path.Dir(dpkgStatus))
+}
+
 // hostFS reads the host's filesystem, mounted at root in the agent's
 // container (--host-root). Paths are the host's ("/usr/sbin/criu").
 // Symbolic links resolve as on the host: an absolute target is looked up

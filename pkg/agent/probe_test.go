@@ -5,6 +5,7 @@ import (
 	"debug/elf"
 	"encoding/binary"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -328,5 +329,31 @@ func TestHostFSResolveStaysInRoot(t *testing.T) {
 	}
 	if _, err := h.resolve("/loop"); err == nil || !strings.Contains(err.Error(), "symbolic links") {
 		t.Errorf("a link loop: %v, want too many links", err)
+	}
+}
+
+// Deployments mount HostPaths, one volume each: every path the prober
+// reads must lie under one, and no two may overlap (two volumes at one
+// mount path make the pod invalid; a nested one is mounted twice).
+func TestHostPathsCoverWhatTheProberReads(t *testing.T) {
+	paths := HostPaths()
+	under := func(p string) bool {
+		return slices.ContainsFunc(paths, func(d string) bool { return p == d || strings.HasPrefix(p, d+"/") })
+	}
+	read := append([]string{containerdConfig, containerdDefaultImports, crioConfig, crioConfigDir, dpkgStatus, dpkgInfoDir}, criuDirs...)
+	for _, p := range read {
+		if !under(p) {
+			t.Errorf("the prober reads %s, under none of HostPaths %v", p, paths)
+		}
+	}
+	for i, p := range paths {
+		if !path.IsAbs(p) || path.Clean(p) != p {
+			t.Errorf("host path %q is not a clean absolute path", p)
+		}
+		for _, q := range paths[i+1:] {
+			if p == q || strings.HasPrefix(p, q+"/") || strings.HasPrefix(q, p+"/") {
+				t.Errorf("host paths %s and %s overlap", p, q)
+			}
+		}
 	}
 }

@@ -95,6 +95,20 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.IntVar(&o.WebhookPort, "webhook-port", o.WebhookPort, "Port of the admission webhooks (TLS); 0 disables them.")
 	fs.StringVar(&o.WebhookCertDir, "webhook-cert-dir", o.WebhookCertDir, "Directory with tls.crt and tls.key for the webhooks (default: the system temp dir's k8s-webhook-server/serving-certs).")
 	fs.StringVar(&o.Sidecar.Image, "sidecar-image", o.Sidecar.Image, "Image of the injected replay sidecar (runs /ms2m/ms2m-replay).")
+	fs.Func("sidecar-allowed-users", "Comma-separated users the injected sidecars accept control calls from: the manager's own identity, "+
+		"system:serviceaccount:NAMESPACE:SERVICEACCOUNT (default: the sidecar's, system:serviceaccount:ms2m-system:ms2m-manager).",
+		func(v string) error {
+			o.Sidecar.AllowedUsers = nil
+			for _, u := range strings.Split(v, ",") {
+				if u = strings.TrimSpace(u); u != "" {
+					o.Sidecar.AllowedUsers = append(o.Sidecar.AllowedUsers, u)
+				}
+			}
+			if len(o.Sidecar.AllowedUsers) == 0 {
+				return errors.New("names no user")
+			}
+			return nil
+		})
 	fs.StringVar(&o.EvictionFallback, "eviction-fallback", o.EvictionFallback,
 		"Eviction of a migratable pod whose live migration failed: deny (keep it serving and refuse; delete the failed StatefulMigration to retry) or allow (evict it as an ordinary pod).")
 	fs.BoolVar(&o.Evacuate, "evacuate-draining-nodes", o.Evacuate,
@@ -195,9 +209,9 @@ func setup(mgr ctrl.Manager, opts Options) error {
 	}
 	if opts.WebhookPort != 0 {
 		hooks := mgr.GetWebhookServer()
-		hooks.Register(webhooks.PodMutationPath, &webhook.Admission{
-			Handler: webhooks.NewPodMutator(admission.NewDecoder(mgr.GetScheme()), opts.Sidecar),
-		})
+		mutator := webhooks.NewPodMutator(admission.NewDecoder(mgr.GetScheme()), opts.Sidecar)
+		mutator.Migrations, mutator.Restore = mgr.GetClient(), migration.RestoreStatefulSetPod
+		hooks.Register(webhooks.PodMutationPath, &webhook.Admission{Handler: mutator})
 		fallback, _ := webhooks.ParseEvictionFallback(opts.EvictionFallback) // validated
 		hooks.Register(webhooks.PodEvictionPath, &webhook.Admission{
 			Handler: &webhooks.PodEvictor{Reader: mgr.GetClient(), Writer: mgr.GetClient(), Fallback: fallback},

@@ -31,12 +31,31 @@ type Progress struct {
 func (p *Progress) Observe(m *v1.StatefulMigration) []Line {
 	st := &m.Status
 	var out []Line
-	for ; p.reported < len(st.PhaseTransitions); p.reported++ {
-		t := st.PhaseTransitions[p.reported]
-		if t.Phase.IsTerminal() {
-			continue // the Summary says it
+	// A replay sample written together with the next phase (the last one
+	// before the fence) was taken in the phase before: it goes before
+	// that phase's line, labelled with the phase it was taken in.
+	var sample *Line
+	if r := st.Replay; r != nil && !st.Phase.IsTerminal() && st.Phase != v1.PhasePending && !sameSample(r, &p.sample) {
+		p.sample = *r.DeepCopy()
+		at, phase := time.Time{}, st.Phase
+		if r.LastSampleTime != nil {
+			at = r.LastSampleTime.Time
+			for _, t := range st.PhaseTransitions {
+				if !t.EnteredTime.After(at) {
+					phase = t.Phase
+				}
+			}
+		} else if n := len(st.PhaseTransitions); n > 0 {
+			at = st.PhaseTransitions[n-1].EnteredTime.Time
 		}
-		out = append(out, Line{Text: stamp(st, t.EnteredTime.Time, t.Phase, phaseDetail(m, t.Phase))})
+		sample = &Line{Text: stamp(st, at, phase, ReplayLine(r)), Transient: true}
+		for ; p.reported < len(st.PhaseTransitions) && !st.PhaseTransitions[p.reported].EnteredTime.After(at); p.reported++ {
+			out = append(out, p.phaseLine(m, st.PhaseTransitions[p.reported])...)
+		}
+		out = append(out, *sample)
+	}
+	for ; p.reported < len(st.PhaseTransitions); p.reported++ {
+		out = append(out, p.phaseLine(m, st.PhaseTransitions[p.reported])...)
 	}
 	if !st.Phase.IsTerminal() && st.FailureReason != p.held {
 		p.held = st.FailureReason
@@ -44,21 +63,20 @@ func (p *Progress) Observe(m *v1.StatefulMigration) []Line {
 			out = append(out, Line{Text: fmt.Sprintf("%10s  %-13s held: %s", "", st.Phase, p.held)})
 		}
 	}
-	if r := st.Replay; r != nil && !st.Phase.IsTerminal() && st.Phase != v1.PhasePending && !sameSample(r, &p.sample) {
-		p.sample = *r.DeepCopy()
-		at := time.Time{}
-		if r.LastSampleTime != nil {
-			at = r.LastSampleTime.Time
-		} else if n := len(st.PhaseTransitions); n > 0 {
-			at = st.PhaseTransitions[n-1].EnteredTime.Time
-		}
-		out = append(out, Line{Text: stamp(st, at, st.Phase, ReplayLine(r)), Transient: true})
-	}
 	if st.Phase.IsTerminal() && !p.done {
 		p.done = true
 		out = append(out, Line{Text: Summary(m)})
 	}
 	return out
+}
+
+// phaseLine is the line of one phase transition (none for the final
+// phase: the Summary says it).
+func (p *Progress) phaseLine(m *v1.StatefulMigration, t v1.PhaseTransition) []Line {
+	if t.Phase.IsTerminal() {
+		return nil
+	}
+	return []Line{{Text: stamp(&m.Status, t.EnteredTime.Time, t.Phase, phaseDetail(m, t.Phase))}}
 }
 
 // Done reports whether the Summary has been returned.

@@ -164,3 +164,20 @@ func TestRequestObject(t *testing.T) {
 		t.Errorf("named request: %+v", m)
 	}
 }
+
+// The last sample before the fence is written together with Finalizing:
+// it is shown before Finalizing's line, as taken in Replaying, so time
+// never runs backwards in the output.
+func TestProgressShowsTheFinalSampleBeforeTheNextPhase(t *testing.T) {
+	var p Progress
+	m := migration(v1.PhasePending, time.Duration(0), v1.PhaseReplaying, 500*time.Millisecond)
+	p.Observe(m)
+	sampled := at(600 * time.Millisecond)
+	m.Status.Replay = &v1.ReplayProgress{Replayed: 16, LastSampleTime: &sampled}
+	m.Status.Phase = v1.PhaseFinalizing
+	m.Status.PhaseTransitions = append(m.Status.PhaseTransitions, v1.PhaseTransition{Phase: v1.PhaseFinalizing, EnteredTime: at(700 * time.Millisecond)})
+	got := texts(p.Observe(m))
+	if len(got) != 2 || !strings.HasPrefix(got[0], "+600.0ms Replaying") || !strings.HasPrefix(got[1], "+700.0ms Finalizing") {
+		t.Fatalf("lines %q; want the Replaying sample at +600ms, then Finalizing at +700ms", got)
+	}
+}

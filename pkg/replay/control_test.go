@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/client-go/kubernetes"
+	authnclient "k8s.io/client-go/kubernetes/typed/authentication/v1"
 
 	"github.com/ms2m/ms2m/pkg/testenv"
 )
@@ -43,7 +44,11 @@ func TestControlAPIAuthenticatesWithTokenReview(t *testing.T) {
 	h := start(t, a)
 	h.b.produce(t, 0, 10)
 	expectExactly(t, a, 10)
-	ctl := &Control{Engine: h.engine, Auth: TokenReviewer{Client: cs.AuthenticationV1().TokenReviews()},
+	reviews, err := NewRESTTokenReviews(env.Config) // what the sidecar uses
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctl := &Control{Engine: h.engine, Auth: TokenReviewer{Client: reviews},
 		AllowedUsers: sets.New("system:serviceaccount:default:ms2m-manager")}
 	srv := httptest.NewServer(ctl.Handler())
 	t.Cleanup(srv.Close)
@@ -102,6 +107,9 @@ func TestControlAPIAuthenticatesWithTokenReview(t *testing.T) {
 		t.Fatalf("fenced sidecar: GET /readyz = %d %q; want 503 not live", status, body)
 	}
 }
+
+// A clientset's TokenReviews client fits TokenReviewer too.
+var _ TokenReviews = authnclient.TokenReviewInterface(nil)
 
 func FuzzDecodeRequest(f *testing.F) {
 	f.Add(`{"timeoutSeconds":5}`)

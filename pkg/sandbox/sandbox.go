@@ -186,11 +186,9 @@ func Start(ctx context.Context, opts Options) (s *Sandbox, err error) {
 
 	logf("starting the Kafka-protocol broker (kfake)")
 	ports := loadPorts(opts.Dir)
-	if s.kafka, err = kfake.NewCluster(kfake.NumBrokers(1), kfake.AllowAutoTopicCreation(),
-		kfake.DefaultNumPartitions(opts.Partitions), kfake.Ports(ports.free(ports.Broker))); err != nil {
-		return s, fmt.Errorf("sandbox: broker: %w", err)
+	if err := s.startBroker(ports.free(ports.Broker)); err != nil {
+		return s, err
 	}
-	s.Broker = s.kafka.ListenAddrs()[0]
 
 	logf("starting the OCI registry", "blobs", filepath.Join(opts.Dir, "registry"))
 	if err := s.startRegistry(ports.free(ports.Registry)); err != nil {
@@ -392,4 +390,26 @@ func (s *Sandbox) claimSlot() (int, error) {
 		return i, nil
 	}
 	return 0, fmt.Errorf("sandbox: %d sandboxes already run on this machine", maxSlots)
+}
+
+// startBroker starts kfake on port (0: any), keeping its topics and the
+// groups' committed offsets in <dir>/kafka across restarts.
+func (s *Sandbox) startBroker(port int) error {
+	var err error
+	s.kafka, err = kfake.NewCluster(kfake.NumBrokers(1), kfake.AllowAutoTopicCreation(),
+		kfake.DefaultNumPartitions(s.opts.Partitions), kfake.Ports(port), kfake.DataDir(filepath.Join(s.opts.Dir, "kafka")))
+	if err != nil {
+		return fmt.Errorf("sandbox: broker: %w", err)
+	}
+	s.Broker = s.kafka.ListenAddrs()[0]
+	return nil
+}
+
+// RestartBroker stops the Kafka-protocol broker and starts it again on the
+// same address with the same data, as a broker restart in a cluster: every
+// client loses its connections and must reconnect.
+func (s *Sandbox) RestartBroker() error {
+	port := portOf(s.Broker)
+	s.kafka.Close()
+	return s.startBroker(port)
 }

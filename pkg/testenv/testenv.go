@@ -6,6 +6,7 @@ package testenv
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"net"
 	"os"
@@ -79,6 +80,12 @@ func assetsDir() (string, error) {
 // a package, stores it in *env, runs each hook (servers the tests need, such
 // as a webhook server), runs the tests and stops everything.
 func RunMain(m *testing.M, env **Env, opts Options, hooks ...func(*Env) (stop func(), err error)) int {
+	// A fuzzing worker runs only the fuzz target, which needs no cluster:
+	// starting one in each worker would make `go test -fuzz` crawl.
+	flag.Parse()
+	if f := flag.Lookup("test.fuzzworker"); f != nil && f.Value.String() == "true" {
+		return m.Run()
+	}
 	assets, err := assetsDir()
 	if err == nil {
 		*env, err = start(assets, opts)

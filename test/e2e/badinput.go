@@ -33,13 +33,7 @@ func BadInputSpec(in BadInputInput) features.Feature {
 			}
 			ns := c.Namespace(t, "badinput")
 			e := deploy.Example{Name: "orders", Brokers: c.Brokers, Topic: ns + "-orders", Rate: 20, Count: 10}
-			t.Cleanup(func() {
-				_ = c.Client.RbacV1().ClusterRoleBindings().Delete(context.Background(), e.AuthDelegator(ns).Name, metav1.DeleteOptions{})
-			})
-			d, err := deploy.DeployConsumer(ctx, c.Client, ns, e, t.Logf)
-			if err != nil {
-				t.Fatal(err)
-			}
+			d := deployConsumer(ctx, t, c, ns, e)
 			plain := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "plain", Labels: map[string]string{"app": "plain"}},
 				Spec: corev1.PodSpec{Containers: []corev1.Container{ConsumerContainer()}}}
 			if _, err := c.Client.CoreV1().Pods(ns).Create(ctx, plain, metav1.CreateOptions{}); err != nil {

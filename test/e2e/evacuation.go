@@ -45,13 +45,7 @@ func DrainMigratableSpec(in DrainMigratableInput) features.Feature {
 			}
 			ns := c.Namespace(t, "evacuate")
 			a := deploy.Example{Name: "orders", Brokers: c.Brokers, Topic: ns + "-orders", Rate: in.Rate, Count: in.Count, ProcessTime: 2 * time.Millisecond}
-			t.Cleanup(func() {
-				_ = c.Client.RbacV1().ClusterRoleBindings().Delete(context.Background(), a.AuthDelegator(ns).Name, metav1.DeleteOptions{})
-			})
-			da, err := deploy.DeployConsumer(ctx, c.Client, ns, a, t.Logf)
-			if err != nil {
-				t.Fatal(err)
-			}
+			da := deployConsumer(ctx, t, c, ns, a)
 			drained := da.Pod.Spec.NodeName
 			t.Cleanup(func() { _, _ = c.Kubectl(context.Background(), "uncordon", drained) })
 			// Producers run elsewhere: one evicted by the drain would start
@@ -142,13 +136,7 @@ func DrainWithoutTargetSpec(in DrainMigratableInput) features.Feature {
 			}
 			ns := c.Namespace(t, "notarget")
 			e := deploy.Example{Name: "orders", Brokers: c.Brokers, Topic: ns + "-orders", Rate: in.Rate, Count: in.Count, ProcessTime: 2 * time.Millisecond}
-			t.Cleanup(func() {
-				_ = c.Client.RbacV1().ClusterRoleBindings().Delete(context.Background(), e.AuthDelegator(ns).Name, metav1.DeleteOptions{})
-			})
-			d, err := deploy.DeployConsumer(ctx, c.Client, ns, e, t.Logf)
-			if err != nil {
-				t.Fatal(err)
-			}
+			d := deployConsumer(ctx, t, c, ns, e)
 			drained := d.Pod.Spec.NodeName
 			nodes, err := c.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 			if err != nil {
@@ -230,27 +218,14 @@ func DisruptionBudgetSpec(in DrainMigratableInput) features.Feature {
 			}
 			ns := c.Namespace(t, "pdb")
 			e := deploy.Example{Name: "orders", Brokers: c.Brokers, Topic: ns + "-orders", Rate: in.Rate, Count: in.Count, ProcessTime: 2 * time.Millisecond}
-			pdb := &policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Name: "orders"}, Spec: policyv1.PodDisruptionBudgetSpec{
-				MinAvailable: ptr.To(intstr.FromInt32(1)), Selector: &metav1.LabelSelector{MatchLabels: e.Labels()}}}
-			if _, err := c.Client.PolicyV1().PodDisruptionBudgets(ns).Create(ctx, pdb, metav1.CreateOptions{}); err != nil {
-				t.Fatal(err)
-			}
+			blockDisruptions(ctx, t, c, ns, e)
 			d := deployExample(ctx, t, c, ns, e, in.Count/4)
 			cl := c.CRClient(t)
 			m := &v1.StatefulMigration{ObjectMeta: metav1.ObjectMeta{Name: "held", Namespace: ns}, Spec: v1.StatefulMigrationSpec{SourcePod: d.Pod.Name}}
 			if err := cl.Create(ctx, m); err != nil {
 				t.Fatal(err)
 			}
-			c.EventuallyIn(t, ns, "the handover held by the budget", func(ctx context.Context) error {
-				if err := cl.Get(ctx, client.ObjectKeyFromObject(m), m); err != nil {
-					return err
-				}
-				cond := meta.FindStatusCondition(m.Status.Conditions, v1.ConditionReplayCaughtUp)
-				if m.Status.Phase != v1.PhaseReplaying || cond == nil || cond.Reason != v1.ReasonDisruptionBudget || !strings.Contains(cond.Message, "PodDisruptionBudget orders") {
-					return fmt.Errorf("phase %s, condition %+v", m.Status.Phase, cond)
-				}
-				return nil
-			})
+			waitHeldByBudget(t, c, cl, m, "orders")
 			p, err := c.Client.CoreV1().Pods(ns).Get(ctx, d.Pod.Name, metav1.GetOptions{})
 			if err != nil || !IsReady(p) {
 				t.Fatalf("the source stopped serving while the budget held the handover: %v", err)
@@ -266,4 +241,31 @@ func DisruptionBudgetSpec(in DrainMigratableInput) features.Feature {
 			verifyZeroLoss(ctx, t, c, ns, e)
 			return ctx
 		}).Feature()
+}
+
+// blockDisruptions creates a PodDisruptionBudget "orders" allowing no
+// disruption of e's one pod, which holds any migration of it in Replaying.
+func blockDisruptions(ctx context.Context, t *testing.T, c *Cluster, ns string, e deploy.Example) {
+	t.Helper()
+	pdb := &policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Name: "orders"}, Spec: policyv1.PodDisruptionBudgetSpec{
+		MinAvailable: ptr.To(intstr.FromInt32(1)), Selector: &metav1.LabelSelector{MatchLabels: e.Labels()}}}
+	if _, err := c.Client.PolicyV1().PodDisruptionBudgets(ns).Create(ctx, pdb, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitHeldByBudget waits until m replays with its handover held by the
+// PodDisruptionBudget named pdb.
+func waitHeldByBudget(t *testing.T, c *Cluster, cl client.Client, m *v1.StatefulMigration, pdb string) {
+	t.Helper()
+	c.EventuallyIn(t, m.Namespace, "the handover held by the budget", func(ctx context.Context) error {
+		if err := cl.Get(ctx, client.ObjectKeyFromObject(m), m); err != nil {
+			return err
+		}
+		cond := meta.FindStatusCondition(m.Status.Conditions, v1.ConditionReplayCaughtUp)
+		if m.Status.Phase != v1.PhaseReplaying || cond == nil || cond.Reason != v1.ReasonDisruptionBudget || !strings.Contains(cond.Message, "PodDisruptionBudget "+pdb) {
+			return fmt.Errorf("phase %s, condition %+v", m.Status.Phase, cond)
+		}
+		return nil
+	})
 }

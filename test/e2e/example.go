@@ -15,17 +15,25 @@ import (
 // and waits until the consumer has applied applied messages.
 func deployExample(ctx context.Context, t *testing.T, c *Cluster, ns string, e deploy.Example, applied int64) deploy.Deployed {
 	t.Helper()
+	d := deployConsumer(ctx, t, c, ns, e)
+	if err := deploy.StartProducer(ctx, c.Client, ns, e, t.Logf); err != nil {
+		t.Fatal(err)
+	}
+	if err := deploy.WaitApplied(ctx, d, applied); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// deployConsumer deploys the example consumer e into ns, its cluster-scoped
+// auth-delegator binding removed when the test ends, and returns it Ready.
+func deployConsumer(ctx context.Context, t *testing.T, c *Cluster, ns string, e deploy.Example) deploy.Deployed {
+	t.Helper()
 	t.Cleanup(func() {
 		_ = c.Client.RbacV1().ClusterRoleBindings().Delete(context.Background(), e.AuthDelegator(ns).Name, metav1.DeleteOptions{})
 	})
 	d, err := deploy.DeployConsumer(ctx, c.Client, ns, e, t.Logf)
 	if err != nil {
-		t.Fatal(err)
-	}
-	if err := deploy.StartProducer(ctx, c.Client, ns, e, t.Logf); err != nil {
-		t.Fatal(err)
-	}
-	if err := deploy.WaitApplied(ctx, d, applied); err != nil {
 		t.Fatal(err)
 	}
 	return d

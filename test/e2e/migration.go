@@ -45,19 +45,7 @@ func MigrationSpec(in MigrationInput) features.Feature {
 			ns := c.Namespace(t, "migrate")
 			e := deploy.Example{Name: "orders", Brokers: c.Brokers, Topic: ns + "-orders", Rate: in.Rate, Count: in.Count,
 				ProcessTime: 2 * time.Millisecond, Bare: in.Bare}
-			t.Cleanup(func() {
-				_ = c.Client.RbacV1().ClusterRoleBindings().Delete(context.Background(), e.AuthDelegator(ns).Name, metav1.DeleteOptions{})
-			})
-			d, err := deploy.DeployConsumer(ctx, c.Client, ns, e, t.Logf)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := deploy.StartProducer(ctx, c.Client, ns, e, t.Logf); err != nil {
-				t.Fatal(err)
-			}
-			if err := deploy.WaitApplied(ctx, d, in.Count/3); err != nil {
-				t.Fatal(err)
-			}
+			d := deployExample(ctx, t, c, ns, e, in.Count/3)
 			m, err := deploy.Migrate(ctx, c.Config, ns, d.Pod.Name, "", t.Logf)
 			if err != nil {
 				t.Fatal(err)
@@ -69,24 +57,10 @@ func MigrationSpec(in MigrationInput) features.Feature {
 			if m.Status.TargetNode == m.Status.SourceNode || m.Status.Downtime == nil || len(m.Status.FenceOffsets) == 0 {
 				t.Fatalf("status: source %s target %s downtime %v fence %v", m.Status.SourceNode, m.Status.TargetNode, m.Status.Downtime, m.Status.FenceOffsets)
 			}
-			if err := deploy.WaitProducer(ctx, c.Client, ns, e); err != nil {
-				t.Fatal(err)
-			}
-			after, err := deploy.FindConsumer(ctx, c.Client, ns, e)
-			if err != nil {
-				t.Fatal(err)
-			}
+			after := verifyZeroLoss(ctx, t, c, ns, e)
 			if after.Pod.Name != m.Status.TargetPod || after.Pod.Spec.NodeName != m.Status.TargetNode {
 				t.Fatalf("consumer now %s on %s, want the target %s on %s", after.Pod.Name, after.Pod.Spec.NodeName, m.Status.TargetPod, m.Status.TargetNode)
 			}
-			v, err := deploy.Verify(ctx, e, after.URL(), time.Minute)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !v.OK() || v.Input != int(in.Count) {
-				t.Fatalf("%s (want %d input messages)", v, in.Count)
-			}
-			t.Log(v)
 			assertOwner(ctx, t, c, ns, d.Pod, after.Pod, in.Bare)
 			assertCheckpointImage(ctx, t, m)
 			return ctx

@@ -39,19 +39,7 @@ func ManagerRestartSpec(in ManagerRestartInput) features.Feature {
 			}
 			ns := c.Namespace(t, "restart")
 			e := deploy.Example{Name: "orders", Brokers: c.Brokers, Topic: ns + "-orders", Rate: in.Rate, Count: in.Count, ProcessTime: 2 * time.Millisecond}
-			t.Cleanup(func() {
-				_ = c.Client.RbacV1().ClusterRoleBindings().Delete(context.Background(), e.AuthDelegator(ns).Name, metav1.DeleteOptions{})
-			})
-			d, err := deploy.DeployConsumer(ctx, c.Client, ns, e, t.Logf)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := deploy.StartProducer(ctx, c.Client, ns, e, t.Logf); err != nil {
-				t.Fatal(err)
-			}
-			if err := deploy.WaitApplied(ctx, d, 20); err != nil {
-				t.Fatal(err)
-			}
+			deployExample(ctx, t, c, ns, e, 20)
 			cl := c.CRClient(t)
 			// Each migration moves the previous one's target: a pod that
 			// carries an earlier migration's pin to its node.
@@ -75,21 +63,7 @@ func ManagerRestartSpec(in ManagerRestartInput) features.Feature {
 				}
 				t.Logf("manager restarted in %s: migration completed, downtime %s", reached, got.Status.Downtime.Duration)
 			}
-			if err := deploy.WaitProducer(ctx, c.Client, ns, e); err != nil {
-				t.Fatal(err)
-			}
-			after, err := deploy.FindConsumer(ctx, c.Client, ns, e)
-			if err != nil {
-				t.Fatal(err)
-			}
-			v, err := deploy.Verify(ctx, e, after.URL(), time.Minute)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !v.OK() || v.Input != int(in.Count) {
-				t.Fatalf("%s (want %d input messages)", v, in.Count)
-			}
-			t.Log(v)
+			verifyZeroLoss(ctx, t, c, ns, e)
 			return ctx
 		}).Feature()
 }

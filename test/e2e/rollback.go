@@ -38,19 +38,7 @@ func RollbackSpec(in RollbackInput) features.Feature {
 			}
 			ns := c.Namespace(t, "rollback")
 			e := deploy.Example{Name: "orders", Brokers: c.Brokers, Topic: ns + "-orders", Rate: in.Rate, Count: in.Count, ProcessTime: 2 * time.Millisecond}
-			t.Cleanup(func() {
-				_ = c.Client.RbacV1().ClusterRoleBindings().Delete(context.Background(), e.AuthDelegator(ns).Name, metav1.DeleteOptions{})
-			})
-			d, err := deploy.DeployConsumer(ctx, c.Client, ns, e, t.Logf)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := deploy.StartProducer(ctx, c.Client, ns, e, t.Logf); err != nil {
-				t.Fatal(err)
-			}
-			if err := deploy.WaitApplied(ctx, d, in.Count/6); err != nil {
-				t.Fatal(err)
-			}
+			d := deployExample(ctx, t, c, ns, e, in.Count/6)
 			cl := c.CRClient(t)
 			source := d.Pod.Name
 
@@ -119,21 +107,7 @@ func RollbackSpec(in RollbackInput) features.Feature {
 			}
 			t.Logf("second migration refused: %s", b.Status.FailureReason)
 
-			if err := deploy.WaitProducer(ctx, c.Client, ns, e); err != nil {
-				t.Fatal(err)
-			}
-			after, err := deploy.FindConsumer(ctx, c.Client, ns, e)
-			if err != nil {
-				t.Fatal(err)
-			}
-			v, err := deploy.Verify(ctx, e, after.URL(), time.Minute)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !v.OK() || v.Input != int(in.Count) {
-				t.Fatalf("%s (want %d input messages)", v, in.Count)
-			}
-			t.Log(v)
+			verifyZeroLoss(ctx, t, c, ns, e)
 			return ctx
 		}).Feature()
 }

@@ -149,5 +149,8 @@ func transferring(ctx context.Context, w *work) (outcome, error) {
 		w.r.Metrics.CheckpointBytes.Observe(float64(res.SizeBytes))
 	}
 	setCondition(&m.Status, m.Generation, v1.ConditionImagePushed, true, v1.ReasonSucceeded, res.Image)
+	if m.Status.Strategy == v1.StrategySequential {
+		return fenceForRelease(ctx, w)
+	}
 	return w.advance(v1.PhaseRestoring, "Restoring", fmt.Sprintf("restoring on %s from %s", m.Status.TargetNode, res.Image)), nil
 }

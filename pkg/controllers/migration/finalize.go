@@ -49,7 +49,7 @@ func finalizing(ctx context.Context, w *work) (outcome, error) {
 				return sidecarFailed(ctx, err, v1.ReasonHandoverFailed, "handover at the fence %v", fence)
 			}
 		}
-		downtime := w.r.Clock.Since(enteredAt(&m.Status, v1.PhaseFinalizing))
+		downtime := w.r.Clock.Since(enteredAt(&m.Status, downtimeFrom(m)))
 		m.Status.Downtime = &metav1.Duration{Duration: downtime}
 		if w.r.Metrics != nil {
 			w.r.Metrics.DowntimeSeconds.Observe(downtime.Seconds())
@@ -77,7 +77,13 @@ func finalizing(ctx context.Context, w *work) (outcome, error) {
 			return outcome{}, err
 		}
 	}
-	if err := w.removeSource(ctx); err != nil {
+	if m.Status.Strategy == v1.StrategySequential {
+		// The source was released in Restoring; the pod under its name
+		// is the restored one, now the StatefulSet's ordinary pod.
+		if err := w.unmarkRestored(ctx, target); err != nil {
+			return outcome{}, err
+		}
+	} else if err := w.removeSource(ctx); err != nil {
 		return outcome{}, err
 	}
 	setCondition(&m.Status, m.Generation, v1.ConditionReady, true, v1.ReasonSucceeded, "migrated")
@@ -134,4 +140,27 @@ func (w *work) removeSource(ctx context.Context) error {
 		return err
 	}
 	return client.IgnoreNotFound(w.r.Client.Delete(ctx, src, client.Preconditions{UID: &src.UID}))
+}
+
+// downtimeFrom is the phase whose start stopped live processing: the fence
+// ends Replaying for ShadowPod, and Transferring for Sequential (the source
+// is released before the restore).
+func downtimeFrom(m *v1.StatefulMigration) v1.Phase {
+	if m.Status.Strategy == v1.StrategySequential {
+		return v1.PhaseRestoring
+	}
+	return v1.PhaseFinalizing
+}
+
+// unmarkRestored removes the migration's marks from a restored
+// StatefulSet pod once it is live, so it is an ordinary (and again
+// migratable) pod of its StatefulSet.
+func (w *work) unmarkRestored(ctx context.Context, target *corev1.Pod) error {
+	if target == nil || target.Labels[v1.LabelMigration] == "" {
+		return nil
+	}
+	patch := client.MergeFrom(target.DeepCopy())
+	delete(target.Labels, v1.LabelMigration)
+	delete(target.Annotations, v1.AnnotationMigrationName)
+	return client.IgnoreNotFound(w.r.Client.Patch(ctx, target, patch))
 }

@@ -53,11 +53,14 @@ func pending(ctx context.Context, w *work) (outcome, error) {
 		return fail(v1.ReasonAlreadyMigrating, "pod %s is already being migrated by StatefulMigration %s", src.Name, other)
 	}
 
-	m.Status.SourceNode = src.Spec.NodeName
+	m.Status.SourceNode, m.Status.SourceUID = src.Spec.NodeName, src.UID
 	m.Status.Strategy = strategyFor(m.Spec.Strategy, src)
-	if m.Status.Strategy == v1.StrategySequential {
-		return fail(v1.ReasonSourceNotMigratable, "the Sequential strategy (StatefulSet pods, identity-preserving) is not implemented yet; "+
-			"pods owned by a ReplicaSet or bare pods migrate with ShadowPod")
+	if ref := metav1.GetControllerOf(src); m.Status.Strategy == v1.StrategySequential && (ref == nil || ref.Kind != "StatefulSet") {
+		return fail(v1.ReasonSourceNotMigratable, "strategy Sequential keeps the pod's name and identity, which only a StatefulSet recreates; "+
+			"pod %s is not a StatefulSet's: use ShadowPod (or Auto)", src.Name)
+	}
+	if ref := metav1.GetControllerOf(src); m.Status.Strategy == v1.StrategyShadowPod && ref != nil && ref.Kind == "StatefulSet" {
+		return fail(v1.ReasonSourceNotMigratable, "pod %s belongs to StatefulSet %s, which allows one pod per identity: use strategy Sequential (or Auto)", src.Name, ref.Name)
 	}
 	target, o, bad, err := w.chooseTarget(ctx, src)
 	if err != nil || bad {

@@ -82,7 +82,25 @@ func buildTarget(m *v1.StatefulMigration, src *corev1.Pod, selectorKeys []string
 	p.OwnerReferences = []metav1.OwnerReference{{
 		APIVersion: v1.GroupVersion.String(), Kind: "StatefulMigration", Name: m.Name, UID: m.UID, Controller: ptr.To(true),
 	}}
-	p.Spec.Affinity = pinned(p.Spec.Affinity, m.Status.TargetNode)
+	restoreInto(p, m, app)
+	return p, nil
+}
+
+// restoreInto makes p a migration's restored pod: its app container starts
+// from the checkpoint image, its sidecar replays from the checkpoint
+// offsets, it is pinned to the target node (replacing an earlier
+// migration's pin) and marked with the migration.
+func restoreInto(p *corev1.Pod, m *v1.StatefulMigration, app string) {
+	if p.Labels == nil {
+		p.Labels = map[string]string{}
+	}
+	if p.Annotations == nil {
+		p.Annotations = map[string]string{}
+	}
+	p.Labels[v1.LabelMigration] = m.Name
+	p.Annotations[v1.AnnotationMigrationName] = m.Name
+	p.Annotations[v1.AnnotationSourceNode] = m.Status.SourceNode
+	p.Spec.Affinity = pinned(unpinned(p.Spec.Affinity, m.Status.SourceNode), m.Status.TargetNode)
 	for i := range p.Spec.Containers {
 		c := &p.Spec.Containers[i]
 		switch c.Name {
@@ -92,7 +110,26 @@ func buildTarget(m *v1.StatefulMigration, src *corev1.Pod, selectorKeys []string
 			c.Env = append(withoutEnv(c.Env, replay.EnvReplayFrom), corev1.EnvVar{Name: replay.EnvReplayFrom, Value: replayFromEnv(m.Status.CheckpointOffsets)})
 		}
 	}
-	return p, nil
+}
+
+// RestoreStatefulSetPod turns the pod a StatefulSet creates in place of a
+// migration's source (same name) into the restored pod, when m is the
+// Sequential migration waiting for it; it reports whether it did. The pod
+// mutation webhook calls it, so the StatefulSet's own pod, with its name,
+// ordinal, volumes and owner, is the one restored from the checkpoint.
+func RestoreStatefulSetPod(p *corev1.Pod, m *v1.StatefulMigration) bool {
+	ref := metav1.GetControllerOf(p)
+	if ref == nil || ref.Kind != "StatefulSet" || m.Spec.SourcePod != p.Name || m.Namespace != p.Namespace ||
+		m.Status.Strategy != v1.StrategySequential || m.Status.Phase != v1.PhaseRestoring ||
+		m.Status.CheckpointImage == "" || len(m.Status.FenceOffsets) == 0 || m.DeletionTimestamp != nil {
+		return false
+	}
+	apps := appContainers(m, p)
+	if len(apps) == 0 {
+		return false
+	}
+	restoreInto(p, m, apps[0])
+	return true
 }
 
 // unpinned drops the requirements that pin a pod to node alone: the pin an

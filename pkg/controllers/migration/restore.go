@@ -6,10 +6,12 @@ import (
 	"sync"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
 )
@@ -18,6 +20,9 @@ import (
 // node, its sidecar replaying from O, and waits until it runs.
 func restoring(ctx context.Context, w *work) (outcome, error) {
 	m := w.m
+	if m.Status.Strategy == v1.StrategySequential {
+		return restoringInPlace(ctx, w)
+	}
 	_, _, limit, _ := w.timeouts()
 	target, err := w.targetPod(ctx)
 	if o, late := w.timedOut(limit); late {
@@ -53,16 +58,25 @@ func restoring(ctx context.Context, w *work) (outcome, error) {
 	if err != nil {
 		return outcome{}, err
 	}
-	m.Status.TargetPod = target.Name
-	if trouble := containerTrouble(target); trouble != "" {
+	return w.whenRunning(target, limit,
+		fmt.Sprintf("pod %s runs on %s, replaying from the checkpoint offsets", target.Name, target.Spec.NodeName),
+		fmt.Sprintf("target %s replays while the source serves", target.Name))
+}
+
+// whenRunning ends Restoring once the restored pod runs: it fails on a
+// container in trouble, waits (bounded by limit) until every container
+// runs, then records restored and enters Replaying saying next.
+func (w *work) whenRunning(pod *corev1.Pod, limit time.Duration, restored, next string) (outcome, error) {
+	m := w.m
+	m.Status.TargetPod = pod.Name
+	if trouble := containerTrouble(pod); trouble != "" {
 		return fail(v1.ReasonRestoreFailed, "%s", trouble)
 	}
-	if !allRunning(target) {
+	if !allRunning(pod) {
 		return after(w.remaining(limit))
 	}
-	setCondition(&m.Status, m.Generation, v1.ConditionTargetRestored, true, v1.ReasonSucceeded,
-		fmt.Sprintf("pod %s runs on %s, replaying from the checkpoint offsets", target.Name, target.Spec.NodeName))
-	return w.advance(v1.PhaseReplaying, "Replaying", fmt.Sprintf("target %s replays while the source serves", target.Name)), nil
+	setCondition(&m.Status, m.Generation, v1.ConditionTargetRestored, true, v1.ReasonSucceeded, restored)
+	return w.advance(v1.PhaseReplaying, "Replaying", next), nil
 }
 
 // sample is a previous look at the replay, for the rates.
@@ -107,6 +121,11 @@ func sum(m map[int]int64) int64 {
 // rule: the fence is taken here, so downtime starts when Finalizing does.
 func replaying(ctx context.Context, w *work) (outcome, error) {
 	m := w.m
+	if m.Status.Strategy == v1.StrategySequential {
+		// Fenced before the restore: nothing to decide, the target
+		// replays to the fence in the handover.
+		return w.advance(v1.PhaseFinalizing, "Finalizing", fmt.Sprintf("the restored pod replays to the fence %v and goes live", fromOffsets(m.Status.FenceOffsets))), nil
+	}
 	target, err := w.targetPod(ctx)
 	if apierrors.IsNotFound(err) {
 		return fail(v1.ReasonRestoreFailed, "target pod %s disappeared", m.Status.TargetPod)
@@ -178,4 +197,61 @@ func replaying(ctx context.Context, w *work) (outcome, error) {
 	m.Status.FenceOffsets = toOffsets(w.topic(), pos.Next)
 	w.r.samples.forget(m.UID)
 	return w.advance(v1.PhaseFinalizing, "Finalizing", fmt.Sprintf("source fenced at %v; the target replays to exactly there and goes live", pos.Next)), nil
+}
+
+// fenceForRelease ends Transferring of a Sequential migration: the source
+// stops live processing at the fence F (downtime starts), so that it can
+// be released and its StatefulSet recreate the pod, which the webhook turns
+// into the restored one. Fencing is idempotent: a repeat returns the same F.
+func fenceForRelease(ctx context.Context, w *work) (outcome, error) {
+	m := w.m
+	src, err := w.sourcePod(ctx)
+	if apierrors.IsNotFound(err) {
+		return fail(v1.ReasonSourcePodNotFound, "source pod %s disappeared before the fence", m.Spec.SourcePod)
+	}
+	if err != nil {
+		return outcome{}, err
+	}
+	pos, err := w.r.Sidecars.Fence(ctx, w.sidecarAddr(src.Status.PodIP, src))
+	if err != nil {
+		return sidecarFailed(ctx, err, v1.ReasonHandoverFailed, "fencing the source")
+	}
+	m.Status.FenceOffsets = toOffsets(w.topic(), pos.Next)
+	return w.advance(v1.PhaseRestoring, "Restoring", fmt.Sprintf("source fenced at %v; releasing %s so its StatefulSet recreates it on %s from %s",
+		pos.Next, src.Name, m.Status.TargetNode, m.Status.CheckpointImage)), nil
+}
+
+// restoringInPlace is Restoring for Sequential: the source (fenced) is
+// deleted; its StatefulSet recreates the pod under the same name, which
+// the pod mutation webhook restores from the checkpoint image on the
+// target node (RestoreStatefulSetPod); then it must run.
+func restoringInPlace(ctx context.Context, w *work) (outcome, error) {
+	m := w.m
+	_, _, limit, _ := w.timeouts()
+	if o, late := w.timedOut(limit); late {
+		return o, nil
+	}
+	pod, err := w.sourcePod(ctx)
+	if apierrors.IsNotFound(err) {
+		return after(w.remaining(limit)) // its StatefulSet recreates it; the pod watch wakes us
+	}
+	if err != nil {
+		return outcome{}, err
+	}
+	if pod.UID == m.Status.SourceUID {
+		if pod.DeletionTimestamp == nil {
+			if err := w.r.Client.Delete(ctx, pod, client.Preconditions{UID: &pod.UID}); client.IgnoreNotFound(err) != nil {
+				return outcome{}, err
+			}
+			w.event(corev1.EventTypeNormal, "SourceReleased", "deleted %s (fenced) so its StatefulSet recreates it, restored, on %s", pod.Name, m.Status.TargetNode)
+		}
+		return after(w.remaining(limit))
+	}
+	if pod.Annotations[v1.AnnotationMigrationName] != m.Name {
+		return fail(v1.ReasonRestoreFailed, "the StatefulSet recreated %s without the checkpoint (was the ms2m webhook unavailable?): "+
+			"it starts with empty state from the group's offsets at the fence", pod.Name)
+	}
+	return w.whenRunning(pod, limit,
+		fmt.Sprintf("pod %s (same name, recreated by its StatefulSet) runs on %s, replaying from the checkpoint offsets", pod.Name, pod.Spec.NodeName),
+		fmt.Sprintf("%s replays to the fence", pod.Name))
 }

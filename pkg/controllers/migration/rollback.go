@@ -19,6 +19,15 @@ import (
 func (r *Reconciler) rollback(ctx context.Context, w *work, reason, msg string) error {
 	m := w.m
 	logger := log.FromContext(ctx)
+	if src, err := w.sourcePod(ctx); err == nil && m.Status.Strategy == v1.StrategySequential && m.Status.SourceUID != "" && src.UID != m.Status.SourceUID {
+		// Sequential, after the source was released: the pod under its
+		// name is the StatefulSet's new one; there is no source to go back
+		// to, and deleting that pod would not bring one back.
+		return r.failed(w, reason, msg, fmt.Sprintf("the source was already released: StatefulSet pod %s stays as it is; "+
+			"if it does not serve, delete it and its StatefulSet starts it again from the group's committed offsets (in-memory state rebuilt from there)", src.Name))
+	} else if err != nil && !apierrors.IsNotFound(err) {
+		return err
+	}
 	if target, err := w.targetPod(ctx); err == nil {
 		if err := r.Client.Delete(ctx, target, client.Preconditions{UID: &target.UID}); err != nil && !apierrors.IsNotFound(err) {
 			return err
@@ -45,6 +54,12 @@ func (r *Reconciler) rollback(ctx context.Context, w *work, reason, msg string) 
 			resumed = "the source serves again"
 		}
 	}
+	return r.failed(w, reason, msg, resumed)
+}
+
+// failed records the end of a failed migration and what the rollback did.
+func (r *Reconciler) failed(w *work, reason, msg, resumed string) error {
+	m := w.m
 	m.Status.FailureReason = msg
 	setCondition(&m.Status, m.Generation, v1.ConditionRolledBack, true, reason, resumed)
 	setCondition(&m.Status, m.Generation, v1.ConditionReady, false, reason, msg)

@@ -94,7 +94,10 @@ func (n *node) checkpoint(w http.ResponseWriter, req *http.Request) {
 		http.Error(w, err.Error(), http.StatusNotFound)
 		return
 	}
-	path, err := n.dump(ctx, pr, c, ns, podName)
+	path, err := "", injectedFault(n.f, ns, podName)
+	if err == nil {
+		path, err = n.dump(ctx, pr, c, ns, podName)
+	}
 	if err != nil {
 		http.Error(w, fmt.Sprintf("checkpointing of %s/%s/%s failed (%v)", ns, podName, ctrName, err), http.StatusInternalServerError)
 		return
@@ -152,4 +155,20 @@ func (n *node) dump(ctx context.Context, pr *podRuntime, c *container, ns, pod s
 		return "", err
 	}
 	return path, f.Close()
+}
+
+// AnnotationFailCheckpoint on a pod makes the SIMULATED CRIU fail its
+// checkpoints with the annotation's value as the error, the way a real
+// CRIU dump can fail: a fault injected for tests, sandbox only.
+const AnnotationFailCheckpoint = "sandbox.ms2m.io/fail-checkpoint"
+
+func injectedFault(f *Fleet, ns, pod string) error {
+	p, err := f.pods.Pods(ns).Get(pod)
+	if err != nil {
+		return nil
+	}
+	if why, ok := p.Annotations[AnnotationFailCheckpoint]; ok {
+		return fmt.Errorf("SIMULATED CRIU fault (%s): %s", AnnotationFailCheckpoint, why)
+	}
+	return nil
 }

@@ -2,6 +2,7 @@ package v1alpha1
 
 import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 )
 
 // Strategy says how the target pod coexists with the source.
@@ -222,6 +223,11 @@ type StatefulMigrationStatus struct {
 	// Strategy is the strategy in effect (Auto resolved).
 	// +optional
 	Strategy Strategy `json:"strategy,omitempty"`
+
+	// SourceUID is the UID of the source pod when the migration began; with
+	// the Sequential strategy the pod that replaces it has the same name.
+	// +optional
+	SourceUID types.UID `json:"sourceUID,omitempty"`
 
 	// SourceNode is the node the source pod ran on when the migration began.
 	// +optional
