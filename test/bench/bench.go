@@ -37,6 +37,9 @@ type Options struct {
 	// Out is where the CSV, the run description, the plot and the
 	// Markdown page go (docs/benchmarks.md's directory layout).
 	CSV, Run, Plot, Markdown string
+	// Micro is `make bench-micro`'s output, rendered on the page when it
+	// exists.
+	Micro string
 	// ReportOnly regenerates the page and the plot from the CSV.
 	ReportOnly bool
 

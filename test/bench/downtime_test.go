@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 )
@@ -113,6 +114,35 @@ func TestRecordRoundTrip(t *testing.T) {
 		}
 		if !reflect.DeepEqual(got, r) {
 			t.Errorf("round trip:\n got %+v\nwant %+v", got, r)
+		}
+	}
+}
+
+func TestParseMicro(t *testing.T) {
+	out := `goos: linux
+pkg: github.com/ms2m/ms2m/pkg/replay
+BenchmarkPauseResume-2   	 5000	      2100 ns/op	   1.5 p99-µs	 120 B/op	       3 allocs/op
+BenchmarkPauseResume-2   	 5000	      1900 ns/op	   2.5 p99-µs	 120 B/op	       3 allocs/op
+BenchmarkPauseResume-2   	 5000	      2000 ns/op	   3.5 p99-µs	 120 B/op	       3 allocs/op
+--- FAIL: BenchmarkBroken-2
+pkg: github.com/ms2m/ms2m/test/bench/controller
+BenchmarkPhaseTransitions-2   	      20	 217407189 ns/op	        36.23 ms/transition
+PASS
+`
+	rs, err := parseMicro(strings.NewReader(out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rs) != 2 {
+		t.Fatalf("%d benchmarks, want 2: %+v", len(rs), rs)
+	}
+	if r := rs[0]; r.Name != "BenchmarkPauseResume" || r.Runs != 3 || r.Median["ns/op"] != 2000 || r.Median["p99-µs"] != 2.5 {
+		t.Errorf("first: %+v", r)
+	}
+	table := microTable(rs)
+	for _, want := range []string{"| pkg/replay | PauseResume | 2.0 µs | 120 | 3.00 | 2.50 p99-µs | 3 |", "| test/bench/controller | PhaseTransitions | 217.41 ms |"} {
+		if !strings.Contains(table, want) {
+			t.Errorf("table lacks %q:\n%s", want, table)
 		}
 	}
 }

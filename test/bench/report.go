@@ -24,11 +24,21 @@ func report(o Options) error {
 	if err := plot(t, o.Plot); err != nil {
 		return fmt.Errorf("plot: %w", err)
 	}
-	page := markdown(t, desc, pageLinks{
+	links := pageLinks{
 		CSV:  rel(o.Markdown, o.CSV),
 		Run:  rel(o.Markdown, o.Run),
 		Plot: rel(o.Markdown, o.Plot),
-	})
+	}
+	var micro []microResult
+	if f, err := os.Open(o.Micro); err == nil {
+		micro, err = parseMicro(f)
+		_ = f.Close()
+		if err != nil {
+			return fmt.Errorf("%s: %w", o.Micro, err)
+		}
+		links.Micro = rel(o.Markdown, o.Micro)
+	}
+	page := markdown(t, desc, links, micro)
 	if err := os.MkdirAll(filepath.Dir(o.Markdown), 0o755); err != nil {
 		return err
 	}
@@ -44,7 +54,7 @@ func rel(page, target string) string {
 	return filepath.ToSlash(r)
 }
 
-type pageLinks struct{ CSV, Run, Plot string }
+type pageLinks struct{ CSV, Run, Plot, Micro string }
 
 func msf(d time.Duration) string {
 	v := float64(d) / float64(time.Millisecond)
@@ -79,7 +89,7 @@ func pct(r float64) string {
 	}
 }
 
-func markdown(t table, d runDesc, links pageLinks) string {
+func markdown(t table, d runDesc, links pageLinks, micro []microResult) string {
 	var b strings.Builder
 	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
 	w("# Benchmarks\n\n")
@@ -187,7 +197,13 @@ func markdown(t table, d runDesc, links pageLinks) string {
 	w("\n")
 	b.WriteString(strings.ReplaceAll(method_, "%PT%", d.ProcessTime))
 	b.WriteString(reproduce)
-	b.WriteString(micro)
+	b.WriteString(microText)
+	if len(micro) > 0 {
+		w("\nMedians of the last `make bench-micro` ([%s](%s), for `benchstat`):\n\n", filepath.Base(links.Micro), links.Micro)
+		b.WriteString(microTable(micro))
+	} else {
+		w("\nNo micro-benchmark output yet: `make bench-micro` writes it.\n")
+	}
 	return b.String()
 }
 
@@ -424,10 +440,10 @@ const reproduce = "### Reproduce\n\n" +
 	"Flags: `--rates`, `--runs`, `--process-time`, `--duration`, `--warmup`,\n" +
 	"`--replay-cutoff`, `--csv`, `--plot`, `--markdown`, `--dir`; `go run ./test/bench -h`.\n\n"
 
-const micro = "## Micro-benchmarks\n\n" +
+const microText = "## Micro-benchmarks\n\n" +
 	"`make bench-micro` runs every `go test -bench` in the module (`-count 5\n" +
 	"-benchmem`, the real API server where a package needs one) and writes the\n" +
-	"output to `bin/bench/micro.txt` for `benchstat`. Where they are:\n" +
+	"output to `docs/benchmarks/micro.txt`; `make bench` then renders it here. Where they are:\n" +
 	"`grep -rn 'func Benchmark' --include=*_test.go .`; figures measured so far\n" +
 	"are in the component docs ([sidecar](sidecar.md), [scheduler](scheduler.md),\n" +
 	"[webhooks](webhooks.md)).\n\n" +

@@ -13,6 +13,7 @@ package controller
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"net"
 	"os"
@@ -42,7 +43,13 @@ import (
 
 var env *testenv.Env
 
-func TestMain(m *testing.M) { os.Exit(testenv.RunMain(m, &env, testenv.Options{})) }
+func TestMain(m *testing.M) {
+	flag.Parse()
+	if f := flag.Lookup("test.bench"); f == nil || f.Value.String() == "" {
+		os.Exit(m.Run()) // no benchmark asked for (make test): no control plane
+	}
+	os.Exit(testenv.RunMain(m, &env, testenv.Options{}))
+}
 
 const (
 	ns         = "default"
