@@ -23,22 +23,29 @@ func parseMicro(r io.Reader) ([]microResult, error) {
 	var out []*microResult
 	byKey := map[string]*microResult{}
 	values := map[string]map[string][]float64{}
-	pkg := ""
+	pkg, pending := "", ""
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
 		if p, ok := strings.CutPrefix(line, "pkg: "); ok {
-			pkg = strings.TrimSpace(p)
+			pkg, pending = strings.TrimSpace(p), ""
 			continue
 		}
 		f := strings.Fields(line)
-		if len(f) < 4 || !strings.HasPrefix(f[0], "Benchmark") {
+		if len(f) >= 1 && strings.HasPrefix(f[0], "Benchmark") && (len(f) < 2 || !isInt(f[1])) {
+			// The benchmark's own log output split its result line: the
+			// figures follow on a later line of their own.
+			pending = f[0]
 			continue
 		}
-		if _, err := strconv.Atoi(f[1]); err != nil {
-			continue // a "--- FAIL" or a log line that starts alike
+		if len(f) >= 3 && pending != "" && isInt(f[0]) && slices.Contains(f, "ns/op") {
+			f = append([]string{pending}, f...)
 		}
+		if len(f) < 4 || !strings.HasPrefix(f[0], "Benchmark") || !isInt(f[1]) {
+			continue
+		}
+		pending = ""
 		name := f[0]
 		if i := strings.LastIndex(name, "-"); i > 0 {
 			if _, err := strconv.Atoi(name[i+1:]); err == nil {
@@ -134,4 +141,9 @@ func num(v float64) string {
 	default:
 		return strconv.FormatFloat(v, 'f', 2, 64)
 	}
+}
+
+func isInt(s string) bool {
+	_, err := strconv.Atoi(s)
+	return err == nil
 }
