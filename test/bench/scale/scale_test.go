@@ -161,7 +161,7 @@ func populate(ctx context.Context) error {
 		name := fmt.Sprintf("node-%03d", i)
 		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{
 			corev1.LabelHostname: name, corev1.LabelOSStable: "linux", corev1.LabelArchStable: "amd64",
-			corev1.LabelTopologyZone: fmt.Sprintf("zone-%d", i%3),
+			corev1.LabelTopologyZone:  fmt.Sprintf("zone-%d", i%3),
 			v1.LabelCheckpointRestore: "true", v1.LabelRuntime: "cri-o", v1.LabelRuntimeVersion: "1.33.0", v1.LabelCRIUVersion: "4.1",
 		}}}
 		if err := c.Create(ctx, n); err != nil {
