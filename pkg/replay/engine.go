@@ -450,7 +450,16 @@ func (e *Engine) Fence(ctx context.Context) (Position, error) {
 		e.mu.Unlock()
 		return Position{}, fmt.Errorf("a %s sidecar cannot be fenced; fence the live source", mode)
 	}
-	if err := e.waitIdleLocked(ctx); err != nil {
+	// No new message starts while the fence waits for the in-flight one:
+	// under steady load the delivery loop would otherwise take the next
+	// message every time the lock is free, and the fence would wait for the
+	// backlog to drain.
+	wasPaused := e.paused
+	e.paused = true
+	err := e.waitIdleLocked(ctx)
+	e.paused = wasPaused
+	if err != nil {
+		e.cond.Broadcast()
 		e.mu.Unlock()
 		return Position{}, err
 	}

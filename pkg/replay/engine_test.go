@@ -225,3 +225,40 @@ func TestPauseReportsExactPositionAndResumeLosesNothing(t *testing.T) {
 	h.engine.Resume() // idempotent
 	expectExactly(t, a, 40)
 }
+
+// slowApp takes a millisecond per message (its processing time).
+type slowApp struct{ *app }
+
+func (s *slowApp) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	time.Sleep(time.Millisecond) // processing time, not synchronisation
+	s.app.ServeHTTP(w, r)
+}
+
+// Under a backlog, a fence stops live consumption after the in-flight
+// message; it does not wait for the backlog to drain, and F is exactly what
+// the app acknowledged.
+func TestFenceUnderLoadStopsAfterTheInFlightMessage(t *testing.T) {
+	a := &slowApp{newApp()}
+	h := start(t, a)
+	const n = 3000
+	h.b.produce(t, 0, n)
+	expect.Eventually(t, "delivery under way", func() error {
+		if got := len(a.ackedCopy()); got < 50 {
+			return fmt.Errorf("%d acknowledged", got)
+		}
+		return nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	pos, err := h.engine.Fence(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	acked := a.ackedCopy()
+	if f := pos.Fence[0]; f != int64(len(acked)) || f >= n {
+		t.Fatalf("fence at %d with %d acknowledged of %d produced: want F = acknowledged, with the backlog left for the target", f, len(acked), n)
+	}
+	if got := h.b.committed(t, h.group); got != pos.Fence[0] {
+		t.Fatalf("committed %d, fence %d", got, pos.Fence[0])
+	}
+}
