@@ -183,17 +183,33 @@ func Run(ctx context.Context, o Options, auth Authenticator) error {
 	}
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	go func() { errc <- e.Run(runCtx) }()
+	engine := make(chan error, 1)
+	go func() { engine <- e.Run(runCtx) }()
 	var err error
+	stopped := false
 	select {
 	case <-ctx.Done():
 	case err = <-errc:
+	case err = <-engine:
+		stopped = true
 	}
 	cancel()
 	shutdown, done := context.WithTimeout(context.Background(), 5*time.Second)
 	defer done()
 	for _, s := range servers {
 		_ = s.Shutdown(shutdown)
+	}
+	// Wait for the engine to leave the consumer group (it closes its
+	// reader): exiting before would leave the group to the broker's
+	// session timeout, and the next member would wait out a rebalance.
+	if !stopped {
+		select {
+		case eerr := <-engine:
+			if err == nil {
+				err = eerr
+			}
+		case <-shutdown.Done():
+		}
 	}
 	return err
 }
