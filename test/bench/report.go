@@ -401,12 +401,8 @@ namespace.
 
 - **MS2M**: a ` + "`StatefulMigration`" + ` to the target node, followed until Completed.
   Phases are the controller's (status.phaseTransitions). Replaying ends
-  once the controller has fenced the source, and the sidecar's fence waits
-  for a moment with no message in flight, which a busy source may not offer
-  for seconds (it does not stop taking new messages first, as its pause
-  does): Replaying and the total include that wait, the source serving live
-  meanwhile, so it is not downtime. A fence that waits past its 30 s
-  deadline fails the migration (rolled back, nothing lost).
+  once the controller has fenced the source; the sidecar's fence holds back
+  new messages and waits only for the one in flight, as its pause does.
 - **Cold migration** (the baseline): stop the source's consumption after its
   in-flight message and take it out of the consumer group (the sidecar's
   pause, then fence: what a consumer that leaves its group on shutdown
