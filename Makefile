@@ -79,11 +79,12 @@ docker-build: ## Build the image where a Docker engine runs; skipped, saying so,
 	  else echo "docker-build: no Docker engine here; skipped (no image is needed for the tests)"; fi
 
 .PHONY: bench
-bench: bench-micro bench-migration ## Every benchmark: micro-benchmarks, then the sandbox migration benchmark (regenerates docs/benchmarks.md).
+bench: bench-micro bench-migration bench-drain ## Every benchmark: micro-benchmarks, the sandbox migration benchmark (regenerates docs/benchmarks.md), the drain of a node with 50 migratable pods.
 
 # Only the packages that have benchmarks: others' TestMain (e2e starts a
 # whole sandbox) need not run for -run '^$$'.
-BENCH_PKGS      ?= $(shell grep -rl --include='*_test.go' '^func Benchmark' . | xargs -n1 dirname | sort -u)
+# The drain benchmark (test/e2e) has its own target, bench-drain.
+BENCH_PKGS      ?= $(shell grep -rl --include='*_test.go' '^func Benchmark' . | xargs -n1 dirname | grep -v '^./test/e2e$$' | sort -u)
 
 # Keeps what benchstat reads, and rejoins a result line that a benchmark's
 # own log output split (name on one line, figures on a later one).
@@ -97,6 +98,10 @@ bench-micro: control-plane ## Micro-benchmarks (benchstat-friendly), with the re
 	KUBEBUILDER_ASSETS="$$(hack/build-control-plane.sh)" $(GO) test -run '^$$' -bench . -benchmem -count 5 $(BENCH_PKGS) >$(BIN)/bench/micro-raw.txt; \
 	  rc=$$?; cat $(BIN)/bench/micro-raw.txt; \
 	  awk '$(BENCH_CLEAN)' $(BIN)/bench/micro-raw.txt >docs/benchmarks/micro.txt; exit $$rc
+
+.PHONY: bench-drain
+bench-drain: control-plane ## kubectl drain of a sandbox node holding 50 migratable pods (E2E_DRAIN_PODS), per-node limit 5 (docs/drain.md).
+	KUBEBUILDER_ASSETS="$$(hack/build-control-plane.sh)" $(GO) test ./test/e2e -run '^$$' -bench DrainNode -benchtime 1x -timeout 40m
 
 .PHONY: bench-migration
 bench-migration: build control-plane ## MS2M vs cold migration across message rates in the sandbox (~1 h; BENCH_FLAGS='--rates 10,120 --runs 1' for a quick look): docs/benchmarks.md, its CSV and plot.
