@@ -2,10 +2,8 @@ package deploy
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
-	"net/http"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -136,7 +134,7 @@ func Verify(ctx context.Context, e Example, consumerURL string, wait time.Durati
 		if err != nil {
 			return err
 		}
-		st, err := state(ctx, consumerURL)
+		st, err := statefulapp.FetchSummary(ctx, consumerURL)
 		if err != nil {
 			return err
 		}
@@ -150,20 +148,6 @@ func Verify(ctx context.Context, e Example, consumerURL string, wait time.Durati
 		return v, err
 	}
 	return v, nil
-}
-
-func state(ctx context.Context, base string) (statefulapp.Summary, error) {
-	var s statefulapp.Summary
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/state", nil)
-	if err != nil {
-		return s, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return s, err
-	}
-	defer func() { _ = resp.Body.Close() }()
-	return s, json.NewDecoder(resp.Body).Decode(&s)
 }
 
 func hasSidecar(p *corev1.Pod) bool {
@@ -201,7 +185,7 @@ func poll(ctx context.Context, timeout time.Duration, fn func(context.Context) e
 // WaitApplied waits until the consumer has applied at least n messages.
 func WaitApplied(ctx context.Context, d Deployed, n int64) error {
 	return poll(ctx, 5*time.Minute, func(ctx context.Context) error {
-		s, err := state(ctx, d.URL())
+		s, err := statefulapp.FetchSummary(ctx, d.URL())
 		if err != nil {
 			return err
 		}

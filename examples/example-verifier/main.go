@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"net/http"
 	"os"
 	"strings"
 	"time"
@@ -63,7 +62,7 @@ func run(brokers, topic, effects, consumer string, wait time.Duration) (stateful
 func once(ctx context.Context, brokers []string, topic, effects, consumer string) (statefulapp.Verdict, error) {
 	var state *statefulapp.Summary
 	if consumer != "" {
-		s, err := fetchState(ctx, consumer)
+		s, err := statefulapp.FetchSummary(ctx, consumer)
 		if err != nil {
 			return statefulapp.Verdict{}, err
 		}
@@ -78,18 +77,4 @@ func once(ctx context.Context, brokers []string, topic, effects, consumer string
 		return statefulapp.Verdict{}, err
 	}
 	return statefulapp.Verify(in, out, state), nil
-}
-
-func fetchState(ctx context.Context, base string) (statefulapp.Summary, error) {
-	var s statefulapp.Summary
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(base, "/")+"/state", nil)
-	if err != nil {
-		return s, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return s, fmt.Errorf("consumer state: %w", err)
-	}
-	defer func() { _ = resp.Body.Close() }()
-	return s, json.NewDecoder(resp.Body).Decode(&s)
 }

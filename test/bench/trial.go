@@ -2,11 +2,9 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"slices"
 	"strings"
 	"time"
@@ -134,7 +132,7 @@ func (t *trial) measure(ctx context.Context, r *result) error {
 	}
 	drain := time.Duration(float64(t.e.Count)*b.opts.ProcessTime.Seconds()*2*float64(time.Second)) + time.Minute
 	if err := poll(ctx, drain, func(ctx context.Context) error {
-		s, err := appState(ctx, url)
+		s, err := statefulapp.FetchSummary(ctx, url)
 		if err != nil {
 			return err
 		}
@@ -151,7 +149,7 @@ func (t *trial) measure(ctx context.Context, r *result) error {
 	}
 	r.Lost, r.Duplicated, r.Unexpected = len(v.Missing), len(v.Duplicated), len(v.Unexpected)
 	r.StateOK = v.StateDigest == v.WantDigest
-	s, err := appState(ctx, url)
+	s, err := statefulapp.FetchSummary(ctx, url)
 	if err != nil {
 		return err
 	}
@@ -223,20 +221,6 @@ func committedOffsets(ctx context.Context, brokers []string, topic, group string
 		out[p.Partition] = max(p.CommittedOffset, 0)
 	}
 	return out, nil
-}
-
-func appState(ctx context.Context, base string) (statefulapp.Summary, error) {
-	var s statefulapp.Summary
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/state", nil)
-	if err != nil {
-		return s, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return s, err
-	}
-	defer func() { _ = resp.Body.Close() }()
-	return s, json.NewDecoder(resp.Body).Decode(&s)
 }
 
 // podURL is the consumer's base URL in pod name.

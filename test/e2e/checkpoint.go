@@ -23,6 +23,7 @@ import (
 	"sigs.k8s.io/e2e-framework/pkg/envconf"
 	"sigs.k8s.io/e2e-framework/pkg/features"
 
+	"github.com/ms2m/ms2m/examples/statefulapp"
 	"github.com/ms2m/ms2m/pkg/checkpoint"
 	"github.com/ms2m/ms2m/pkg/simcriu"
 )
@@ -63,7 +64,7 @@ func CheckpointRestoreSpec(in CheckpointInput) features.Feature {
 			if err := Deliver(ctx, ConsumerURL(source), 0, 0, seqs...); err != nil {
 				t.Fatal(err)
 			}
-			st, err := State(ctx, ConsumerURL(source))
+			st, err := statefulapp.FetchSummary(ctx, ConsumerURL(source))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -151,7 +152,7 @@ func CheckpointRestoreSpec(in CheckpointInput) features.Feature {
 			if target.Spec.NodeName == source.Spec.NodeName {
 				t.Fatalf("restored on the source node %s", target.Spec.NodeName)
 			}
-			st, err := State(ctx, ConsumerURL(target))
+			st, err := statefulapp.FetchSummary(ctx, ConsumerURL(target))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -166,8 +167,8 @@ func CheckpointRestoreSpec(in CheckpointInput) features.Feature {
 					t.Fatal(err)
 				}
 			}
-			a, errA := State(ctx, ConsumerURL(source))
-			b, errB := State(ctx, ConsumerURL(target))
+			a, errA := statefulapp.FetchSummary(ctx, ConsumerURL(source))
+			b, errB := statefulapp.FetchSummary(ctx, ConsumerURL(target))
 			if errA != nil || errB != nil || a.Digest != b.Digest || a.Applied != n+2 {
 				t.Fatalf("after the same messages: source %+v (%v), restored %+v (%v)", a, errA, b, errB)
 			}

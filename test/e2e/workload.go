@@ -3,7 +3,6 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -12,7 +11,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
-	"github.com/ms2m/ms2m/examples/statefulapp"
 	"github.com/ms2m/ms2m/pkg/replay"
 )
 
@@ -55,19 +53,4 @@ func Deliver(ctx context.Context, base string, partition int, fromOffset int64, 
 		}
 	}
 	return nil
-}
-
-// State reads a consumer's state summary.
-func State(ctx context.Context, base string) (statefulapp.Summary, error) {
-	var s statefulapp.Summary
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/state", nil)
-	if err != nil {
-		return s, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return s, err
-	}
-	defer func() { _ = resp.Body.Close() }()
-	return s, json.NewDecoder(resp.Body).Decode(&s)
 }

@@ -11,6 +11,8 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/e2e-framework/pkg/envconf"
 	"sigs.k8s.io/e2e-framework/pkg/features"
+
+	"github.com/ms2m/ms2m/examples/statefulapp"
 )
 
 // WorkloadsInput configures WorkloadsRunSpec.
@@ -85,7 +87,7 @@ func assertServing(ctx context.Context, t *testing.T, c *Cluster, ns, selector s
 			t.Fatalf("pod %s: node %q, IP %q (must be bound and unique)", p.Name, p.Spec.NodeName, p.Status.PodIP)
 		}
 		ips[p.Status.PodIP] = true
-		if _, err := State(ctx, ConsumerURL(&p)); err != nil {
+		if _, err := statefulapp.FetchSummary(ctx, ConsumerURL(&p)); err != nil {
 			t.Fatalf("pod %s does not serve on its IP: %v", p.Name, err)
 		}
 	}
