@@ -50,19 +50,12 @@ rollback is done.`,
 }
 
 func (o *cancelOptions) run(ctx context.Context, name string) error {
-	ns, err := o.namespace()
+	ns, c, err := o.target()
 	if err != nil {
 		return err
 	}
-	c, err := o.client()
+	m, err := getMigration(ctx, c, ns, name, ": nothing to cancel")
 	if err != nil {
-		return err
-	}
-	m := &v1.StatefulMigration{}
-	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, m); err != nil {
-		if apierrors.IsNotFound(err) {
-			return fmt.Errorf("StatefulMigration %q not found in namespace %q: nothing to cancel", name, ns)
-		}
 		return err
 	}
 	if err := c.Delete(ctx, m, client.Preconditions{UID: &m.UID}); err != nil && !apierrors.IsNotFound(err) {

@@ -60,11 +60,7 @@ migration: cancel it with "kubectl ms2m cancel".`,
 }
 
 func (o *migrateOptions) run(ctx context.Context, pod string) error {
-	ns, err := o.namespace()
-	if err != nil {
-		return err
-	}
-	c, err := o.client()
+	ns, c, err := o.target()
 	if err != nil {
 		return err
 	}

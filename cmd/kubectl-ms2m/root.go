@@ -8,11 +8,13 @@ import (
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
 	"github.com/ms2m/ms2m/pkg/migrationclient"
 )
 
@@ -39,6 +41,29 @@ func (o *options) client() (client.WithWatch, error) {
 func (o *options) namespace() (string, error) {
 	ns, _, err := o.config.ToRawKubeConfigLoader().Namespace()
 	return ns, err
+}
+
+// target is the namespace a command acts in and a client for it.
+func (o *options) target() (string, client.WithWatch, error) {
+	ns, err := o.namespace()
+	if err != nil {
+		return "", nil, err
+	}
+	c, err := o.client()
+	return ns, c, err
+}
+
+// getMigration reads StatefulMigration name; notFound ends the message
+// when there is none.
+func getMigration(ctx context.Context, c client.Client, ns, name, notFound string) (*v1.StatefulMigration, error) {
+	m := &v1.StatefulMigration{}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, m); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, fmt.Errorf("StatefulMigration %q not found in namespace %q%s", name, ns, notFound)
+		}
+		return nil, err
+	}
+	return m, nil
 }
 
 // tty reports whether output goes to a terminal, where a line may be

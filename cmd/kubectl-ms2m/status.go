@@ -10,7 +10,6 @@ import (
 
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/duration"
@@ -56,19 +55,12 @@ events. With -o json or -o yaml, print the object as the API serves it.`,
 }
 
 func (o *statusOptions) run(ctx context.Context, name string) error {
-	ns, err := o.namespace()
+	ns, c, err := o.target()
 	if err != nil {
 		return err
 	}
-	c, err := o.client()
+	m, err := getMigration(ctx, c, ns, name, " (kubectl ms2m list -A shows them all)")
 	if err != nil {
-		return err
-	}
-	m := &v1.StatefulMigration{}
-	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, m); err != nil {
-		if apierrors.IsNotFound(err) {
-			return fmt.Errorf("StatefulMigration %q not found in namespace %q (kubectl ms2m list -A shows them all)", name, ns)
-		}
 		return err
 	}
 	if o.output != "" {
