@@ -218,22 +218,12 @@ func DisruptionBudgetSpec(in DrainMigratableInput) features.Feature {
 			}
 			ns := c.Namespace(t, "pdb")
 			e := deploy.Example{Name: "orders", Brokers: c.Brokers, Topic: ns + "-orders", Rate: in.Rate, Count: in.Count, ProcessTime: 2 * time.Millisecond}
-			blockDisruptions(ctx, t, c, ns, e)
-			d := deployExample(ctx, t, c, ns, e, in.Count/4)
-			cl := c.CRClient(t)
-			m := &v1.StatefulMigration{ObjectMeta: metav1.ObjectMeta{Name: "held", Namespace: ns}, Spec: v1.StatefulMigrationSpec{SourcePod: d.Pod.Name}}
-			if err := cl.Create(ctx, m); err != nil {
-				t.Fatal(err)
-			}
-			waitHeldByBudget(t, c, cl, m, "orders")
+			m, d, cl := migrationHeldByBudget(ctx, t, c, ns, e, "held", in.Count/4)
 			p, err := c.Client.CoreV1().Pods(ns).Get(ctx, d.Pod.Name, metav1.GetOptions{})
 			if err != nil || !IsReady(p) {
 				t.Fatalf("the source stopped serving while the budget held the handover: %v", err)
 			}
-			patch := []byte(`{"spec":{"minAvailable":0}}`)
-			if _, err := c.Client.PolicyV1().PodDisruptionBudgets(ns).Patch(ctx, "orders", types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
-				t.Fatal(err)
-			}
+			allowDisruptions(ctx, t, c, ns)
 			got := waitFinished(t, c, cl, m)
 			if got.Status.Phase != v1.PhaseCompleted {
 				t.Fatalf("migration %s: %s", got.Status.Phase, got.Status.FailureReason)
@@ -243,29 +233,42 @@ func DisruptionBudgetSpec(in DrainMigratableInput) features.Feature {
 		}).Feature()
 }
 
-// blockDisruptions creates a PodDisruptionBudget "orders" allowing no
-// disruption of e's one pod, which holds any migration of it in Replaying.
-func blockDisruptions(ctx context.Context, t *testing.T, c *Cluster, ns string, e deploy.Example) {
+// migrationHeldByBudget deploys e under its producer (until applied
+// messages are processed) behind a PodDisruptionBudget "orders" that
+// allows no disruption of its one pod, starts migration name of it, and
+// waits until the budget holds the handover: the migration replays, the
+// source serves. It returns the migration, the source and the client.
+func migrationHeldByBudget(ctx context.Context, t *testing.T, c *Cluster, ns string, e deploy.Example, name string, applied int64) (*v1.StatefulMigration, deploy.Deployed, client.Client) {
 	t.Helper()
 	pdb := &policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Name: "orders"}, Spec: policyv1.PodDisruptionBudgetSpec{
 		MinAvailable: ptr.To(intstr.FromInt32(1)), Selector: &metav1.LabelSelector{MatchLabels: e.Labels()}}}
 	if _, err := c.Client.PolicyV1().PodDisruptionBudgets(ns).Create(ctx, pdb, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// waitHeldByBudget waits until m replays with its handover held by the
-// PodDisruptionBudget named pdb.
-func waitHeldByBudget(t *testing.T, c *Cluster, cl client.Client, m *v1.StatefulMigration, pdb string) {
-	t.Helper()
-	c.EventuallyIn(t, m.Namespace, "the handover held by the budget", func(ctx context.Context) error {
+	d := deployExample(ctx, t, c, ns, e, applied)
+	cl := c.CRClient(t)
+	m := &v1.StatefulMigration{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}, Spec: v1.StatefulMigrationSpec{SourcePod: d.Pod.Name}}
+	if err := cl.Create(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	c.EventuallyIn(t, ns, "the handover held by the budget", func(ctx context.Context) error {
 		if err := cl.Get(ctx, client.ObjectKeyFromObject(m), m); err != nil {
 			return err
 		}
 		cond := meta.FindStatusCondition(m.Status.Conditions, v1.ConditionReplayCaughtUp)
-		if m.Status.Phase != v1.PhaseReplaying || cond == nil || cond.Reason != v1.ReasonDisruptionBudget || !strings.Contains(cond.Message, "PodDisruptionBudget "+pdb) {
+		if m.Status.Phase != v1.PhaseReplaying || cond == nil || cond.Reason != v1.ReasonDisruptionBudget || !strings.Contains(cond.Message, "PodDisruptionBudget orders") {
 			return fmt.Errorf("phase %s, condition %+v", m.Status.Phase, cond)
 		}
 		return nil
 	})
+	return m, d, cl
+}
+
+// allowDisruptions relaxes the budget of migrationHeldByBudget.
+func allowDisruptions(ctx context.Context, t *testing.T, c *Cluster, ns string) {
+	t.Helper()
+	patch := []byte(`{"spec":{"minAvailable":0}}`)
+	if _, err := c.Client.PolicyV1().PodDisruptionBudgets(ns).Patch(ctx, "orders", types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
 }

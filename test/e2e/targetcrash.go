@@ -14,7 +14,6 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/e2e-framework/pkg/envconf"
 	"sigs.k8s.io/e2e-framework/pkg/features"
 
@@ -45,14 +44,8 @@ func TargetCrashSpec(in TargetCrashInput) features.Feature {
 			}
 			ns := c.Namespace(t, "crash")
 			e := deploy.Example{Name: "orders", Brokers: c.Brokers, Topic: ns + "-orders", Rate: in.Rate, Count: in.Count, ProcessTime: 2 * time.Millisecond}
-			blockDisruptions(ctx, t, c, ns, e)
-			src := deployExample(ctx, t, c, ns, e, in.Count/4).Pod
-			cl := c.CRClient(t)
-			m := &v1.StatefulMigration{ObjectMeta: metav1.ObjectMeta{Name: "crash", Namespace: ns}, Spec: v1.StatefulMigrationSpec{SourcePod: src.Name}}
-			if err := cl.Create(ctx, m); err != nil {
-				t.Fatal(err)
-			}
-			waitHeldByBudget(t, c, cl, m, "orders")
+			m, d, cl := migrationHeldByBudget(ctx, t, c, ns, e, "crash", in.Count/4)
+			src := d.Pod
 			target, err := c.Client.CoreV1().Pods(ns).Get(ctx, m.Status.TargetPod, metav1.GetOptions{})
 			if err != nil {
 				t.Fatal(err)
@@ -160,14 +153,7 @@ func BrokerRestartSpec(in TargetCrashInput) features.Feature {
 			}
 			ns := c.Namespace(t, "brokerrestart")
 			e := deploy.Example{Name: "orders", Brokers: c.Brokers, Topic: ns + "-orders", Rate: in.Rate, Count: in.Count, ProcessTime: 2 * time.Millisecond}
-			blockDisruptions(ctx, t, c, ns, e)
-			src := deployExample(ctx, t, c, ns, e, in.Count/4).Pod
-			cl := c.CRClient(t)
-			m := &v1.StatefulMigration{ObjectMeta: metav1.ObjectMeta{Name: "restart", Namespace: ns}, Spec: v1.StatefulMigrationSpec{SourcePod: src.Name}}
-			if err := cl.Create(ctx, m); err != nil {
-				t.Fatal(err)
-			}
-			waitHeldByBudget(t, c, cl, m, "orders")
+			m, _, cl := migrationHeldByBudget(ctx, t, c, ns, e, "restart", in.Count/4)
 			// The producer is done first: this spec is about the consumers.
 			if err := deploy.WaitProducer(ctx, c.Client, ns, e); err != nil {
 				t.Fatal(err)
@@ -176,10 +162,7 @@ func BrokerRestartSpec(in TargetCrashInput) features.Feature {
 				t.Fatal(err)
 			}
 			t.Log("broker restarted while the target replays")
-			patch := []byte(`{"spec":{"minAvailable":0}}`)
-			if _, err := c.Client.PolicyV1().PodDisruptionBudgets(ns).Patch(ctx, "orders", types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
-				t.Fatal(err)
-			}
+			allowDisruptions(ctx, t, c, ns)
 			got := waitFinished(t, c, cl, m)
 			if got.Status.Phase != v1.PhaseCompleted {
 				t.Log(c.Describe(ns))
