@@ -42,6 +42,9 @@ type Options struct {
 	// WebhookInstallOptions are passed to envtest so webhooks are
 	// registered with the real API server.
 	WebhookInstallOptions envtest.WebhookInstallOptions
+	// ServiceClusterIPRange replaces the API server's service range (the
+	// sandbox's simulated kube-proxy serves only loopback ClusterIPs).
+	ServiceClusterIPRange string
 }
 
 // RepoRoot is the module's root directory.
@@ -147,6 +150,9 @@ func start(assets string, opts Options) (*Env, error) {
 	// The apiserver would otherwise try to publish its own endpoint, which
 	// it refuses to do for a loopback address.
 	env.ControlPlane.GetAPIServer().Configure().Set("endpoint-reconciler-type", "none")
+	if opts.ServiceClusterIPRange != "" {
+		env.ControlPlane.GetAPIServer().Configure().Set("service-cluster-ip-range", opts.ServiceClusterIPRange)
+	}
 	cfg, err := env.Start()
 	if err != nil {
 		return nil, err
