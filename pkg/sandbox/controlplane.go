@@ -33,7 +33,7 @@ type controlPlane struct {
 
 // startControlPlane runs etcd and kube-apiserver through envtest (which
 // makes the certificates and users), with all state under Dir.
-func startControlPlane(ctx context.Context, opts Options) (*controlPlane, error) {
+func startControlPlane(ctx context.Context, opts Options, serviceCIDR string) (*controlPlane, error) {
 	// Certificates are made afresh on every start (envtest hands out the
 	// CA only when it generates one); etcd's data persists.
 	pki := filepath.Join(opts.Dir, "pki")
@@ -59,6 +59,8 @@ func startControlPlane(ctx context.Context, opts Options) (*controlPlane, error)
 	// The apiserver would otherwise publish its own endpoint, which it
 	// refuses to do for a loopback address.
 	api.Configure().Set("endpoint-reconciler-type", "none")
+	// Loopback ClusterIPs: the simulated kube-proxy listens on them.
+	api.Configure().Set("service-cluster-ip-range", serviceCIDR)
 	// envtest turns ServiceAccount admission off; a cluster has it on (pods
 	// get their service account and its token volume).
 	api.Configure().Disable("disable-admission-plugins")

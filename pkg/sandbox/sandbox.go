@@ -34,6 +34,7 @@ import (
 
 	"github.com/ms2m/ms2m/pkg/manager"
 	"github.com/ms2m/ms2m/pkg/sandbox/kubelet"
+	"github.com/ms2m/ms2m/pkg/sandbox/kubeproxy"
 )
 
 // EnvDir marks every process of a sandbox with its state directory.
@@ -96,6 +97,7 @@ type Sandbox struct {
 	mgrDone  chan error
 	kafka    *kfake.Cluster
 	registry *http.Server
+	proxy    *kubeproxy.Proxy
 }
 
 // State is what `sandbox status` and other tools read from Dir/sandbox.json.
@@ -175,8 +177,12 @@ func Start(ctx context.Context, opts Options) (s *Sandbox, err error) {
 	}()
 	logf := func(msg string, kv ...any) { opts.Log.Info(msg, kv...) }
 
+	slot, err := s.claimSlot()
+	if err != nil {
+		return s, err
+	}
 	logf("starting etcd and kube-apiserver", "dir", opts.Dir)
-	if s.cp, err = startControlPlane(ctx, opts); err != nil {
+	if s.cp, err = startControlPlane(ctx, opts, serviceCIDR(slot)); err != nil {
 		return s, err
 	}
 	s.Config, s.Kubeconfig = s.cp.admin, filepath.Join(opts.Dir, "kubeconfig")
@@ -199,10 +205,6 @@ func Start(ctx context.Context, opts Options) (s *Sandbox, err error) {
 		return s, err
 	}
 
-	slot, err := s.claimSlot()
-	if err != nil {
-		return s, err
-	}
 	ca, err := kubelet.NewCA()
 	if err != nil {
 		return s, err
@@ -222,11 +224,16 @@ func Start(ctx context.Context, opts Options) (s *Sandbox, err error) {
 		})
 	}
 	if s.Fleet, err = kubelet.Start(ctx, kubelet.Options{
-		Client: s.Client, Config: s.Config, Dir: filepath.Join(opts.Dir, "nodes"), Nodes: nodes,
+		Client: s.Client, Config: s.Config, Dir: filepath.Join(opts.Dir, "nodes"), SharedDir: opts.Dir, Nodes: nodes,
 		Runtime: kubelet.Runtime{BinDir: opts.BinDir, Registry: s.Registry}, CA: ca,
 		Log: opts.Log.WithName("kubelet"), Env: []string{EnvDir + "=" + opts.Dir},
 		PodCIDR: fmt.Sprintf("127.%d.0.0/16", 10+2*slot), NodeCIDR: fmt.Sprintf("127.%d.0.0/16", 11+2*slot),
 	}); err != nil {
+		return s, err
+	}
+
+	logf("starting the simulated kube-proxy (loopback ClusterIPs)", "range", serviceCIDR(slot))
+	if s.proxy, err = kubeproxy.Start(ctx, s.Client, opts.Log.WithName("kube-proxy")); err != nil {
 		return s, err
 	}
 
@@ -296,6 +303,9 @@ func (s *Sandbox) Stop() {
 	}
 	if s.Fleet != nil {
 		s.Fleet.Stop()
+	}
+	if s.proxy != nil {
+		s.proxy.Stop()
 	}
 	if s.cp != nil {
 		s.cp.stop()
@@ -368,6 +378,10 @@ func portOf(hostport string) int {
 	n, _ := strconv.Atoi(p)
 	return n
 }
+
+// serviceCIDR is the sandbox's service range: loopback addresses, which
+// the simulated kube-proxy serves, apart from every slot's pods and nodes.
+func serviceCIDR(slot int) string { return fmt.Sprintf("127.250.%d.0/24", slot) }
 
 // maxSlots sandboxes can run side by side on one machine.
 const maxSlots = 100

@@ -52,9 +52,12 @@ type Options struct {
 	// kubeconfigs.
 	Config *rest.Config
 	// Dir holds per-node state: pod directories, logs, checkpoints.
-	Dir     string
-	Nodes   []NodeSpec
-	Runtime Runtime
+	Dir string
+	// SharedDir is the sandbox's own directory, which the pods share with
+	// the host: paths inside it are never redirected to a volume.
+	SharedDir string
+	Nodes     []NodeSpec
+	Runtime   Runtime
 	// ServingCert signs the kubelet API certificates; see NewCA.
 	CA  *CA
 	Log logr.Logger

@@ -177,12 +177,17 @@ func (pr *podRuntime) prepare(ctx context.Context, pod *corev1.Pod) error {
 	if err := mkdir(pr.dir); err != nil {
 		return err
 	}
-	kubeconfig, err := pr.writeKubeconfig(ctx, pod)
+	kubeconfig, token, err := pr.writeKubeconfig(ctx, pod)
 	if err != nil {
 		pr.setWaiting("CreateContainerConfigError", err.Error())
 		return err
 	}
 	r := envResolver{ctx: ctx, client: f.opts.Client, pod: pod, podIP: pr.ip, hostIP: pr.node.ip}
+	volumes, err := pr.mountVolumes(r, token)
+	if err != nil {
+		pr.setWaiting("ContainerCreating", err.Error())
+		return err
+	}
 	base := append([]string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOSTNAME=" + pod.Name}, f.opts.Env...)
 	if kubeconfig != "" {
 		base = append(base, "KUBECONFIG="+kubeconfig)
@@ -193,12 +198,13 @@ func (pr *podRuntime) prepare(ctx context.Context, pod *corev1.Pod) error {
 			pr.setWaiting("CreateContainerConfigError", err.Error())
 			return err
 		}
+		mounts := newMountTable(c.spec.VolumeMounts, volumes, f.opts.SharedDir)
 		argv := make([]string, 0, len(c.spec.Command)+len(c.spec.Args))
 		for _, a := range append(append([]string{}, c.spec.Command...), c.spec.Args...) {
-			argv = append(argv, expand(a, vars))
+			argv = append(argv, mounts.rewrite(expand(a, vars)))
 		}
 		pr.mu.Lock()
-		c.env, c.argv, c.hookSocket = append(base, env...), argv, fmt.Sprintf("%s-%d.sock", pr.sock, i)
+		c.env, c.argv, c.hookSocket = append(base, mounts.rewriteEnv(env)...), argv, fmt.Sprintf("%s-%d.sock", pr.sock, i)
 		c.st.imageID = "sandbox://" + c.spec.Image
 		pr.mu.Unlock()
 		if ref, ok := f.opts.Runtime.fromRegistry(c.spec.Image); ok {
@@ -242,10 +248,11 @@ func (pr *podRuntime) setWaiting(reason, msg string) {
 }
 
 // writeKubeconfig gives the pod's processes its service account's token
-// (TokenRequest, bound to the pod), as a real pod's projected volume does.
-func (pr *podRuntime) writeKubeconfig(ctx context.Context, pod *corev1.Pod) (string, error) {
+// (TokenRequest, bound to the pod), as a real pod's projected volume does;
+// it returns the kubeconfig's path and the token.
+func (pr *podRuntime) writeKubeconfig(ctx context.Context, pod *corev1.Pod) (string, string, error) {
 	if pod.Spec.AutomountServiceAccountToken != nil && !*pod.Spec.AutomountServiceAccountToken {
-		return "", nil
+		return "", "", nil
 	}
 	sa := pod.Spec.ServiceAccountName
 	if sa == "" {
@@ -258,7 +265,7 @@ func (pr *podRuntime) writeKubeconfig(ctx context.Context, pod *corev1.Pod) (str
 		},
 	}, metav1.CreateOptions{})
 	if err != nil {
-		return "", fmt.Errorf("token for service account %s/%s: %w", pod.Namespace, sa, err)
+		return "", "", fmt.Errorf("token for service account %s/%s: %w", pod.Namespace, sa, err)
 	}
 	cfg := clientcmdapi.NewConfig()
 	cfg.Clusters["sandbox"] = &clientcmdapi.Cluster{Server: pr.f.opts.Config.Host, CertificateAuthorityData: pr.f.opts.Config.CAData}
@@ -266,7 +273,7 @@ func (pr *podRuntime) writeKubeconfig(ctx context.Context, pod *corev1.Pod) (str
 	cfg.Contexts["pod"] = &clientcmdapi.Context{Cluster: "sandbox", AuthInfo: sa, Namespace: pod.Namespace}
 	cfg.CurrentContext = "pod"
 	path := filepath.Join(pr.dir, "kubeconfig")
-	return path, clientcmd.WriteToFile(*cfg, path)
+	return path, tr.Status.Token, clientcmd.WriteToFile(*cfg, path)
 }
 
 // runInit runs an init container to completion, retrying failures with
