@@ -44,7 +44,9 @@ type Options struct {
 	MaxOutboundPerNode        int
 	DefaultReplayCutoff       time.Duration
 	// WebhookPort serves the admission webhooks over TLS; 0 disables them.
-	WebhookPort    int
+	WebhookPort int
+	// WebhookHost is the address the webhooks listen on ("": every one).
+	WebhookHost    string
 	WebhookCertDir string
 	// Restartable lets the manager be started again in the same process
 	// (the sandbox restarts its in-process manager); controller names are
@@ -93,6 +95,7 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.IntVar(&o.MaxParallelMigrations, "max-parallel-migrations", o.MaxParallelMigrations, "Migrations running at once in the cluster; more wait in Pending.")
 	fs.IntVar(&o.MaxOutboundPerNode, "max-outbound-migrations-per-node", o.MaxOutboundPerNode, "Migrations leaving one node at once; more wait in Pending.")
 	fs.IntVar(&o.WebhookPort, "webhook-port", o.WebhookPort, "Port of the admission webhooks (TLS); 0 disables them.")
+	fs.StringVar(&o.WebhookHost, "webhook-host", o.WebhookHost, "Address the admission webhooks listen on, e.g. the pod IP (default: every address).")
 	fs.StringVar(&o.WebhookCertDir, "webhook-cert-dir", o.WebhookCertDir, "Directory with tls.crt and tls.key for the webhooks (default: the system temp dir's k8s-webhook-server/serving-certs).")
 	fs.StringVar(&o.Sidecar.Image, "sidecar-image", o.Sidecar.Image, "Image of the injected replay sidecar (runs /ms2m/ms2m-replay).")
 	fs.Func("sidecar-allowed-users", "Comma-separated users the injected sidecars accept control calls from: the manager's own identity, "+
@@ -182,7 +185,7 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 		LeaderElectionNamespace: opts.LeaderElectionNamespace,
 	}
 	if opts.WebhookPort != 0 {
-		mgrOpts.WebhookServer = webhook.NewServer(webhook.Options{Port: opts.WebhookPort, CertDir: opts.WebhookCertDir})
+		mgrOpts.WebhookServer = webhook.NewServer(webhook.Options{Host: opts.WebhookHost, Port: opts.WebhookPort, CertDir: opts.WebhookCertDir})
 	}
 	mgr, err := ctrl.NewManager(cfg, mgrOpts)
 	if err != nil {

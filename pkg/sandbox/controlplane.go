@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -130,14 +131,12 @@ func (cp *controlPlane) startControllers(ctx context.Context, opts Options) erro
 	if err != nil {
 		return err
 	}
-	schedPort, err := freePort()
-	if err != nil {
-		return err
-	}
 	kcmConfig := filepath.Join(opts.Dir, "kube-controller-manager.kubeconfig")
 	if err := cp.run(opts, "kube-controller-manager",
 		"--kubeconfig="+kcmConfig,
-		"--controllers=*,-nodeipam",
+		// No EndpointSlices: the API server refuses the pods' loopback
+		// addresses in them; the simulated kube-proxy reads pods instead.
+		"--controllers=*,-nodeipam,-endpoint,-endpointslice,-endpointslicemirroring",
 		"--service-account-private-key-file="+filepath.Join(pki, "sa-signer.key"),
 		"--root-ca-file="+filepath.Join(pki, "ca.crt"),
 		"--use-service-account-credentials=true",
@@ -147,20 +146,46 @@ func (cp *controlPlane) startControllers(ctx context.Context, opts Options) erro
 	); err != nil {
 		return err
 	}
-	schedCfg, err := schedulerConfig(opts, filepath.Join(opts.Dir, "kube-scheduler.kubeconfig"))
+	if err := cp.startScheduler(ctx, opts); err != nil {
+		return err
+	}
+	return waitHealthy(ctx, cp, "kube-controller-manager", kcmPort)
+}
+
+// startScheduler runs kube-scheduler with opts' extenders and waits until
+// it reports healthy.
+func (cp *controlPlane) startScheduler(ctx context.Context, opts Options) error {
+	port, err := freePort()
 	if err != nil {
 		return err
 	}
-	if err := cp.run(opts, "kube-scheduler", "--config="+schedCfg,
-		"--bind-address=127.0.0.1", "--secure-port="+strconv.Itoa(schedPort)); err != nil {
+	cfg, err := schedulerConfig(opts, filepath.Join(opts.Dir, "kube-scheduler.kubeconfig"))
+	if err != nil {
 		return err
 	}
-	for name, port := range map[string]int{"kube-controller-manager": kcmPort, "kube-scheduler": schedPort} {
-		if err := waitHealthy(ctx, cp, name, port); err != nil {
-			return err
-		}
+	if err := cp.run(opts, "kube-scheduler", "--config="+cfg,
+		"--bind-address=127.0.0.1", "--secure-port="+strconv.Itoa(port)); err != nil {
+		return err
 	}
-	return nil
+	return waitHealthy(ctx, cp, "kube-scheduler", port)
+}
+
+// stopProcess stops the control-plane process name and forgets it.
+func (cp *controlPlane) stopProcess(name string) {
+	for i, p := range cp.procs {
+		if filepath.Base(p.Path) != name {
+			continue
+		}
+		_ = syscall.Kill(-p.Process.Pid, syscall.SIGTERM)
+		select {
+		case <-cp.done[i]:
+		case <-time.After(10 * time.Second):
+			_ = syscall.Kill(-p.Process.Pid, syscall.SIGKILL)
+			<-cp.done[i]
+		}
+		cp.procs, cp.done = slices.Delete(cp.procs, i, i+1), slices.Delete(cp.done, i, i+1)
+		return
+	}
 }
 
 // schedulerConfig writes the KubeSchedulerConfiguration.

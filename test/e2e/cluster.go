@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/funcr"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -48,6 +49,8 @@ type Cluster struct {
 	Brokers []string
 	// Sandbox is nil on a real cluster.
 	Sandbox *sandbox.Sandbox
+	// BinDir holds the binaries the sandbox's pods run.
+	BinDir string
 }
 
 func repoRoot() string {
@@ -74,11 +77,7 @@ func Setup(ctx context.Context, c *Cluster, workDir string) error {
 			return fmt.Errorf("building the binaries the sandbox runs: %v\n%s", err, out)
 		}
 		assets := sandbox.DefaultControlPlaneDir()
-		log := funcr.New(func(prefix, args string) {
-			if os.Getenv("E2E_SANDBOX_LOG") != "" {
-				fmt.Fprintln(os.Stderr, prefix, args)
-			}
-		}, funcr.Options{})
+		log := sandboxLog()
 		mgr := manager.DefaultOptions()
 		sb, err := sandbox.Start(ctx, sandbox.Options{
 			// Four nodes, one of which cannot restore checkpoints.
@@ -90,11 +89,20 @@ func Setup(ctx context.Context, c *Cluster, workDir string) error {
 			return err
 		}
 		c.Sandbox, c.Kubeconfig, c.Config, c.Registry, c.KubeletCA = sb, sb.Kubeconfig, sb.Config, sb.Registry, sb.KubeletCA
-		c.Brokers = []string{sb.Broker}
+		c.Brokers, c.BinDir = []string{sb.Broker}, bin
 	}
 	var err error
 	c.Client, err = kubernetes.NewForConfig(c.Config)
 	return err
+}
+
+// sandboxLog shows a sandbox's log with E2E_SANDBOX_LOG set.
+func sandboxLog() logr.Logger {
+	return funcr.New(func(prefix, args string) {
+		if os.Getenv("E2E_SANDBOX_LOG") != "" {
+			fmt.Fprintln(os.Stderr, prefix, args)
+		}
+	}, funcr.Options{})
 }
 
 // Teardown stops the sandbox.
