@@ -419,6 +419,21 @@ func (s *Sandbox) startBroker(port int) error {
 	return nil
 }
 
+// SimulateNodePartition cuts the named node's SIMULATED kubelet off from
+// the API server (kubelet.Fleet.SimulateKubeletPartition): its Lease and
+// status go stale, so the real kube-controller-manager marks the node
+// Ready=Unknown after its node-monitor grace period (40 s), while its pods'
+// processes keep running. EndNodePartition reconnects it.
+func (s *Sandbox) SimulateNodePartition(node string) error {
+	return s.Fleet.SimulateKubeletPartition(node)
+}
+
+// EndNodePartition ends SimulateNodePartition: the node heartbeats again
+// and its kubelet catches up with its pods.
+func (s *Sandbox) EndNodePartition(ctx context.Context, node string) error {
+	return s.Fleet.EndKubeletPartition(ctx, node)
+}
+
 // RestartBroker stops the Kafka-protocol broker and starts it again on the
 // same address with the same data, as a broker restart in a cluster: every
 // client loses its connections and must reconnect.

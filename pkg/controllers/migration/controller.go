@@ -102,7 +102,8 @@ type Reconciler struct {
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups=apps,resources=replicasets;statefulsets,verbs=get;list;watch
 
-// SetupWithManager watches StatefulMigrations and the pods they touch.
+// SetupWithManager watches StatefulMigrations, the pods they touch and
+// the nodes they target.
 func (r *Reconciler) SetupWithManager(mgr manager.Manager) error {
 	if r.Clock == nil {
 		r.Clock = clock.RealClock{}
@@ -111,12 +112,24 @@ func (r *Reconciler) SetupWithManager(mgr manager.Manager) error {
 		func(o client.Object) []string { return []string{o.(*v1.StatefulMigration).Spec.SourcePod} }); err != nil {
 		return err
 	}
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &v1.StatefulMigration{}, indexTargetNode,
+		func(o client.Object) []string {
+			if n := o.(*v1.StatefulMigration).Status.TargetNode; n != "" {
+				return []string{n}
+			}
+			return nil
+		}); err != nil {
+		return err
+	}
 	return ctrl.ControllerManagedBy(mgr).
 		For(&v1.StatefulMigration{}).
 		Named("statefulmigration").
 		// A migration's pods: the target (labelled) and the source (found
 		// through the index on spec.sourcePod).
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(r.migrationsOfPod)).
+		// The target node going NotReady (or away) fails a migration
+		// before the fence (see nodes.go).
+		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(r.migrationsOnNode), ctrl.WithPredicates(readinessChanged)).
 		Complete(r)
 }
 

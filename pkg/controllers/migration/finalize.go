@@ -22,6 +22,17 @@ func handedOver(m *v1.StatefulMigration) bool {
 // finalizing hands over at exactly the fence F (the source stopped live
 // processing at F when Replaying ended), then gives the target the
 // source's identity and removes the source.
+//
+// The target node's readiness does not fail this phase. Before the
+// handover the handover is attempted anyway: the controller reaches the
+// target's sidecar at its pod IP, which a kubelet cut off from the API
+// server does not prevent; if the sidecar cannot be reached the handover
+// is retried until the phase times out, and the rollback then resumes the
+// source at F: nothing is lost when the target never received the
+// handover. (A handover that reached it, whose answer was lost before the
+// sidecar became unreachable, cannot be told apart here: a known gap, not
+// tied to the node's readiness.) After the handover the migration never
+// rolls back (below).
 func finalizing(ctx context.Context, w *work) (outcome, error) {
 	m := w.m
 	_, _, _, limit := w.timeouts()
@@ -60,11 +71,24 @@ func finalizing(ctx context.Context, w *work) (outcome, error) {
 	}
 	// A ReplicaSet that briefly owns both removes an unready pod first,
 	// whatever its deletion cost: the target takes over once Ready.
+	//
+	// Past the handover there is no timeout and no rollback: the target
+	// processes live from F and the source is fenced, so resuming the
+	// source would put two live consumers in the group, and what the
+	// target processed would be lost with it. A target whose node went
+	// NotReady (its pod is then marked not Ready) keeps the migration here,
+	// saying so, until the node is back; the pod and node watches wake us.
 	if target != nil && !podReady(target) {
-		if o, late := w.timedOut(limit); late {
-			return o, nil
+		reason, msg := v1.ReasonInProgress, fmt.Sprintf("handed over: target %s is live at the fence, waiting for it to be Ready", target.Name)
+		if why, _, err := w.targetNodeHealth(ctx); err != nil {
+			return outcome{}, err
+		} else if why != "" {
+			reason = v1.ReasonTargetNodeNotReady
+			msg = fmt.Sprintf("handed over: target %s is live at the fence but its node %s is not Ready (%s); "+
+				"the source stays fenced (resuming it would run two live consumers) until the node is back", target.Name, m.Status.TargetNode, why)
 		}
-		return after(w.remaining(limit))
+		setCondition(&m.Status, m.Generation, v1.ConditionReady, false, reason, msg)
+		return wait()
 	}
 	// The source first becomes the pod its ReplicaSet removes first, then
 	// the target takes the source's identity (for a moment the ReplicaSet

@@ -23,6 +23,9 @@ func restoring(ctx context.Context, w *work) (outcome, error) {
 	if m.Status.Strategy == v1.StrategySequential {
 		return restoringInPlace(ctx, w)
 	}
+	if o, down, err := w.targetNodeDown(ctx); err != nil || down {
+		return o, err
+	}
 	_, _, limit, _ := w.timeouts()
 	target, err := w.targetPod(ctx)
 	if o, late := w.timedOut(limit); late {
@@ -126,6 +129,9 @@ func replaying(ctx context.Context, w *work) (outcome, error) {
 		// replays to the fence in the handover.
 		return w.advance(v1.PhaseFinalizing, "Finalizing", fmt.Sprintf("the restored pod replays to the fence %v and goes live", fromOffsets(m.Status.FenceOffsets))), nil
 	}
+	if o, down, err := w.targetNodeDown(ctx); err != nil || down {
+		return o, err
+	}
 	target, err := w.targetPod(ctx)
 	if apierrors.IsNotFound(err) {
 		return fail(v1.ReasonRestoreFailed, "target pod %s disappeared", m.Status.TargetPod)
@@ -225,10 +231,20 @@ func fenceForRelease(ctx context.Context, w *work) (outcome, error) {
 // deleted; its StatefulSet recreates the pod under the same name, which
 // the pod mutation webhook restores from the checkpoint image on the
 // target node (RestoreStatefulSetPod); then it must run.
+//
+// The target node going NotReady does not fail it early: the source is
+// fenced and released already, so a rollback has nothing to resume, and
+// the node may come back with the restored state. The phase timeout bounds
+// the wait and then names the node.
 func restoringInPlace(ctx context.Context, w *work) (outcome, error) {
 	m := w.m
 	_, _, limit, _ := w.timeouts()
 	if o, late := w.timedOut(limit); late {
+		if why, _, err := w.targetNodeHealth(ctx); err != nil {
+			return outcome{}, err
+		} else if why != "" {
+			return fail(v1.ReasonTargetNodeNotReady, "phase Restoring did not finish within %s: target node %s is not Ready: %s", limit, m.Status.TargetNode, why)
+		}
 		return o, nil
 	}
 	pod, err := w.sourcePod(ctx)

@@ -16,6 +16,11 @@ import (
 // pod is removed first (so it stops consuming), then the source's sidecar
 // resumes (after a pause or a fence alike). Nothing is lost: the source's
 // group offsets never moved past what it applied.
+//
+// It does not wait for the target pod to be gone: on a node whose kubelet
+// is unreachable the deletion stays pending until the kubelet is back (or
+// the node is deleted), and the target, never handed over, only replays
+// and never commits for the group meanwhile.
 func (r *Reconciler) rollback(ctx context.Context, w *work, reason, msg string) error {
 	m := w.m
 	logger := log.FromContext(ctx)

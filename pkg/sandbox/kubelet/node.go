@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -41,6 +42,9 @@ type node struct {
 	ip      string
 	apiAddr string
 	srv     *http.Server
+	// partitioned cuts the node's kubelet off from the API server (see
+	// Fleet.SimulateKubeletPartition).
+	partitioned atomic.Bool
 }
 
 func kernelVersion() string {
@@ -227,12 +231,18 @@ func (f *Fleet) heartbeat(ctx context.Context) {
 			return
 		case <-lease.C:
 			for _, n := range f.nodes {
+				if n.partitioned.Load() {
+					continue
+				}
 				if err := n.renewLease(ctx, nil); err != nil && ctx.Err() == nil {
 					f.log.Error(err, "renewing lease", "node", n.spec.Name)
 				}
 			}
 		case <-status.C:
 			for _, n := range f.nodes {
+				if n.partitioned.Load() {
+					continue
+				}
 				if err := n.refreshStatus(ctx); err != nil && ctx.Err() == nil {
 					f.log.Error(err, "updating node status", "node", n.spec.Name)
 				}

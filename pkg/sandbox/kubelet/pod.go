@@ -81,6 +81,15 @@ func (f *Fleet) drop(key string) {
 func (f *Fleet) sync(ctx context.Context, key string) error {
 	ns, name, _ := cache.SplitMetaNamespaceKey(key)
 	pod, err := f.pods.Pods(ns).Get(name)
+	nodeName := ""
+	if err == nil {
+		nodeName = pod.Spec.NodeName
+	}
+	if f.partitioned(nodeName, key) {
+		// A kubelet cut off from the API server neither sees nor writes
+		// anything; EndKubeletPartition syncs the node's pods again.
+		return nil
+	}
 	if apierrors.IsNotFound(err) {
 		f.drop(key)
 		return nil
