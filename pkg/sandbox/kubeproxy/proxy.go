@@ -47,7 +47,7 @@ type Proxy struct {
 	listeners map[string]*listener // by ip:port
 	conns     map[net.Conn]struct{}
 	stopped   bool
-	next      atomic.Uint64        // round robin over the Ready pods
+	next      atomic.Uint64 // round robin over the Ready pods
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
 }
