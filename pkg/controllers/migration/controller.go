@@ -139,8 +139,14 @@ func (r *Reconciler) migrationsOfPod(ctx context.Context, o client.Object) []rec
 	if name := o.GetLabels()[v1.LabelMigration]; name != "" {
 		return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: name}}}
 	}
+	return r.unfinished(ctx, client.InNamespace(o.GetNamespace()), client.MatchingFields{indexSourcePod: o.GetName()})
+}
+
+// unfinished are the requests of the migrations listed with opts that
+// have not ended.
+func (r *Reconciler) unfinished(ctx context.Context, opts ...client.ListOption) []reconcile.Request {
 	var list v1.StatefulMigrationList
-	if err := r.Client.List(ctx, &list, client.InNamespace(o.GetNamespace()), client.MatchingFields{indexSourcePod: o.GetName()}); err != nil {
+	if err := r.Client.List(ctx, &list, opts...); err != nil {
 		return nil
 	}
 	var out []reconcile.Request

@@ -39,17 +39,7 @@ const indexTargetNode = "status.targetNode"
 
 // migrationsOnNode maps a Node to the unfinished migrations targeting it.
 func (r *Reconciler) migrationsOnNode(ctx context.Context, o client.Object) []reconcile.Request {
-	var list v1.StatefulMigrationList
-	if err := r.Client.List(ctx, &list, client.MatchingFields{indexTargetNode: o.GetName()}); err != nil {
-		return nil
-	}
-	var out []reconcile.Request
-	for _, m := range list.Items {
-		if !m.Status.Phase.IsTerminal() {
-			out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&m)})
-		}
-	}
-	return out
+	return r.unfinished(ctx, client.MatchingFields{indexTargetNode: o.GetName()})
 }
 
 // readinessChanged passes the Node events that matter to a migration: its
