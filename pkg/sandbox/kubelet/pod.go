@@ -338,7 +338,7 @@ func (pr *podRuntime) startLocked(c *container) {
 	if err != nil {
 		c.st.waiting, c.st.message = "RunContainerError", err.Error()
 		c.nextStart = now.Add(backoff(c.st.restartCount))
-		pr.f.queue.AddAfter(pr.key, time.Until(c.nextStart))
+		pr.requeueAt(c.nextStart)
 		return
 	}
 	c.st.started, c.st.running, c.st.exited, c.st.startedAt = true, true, false, now
@@ -353,6 +353,13 @@ func (pr *podRuntime) startLocked(c *container) {
 			pr.f.queue.Add(pr.key)
 		})
 	}
+}
+
+// requeueAt syncs the pod again once t has passed (a back-off's end). A
+// timer rather than the queue's AddAfter: under load, e2e runs saw the
+// delayed add never come back, leaving a crashed container unrestarted.
+func (pr *podRuntime) requeueAt(t time.Time) {
+	time.AfterFunc(time.Until(t)+time.Millisecond, func() { pr.f.queue.Add(pr.key) })
 }
 
 func isInit(pr *podRuntime, c *container) bool {
@@ -388,7 +395,7 @@ func (pr *podRuntime) exited(c *container, code int) {
 		c.st.message = fmt.Sprintf("back-off %s restarting failed container %s (exit code %d); logs in %s",
 			backoff(c.st.restartCount), c.spec.Name, code, filepath.Join(pr.dir, c.spec.Name+".log"))
 		c.nextStart = now.Add(backoff(c.st.restartCount))
-		pr.f.queue.AddAfter(pr.key, backoff(c.st.restartCount))
+		pr.requeueAt(c.nextStart)
 		pr.f.log.Info("container exited; restarting after back-off", "pod", pr.key, "container", c.spec.Name, "exitCode", code)
 	}
 	pr.f.queue.Add(pr.key)
