@@ -356,8 +356,11 @@ func (pr *podRuntime) startLocked(c *container) {
 }
 
 // requeueAt syncs the pod again once t has passed (a back-off's end). A
-// timer rather than the queue's AddAfter: under load, e2e runs saw the
-// delayed add never come back, leaving a crashed container unrestarted.
+// timer rather than the queue's AddAfter: the delaying queue keeps one
+// waiting entry per key, the earliest, so a status-update conflict's
+// AddRateLimited (50 ms) replaced the back-off's wake-up, the early sync
+// found the back-off still running, and the crashed container was never
+// restarted.
 func (pr *podRuntime) requeueAt(t time.Time) {
 	time.AfterFunc(time.Until(t)+time.Millisecond, func() { pr.f.queue.Add(pr.key) })
 }
