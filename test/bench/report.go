@@ -305,8 +305,8 @@ func verdicts(t table, d runDesc, micro []microResult) []string {
 	}
 	if hi > 0 {
 		out = append(out, fmt.Sprintf("**Total time** (no target): MS2M takes %s to %s of cold's. It is the price of the low downtime: "+
-			"MS2M keeps the source serving while the target catches up, which is long when the source is busy (and Replaying "+
-			"includes the fence's wait for an idle moment), whereas cold's total is its downtime.", pct(lo), pct(hi)))
+			"MS2M keeps the source serving while the target is restored and catches up (Replaying), whereas cold's total "+
+			"is its downtime.", pct(lo), pct(hi)))
 	}
 	out = append(out, managerVerdict(micro))
 	return append(out, outliers(t)...)
@@ -321,11 +321,9 @@ func outliers(t table) []string {
 		for _, r := range c.OK {
 			for _, p := range r.Phases {
 				if p.Name == "Stopping" && p.Duration > 5*time.Second && p.Duration > 3*med {
-					out = append(out, fmt.Sprintf("**Outlier**: cold, %g msg/s, run %d: Stopping took %s s (median %s ms). The source's "+
-						"sidecar fences only once no message is in flight, and a backlogged consumer starts the next message at once, "+
-						"so the fence waited; the source processed live meanwhile, so the topic's history grew and that run's rebuild "+
-						"(and downtime, %s s) with it. The fence's wait for an idle moment is a sidecar issue (pkg/replay) that MS2M's "+
-						"fence shares; the median is not affected.", rate, r.Run, secf(p.Duration), msf(med), secf(r.Downtime)))
+					out = append(out, fmt.Sprintf("**Outlier**: cold, %g msg/s, run %d: Stopping took %s s (median %s ms). The source "+
+						"processed live until its sidecar fenced, so the topic's history grew and that run's rebuild "+
+						"(and downtime, %s s) with it; the median is not affected.", rate, r.Run, secf(p.Duration), msf(med), secf(r.Downtime)))
 				}
 			}
 		}
