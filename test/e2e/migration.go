@@ -67,17 +67,23 @@ func MigrationSpec(in MigrationInput) features.Feature {
 		}).Feature()
 }
 
+// waitPodGone waits until pod name in ns is deleted (not found).
+func waitPodGone(t *testing.T, c *Cluster, ns, name, what string) {
+	t.Helper()
+	c.Eventually(t, what, func(ctx context.Context) error {
+		_, err := c.Client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return errStill(name)
+	})
+}
+
 // assertOwner: the source is gone; a bare target has no owner; a
 // ReplicaSet's target is owned by it and the replica count never changed.
 func assertOwner(ctx context.Context, t *testing.T, c *Cluster, ns string, source, target *corev1.Pod, bare bool) {
 	t.Helper()
-	c.Eventually(t, "source pod "+source.Name+" gone", func(ctx context.Context) error {
-		_, err := c.Client.CoreV1().Pods(ns).Get(ctx, source.Name, metav1.GetOptions{})
-		if apierrors.IsNotFound(err) {
-			return nil
-		}
-		return errStill(source.Name)
-	})
+	waitPodGone(t, c, ns, source.Name, "source pod "+source.Name+" gone")
 	ref := metav1.GetControllerOf(target)
 	if bare {
 		if ref != nil {

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/e2e-framework/pkg/envconf"
@@ -22,8 +23,10 @@ import (
 	"github.com/ms2m/ms2m/pkg/sandbox/kubelet"
 )
 
-// TargetCrashInput configures TargetCrashSpec.
-type TargetCrashInput struct {
+// FaultUnderLoadInput configures the specs that inject a fault into a
+// migration of the example under a steady producer: TargetCrashSpec,
+// CheckpointFailureSpec, BrokerRestartSpec, TargetNodeNotReadySpec.
+type FaultUnderLoadInput struct {
 	Cluster *Cluster
 	Rate    float64
 	Count   int64
@@ -35,7 +38,7 @@ type TargetCrashInput struct {
 // rolls back (target removed, the source — never fenced — serves on), and
 // nothing is lost or processed twice live. Sandbox only: it kills the
 // simulated node's process.
-func TargetCrashSpec(in TargetCrashInput) features.Feature {
+func TargetCrashSpec(in FaultUnderLoadInput) features.Feature {
 	return features.New("target crash during replay").
 		Assess("fails, rolls back, source serves, zero loss", func(ctx context.Context, t *testing.T, _ *envconf.Config) context.Context {
 			c := in.Cluster
@@ -65,18 +68,19 @@ func TargetCrashSpec(in TargetCrashInput) features.Feature {
 				t.Fatalf("phase %s, reason %q, rolled back %+v", got.Status.Phase, got.Status.FailureReason, rolled)
 			}
 			t.Logf("migration failed as it should: %s; %s", got.Status.FailureReason, rolled.Message)
-			c.Eventually(t, "the target removed", func(ctx context.Context) error {
-				if _, err := c.Client.CoreV1().Pods(ns).Get(ctx, target.Name, metav1.GetOptions{}); err == nil {
-					return errStill(target.Name)
-				}
-				return nil
-			})
-			after := verifyZeroLoss(ctx, t, c, ns, e)
-			if after.Pod.UID != src.UID {
-				t.Fatalf("the consumer is %s, want the source %s serving on", after.Pod.Name, src.Name)
-			}
+			waitPodGone(t, c, ns, target.Name, "the target removed")
+			sourceServedOn(ctx, t, c, ns, e, src)
 			return ctx
 		}).Feature()
+}
+
+// sourceServedOn checks zero loss (verifyZeroLoss) and that the consumer
+// serving now is src itself: a failed migration left the source serving.
+func sourceServedOn(ctx context.Context, t *testing.T, c *Cluster, ns string, e deploy.Example, src *corev1.Pod) {
+	t.Helper()
+	if after := verifyZeroLoss(ctx, t, c, ns, e); after.Pod.UID != src.UID {
+		t.Fatalf("the consumer is %s, want the source %s serving on", after.Pod.Name, src.Name)
+	}
 }
 
 // processOf finds the process whose command line contains binary and
@@ -108,7 +112,7 @@ func processOf(binary, env string) (int, error) {
 // CRIU fault injected by a pod annotation): the migration fails with
 // CheckpointFailed carrying the kubelet's answer, the source — paused for
 // the checkpoint — is resumed and serves on, and nothing is lost.
-func CheckpointFailureSpec(in TargetCrashInput) features.Feature {
+func CheckpointFailureSpec(in FaultUnderLoadInput) features.Feature {
 	return features.New("checkpoint API error").
 		Assess("fails with the kubelet's reason, source resumed, zero loss", func(ctx context.Context, t *testing.T, _ *envconf.Config) context.Context {
 			c := in.Cluster
@@ -131,10 +135,7 @@ func CheckpointFailureSpec(in TargetCrashInput) features.Feature {
 				t.Fatalf("phase %s, reason %q, rolled back %+v", got.Status.Phase, got.Status.FailureReason, rolled)
 			}
 			t.Logf("migration failed as it should: %s; %s", got.Status.FailureReason, rolled.Message)
-			after := verifyZeroLoss(ctx, t, c, ns, e)
-			if after.Pod.UID != src.UID {
-				t.Fatalf("the consumer is %s, want the source %s serving on", after.Pod.Name, src.Name)
-			}
+			sourceServedOn(ctx, t, c, ns, e, src)
 			return ctx
 		}).Feature()
 }
@@ -144,7 +145,7 @@ func CheckpointFailureSpec(in TargetCrashInput) features.Feature {
 // target's replay readers reconnect; the migration then completes and
 // nothing is lost or processed twice live. Sandbox only: it restarts the
 // sandbox's broker.
-func BrokerRestartSpec(in TargetCrashInput) features.Feature {
+func BrokerRestartSpec(in FaultUnderLoadInput) features.Feature {
 	return features.New("broker restart during replay").
 		Assess("migration completes after the restart, zero loss", func(ctx context.Context, t *testing.T, _ *envconf.Config) context.Context {
 			c := in.Cluster

@@ -18,13 +18,6 @@ import (
 	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
 )
 
-// TargetNodeNotReadyInput configures TargetNodeNotReadySpec.
-type TargetNodeNotReadyInput struct {
-	Cluster *Cluster
-	Rate    float64
-	Count   int64
-}
-
 // TargetNodeNotReadySpec: the target node's kubelet is cut off from the
 // API server while the target replays (the handover is held by a
 // PodDisruptionBudget, so it lands in Replaying every time, before the
@@ -35,7 +28,7 @@ type TargetNodeNotReadyInput struct {
 // its node, and nothing is lost or processed twice live. Then the node
 // heartbeats again and the target pod goes. Sandbox only: it partitions
 // a simulated kubelet.
-func TargetNodeNotReadySpec(in TargetNodeNotReadyInput) features.Feature {
+func TargetNodeNotReadySpec(in FaultUnderLoadInput) features.Feature {
 	return features.New("target node NotReady during replay").
 		Assess("fails naming the node, rolls back, source serves, zero loss", func(ctx context.Context, t *testing.T, _ *envconf.Config) context.Context {
 			c := in.Cluster
@@ -100,18 +93,10 @@ func TargetNodeNotReadySpec(in TargetNodeNotReadyInput) features.Feature {
 			} else if err != nil && !apierrors.IsNotFound(err) {
 				t.Fatal(err)
 			}
-			after := verifyZeroLoss(ctx, t, c, ns, e)
-			if after.Pod.UID != src.UID {
-				t.Fatalf("the consumer is %s, want the source %s serving on", after.Pod.Name, src.Name)
-			}
+			sourceServedOn(ctx, t, c, ns, e, src)
 
 			endPartition(t, c, node)
-			c.Eventually(t, "the target removed once its kubelet is back", func(ctx context.Context) error {
-				if _, err := c.Client.CoreV1().Pods(ns).Get(ctx, target.Name, metav1.GetOptions{}); err == nil {
-					return errStill(target.Name)
-				}
-				return nil
-			})
+			waitPodGone(t, c, ns, target.Name, "the target removed once its kubelet is back")
 			return ctx
 		}).Feature()
 }
