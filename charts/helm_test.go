@@ -5,20 +5,18 @@
 package charts_test
 
 import (
-	"bytes"
+	"context"
 	"errors"
-	"fmt"
 	"io"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+
+	"github.com/ms2m/ms2m/pkg/testenv"
 )
 
 // release and namespace of the documented install (docs/install.md).
@@ -36,48 +34,11 @@ func repoRoot() string {
 
 func chartDir() string { return filepath.Join(repoRoot(), "charts", "ms2m") }
 
-var (
-	helmOnce sync.Once
-	helmPath string
-	helmErr  error
-)
-
-// helm returns the pinned helm binary, installing it into the cache on
-// first use (a few minutes cold). A failure names the command that fixes it.
-func helm(t *testing.T) string {
-	t.Helper()
-	helmOnce.Do(func() { helmPath, helmErr = goTool("helm") })
-	if helmErr != nil {
-		t.Fatal(helmErr)
-	}
-	return helmPath
-}
-
-func goTool(name string) (string, error) {
-	cmd := exec.Command(filepath.Join(repoRoot(), "hack", "go-tool.sh"), name)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return "", fmt.Errorf("installing %s failed (%v): %s\nrun `hack/go-tool.sh %s` (needs the Go module proxy)", name, err, strings.TrimSpace(stderr.String()), name)
-	}
-	return strings.TrimSpace(string(out)), nil
-}
-
-// runHelm runs helm with args and returns its stdout, or its stderr as the
-// error.
+// runHelm runs the pinned helm (testenv.Helm) with args and returns its
+// stdout, or its stderr as the error.
 func runHelm(t *testing.T, args ...string) (string, error) {
 	t.Helper()
-	cmd := exec.Command(helm(t), args...)
-	// A user's helm configuration must not change what the test sees.
-	home := t.TempDir()
-	cmd.Env = append(os.Environ(), "HELM_CACHE_HOME="+home, "HELM_CONFIG_HOME="+home, "HELM_DATA_HOME="+home)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		return stdout.String(), fmt.Errorf("helm %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
-	}
-	return stdout.String(), nil
+	return testenv.Helm(context.Background(), t.TempDir(), args...)
 }
 
 // values are extra helm flags: "-f", "file" or "--set", "k=v".

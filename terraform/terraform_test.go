@@ -24,6 +24,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/ms2m/ms2m/pkg/agent"
+	"github.com/ms2m/ms2m/pkg/testenv"
 )
 
 func dir() string {
@@ -285,14 +286,11 @@ func TestNodeSetupScriptIsValidShell(t *testing.T) {
 // TestFormatted runs the pinned terraform's `fmt -check`, installing it into
 // the cache from the Go module proxy when it is missing.
 func TestFormatted(t *testing.T) {
-	cmd := exec.Command(filepath.Join(dir(), "..", "hack", "go-tool.sh"), "terraform")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
+	terraform, err := testenv.GoTool("terraform")
 	if err != nil {
-		t.Fatalf("terraform is not installed and could not be (%v): %s\nrun `hack/go-tool.sh terraform` (needs the Go module proxy)", err, strings.TrimSpace(stderr.String()))
+		t.Fatal(err)
 	}
-	fmtCmd := exec.Command(strings.TrimSpace(string(out)), "fmt", "-check", "-recursive", "-diff", ".")
+	fmtCmd := exec.Command(terraform, "fmt", "-check", "-recursive", "-diff", ".")
 	fmtCmd.Dir = dir()
 	// No user CLI configuration: it could only add warnings.
 	fmtCmd.Env = append(os.Environ(), "TF_CLI_CONFIG_FILE="+os.DevNull, "CHECKPOINT_DISABLE=1")

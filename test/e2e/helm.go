@@ -1,11 +1,9 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -19,6 +17,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/ms2m/ms2m/pkg/sandbox"
+	ms2menv "github.com/ms2m/ms2m/pkg/testenv"
 )
 
 // helmRelease is the release the Helm specs install, into helmNamespace.
@@ -90,7 +89,7 @@ func HelmSandbox(ctx context.Context, t *testing.T, from *Cluster) *Cluster {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	out, err := helm(ctx, "install", helmRelease, filepath.Join(repoRoot(), "charts", "ms2m"),
+	out, err := ms2menv.Helm(ctx, t.TempDir(), "install", helmRelease, filepath.Join(repoRoot(), "charts", "ms2m"),
 		"--namespace", helmNamespace, "--create-namespace", "--kubeconfig", sb.Kubeconfig,
 		"-f", valuesFile, "--wait", "--timeout", "5m")
 	if err != nil {
@@ -133,26 +132,6 @@ func chartPods(ctx context.Context, c kubernetes.Interface, component string) ([
 		return nil, err
 	}
 	return pods.Items, nil
-}
-
-// helm runs the pinned helm CLI (hack/go-tool.sh installs it into the
-// cache from the Go module proxy on first use).
-func helm(ctx context.Context, args ...string) (string, error) {
-	tool := exec.CommandContext(ctx, filepath.Join(repoRoot(), "hack", "go-tool.sh"), "helm")
-	path, err := tool.Output()
-	if err != nil {
-		return "", fmt.Errorf("installing helm (hack/go-tool.sh helm): %w", err)
-	}
-	cmd := exec.CommandContext(ctx, strings.TrimSpace(string(path)), args...)
-	// A user's helm configuration must not change what the test sees.
-	home := filepath.Join(os.TempDir(), "ms2m-e2e-helm-home")
-	cmd.Env = append(os.Environ(), "HELM_CONFIG_HOME="+home, "HELM_CACHE_HOME="+home, "HELM_DATA_HOME="+home)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		return stdout.String(), fmt.Errorf("helm %s: %v\n%s%s", strings.Join(args, " "), err, stdout.String(), stderr.String())
-	}
-	return stdout.String(), nil
 }
 
 func firstLines(s string, n int) string {
