@@ -194,7 +194,7 @@ func (p *Proxy) forward(l *listener, conn net.Conn) {
 		return
 	}
 	defer p.untrack(conn)
-	backend, err := p.Backend(l.namespace, l.service, l.port)
+	backend, err := p.backend(l.namespace, l.service, l.port)
 	if err != nil {
 		p.log.V(1).Info("simulated kube-proxy: connection rejected", "service", l.namespace+"/"+l.service, "reason", err.Error())
 		return
@@ -223,9 +223,9 @@ func (p *Proxy) forward(l *listener, conn net.Conn) {
 	<-done
 }
 
-// Backend picks the address (podIP:targetPort) a new connection to the
+// backend picks the address (podIP:targetPort) a new connection to the
 // Service's port (its name, or its number when unnamed) goes to.
-func (p *Proxy) Backend(namespace, service, port string) (string, error) {
+func (p *Proxy) backend(namespace, service, port string) (string, error) {
 	svc, err := p.services.Services(namespace).Get(service)
 	if err != nil {
 		return "", err
