@@ -79,6 +79,17 @@ func assetsDir() (string, error) {
 	return dir, nil
 }
 
+// RunBenchmarksMain is RunMain for packages that hold only benchmarks:
+// without -test.bench (`make test`) there is nothing to run and no control
+// plane is started.
+func RunBenchmarksMain(m *testing.M, env **Env, opts Options) int {
+	flag.Parse()
+	if f := flag.Lookup("test.bench"); f == nil || f.Value.String() == "" {
+		return m.Run()
+	}
+	return RunMain(m, env, opts)
+}
+
 // RunMain is for TestMain: it starts one control plane for all the tests of
 // a package, stores it in *env, runs each hook (servers the tests need, such
 // as a webhook server), runs the tests and stops everything.

@@ -13,7 +13,6 @@ package controller
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"net"
 	"os"
@@ -44,11 +43,7 @@ import (
 var env *testenv.Env
 
 func TestMain(m *testing.M) {
-	flag.Parse()
-	if f := flag.Lookup("test.bench"); f == nil || f.Value.String() == "" {
-		os.Exit(m.Run()) // no benchmark asked for (make test): no control plane
-	}
-	os.Exit(testenv.RunMain(m, &env, testenv.Options{}))
+	os.Exit(testenv.RunBenchmarksMain(m, &env, testenv.Options{}))
 }
 
 const (

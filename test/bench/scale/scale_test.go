@@ -13,7 +13,6 @@ package scale
 import (
 	"bufio"
 	"context"
-	"flag"
 	"fmt"
 	"net/http"
 	"os"
@@ -37,11 +36,7 @@ import (
 var env *testenv.Env
 
 func TestMain(m *testing.M) {
-	flag.Parse()
-	if f := flag.Lookup("test.bench"); f == nil || f.Value.String() == "" {
-		os.Exit(m.Run()) // no benchmark asked for (make test): no control plane
-	}
-	os.Exit(testenv.RunMain(m, &env, testenv.Options{}))
+	os.Exit(testenv.RunBenchmarksMain(m, &env, testenv.Options{}))
 }
 
 const (
