@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
+	"github.com/ms2m/ms2m/pkg/migratable"
 	"github.com/ms2m/ms2m/pkg/replay"
 )
 
@@ -73,10 +74,9 @@ func DefaultSidecarOptions() SidecarOptions {
 type PodMutator struct {
 	Sidecar SidecarOptions
 	// Migrations finds the Sequential migration whose StatefulSet pod is
-	// being recreated, and Restore turns that pod into the restored one
-	// (nil: no restores).
+	// being recreated, so that pod is admitted as the restored one (nil:
+	// no restores).
 	Migrations client.Reader
-	Restore    func(*corev1.Pod, *v1.StatefulMigration) bool
 	decoder    admission.Decoder
 }
 
@@ -100,7 +100,7 @@ func (m *PodMutator) Handle(ctx context.Context, req admission.Request) admissio
 	if errs := Mutate(pod, m.Sidecar); len(errs) > 0 {
 		return admission.Denied("ms2m: " + errs.ToAggregate().Error())
 	}
-	restored, err := m.restoreStatefulSetPod(ctx, req.Namespace, pod)
+	restored, err := migratable.RestoreStatefulSetPodFrom(ctx, m.Migrations, req.Namespace, pod)
 	if err != nil {
 		// Refused, so the StatefulSet tries again, rather than start the
 		// pod without the state it is being migrated with.
@@ -156,14 +156,14 @@ func escapePointer(s string) string {
 // Mutate prepares a migratable pod in place; others are left untouched. It is
 // idempotent: mutating a mutated pod changes nothing.
 func Mutate(pod *corev1.Pod, opts SidecarOptions) field.ErrorList {
-	migratable, ferr := IsMigratable(pod.Annotations)
+	opted, ferr := migratable.IsMigratable(pod.Annotations)
 	if ferr != nil {
 		return field.ErrorList{ferr}
 	}
-	if !migratable {
+	if !opted {
 		return nil
 	}
-	binding, errs := ParseBinding(pod.Annotations)
+	binding, errs := migratable.ParseBinding(pod.Annotations)
 	if len(errs) > 0 {
 		return errs
 	}
@@ -191,7 +191,7 @@ func Mutate(pod *corev1.Pod, opts SidecarOptions) field.ErrorList {
 	return nil
 }
 
-func sidecarContainer(b Binding, opts SidecarOptions) corev1.Container {
+func sidecarContainer(b migratable.Binding, opts SidecarOptions) corev1.Container {
 	fieldEnv := func(name, path string) corev1.EnvVar {
 		return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: path}}}
 	}

@@ -106,8 +106,8 @@ func describeFields(w io.Writer, m *v1.StatefulMigration, now time.Time) {
 		field("Result", "%s", migrationclient.Summary(m))
 	default:
 		field("Phase", "%s, running for %s", st.Phase, migrationclient.FormatDuration(migrationclient.Elapsed(st, now)))
-		if st.FailureReason != "" {
-			field("Held", "%s", st.FailureReason)
+		if held := migrationclient.Held(m); held != "" {
+			field("Held", "%s", held)
 		}
 	}
 	field("Source", "pod %s%s", m.Spec.SourcePod, on(st.SourceNode))

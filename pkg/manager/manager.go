@@ -213,7 +213,7 @@ func setup(mgr ctrl.Manager, opts Options) error {
 	if opts.WebhookPort != 0 {
 		hooks := mgr.GetWebhookServer()
 		mutator := webhooks.NewPodMutator(admission.NewDecoder(mgr.GetScheme()), opts.Sidecar)
-		mutator.Migrations, mutator.Restore = mgr.GetClient(), migration.RestoreStatefulSetPod
+		mutator.Migrations = mgr.GetClient()
 		hooks.Register(webhooks.PodMutationPath, &webhook.Admission{Handler: mutator})
 		fallback, _ := webhooks.ParseEvictionFallback(opts.EvictionFallback) // validated
 		hooks.Register(webhooks.PodEvictionPath, &webhook.Admission{
@@ -244,6 +244,7 @@ func setup(mgr ctrl.Manager, opts Options) error {
 	ctl := migration.DefaultOptions()
 	ctl.MaxParallel, ctl.MaxOutboundPerNode = opts.MaxParallelMigrations, opts.MaxOutboundPerNode
 	ctl.DefaultRepository, ctl.SidecarControlPort = opts.CheckpointImageRepository, opts.Sidecar.ControlPort
+	ctl.DefaultReplayCutoff = opts.DefaultReplayCutoff
 	migrations := &migration.Reconciler{
 		Client: mgr.GetClient(), Scheme: mgr.GetScheme(), Recorder: mgr.GetEventRecorderFor("ms2m-controller"),
 		Sidecars: &replay.Client{Token: TokenSource(mgr.GetConfig())}, Offsets: migration.KafkaOffsets{},

@@ -73,6 +73,19 @@ func Elapsed(st *v1.StatefulMigrationStatus, now time.Time) time.Duration {
 	return end.Sub(tr[0].EnteredTime.Time)
 }
 
+// Held says why an unfinished migration waits for capacity ("" when it
+// does not): the message of its Ready condition with reason
+// WaitingForCapacity.
+func Held(m *v1.StatefulMigration) string {
+	if m.Status.Phase.IsTerminal() {
+		return ""
+	}
+	if c := meta.FindStatusCondition(m.Status.Conditions, v1.ConditionReady); c != nil && c.Reason == v1.ReasonWaitingForCapacity {
+		return c.Message
+	}
+	return ""
+}
+
 // ZeroLoss reports whether a completed migration handed over exactly at the
 // fence offsets: the target processes live from where the source stopped,
 // having replayed everything in between, so no message is lost or

@@ -57,8 +57,8 @@ func (p *Progress) Observe(m *v1.StatefulMigration) []Line {
 	for ; p.reported < len(st.PhaseTransitions); p.reported++ {
 		out = append(out, p.phaseLine(m, st.PhaseTransitions[p.reported])...)
 	}
-	if !st.Phase.IsTerminal() && st.FailureReason != p.held {
-		p.held = st.FailureReason
+	if held := Held(m); !st.Phase.IsTerminal() && held != p.held {
+		p.held = held
 		if p.held != "" {
 			out = append(out, Line{Text: fmt.Sprintf("%10s  %-13s held: %s", "", st.Phase, p.held)})
 		}

@@ -45,9 +45,12 @@ func TestProgressReportsEachChangeOnce(t *testing.T) {
 	}{
 		{"pending", func() {}, []string{"+0.0ms Pending validating pod orders-0 and choosing the target"}},
 		{"the same version again", func() {}, []string{}},
-		{"held for capacity", func() { m.Status.FailureReason = "2 migrations run on node-a" }, []string{"Pending held: 2 migrations run on node-a"}},
+		{"held for capacity", func() {
+			m.Status.Conditions = []metav1.Condition{{Type: v1.ConditionReady, Status: metav1.ConditionFalse, Reason: v1.ReasonWaitingForCapacity, Message: "2 migrations run on node-a"}}
+		}, []string{"Pending held: 2 migrations run on node-a"}},
 		{"two phases in one update", func() {
-			m.Status.FailureReason, m.Status.SourceNode, m.Status.TargetNode = "", "node-a", "node-b"
+			m.Status.Conditions = []metav1.Condition{{Type: v1.ConditionReady, Status: metav1.ConditionFalse, Reason: v1.ReasonInProgress, Message: "migrating"}}
+			m.Status.SourceNode, m.Status.TargetNode = "node-a", "node-b"
 			m.Status.Phase = v1.PhaseTransferring
 			m.Status.PhaseTransitions = append(m.Status.PhaseTransitions,
 				v1.PhaseTransition{Phase: v1.PhaseCheckpointing, EnteredTime: at(120 * time.Millisecond)},

@@ -17,6 +17,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/record"
@@ -59,6 +60,9 @@ type Options struct {
 	// DisruptionRetry is how often a handover held by a
 	// PodDisruptionBudget tries again.
 	DisruptionRetry time.Duration
+	// DefaultReplayCutoff ends the replay of migrations that set no
+	// spec.replayCutoffSeconds.
+	DefaultReplayCutoff time.Duration
 	// Timeouts apply to phases the spec does not bound.
 	Timeouts PhaseTimeouts
 }
@@ -72,6 +76,7 @@ type PhaseTimeouts struct {
 func DefaultOptions() Options {
 	return Options{
 		MaxParallel: 5, MaxOutboundPerNode: 2, SidecarControlPort: 9901, ReplaySample: 250 * time.Millisecond, DisruptionRetry: time.Second,
+		DefaultReplayCutoff: 120 * time.Second,
 		Timeouts: PhaseTimeouts{Checkpoint: 2 * time.Minute, Transfer: 10 * time.Minute, Restore: 5 * time.Minute, Finalize: 2 * time.Minute},
 	}
 }
@@ -166,25 +171,15 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (res 
 		return reconcile.Result{}, client.IgnoreNotFound(err)
 	}
 	log.FromContext(ctx).V(1).Info("reconciling", "phase", m.Status.Phase)
-	before := m.DeepCopy()
-	w := &work{r: r, m: m}
+	w := &work{r: r, m: m, written: m.DeepCopy()}
 	defer func() {
-		if equality.Semantic.DeepEqual(before.Status, m.Status) {
-			w.flushEvents()
-			return
-		}
-		m.Status.ObservedGeneration = m.Generation
-		// Optimistic lock: a reconcile that read a stale migration must
-		// not write over a newer status (it is requeued instead).
-		if perr := r.Client.Status().Patch(ctx, m, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); perr != nil {
+		if perr := w.commit(ctx); perr != nil {
 			if apierrors.IsConflict(perr) || apierrors.IsNotFound(perr) {
 				res = reconcile.Result{Requeue: true}
 				return
 			}
 			err = perr
-			return
 		}
-		w.flushEvents()
 	}()
 
 	if !m.DeletionTimestamp.IsZero() {
@@ -199,19 +194,19 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (res 
 		if err := r.Client.Patch(ctx, m, patch); err != nil {
 			return reconcile.Result{}, err
 		}
-		before.ObjectMeta = m.ObjectMeta
+		w.written.ObjectMeta = m.ObjectMeta
 	}
 	if m.Status.Phase == "" {
 		now := r.Clock.Now()
 		enterPhase(&m.Status, v1.PhasePending, now)
-		st := metaNow(now)
+		st := metav1.NewTime(now)
 		m.Status.StartTime = &st
 	}
-	step, ok := phases[m.Status.Phase]
+	_, p, ok := w.current()
 	if !ok {
-		return reconcile.Result{}, fmt.Errorf("unknown phase %q", m.Status.Phase)
+		return reconcile.Result{}, fmt.Errorf("phase %q is not one of strategy %q", m.Status.Phase, m.Status.Strategy)
 	}
-	out, err := step(ctx, w)
+	out, err := p.run(ctx, w)
 	if err != nil {
 		return reconcile.Result{}, err
 	}
@@ -226,11 +221,24 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (res 
 	return out.result, nil
 }
 
-func (w *work) flushEvents() {
+// commit writes the status the reconcile computed, if it changed, then
+// records the Events that report it.
+func (w *work) commit(ctx context.Context) error {
+	m := w.m
+	if !equality.Semantic.DeepEqual(w.written.Status, m.Status) {
+		m.Status.ObservedGeneration = m.Generation
+		// Optimistic lock: a reconcile that read a stale migration must
+		// not write over a newer status (it is requeued instead).
+		if err := w.r.Client.Status().Patch(ctx, m, client.MergeFromWithOptions(w.written, client.MergeFromWithOptimisticLock{})); err != nil {
+			return err
+		}
+		w.written = m.DeepCopy()
+	}
 	for _, e := range w.events {
-		w.r.Recorder.Event(w.m, e.kind, e.reason, e.msg)
+		w.r.Recorder.Event(m, e.kind, e.reason, e.msg)
 	}
 	w.events = nil
+	return nil
 }
 
 func (r *Reconciler) removeFinalizer(ctx context.Context, m *v1.StatefulMigration) error {
@@ -243,7 +251,9 @@ func (r *Reconciler) removeFinalizer(ctx context.Context, m *v1.StatefulMigratio
 }
 
 // cancel handles deletion: an unfinished migration is rolled back (or, past
-// the handover, finished) before the finalizer goes.
+// the handover, finished) before the finalizer goes. The status that says
+// so, and its Events, are written first: once the finalizer is gone the
+// object may be too.
 func (r *Reconciler) cancel(ctx context.Context, w *work) error {
 	m := w.m
 	if !controllerutil.ContainsFinalizer(m, v1.FinalizerRollback) {
@@ -251,12 +261,17 @@ func (r *Reconciler) cancel(ctx context.Context, w *work) error {
 	}
 	if !m.Status.Phase.IsTerminal() {
 		if handedOver(m) {
-			if _, err := finalizing(ctx, w); err != nil {
-				return err
+			if _, p, ok := w.current(); ok {
+				if _, err := p.run(ctx, w); err != nil {
+					return err
+				}
 			}
 		} else if err := r.rollback(ctx, w, v1.ReasonCancelled, "the StatefulMigration was deleted"); err != nil {
 			return err
 		}
+	}
+	if err := w.commit(ctx); err != nil {
+		return err
 	}
 	return r.removeFinalizer(ctx, m)
 }

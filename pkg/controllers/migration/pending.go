@@ -14,8 +14,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
+	"github.com/ms2m/ms2m/pkg/migratable"
 	"github.com/ms2m/ms2m/scheduler"
-	"github.com/ms2m/ms2m/webhooks"
 )
 
 // pending validates the migration against the cluster, chooses the target
@@ -33,18 +33,11 @@ func pending(ctx context.Context, w *work) (outcome, error) {
 	if o, bad := validateSource(src, m); bad {
 		return o, nil
 	}
-	binding, errs := webhooks.ParseBinding(src.Annotations)
+	binding, errs := migratable.Resolve(m, src)
 	if len(errs) > 0 {
 		return fail(v1.ReasonInvalidKafkaBinding, "source pod's Kafka binding: %s", errs.ToAggregate())
 	}
-	brokers := binding.Brokers
-	if q := m.Spec.MessageQueueConfig; q != nil && len(q.Brokers) > 0 {
-		brokers = brokers[:0]
-		for _, b := range q.Brokers {
-			brokers = append(brokers, string(b))
-		}
-	}
-	if err := reachable(ctx, brokers); err != nil {
+	if err := reachable(ctx, binding.Brokers); err != nil {
 		return fail(v1.ReasonBrokerUnreachable, "%v", err)
 	}
 	if other, err := w.otherActive(ctx); err != nil {
@@ -73,40 +66,13 @@ func pending(ctx context.Context, w *work) (outcome, error) {
 	if held, msg, err := w.overLimits(ctx); err != nil {
 		return outcome{}, err
 	} else if held {
-		m.Status.FailureReason = msg
+		// Held, not failed: the Ready condition says why (FailureReason is
+		// for failures only).
 		setCondition(&m.Status, m.Generation, v1.ConditionReady, false, v1.ReasonWaitingForCapacity, msg)
 		return after(2 * time.Second)
 	}
-	m.Status.FailureReason = ""
 	setCondition(&m.Status, m.Generation, v1.ConditionReady, false, v1.ReasonInProgress, "migrating")
-	return w.advance(v1.PhaseCheckpointing, "Checkpointing", fmt.Sprintf("pausing %s to checkpoint it, then restoring on %s", src.Name, target)), nil
-}
-
-func (w *work) sourcePod(ctx context.Context) (*corev1.Pod, error) {
-	if w.source != nil {
-		return w.source, nil
-	}
-	p := &corev1.Pod{}
-	if err := w.r.Client.Get(ctx, client.ObjectKey{Namespace: w.m.Namespace, Name: w.m.Spec.SourcePod}, p); err != nil {
-		return nil, err
-	}
-	w.source = p
-	return p, nil
-}
-
-// appContainers are the containers to checkpoint: the spec's, or every
-// container but the replay sidecar.
-func appContainers(m *v1.StatefulMigration, pod *corev1.Pod) []string {
-	if len(m.Spec.Containers) > 0 {
-		return m.Spec.Containers
-	}
-	var out []string
-	for _, c := range pod.Spec.Containers {
-		if c.Name != v1.SidecarContainerName {
-			out = append(out, c.Name)
-		}
-	}
-	return out
+	return w.next(fmt.Sprintf("pausing %s to checkpoint it, then restoring on %s", src.Name, target)), nil
 }
 
 func validateSource(src *corev1.Pod, m *v1.StatefulMigration) (outcome, bool) {
@@ -114,12 +80,12 @@ func validateSource(src *corev1.Pod, m *v1.StatefulMigration) (outcome, bool) {
 		o, _ := fail(v1.ReasonSourcePodNotRunning, "pod %s is %s and not Ready: only a serving pod can be migrated", src.Name, src.Status.Phase)
 		return o, true
 	}
-	if src.Annotations[v1.AnnotationCheckpointRestore] != "enabled" || sidecar(src) == nil {
+	if src.Annotations[v1.AnnotationCheckpointRestore] != "enabled" || migratable.Sidecar(src) == nil {
 		o, _ := fail(v1.ReasonSourceNotMigratable, "pod %s has no %s sidecar (annotation %s=enabled): annotate it %s: \"true\" and recreate it so the webhook prepares it",
 			src.Name, v1.SidecarContainerName, v1.AnnotationCheckpointRestore, v1.AnnotationMigratable)
 		return o, true
 	}
-	ctrs := appContainers(m, src)
+	ctrs := migratable.AppContainers(m, src)
 	for _, c := range ctrs {
 		if !slices.ContainsFunc(src.Spec.Containers, func(x corev1.Container) bool { return x.Name == c }) || c == v1.SidecarContainerName {
 			o, _ := fail(v1.ReasonSourceNotMigratable, "spec.containers: pod %s has no app container %q", src.Name, c)
@@ -132,24 +98,6 @@ func validateSource(src *corev1.Pod, m *v1.StatefulMigration) (outcome, bool) {
 		return o, true
 	}
 	return outcome{}, false
-}
-
-func podReady(p *corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
-}
-
-func sidecar(p *corev1.Pod) *corev1.Container {
-	for i := range p.Spec.Containers {
-		if p.Spec.Containers[i].Name == v1.SidecarContainerName {
-			return &p.Spec.Containers[i]
-		}
-	}
-	return nil
 }
 
 // reachable checks that at least one broker accepts a connection.
@@ -202,7 +150,7 @@ func (w *work) chooseTarget(ctx context.Context, src *corev1.Pod) (string, outco
 	if w.m.Status.TargetNode != "" {
 		return w.m.Status.TargetNode, outcome{}, false, nil
 	}
-	probe := targetPodSkeleton(w.m, src)
+	probe := migratable.TargetPodSkeleton(w.m, src)
 	var nodes corev1.NodeList
 	if err := w.r.Client.List(ctx, &nodes); err != nil {
 		return "", outcome{}, false, err
@@ -240,17 +188,22 @@ func (w *work) chooseTarget(ctx context.Context, src *corev1.Pod) (string, outco
 	return r.Fit[0].Node, outcome{}, false, nil
 }
 
-// targetReason maps the extender's refusal to the API's reason.
+// targetReason maps the extender's refusal of a named target node to the
+// API's reason.
 func targetReason(extender string) string {
-	switch {
-	case strings.Contains(extender, "Restore"):
+	switch extender {
+	case scheduler.ReasonCheckpointRestoreUnsupported, scheduler.ReasonPlatformMismatch, scheduler.ReasonKernelTooOld:
+		// The node cannot restore this checkpoint: no restore support, or
+		// one CRIU cannot restore onto (another platform, an older kernel).
 		return v1.ReasonTargetCannotRestore
-	case strings.Contains(extender, "NotReady"):
+	case scheduler.ReasonNodeNotReady:
 		return v1.ReasonTargetNodeNotReady
-	case strings.Contains(extender, "Unschedulable"), strings.Contains(extender, "Cordon"):
+	case scheduler.ReasonNodeUnschedulable, scheduler.ReasonUntoleratedTaint, scheduler.ReasonVolumeNodeAffinity:
 		return v1.ReasonTargetUnschedulable
-	case strings.Contains(extender, "Source"):
+	case scheduler.ReasonSourceNode:
 		return v1.ReasonTargetIsSource
+	case scheduler.ReasonUnknownNode:
+		return v1.ReasonTargetNodeNotFound
 	}
 	return v1.ReasonNoEligibleTarget
 }

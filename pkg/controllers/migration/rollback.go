@@ -51,7 +51,7 @@ func (r *Reconciler) rollback(ctx context.Context, w *work, reason, msg string) 
 		case src.DeletionTimestamp != nil || src.Status.Phase != corev1.PodRunning:
 			resumed = "the source pod is " + string(src.Status.Phase) + " or being deleted"
 		default:
-			if _, err := r.Sidecars.Resume(ctx, w.sidecarAddr(src.Status.PodIP, src)); err != nil {
+			if _, err := r.Sidecars.Resume(ctx, w.sidecarAddr(src)); err != nil {
 				// Requeued: a source left paused or fenced would not serve.
 				logger.Error(err, "resuming the source's sidecar during rollback", "pod", src.Name)
 				return fmt.Errorf("rollback: resuming the source's sidecar: %w", err)

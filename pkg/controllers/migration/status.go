@@ -1,7 +1,6 @@
 package migration
 
 import (
-	"encoding/json"
 	"slices"
 	"time"
 
@@ -81,21 +80,6 @@ func fromOffsets(offs []v1.PartitionOffset) map[int]int64 {
 		out[int(o.Partition)] = o.Offset
 	}
 	return out
-}
-
-// replayFromEnv is the MS2M_REPLAY_FROM value for offsets: {"0":120,...}.
-func replayFromEnv(offs []v1.PartitionOffset) string {
-	m := map[string]int64{}
-	for _, o := range offs {
-		m[itoa(int(o.Partition))] = o.Offset
-	}
-	b, _ := json.Marshal(m)
-	return string(b)
-}
-
-func itoa(i int) string {
-	b, _ := json.Marshal(i)
-	return string(b)
 }
 
 // Cutover is the replay phase's decision.

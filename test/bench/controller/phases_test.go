@@ -35,6 +35,7 @@ import (
 
 	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
 	"github.com/ms2m/ms2m/pkg/controllers/migration"
+	"github.com/ms2m/ms2m/pkg/migratable"
 	"github.com/ms2m/ms2m/pkg/replay"
 	"github.com/ms2m/ms2m/pkg/testenv"
 	"github.com/ms2m/ms2m/scheduler"
@@ -384,7 +385,7 @@ func (fakeSidecars) Handover(context.Context, string, map[int]int64) (replay.Pos
 // complete.
 type fakeOffsets struct{}
 
-func (fakeOffsets) Complete(_ context.Context, _ migration.Binding, next map[int]int64) (map[int]int64, error) {
+func (fakeOffsets) Complete(_ context.Context, _ migratable.Binding, next map[int]int64) (map[int]int64, error) {
 	return next, nil
 }
 

@@ -282,7 +282,8 @@ type StatefulMigrationStatus struct {
 	// +optional
 	CompletionTime *metav1.Time `json:"completionTime,omitempty"`
 
-	// FailureReason says, for people, why the migration failed or is held.
+	// FailureReason says, for people, why the migration failed. (Why an
+	// unfinished one waits is its Ready condition's message.)
 	// +optional
 	FailureReason string `json:"failureReason,omitempty"`
 

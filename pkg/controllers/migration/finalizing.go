@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
+	"github.com/ms2m/ms2m/pkg/migratable"
 	"github.com/ms2m/ms2m/pkg/replay"
 )
 
@@ -34,22 +35,70 @@ func handedOver(m *v1.StatefulMigration) bool {
 // tied to the node's readiness.) After the handover the migration never
 // rolls back (below).
 func finalizing(ctx context.Context, w *work) (outcome, error) {
+	target, o, live, err := w.handOver(ctx)
+	if !live || err != nil {
+		return o, err
+	}
+	// The source first becomes the pod its ReplicaSet removes first, then
+	// the target takes the source's identity (for a moment the ReplicaSet
+	// owns both and removes the source), then the source is deleted.
+	if err := w.markSourceForRemoval(ctx); err != nil {
+		return outcome{}, err
+	}
+	if target != nil {
+		if err := w.giveIdentity(ctx, target); err != nil {
+			return outcome{}, err
+		}
+	}
+	if err := w.removeSource(ctx); err != nil {
+		return outcome{}, err
+	}
+	return w.completed(), nil
+}
+
+// finalizingInPlace is Finalizing for Sequential: the source was released
+// in Restoring; the pod under its name is the restored one, which becomes
+// the StatefulSet's ordinary pod once it is live and Ready.
+func finalizingInPlace(ctx context.Context, w *work) (outcome, error) {
+	target, o, live, err := w.handOver(ctx)
+	if !live || err != nil {
+		return o, err
+	}
+	if err := w.unmarkRestored(ctx, target); err != nil {
+		return outcome{}, err
+	}
+	return w.completed(), nil
+}
+
+func (w *work) completed() outcome {
 	m := w.m
-	_, _, _, limit := w.timeouts()
+	setCondition(&m.Status, m.Generation, v1.ConditionReady, true, v1.ReasonSucceeded, "migrated")
+	w.next(fmt.Sprintf("%s now runs as %s on %s", m.Spec.SourcePod, m.Status.TargetPod, m.Status.TargetNode))
+	w.r.countResult(m, "completed")
+	return outcome{}
+}
+
+// handOver makes the target live at the fence, once, and reports whether
+// it is live and Ready (else the phase's outcome: wait, retry or fail).
+func (w *work) handOver(ctx context.Context) (*corev1.Pod, outcome, bool, error) {
+	m := w.m
 	target, err := w.targetPod(ctx)
 	switch {
 	case apierrors.IsNotFound(err) && !handedOver(m):
-		return fail(v1.ReasonHandoverFailed, "target pod %s disappeared", m.Status.TargetPod)
-	case err != nil && !apierrors.IsNotFound(err):
-		return outcome{}, err
+		o, _ := fail(v1.ReasonHandoverFailed, "target pod %s disappeared", m.Status.TargetPod)
+		return nil, o, false, nil
+	case apierrors.IsNotFound(err):
+		target = nil
+	case err != nil:
+		return nil, outcome{}, false, err
 	}
 	if !handedOver(m) {
-		if o, late := w.timedOut(limit); late {
-			return o, nil
+		if o, late := w.timedOut(); late {
+			return nil, o, false, nil
 		}
 		fence := fromOffsets(m.Status.FenceOffsets)
-		addr := w.sidecarAddr(target.Status.PodIP, target)
-		hctx, cancel := context.WithTimeout(ctx, w.remaining(limit))
+		addr := w.sidecarAddr(target)
+		hctx, cancel := context.WithTimeout(ctx, w.remaining())
 		_, err := w.r.Sidecars.Handover(hctx, addr, fence)
 		cancel()
 		if err != nil {
@@ -57,10 +106,11 @@ func finalizing(ctx context.Context, w *work) (outcome, error) {
 			// lost; then the migration has succeeded.
 			pos, perr := w.r.Sidecars.Position(ctx, addr)
 			if perr != nil || pos.Mode != replay.ModeLive {
-				return sidecarFailed(ctx, err, v1.ReasonHandoverFailed, "handover at the fence %v", fence)
+				o, err := sidecarFailed(ctx, err, v1.ReasonHandoverFailed, "handover at the fence %v", fence)
+				return nil, o, false, err
 			}
 		}
-		downtime := w.r.Clock.Since(enteredAt(&m.Status, downtimeFrom(m)))
+		downtime := w.r.Clock.Since(enteredAt(&m.Status, strategyOf(m).fencedIn))
 		m.Status.Downtime = &metav1.Duration{Duration: downtime}
 		if w.r.Metrics != nil {
 			w.r.Metrics.DowntimeSeconds.Observe(downtime.Seconds())
@@ -81,49 +131,22 @@ func finalizing(ctx context.Context, w *work) (outcome, error) {
 	if target != nil && !podReady(target) {
 		reason, msg := v1.ReasonInProgress, fmt.Sprintf("handed over: target %s is live at the fence, waiting for it to be Ready", target.Name)
 		if why, _, err := w.targetNodeHealth(ctx); err != nil {
-			return outcome{}, err
+			return nil, outcome{}, false, err
 		} else if why != "" {
 			reason = v1.ReasonTargetNodeNotReady
 			msg = fmt.Sprintf("handed over: target %s is live at the fence but its node %s is not Ready (%s); "+
 				"the source stays fenced (resuming it would run two live consumers) until the node is back", target.Name, m.Status.TargetNode, why)
 		}
 		setCondition(&m.Status, m.Generation, v1.ConditionReady, false, reason, msg)
-		return wait()
+		return target, outcome{}, false, nil
 	}
-	// The source first becomes the pod its ReplicaSet removes first, then
-	// the target takes the source's identity (for a moment the ReplicaSet
-	// owns both and removes the source), then the source is deleted.
-	if err := w.markSourceForRemoval(ctx); err != nil {
-		return outcome{}, err
-	}
-	if target != nil {
-		if err := w.giveIdentity(ctx, target); err != nil {
-			return outcome{}, err
-		}
-	}
-	if m.Status.Strategy == v1.StrategySequential {
-		// The source was released in Restoring; the pod under its name
-		// is the restored one, now the StatefulSet's ordinary pod.
-		if err := w.unmarkRestored(ctx, target); err != nil {
-			return outcome{}, err
-		}
-	} else if err := w.removeSource(ctx); err != nil {
-		return outcome{}, err
-	}
-	setCondition(&m.Status, m.Generation, v1.ConditionReady, true, v1.ReasonSucceeded, "migrated")
-	w.advance(v1.PhaseCompleted, "Completed", fmt.Sprintf("%s now runs as %s on %s", m.Spec.SourcePod, m.Status.TargetPod, m.Status.TargetNode))
-	w.r.countResult(m, "completed")
-	return outcome{}, nil
+	return target, outcome{}, true, nil
 }
-
 // giveIdentity makes the target the owner's pod: the source's labels and
 // owner references.
 func (w *work) giveIdentity(ctx context.Context, target *corev1.Pod) error {
-	if _, pending := target.Annotations[annotationSourceOwners]; !pending {
-		return nil
-	}
 	patch := client.MergeFrom(target.DeepCopy())
-	if err := adopt(target); err != nil {
+	if changed, err := migratable.Adopt(target); err != nil || !changed {
 		return err
 	}
 	return w.r.Client.Patch(ctx, target, patch)
@@ -164,16 +187,6 @@ func (w *work) removeSource(ctx context.Context) error {
 		return err
 	}
 	return client.IgnoreNotFound(w.r.Client.Delete(ctx, src, client.Preconditions{UID: &src.UID}))
-}
-
-// downtimeFrom is the phase whose start stopped live processing: the fence
-// ends Replaying for ShadowPod, and Transferring for Sequential (the source
-// is released before the restore).
-func downtimeFrom(m *v1.StatefulMigration) v1.Phase {
-	if m.Status.Strategy == v1.StrategySequential {
-		return v1.PhaseRestoring
-	}
-	return v1.PhaseFinalizing
 }
 
 // unmarkRestored removes the migration's marks from a restored

@@ -1,33 +1,29 @@
-package migration
+package migratable
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
 	"github.com/ms2m/ms2m/pkg/replay"
 )
 
-// Annotations the controller keeps on a target pod until the handover, so
-// the final identity can be applied even after the source is gone.
+// Annotations a target pod carries until the handover, so the final
+// identity can be applied even after the source is gone (Adopt).
 const (
 	annotationSourceLabels = "migration.ms2m.io/source-labels"
 	annotationSourceOwners = "migration.ms2m.io/source-owners"
-	// annotationDeletionCost makes a ReplicaSet that briefly owns both the
-	// source and the target remove the source.
-	annotationDeletionCost = "controller.kubernetes.io/pod-deletion-cost"
 )
 
-func targetName(m *v1.StatefulMigration) string {
+// TargetName is the name of a ShadowPod migration's target pod.
+func TargetName(m *v1.StatefulMigration) string {
 	suffix := "-ms2m-" + strings.ToLower(string(m.UID))[:5]
 	base := m.Spec.SourcePod
 	if len(base)+len(suffix) > 63 {
@@ -36,13 +32,13 @@ func targetName(m *v1.StatefulMigration) string {
 	return base + suffix
 }
 
-// targetPodSkeleton is the target pod as it would be scheduled: the
+// TargetPodSkeleton is the target pod as it would be scheduled: the
 // source's spec pinned to no node, marked with the source node for the
 // extender's checks.
-func targetPodSkeleton(m *v1.StatefulMigration, src *corev1.Pod) *corev1.Pod {
+func TargetPodSkeleton(m *v1.StatefulMigration, src *corev1.Pod) *corev1.Pod {
 	p := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{
-			Name: targetName(m), Namespace: src.Namespace,
+			Name: TargetName(m), Namespace: src.Namespace,
 			Labels:      map[string]string{v1.LabelMigration: m.Name},
 			Annotations: map[string]string{},
 		},
@@ -58,14 +54,14 @@ func targetPodSkeleton(m *v1.StatefulMigration, src *corev1.Pod) *corev1.Pod {
 	return p
 }
 
-// buildTarget is the target pod: the source's spec with the app container
+// BuildTarget is the target pod: the source's spec with the app container
 // started from the checkpoint image, the sidecar replaying from the
 // checkpoint offsets, pinned to the target node, and, until the handover,
 // outside its owner's selector so no ReplicaSet counts or adopts it.
-func buildTarget(m *v1.StatefulMigration, src *corev1.Pod, selectorKeys []string, app string) (*corev1.Pod, error) {
-	p := targetPodSkeleton(m, src)
+func BuildTarget(m *v1.StatefulMigration, src *corev1.Pod, selectorKeys []string, app string) (*corev1.Pod, error) {
+	p := TargetPodSkeleton(m, src)
 	for k, v := range src.Labels {
-		if !contains(selectorKeys, k) {
+		if !slices.Contains(selectorKeys, k) {
 			p.Labels[k] = v
 		}
 	}
@@ -107,7 +103,7 @@ func restoreInto(p *corev1.Pod, m *v1.StatefulMigration, app string) {
 		case app:
 			c.Image = m.Status.CheckpointImage
 		case v1.SidecarContainerName:
-			c.Env = append(withoutEnv(c.Env, replay.EnvReplayFrom), corev1.EnvVar{Name: replay.EnvReplayFrom, Value: replayFromEnv(m.Status.CheckpointOffsets)})
+			c.Env = append(withoutEnv(c.Env, replay.EnvReplayFrom), corev1.EnvVar{Name: replay.EnvReplayFrom, Value: ReplayFromEnv(m.Status.CheckpointOffsets)})
 		}
 	}
 }
@@ -115,8 +111,9 @@ func restoreInto(p *corev1.Pod, m *v1.StatefulMigration, app string) {
 // RestoreStatefulSetPod turns the pod a StatefulSet creates in place of a
 // migration's source (same name) into the restored pod, when m is the
 // Sequential migration waiting for it; it reports whether it did. The pod
-// mutation webhook calls it, so the StatefulSet's own pod, with its name,
-// ordinal, volumes and owner, is the one restored from the checkpoint.
+// mutation webhook calls it (RestoreStatefulSetPodFrom), so the
+// StatefulSet's own pod, with its name, ordinal, volumes and owner, is the
+// one restored from the checkpoint.
 func RestoreStatefulSetPod(p *corev1.Pod, m *v1.StatefulMigration) bool {
 	ref := metav1.GetControllerOf(p)
 	if ref == nil || ref.Kind != "StatefulSet" || m.Spec.SourcePod != p.Name || m.Namespace != p.Namespace ||
@@ -124,7 +121,7 @@ func RestoreStatefulSetPod(p *corev1.Pod, m *v1.StatefulMigration) bool {
 		m.Status.CheckpointImage == "" || len(m.Status.FenceOffsets) == 0 || m.DeletionTimestamp != nil {
 		return false
 	}
-	apps := appContainers(m, p)
+	apps := AppContainers(m, p)
 	if len(apps) == 0 {
 		return false
 	}
@@ -149,15 +146,6 @@ func unpinned(a *corev1.Affinity, node string) *corev1.Affinity {
 		})
 	}
 	return a
-}
-
-func contains(s []string, v string) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }
 
 func withoutEnv(env []corev1.EnvVar, name string) []corev1.EnvVar {
@@ -191,94 +179,62 @@ func pinned(a *corev1.Affinity, node string) *corev1.Affinity {
 	return a
 }
 
-// selectorKeys are the label keys the source's owner selects on.
-func (w *work) selectorKeys(ctx context.Context, src *corev1.Pod) ([]string, error) {
-	ref := metav1.GetControllerOf(src)
-	if ref == nil || ref.Kind != "ReplicaSet" {
-		return nil, nil
-	}
-	rs := &appsv1.ReplicaSet{}
-	if err := w.r.Client.Get(ctx, client.ObjectKey{Namespace: src.Namespace, Name: ref.Name}, rs); err != nil {
-		return nil, fmt.Errorf("owner ReplicaSet %s: %w", ref.Name, err)
-	}
-	var keys []string
-	if rs.Spec.Selector != nil {
-		for k := range rs.Spec.Selector.MatchLabels {
-			keys = append(keys, k)
-		}
-		for _, e := range rs.Spec.Selector.MatchExpressions {
-			keys = append(keys, e.Key)
-		}
-	}
-	return keys, nil
-}
 
-// adopt gives the target the source's identity: its labels and owner, so
-// the ReplicaSet counts it in place of the source.
-func adopt(target *corev1.Pod) error {
+// Adopt gives a target built by BuildTarget the source's identity: its
+// labels and owner, so the ReplicaSet counts it in place of the source. It
+// reports false, changing nothing, for a pod that has it already.
+func Adopt(target *corev1.Pod) (bool, error) {
+	if _, pending := target.Annotations[annotationSourceOwners]; !pending {
+		return false, nil
+	}
 	var labels map[string]string
 	var owners []metav1.OwnerReference
 	if err := json.Unmarshal([]byte(target.Annotations[annotationSourceLabels]), &labels); err != nil {
-		return fmt.Errorf("target pod %s: %s: %w", target.Name, annotationSourceLabels, err)
+		return false, fmt.Errorf("target pod %s: %s: %w", target.Name, annotationSourceLabels, err)
 	}
 	if err := json.Unmarshal([]byte(target.Annotations[annotationSourceOwners]), &owners); err != nil {
-		return fmt.Errorf("target pod %s: %s: %w", target.Name, annotationSourceOwners, err)
+		return false, fmt.Errorf("target pod %s: %s: %w", target.Name, annotationSourceOwners, err)
 	}
 	target.Labels = labels
 	target.OwnerReferences = owners
 	for _, k := range []string{annotationSourceLabels, annotationSourceOwners, v1.AnnotationMigrationName} {
 		delete(target.Annotations, k)
 	}
+	return true, nil
+}
+
+
+// AppContainers are the containers a migration checkpoints: the spec's,
+// or every container but the replay sidecar.
+func AppContainers(m *v1.StatefulMigration, pod *corev1.Pod) []string {
+	if len(m.Spec.Containers) > 0 {
+		return m.Spec.Containers
+	}
+	var out []string
+	for _, c := range pod.Spec.Containers {
+		if c.Name != v1.SidecarContainerName {
+			out = append(out, c.Name)
+		}
+	}
+	return out
+}
+
+// Sidecar is the pod's replay sidecar container (nil: none).
+func Sidecar(p *corev1.Pod) *corev1.Container {
+	for i := range p.Spec.Containers {
+		if p.Spec.Containers[i].Name == v1.SidecarContainerName {
+			return &p.Spec.Containers[i]
+		}
+	}
 	return nil
 }
 
-func (w *work) targetPod(ctx context.Context) (*corev1.Pod, error) {
-	name := w.m.Status.TargetPod
-	if name == "" {
-		name = targetName(w.m)
+// ReplayFromEnv is the MS2M_REPLAY_FROM value for offsets: {"0":120,...}.
+func ReplayFromEnv(offs []v1.PartitionOffset) string {
+	m := make(map[string]int64, len(offs))
+	for _, o := range offs {
+		m[strconv.Itoa(int(o.Partition))] = o.Offset
 	}
-	p := &corev1.Pod{}
-	if err := w.r.Client.Get(ctx, client.ObjectKey{Namespace: w.m.Namespace, Name: name}, p); err != nil {
-		return nil, err
-	}
-	return p, nil
-}
-
-// containerTrouble names what went wrong with a pod's containers, if
-// anything did: a restart, a crash loop, an image that cannot be pulled.
-func containerTrouble(p *corev1.Pod) string {
-	if p.Status.Phase == corev1.PodFailed || p.Status.Phase == corev1.PodSucceeded {
-		return fmt.Sprintf("pod %s is %s", p.Name, p.Status.Phase)
-	}
-	for _, s := range p.Status.ContainerStatuses {
-		if s.RestartCount > 0 {
-			return fmt.Sprintf("container %s of %s restarted (%d times)", s.Name, p.Name, s.RestartCount)
-		}
-		if w := s.State.Waiting; w != nil && w.Reason != "" && w.Reason != "ContainerCreating" && w.Reason != "PodInitializing" {
-			return fmt.Sprintf("container %s of %s: %s %s", s.Name, p.Name, w.Reason, w.Message)
-		}
-	}
-	return ""
-}
-
-func allRunning(p *corev1.Pod) bool {
-	if p.Status.Phase != corev1.PodRunning || len(p.Status.ContainerStatuses) < len(p.Spec.Containers) {
-		return false
-	}
-	for _, s := range p.Status.ContainerStatuses {
-		if s.State.Running == nil {
-			return false
-		}
-	}
-	return true
-}
-
-// unschedulable is the scheduler's reason when it could not place p.
-func unschedulable(p *corev1.Pod) string {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse && c.Reason == corev1.PodReasonUnschedulable {
-			return c.Message
-		}
-	}
-	return ""
+	b, _ := json.Marshal(m)
+	return string(b)
 }

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+
+	"github.com/ms2m/ms2m/pkg/migratable"
 )
 
 // Offsets completes a paused sidecar's position: partitions it has not
@@ -13,21 +15,14 @@ import (
 // app's memory, at the group's committed offset, or the log's start when
 // the group never committed.
 type Offsets interface {
-	Complete(ctx context.Context, b Binding, next map[int]int64) (map[int]int64, error)
-}
-
-// Binding is where a migration's messages come from.
-type Binding struct {
-	Brokers []string
-	Topic   string
-	Group   string
+	Complete(ctx context.Context, b migratable.Binding, next map[int]int64) (map[int]int64, error)
 }
 
 // KafkaOffsets asks the brokers (segmentio/kafka-go).
 type KafkaOffsets struct{}
 
 // Complete implements Offsets.
-func (KafkaOffsets) Complete(ctx context.Context, b Binding, next map[int]int64) (map[int]int64, error) {
+func (KafkaOffsets) Complete(ctx context.Context, b migratable.Binding, next map[int]int64) (map[int]int64, error) {
 	c := &kafka.Client{Addr: kafka.TCP(b.Brokers...), Timeout: 10 * time.Second}
 	meta, err := c.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{b.Topic}})
 	if err != nil {

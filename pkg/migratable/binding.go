@@ -1,10 +1,11 @@
-package webhooks
+package migratable
 
 import (
 	"net"
 	"strconv"
 	"strings"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
@@ -16,7 +17,9 @@ import (
 // no ms2m.io/delivery-path.
 const DefaultDeliveryPath = "/messages"
 
-// Binding is a pod's Kafka binding, read from its ms2m.io/* annotations.
+// Binding is where a pod's messages come from and how they reach its app:
+// read from its ms2m.io/* annotations, or, for a migration, resolved with
+// the StatefulMigration's spec (Resolve).
 type Binding struct {
 	Brokers      []string
 	Topic        string
@@ -135,4 +138,27 @@ func validKafkaName(s string, maxLen int) bool {
 		}
 	}
 	return true
+}
+
+// Resolve is a migration's binding: the source pod's annotations (checked
+// as the webhook checks them), with what spec.messageQueueConfig sets
+// (brokers, topic, consumer group) in their place. The one place where the
+// spec overrides the annotations.
+func Resolve(m *v1.StatefulMigration, pod *corev1.Pod) (Binding, field.ErrorList) {
+	b, errs := ParseBinding(pod.Annotations)
+	if q := m.Spec.MessageQueueConfig; q != nil {
+		if len(q.Brokers) > 0 {
+			b.Brokers = make([]string, 0, len(q.Brokers))
+			for _, x := range q.Brokers {
+				b.Brokers = append(b.Brokers, string(x))
+			}
+		}
+		if q.Topic != "" {
+			b.Topic = q.Topic
+		}
+		if q.ConsumerGroup != "" {
+			b.Group = q.ConsumerGroup
+		}
+	}
+	return b, errs
 }

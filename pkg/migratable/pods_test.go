@@ -1,4 +1,4 @@
-package migration
+package migratable
 
 import (
 	"testing"
@@ -34,7 +34,7 @@ func TestBuildTargetRepinsAMigratedPod(t *testing.T) {
 					{Key: "disk", Operator: corev1.NodeSelectorOpIn, Values: []string{"ssd"}},
 				}}}}}}},
 	}
-	moved, err := buildTarget(first, src, nil, "app")
+	moved, err := BuildTarget(first, src, nil, "app")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,7 +43,7 @@ func TestBuildTargetRepinsAMigratedPod(t *testing.T) {
 	}
 	moved.Spec.NodeName = "node-2"
 	second := &v1.StatefulMigration{ObjectMeta: metav1.ObjectMeta{Name: "b", UID: "bbbbbbbb-2"}, Status: v1.StatefulMigrationStatus{TargetNode: "node-1"}}
-	again, err := buildTarget(second, moved, nil, "app")
+	again, err := BuildTarget(second, moved, nil, "app")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,5 +55,12 @@ func TestBuildTargetRepinsAMigratedPod(t *testing.T) {
 	}
 	if got := hostnameValues(moved); len(got) != 1 || got[0][0] != "node-2" {
 		t.Fatalf("building a target changed the source's affinity: %v", got)
+	}
+}
+
+func TestReplayFromEnv(t *testing.T) {
+	offs := []v1.PartitionOffset{{Topic: "orders", Partition: 0, Offset: 12}, {Topic: "orders", Partition: 1, Offset: 40}}
+	if env := ReplayFromEnv(offs); env != `{"0":12,"1":40}` {
+		t.Fatalf("MS2M_REPLAY_FROM = %s", env)
 	}
 }

@@ -1,0 +1,154 @@
+package migration
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
+	"github.com/ms2m/ms2m/pkg/migratable"
+	"github.com/ms2m/ms2m/pkg/replay"
+)
+
+// Helpers the phases share: the migration's pods, its binding, the agent's
+// reports, the sidecars' addresses.
+
+// annotationDeletionCost makes a ReplicaSet that briefly owns both the
+// source and the target remove the source.
+const annotationDeletionCost = "controller.kubernetes.io/pod-deletion-cost"
+
+// selectorKeys are the label keys the source's owner selects on.
+func (w *work) selectorKeys(ctx context.Context, src *corev1.Pod) ([]string, error) {
+	ref := metav1.GetControllerOf(src)
+	if ref == nil || ref.Kind != "ReplicaSet" {
+		return nil, nil
+	}
+	rs := &appsv1.ReplicaSet{}
+	if err := w.r.Client.Get(ctx, client.ObjectKey{Namespace: src.Namespace, Name: ref.Name}, rs); err != nil {
+		return nil, fmt.Errorf("owner ReplicaSet %s: %w", ref.Name, err)
+	}
+	var keys []string
+	if rs.Spec.Selector != nil {
+		for k := range rs.Spec.Selector.MatchLabels {
+			keys = append(keys, k)
+		}
+		for _, e := range rs.Spec.Selector.MatchExpressions {
+			keys = append(keys, e.Key)
+		}
+	}
+	return keys, nil
+}
+
+// sourcePod is the pod named by spec.sourcePod (read once a reconcile).
+func (w *work) sourcePod(ctx context.Context) (*corev1.Pod, error) {
+	if w.source != nil {
+		return w.source, nil
+	}
+	p := &corev1.Pod{}
+	if err := w.r.Client.Get(ctx, client.ObjectKey{Namespace: w.m.Namespace, Name: w.m.Spec.SourcePod}, p); err != nil {
+		return nil, err
+	}
+	w.source = p
+	return p, nil
+}
+
+// targetPod is the pod the migration restores into.
+func (w *work) targetPod(ctx context.Context) (*corev1.Pod, error) {
+	name := w.m.Status.TargetPod
+	if name == "" {
+		name = migratable.TargetName(w.m)
+	}
+	p := &corev1.Pod{}
+	if err := w.r.Client.Get(ctx, client.ObjectKey{Namespace: w.m.Namespace, Name: name}, p); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// containerTrouble names what went wrong with a pod's containers, if
+// anything did: a restart, a crash loop, an image that cannot be pulled.
+func containerTrouble(p *corev1.Pod) string {
+	if p.Status.Phase == corev1.PodFailed || p.Status.Phase == corev1.PodSucceeded {
+		return fmt.Sprintf("pod %s is %s", p.Name, p.Status.Phase)
+	}
+	for _, s := range p.Status.ContainerStatuses {
+		if s.RestartCount > 0 {
+			return fmt.Sprintf("container %s of %s restarted (%d times)", s.Name, p.Name, s.RestartCount)
+		}
+		if w := s.State.Waiting; w != nil && w.Reason != "" && w.Reason != "ContainerCreating" && w.Reason != "PodInitializing" {
+			return fmt.Sprintf("container %s of %s: %s %s", s.Name, p.Name, w.Reason, w.Message)
+		}
+	}
+	return ""
+}
+
+func allRunning(p *corev1.Pod) bool {
+	if p.Status.Phase != corev1.PodRunning || len(p.Status.ContainerStatuses) < len(p.Spec.Containers) {
+		return false
+	}
+	for _, s := range p.Status.ContainerStatuses {
+		if s.State.Running == nil {
+			return false
+		}
+	}
+	return true
+}
+
+// unschedulable is the scheduler's reason when it could not place p.
+func unschedulable(p *corev1.Pod) string {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse && c.Reason == corev1.PodReasonUnschedulable {
+			return c.Message
+		}
+	}
+	return ""
+}
+
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// sidecarAddr is the control endpoint of a pod's replay sidecar.
+func (w *work) sidecarAddr(pod *corev1.Pod) string {
+	return replay.Addr(pod.Status.PodIP, w.r.Opts.SidecarControlPort)
+}
+
+// agentResult reads the agent's report in annotation key (nil: none yet).
+func agentResult(m *v1.StatefulMigration, key string) (*v1.AgentResult, error) {
+	raw, ok := m.Annotations[key]
+	if !ok {
+		return nil, nil
+	}
+	var r v1.AgentResult
+	if err := json.Unmarshal([]byte(raw), &r); err != nil {
+		return nil, fmt.Errorf("annotation %s: %w", key, err)
+	}
+	return &r, nil
+}
+
+// topic is the topic the migration's offsets are of: the spec's, else
+// the one recorded with the checkpoint offsets, else the source pod's
+// annotation.
+func (w *work) topic(ctx context.Context) (string, error) {
+	if q := w.m.Spec.MessageQueueConfig; q != nil && q.Topic != "" {
+		return q.Topic, nil
+	}
+	if offs := w.m.Status.CheckpointOffsets; len(offs) > 0 && offs[0].Topic != "" {
+		return offs[0].Topic, nil
+	}
+	src, err := w.sourcePod(ctx)
+	if err != nil {
+		return "", err
+	}
+	return src.Annotations[v1.AnnotationKafkaTopic], nil
+}

@@ -1,0 +1,144 @@
+package migration
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+
+	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
+)
+
+// sample is a previous look at the replay, for the rates.
+type sample struct {
+	at       time.Time
+	replayed int64
+	live     int64
+}
+
+type sampleCache struct {
+	mu sync.Mutex
+	m  map[types.UID]sample
+}
+
+func (c *sampleCache) swap(uid types.UID, s sample) (sample, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = map[types.UID]sample{}
+	}
+	prev, ok := c.m[uid]
+	c.m[uid] = s
+	return prev, ok
+}
+
+func (c *sampleCache) forget(uid types.UID) {
+	c.mu.Lock()
+	delete(c.m, uid)
+	c.mu.Unlock()
+}
+
+func sum(m map[int]int64) int64 {
+	var n int64
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
+
+// replaying samples the target's lag and the rates μ (replay) and λ
+// (arrival, as the source's live progress), and cuts over by the threshold
+// rule: the fence is taken here, so downtime starts when Finalizing does.
+func replaying(ctx context.Context, w *work) (outcome, error) {
+	m := w.m
+	if o, down, err := w.targetNodeDown(ctx); err != nil || down {
+		return o, err
+	}
+	target, err := w.targetPod(ctx)
+	if apierrors.IsNotFound(err) {
+		return fail(v1.ReasonRestoreFailed, "target pod %s disappeared", m.Status.TargetPod)
+	}
+	if err != nil {
+		return outcome{}, err
+	}
+	if trouble := containerTrouble(target); trouble != "" {
+		return fail(v1.ReasonRestoreFailed, "%s", trouble)
+	}
+	src, err := w.sourcePod(ctx)
+	if apierrors.IsNotFound(err) {
+		return fail(v1.ReasonSourcePodNotFound, "source pod %s disappeared during the replay", m.Spec.SourcePod)
+	}
+	if err != nil {
+		return outcome{}, err
+	}
+	tpos, err := w.r.Sidecars.Position(ctx, w.sidecarAddr(target))
+	if err != nil {
+		return after(w.r.Opts.ReplaySample) // the sidecar may be starting; the restore timeout does not apply any more
+	}
+	spos, err := w.r.Sidecars.Position(ctx, w.sidecarAddr(src))
+	if err != nil {
+		return sidecarFailed(ctx, err, v1.ReasonHandoverFailed, "the source's sidecar")
+	}
+	now := w.r.Clock.Now()
+	cur := sample{at: now, replayed: tpos.Replayed, live: sum(spos.Next)}
+	prev, ok := w.r.samples.swap(m.UID, cur)
+	rp := m.Status.Replay
+	if rp == nil {
+		rp = &v1.ReplayProgress{}
+	}
+	var mu, lambda float64
+	if ok && now.Sub(prev.at) > 0 {
+		dt := now.Sub(prev.at).Seconds()
+		mu, lambda = float64(cur.replayed-prev.replayed)/dt, float64(cur.live-prev.live)/dt
+		rp.ReplayRatePerSecond, rp.ArrivalRatePerSecond = int64(mu), int64(lambda)
+	} else {
+		mu, lambda = float64(rp.ReplayRatePerSecond), float64(rp.ArrivalRatePerSecond)
+	}
+	rp.Replayed, rp.Lag = tpos.Replayed, tpos.Lag
+	t := metav1.NewMicroTime(now)
+	rp.LastSampleTime = &t
+	m.Status.Replay = rp
+	if w.r.Metrics != nil {
+		w.r.Metrics.ReplayLag.WithLabelValues(m.Namespace, m.Name).Set(float64(tpos.Lag))
+	}
+
+	budget := time.Duration(ptr.Deref(m.Spec.DowntimeBudgetMilliseconds, 100)) * time.Millisecond
+	cutoff := seconds(m.Spec.ReplayCutoffSeconds, w.r.Opts.DefaultReplayCutoff)
+	c := decideCutover(tpos.Lag, mu, lambda, budget, now.Sub(enteredAt(&m.Status, v1.PhaseReplaying)), cutoff)
+	if !c.Now {
+		return after(w.r.Opts.ReplaySample)
+	}
+	if pdb, err := w.reserveDisruption(ctx, src); err != nil {
+		return outcome{}, err
+	} else if pdb != "" {
+		// The handover would take the workload below its budget: replay on
+		// (the source serves) until the budget allows one disruption.
+		setCondition(&m.Status, m.Generation, v1.ConditionReplayCaughtUp, false, v1.ReasonDisruptionBudget,
+			fmt.Sprintf("%s; waiting for PodDisruptionBudget %s to allow a disruption before the handover", c.Message, pdb))
+		return after(w.r.Opts.DisruptionRetry)
+	}
+	setCondition(&m.Status, m.Generation, v1.ConditionReplayCaughtUp, true, c.Reason, c.Message)
+	pos, err := w.r.Sidecars.Fence(ctx, w.sidecarAddr(src))
+	if err != nil {
+		return sidecarFailed(ctx, err, v1.ReasonHandoverFailed, "fencing the source")
+	}
+	topic, err := w.topic(ctx)
+	if err != nil {
+		return outcome{}, err
+	}
+	m.Status.FenceOffsets = toOffsets(topic, pos.Next)
+	w.r.samples.forget(m.UID)
+	return w.next(fmt.Sprintf("source fenced at %v; the target replays to exactly there and goes live", pos.Next)), nil
+}
+
+// replayingToFence is Replaying for Sequential: the source was fenced
+// before the restore, so there is nothing to decide; the restored pod
+// replays to the fence in the handover.
+func replayingToFence(_ context.Context, w *work) (outcome, error) {
+	return w.next(fmt.Sprintf("the restored pod replays to the fence %v and goes live", fromOffsets(w.m.Status.FenceOffsets))), nil
+}
