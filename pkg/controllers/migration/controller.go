@@ -113,17 +113,7 @@ func (r *Reconciler) SetupWithManager(mgr manager.Manager) error {
 	if r.Clock == nil {
 		r.Clock = clock.RealClock{}
 	}
-	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &v1.StatefulMigration{}, indexSourcePod,
-		func(o client.Object) []string { return []string{o.(*v1.StatefulMigration).Spec.SourcePod} }); err != nil {
-		return err
-	}
-	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &v1.StatefulMigration{}, indexTargetNode,
-		func(o client.Object) []string {
-			if n := o.(*v1.StatefulMigration).Status.TargetNode; n != "" {
-				return []string{n}
-			}
-			return nil
-		}); err != nil {
+	if err := IndexFields(context.Background(), mgr.GetFieldIndexer()); err != nil {
 		return err
 	}
 	return ctrl.ControllerManagedBy(mgr).
@@ -139,6 +129,22 @@ func (r *Reconciler) SetupWithManager(mgr manager.Manager) error {
 }
 
 const indexSourcePod = "spec.sourcePod"
+
+// IndexFields registers the cache indexes the reconciler lists
+// migrations by: spec.sourcePod and status.targetNode.
+func IndexFields(ctx context.Context, indexer client.FieldIndexer) error {
+	if err := indexer.IndexField(ctx, &v1.StatefulMigration{}, indexSourcePod,
+		func(o client.Object) []string { return []string{o.(*v1.StatefulMigration).Spec.SourcePod} }); err != nil {
+		return err
+	}
+	return indexer.IndexField(ctx, &v1.StatefulMigration{}, indexTargetNode,
+		func(o client.Object) []string {
+			if n := o.(*v1.StatefulMigration).Status.TargetNode; n != "" {
+				return []string{n}
+			}
+			return nil
+		})
+}
 
 func (r *Reconciler) migrationsOfPod(ctx context.Context, o client.Object) []reconcile.Request {
 	if name := o.GetLabels()[v1.LabelMigration]; name != "" {

@@ -12,7 +12,6 @@ package controller
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -22,10 +21,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/scheme"
-	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -35,8 +32,7 @@ import (
 
 	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
 	"github.com/ms2m/ms2m/pkg/controllers/migration"
-	"github.com/ms2m/ms2m/pkg/migratable"
-	"github.com/ms2m/ms2m/pkg/replay"
+	"github.com/ms2m/ms2m/internal/migrationtest"
 	"github.com/ms2m/ms2m/pkg/testenv"
 	"github.com/ms2m/ms2m/scheduler"
 )
@@ -147,7 +143,7 @@ func newWorld() (*world, error) {
 	opts.MaxParallel, opts.MaxOutboundPerNode = 100, 100
 	r := &migration.Reconciler{
 		Client: mgr.GetClient(), Scheme: mgr.GetScheme(), Recorder: mgr.GetEventRecorderFor("bench"),
-		Sidecars: fakeSidecars{}, Offsets: fakeOffsets{}, Nodes: nodes, Opts: opts,
+		Sidecars: migrationtest.NewSidecars(map[int]int64{0: 100, 1: 100}), Offsets: migrationtest.Offsets{}, Nodes: nodes, Opts: opts,
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		return nil, err
@@ -159,7 +155,7 @@ func newWorld() (*world, error) {
 		return nil, err
 	}
 	for _, n := range []string{sourceNode, targetNode} {
-		if err := createNode(ctx, env.Client, n); err != nil {
+		if _, err := migrationtest.CreateNode(ctx, env.Client, n); err != nil {
 			return nil, err
 		}
 	}
@@ -180,10 +176,8 @@ func (w *world) expect(name string) <-chan *v1.StatefulMigration {
 	return ch
 }
 
-// fakeAgent is a FAKE node agent: it reports a checkpoint archive as soon
-// as the controller has recorded the offsets, and a pushed image as soon
-// as the migration is Transferring, and it tells the benchmark when a
-// migration has finished.
+// fakeAgent is a FAKE node agent (migrationtest.AgentReport) that also
+// tells the benchmark when a migration has finished.
 func (w *world) fakeAgent(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 	m := &v1.StatefulMigration{}
 	if err := w.c.Get(ctx, req.NamespacedName, m); err != nil {
@@ -199,27 +193,11 @@ func (w *world) fakeAgent(ctx context.Context, req reconcile.Request) (reconcile
 		}
 		return reconcile.Result{}, nil
 	}
-	var key string
-	var res v1.AgentResult
-	switch {
-	case len(m.Status.CheckpointOffsets) > 0 && m.Annotations[v1.AnnotationAgentCheckpoint] == "":
-		key, res = v1.AnnotationAgentCheckpoint, v1.AgentResult{Node: sourceNode, Archive: "/var/lib/kubelet/checkpoints/fake.tar"}
-	case m.Status.Phase == v1.PhaseTransferring && m.Annotations[v1.AnnotationAgentImage] == "":
-		key, res = v1.AnnotationAgentImage, v1.AgentResult{Node: sourceNode, SizeBytes: 1 << 20,
-			Image: "registry.invalid/checkpoints/fake@sha256:" + fmt.Sprintf("%064d", 0)}
-	default:
+	key, value := migrationtest.AgentReport(m)
+	if key == "" {
 		return reconcile.Result{}, nil
 	}
-	b, err := json.Marshal(res)
-	if err != nil {
-		return reconcile.Result{}, err
-	}
-	patch := client.MergeFrom(m.DeepCopy())
-	if m.Annotations == nil {
-		m.Annotations = map[string]string{}
-	}
-	m.Annotations[key] = string(b)
-	return reconcile.Result{}, w.c.Patch(ctx, m, patch)
+	return reconcile.Result{}, migrationtest.Annotate(ctx, w.c, m, key, value)
 }
 
 // fakeKubelet is a FAKE scheduler and kubelet: it binds a pending pod to
@@ -234,159 +212,31 @@ func (w *world) fakeKubelet(ctx context.Context, req reconcile.Request) (reconci
 	case p.DeletionTimestamp != nil:
 		return reconcile.Result{}, client.IgnoreNotFound(w.c.Delete(ctx, p, client.GracePeriodSeconds(0)))
 	case p.Spec.NodeName == "":
-		node := pinnedNode(p)
+		node := migrationtest.PinnedNode(p)
 		if node == "" {
 			return reconcile.Result{}, nil
 		}
-		binding := &corev1.Binding{ObjectMeta: metav1.ObjectMeta{Name: p.Name, Namespace: p.Namespace},
-			Target: corev1.ObjectReference{Kind: "Node", Name: node}}
-		err := w.c.SubResource("binding").Create(ctx, p, binding)
+		err := migrationtest.Bind(ctx, w.c, p, node)
 		if apierrors.IsConflict(err) {
 			return reconcile.Result{Requeue: true}, nil
 		}
 		return reconcile.Result{}, err
 	case p.Status.Phase != corev1.PodRunning:
-		running(p)
+		migrationtest.Running(p)
 		return reconcile.Result{}, w.c.Status().Update(ctx, p)
 	}
 	return reconcile.Result{}, nil
 }
 
-func pinnedNode(p *corev1.Pod) string {
-	a := p.Spec.Affinity
-	if a == nil || a.NodeAffinity == nil || a.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution == nil {
-		return ""
-	}
-	for _, t := range a.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms {
-		for _, e := range t.MatchExpressions {
-			if e.Key == corev1.LabelHostname && e.Operator == corev1.NodeSelectorOpIn && len(e.Values) == 1 {
-				return e.Values[0]
-			}
-		}
-	}
-	return ""
-}
-
-var podIPs struct {
-	sync.Mutex
-	next int
-}
-
-// running sets p's status as a kubelet would once its containers run.
-func running(p *corev1.Pod) {
-	podIPs.Lock()
-	podIPs.next++
-	n := podIPs.next
-	podIPs.Unlock()
-	now := metav1.Now()
-	p.Status.Phase = corev1.PodRunning
-	p.Status.PodIP = fmt.Sprintf("10.%d.%d.%d", n>>16&0xff, n>>8&0xff, n&0xff)
-	p.Status.PodIPs = []corev1.PodIP{{IP: p.Status.PodIP}}
-	p.Status.StartTime = &now
-	p.Status.Conditions = []corev1.PodCondition{
-		{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: now},
-		{Type: corev1.ContainersReady, Status: corev1.ConditionTrue, LastTransitionTime: now},
-		{Type: corev1.PodReady, Status: corev1.ConditionTrue, LastTransitionTime: now},
-	}
-	p.Status.ContainerStatuses = nil
-	for _, c := range p.Spec.Containers {
-		p.Status.ContainerStatuses = append(p.Status.ContainerStatuses, corev1.ContainerStatus{
-			Name: c.Name, Image: c.Image, Ready: true, Started: ptr.To(true),
-			State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: now}},
-		})
-	}
-}
-
 // sourcePod creates a migratable bare pod on the source node, as the
 // webhook would have prepared it, and reports it Running and Ready.
 func (w *world) sourcePod(ctx context.Context, name string) error {
-	p := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{"app": "bench"}, Annotations: map[string]string{
-			v1.AnnotationMigratable: "true", v1.AnnotationKafkaBrokers: w.broker, v1.AnnotationKafkaTopic: "orders",
-			v1.AnnotationKafkaGroup: name, v1.AnnotationAppPort: "8080", v1.AnnotationCheckpointRestore: "enabled",
-		}},
-		Spec: corev1.PodSpec{
-			NodeName: sourceNode,
-			Containers: []corev1.Container{
-				{Name: "app", Image: "ghcr.io/ms2m/ms2m:v0.1.0", Command: []string{"/ms2m/example-consumer"}},
-				{Name: v1.SidecarContainerName, Image: "ghcr.io/ms2m/ms2m:v0.1.0", Command: []string{"/ms2m/ms2m-replay"}},
-			},
-		},
-	}
+	p := migrationtest.SourcePod(ns, name, sourceNode, w.broker)
 	if err := env.Client.Create(ctx, p); err != nil {
 		return err
 	}
 	// The fake kubelet may report it running first: either write wins.
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
-		if p.Status.Phase == corev1.PodRunning {
-			return nil
-		}
-		running(p)
-		err := env.Client.Status().Update(ctx, p)
-		if !apierrors.IsConflict(err) {
-			return err
-		}
-		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(p), p); err != nil {
-			return err
-		}
-	}
-	return fmt.Errorf("pod %s: status update kept conflicting", name)
-}
-
-// createNode makes a Ready, untainted node whose (absent) agent has
-// labelled it restore-capable.
-func createNode(ctx context.Context, c client.Client, name string) error {
-	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{
-		corev1.LabelHostname: name, corev1.LabelOSStable: "linux", corev1.LabelArchStable: "amd64",
-		v1.LabelCheckpointRestore: "true", v1.LabelRuntime: "fake", v1.LabelRuntimeVersion: "1.0", v1.LabelCRIUVersion: "4.0",
-	}}}
-	if err := c.Create(ctx, n); err != nil {
-		return err
-	}
-	capacity := corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("8"), corev1.ResourceMemory: resource.MustParse("32Gi"), corev1.ResourcePods: resource.MustParse("1000")}
-	n.Status = corev1.NodeStatus{
-		Capacity: capacity, Allocatable: capacity,
-		Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, LastHeartbeatTime: metav1.Now(), LastTransitionTime: metav1.Now()}},
-		NodeInfo:   corev1.NodeSystemInfo{KernelVersion: "6.1.0", OperatingSystem: "linux", Architecture: "amd64"},
-	}
-	if err := c.Status().Update(ctx, n); err != nil {
-		return err
-	}
-	// The API server taints a new node not-ready until its node lifecycle
-	// controller sees the Ready condition; there is none here.
-	n.Spec.Taints = nil
-	return c.Update(ctx, n)
-}
-
-// fakeSidecars is a FAKE replay sidecar on every pod: each call succeeds
-// at once; the target has always caught up (lag 0), so the replay phase
-// cuts over on its first sample.
-type fakeSidecars struct{}
-
-var fakeNext = map[int]int64{0: 100, 1: 100}
-
-func (fakeSidecars) Position(context.Context, string) (replay.Position, error) {
-	return replay.Position{Mode: replay.ModeLive, Next: fakeNext}, nil
-}
-func (fakeSidecars) Pause(context.Context, string) (replay.Position, error) {
-	return replay.Position{Mode: replay.ModeLive, Next: fakeNext, Paused: true}, nil
-}
-func (fakeSidecars) Resume(context.Context, string) (replay.Position, error) {
-	return replay.Position{Mode: replay.ModeLive, Next: fakeNext}, nil
-}
-func (fakeSidecars) Fence(context.Context, string) (replay.Position, error) {
-	return replay.Position{Mode: replay.ModeFenced, Next: fakeNext}, nil
-}
-func (fakeSidecars) Handover(context.Context, string, map[int]int64) (replay.Position, error) {
-	return replay.Position{Mode: replay.ModeLive, Next: fakeNext}, nil
-}
-
-// fakeOffsets is a FAKE broker offset query: the sidecar's offsets are
-// complete.
-type fakeOffsets struct{}
-
-func (fakeOffsets) Complete(_ context.Context, _ migratable.Binding, next map[int]int64) (map[int]int64, error) {
-	return next, nil
+	return migrationtest.ReportRunning(ctx, env.Client, p)
 }
 
 type devNull struct{}

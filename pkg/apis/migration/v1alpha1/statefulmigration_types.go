@@ -138,9 +138,9 @@ type StatefulMigrationSpec struct {
 
 	// ReplayCutoffSeconds is the threshold of the replay phase: if the
 	// target has not caught up within it, the controller cuts over anyway
-	// and the remaining lag becomes downtime (bounded by lag/μ).
+	// and the remaining lag becomes downtime (bounded by lag/μ). Unset, the
+	// manager's --default-replay-cutoff applies (120 s unless changed).
 	// +optional
-	// +kubebuilder:default=120
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=3600
 	ReplayCutoffSeconds *int32 `json:"replayCutoffSeconds,omitempty"`

@@ -1,0 +1,135 @@
+package migrationtest
+
+import (
+	"context"
+	"errors"
+	"maps"
+	"sync"
+
+	"github.com/ms2m/ms2m/pkg/migratable"
+	"github.com/ms2m/ms2m/pkg/replay"
+)
+
+// Sidecars is a FAKE replay sidecar on every pod. Every call succeeds at
+// once unless Refuse or Unreachable names it; positions are Next, and a
+// replaying target reports Lag and Replayed as set, and ModeReplay until a
+// Handover was answered. It records the calls it answered, by name, in
+// order.
+type Sidecars struct {
+	mu       sync.Mutex
+	next     map[int]int64
+	lag      int64
+	replayed int64
+	refuse   map[string]string
+	down     map[string]bool
+	calls    []string
+	// live: a handover was answered, so the target reports ModeLive.
+	live bool
+}
+
+// NewSidecars returns fake sidecars positioned at next.
+func NewSidecars(next map[int]int64) *Sidecars {
+	return &Sidecars{next: maps.Clone(next), refuse: map[string]string{}, down: map[string]bool{}}
+}
+
+// SetReplay sets what a replaying target reports.
+func (s *Sidecars) SetReplay(replayed, lag int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.replayed, s.lag = replayed, lag
+}
+
+// Refuse makes the named call ("Pause", "Fence", "Handover", ...) answer
+// with a refusal (a replay.CallError) until Allow.
+func (s *Sidecars) Refuse(call, message string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.refuse[call] = message
+}
+
+// Unreachable makes the named call get no answer (a connection error,
+// which the controller retries) until Allow.
+func (s *Sidecars) Unreachable(call string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.down[call] = true
+}
+
+// Allow undoes Refuse and Unreachable.
+func (s *Sidecars) Allow(call string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.refuse, call)
+	delete(s.down, call)
+}
+
+// Calls returns the calls answered so far, in order.
+func (s *Sidecars) Calls() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.calls...)
+}
+
+// Count is how many times call was answered.
+func (s *Sidecars) Count(call string) int {
+	n := 0
+	for _, c := range s.Calls() {
+		if c == call {
+			n++
+		}
+	}
+	return n
+}
+
+func (s *Sidecars) answer(call string, mode replay.Mode, paused bool) (replay.Position, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.down[call] {
+		return replay.Position{}, errors.New("dial tcp: connection refused (FAKE sidecar unreachable)")
+	}
+	if msg, ok := s.refuse[call]; ok {
+		return replay.Position{}, &replay.CallError{Status: 409, Message: msg}
+	}
+	s.calls = append(s.calls, call)
+	if call == "Handover" {
+		s.live = true
+	}
+	if call == "Position" && !s.live {
+		mode = replay.ModeReplay
+	}
+	return replay.Position{Mode: mode, Next: maps.Clone(s.next), Paused: paused, Replayed: s.replayed, Lag: s.lag}, nil
+}
+
+// Position implements the controller's Sidecars.
+func (s *Sidecars) Position(context.Context, string) (replay.Position, error) {
+	return s.answer("Position", replay.ModeLive, false)
+}
+
+// Pause implements the controller's Sidecars.
+func (s *Sidecars) Pause(context.Context, string) (replay.Position, error) {
+	return s.answer("Pause", replay.ModeLive, true)
+}
+
+// Resume implements the controller's Sidecars.
+func (s *Sidecars) Resume(context.Context, string) (replay.Position, error) {
+	return s.answer("Resume", replay.ModeLive, false)
+}
+
+// Fence implements the controller's Sidecars.
+func (s *Sidecars) Fence(context.Context, string) (replay.Position, error) {
+	return s.answer("Fence", replay.ModeFenced, false)
+}
+
+// Handover implements the controller's Sidecars.
+func (s *Sidecars) Handover(context.Context, string, map[int]int64) (replay.Position, error) {
+	return s.answer("Handover", replay.ModeLive, false)
+}
+
+// Offsets is a FAKE broker offset query: the sidecar's offsets are
+// complete.
+type Offsets struct{}
+
+// Complete implements the controller's Offsets.
+func (Offsets) Complete(_ context.Context, _ migratable.Binding, next map[int]int64) (map[int]int64, error) {
+	return next, nil
+}

@@ -1,0 +1,396 @@
+package migration
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/ms2m/ms2m/internal/migrationtest"
+	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
+	"github.com/ms2m/ms2m/pkg/migratable"
+	"github.com/ms2m/ms2m/scheduler"
+)
+
+func phasesOf(m *v1.StatefulMigration) []v1.Phase {
+	var out []v1.Phase
+	for _, t := range m.Status.PhaseTransitions {
+		out = append(out, t.Phase)
+	}
+	return out
+}
+
+// A bare pod is migrated through the ShadowPod table's phases in order:
+// the target takes the source's identity at the fence, the source goes,
+// and every phase change is announced.
+func TestShadowPodMigratesThroughEveryPhase(t *testing.T) {
+	w := newWorld(t)
+	m := w.until(w.migrate("move"), "Completed", inPhase(v1.PhaseCompleted))
+
+	want := []v1.Phase{v1.PhasePending, v1.PhaseCheckpointing, v1.PhaseTransferring, v1.PhaseRestoring, v1.PhaseReplaying, v1.PhaseFinalizing, v1.PhaseCompleted}
+	if got := phasesOf(m); !slices.Equal(got, want) {
+		t.Fatalf("phases %v, want %v", got, want)
+	}
+	target := w.pod(m.Status.TargetPod)
+	if target == nil || target.Spec.NodeName != w.targetNode || target.Labels["app"] != w.source {
+		t.Fatalf("target %+v: want it on %s with the source's labels", target, w.targetNode)
+	}
+	if w.pod(w.source) != nil {
+		t.Fatal("the source pod is still there")
+	}
+	if m.Status.CheckpointImage != migrationtest.FakeImage || len(m.Status.CheckpointOffsets) != 2 || m.Status.Downtime == nil {
+		t.Fatalf("status: image %q, offsets %v, downtime %v", m.Status.CheckpointImage, m.Status.CheckpointOffsets, m.Status.Downtime)
+	}
+	if calls := w.sidecars.Calls(); slices.Index(calls, "Pause") > slices.Index(calls, "Resume") || slices.Index(calls, "Fence") > slices.Index(calls, "Handover") {
+		t.Fatalf("sidecar calls out of order: %v", calls)
+	}
+	events := w.recorded()
+	for _, p := range want[1:] {
+		if !hasEvent(events, "Normal "+string(p)+" ") {
+			t.Errorf("no %s Event in %v", p, events)
+		}
+	}
+}
+
+// Each phase that waits on someone else is bounded: the clock passing its
+// deadline fails the migration and rolls it back, the source serving again.
+func TestPhaseTimeoutsRollBack(t *testing.T) {
+	cases := []struct {
+		phase    v1.Phase
+		withhold func(*world)
+		limit    time.Duration
+	}{
+		{v1.PhaseCheckpointing, func(w *world) { w.noCheckpoint = true }, DefaultOptions().Timeouts.Checkpoint},
+		{v1.PhaseTransferring, func(w *world) { w.noImage = true }, DefaultOptions().Timeouts.Transfer},
+		{v1.PhaseRestoring, func(w *world) { w.kubeletStopped = true }, DefaultOptions().Timeouts.Restore},
+		{v1.PhaseFinalizing, func(w *world) { w.sidecars.Unreachable("Handover") }, DefaultOptions().Timeouts.Finalize},
+	}
+	for _, tc := range cases {
+		t.Run(string(tc.phase), func(t *testing.T) {
+			w := newWorld(t)
+			tc.withhold(w)
+			m := w.until(w.migrate("slow"), string(tc.phase), inPhase(tc.phase))
+			// Not a moment early.
+			w.clock.Step(tc.limit - time.Second)
+			_, _ = w.reconcile(m)
+			if got := w.get(m); got.Status.Phase != tc.phase {
+				t.Fatalf("failed before its deadline: %s %s", got.Status.Phase, got.Status.FailureReason)
+			}
+			resumes := w.sidecars.Count("Resume")
+			w.clock.Step(2 * time.Second)
+			got := w.until(m, "Failed", inPhase(v1.PhaseFailed))
+			if c := condition(got, v1.ConditionReady); c == nil || c.Reason != v1.ReasonPhaseTimedOut {
+				t.Fatalf("Ready condition %+v, want reason %s", c, v1.ReasonPhaseTimedOut)
+			}
+			if c := condition(got, v1.ConditionRolledBack); c == nil || c.Message != "the source serves again" {
+				t.Fatalf("RolledBack condition %+v", c)
+			}
+			if w.sidecars.Count("Resume") <= resumes {
+				t.Fatal("the source's sidecar was not resumed")
+			}
+			if got.Status.TargetPod != "" && w.pod(got.Status.TargetPod) != nil {
+				t.Fatalf("target pod %s left behind", got.Status.TargetPod)
+			}
+			if !hasEvent(w.recorded(), "Warning "+v1.ReasonPhaseTimedOut+" ") {
+				t.Fatal("no PhaseTimedOut Warning Event")
+			}
+		})
+	}
+}
+
+// A push the agent reports as failed rolls the migration back.
+func TestPushFailureRollsBack(t *testing.T) {
+	w := newWorld(t)
+	w.imageError = "registry.invalid: no such host"
+	got := w.until(w.migrate("push"), "Failed", inPhase(v1.PhaseFailed))
+	if c := condition(got, v1.ConditionReady); c == nil || c.Reason != v1.ReasonPushFailed || !strings.Contains(got.Status.FailureReason, "no such host") {
+		t.Fatalf("Ready %+v, failure %q", c, got.Status.FailureReason)
+	}
+	if w.pod(w.source) == nil {
+		t.Fatal("the source pod is gone")
+	}
+}
+
+// replayingForever holds a migration in Replaying: the target stays
+// behind and nothing moves (the fake clock stands still).
+func replayingForever(w *world) { w.sidecars.SetReplay(10, 1000) }
+
+// Deleting an unfinished migration rolls it back, and the Warning Event
+// saying so arrives even though the object is gone right after (the status
+// and its Events are written before the finalizer is removed).
+func TestCancelRollsBackAndSaysSo(t *testing.T) {
+	w := newWorld(t)
+	replayingForever(w)
+	m := w.until(w.migrate("cancel"), "Replaying", inPhase(v1.PhaseReplaying))
+	target := m.Status.TargetPod
+	w.recorded()
+	must(t, api.Delete(context.Background(), m))
+	w.until(m, "gone", gone)
+	if !hasEvent(w.recorded(), "Warning "+v1.ReasonCancelled+" the StatefulMigration was deleted; rolled back: the source serves again") {
+		t.Fatal("the rollback's Warning Event was lost")
+	}
+	if w.pod(target) != nil || w.pod(w.source) == nil {
+		t.Fatalf("after the cancel: target %s still there or the source gone", target)
+	}
+}
+
+// A PodDisruptionBudget that allows no disruption holds the handover (the
+// source serves on); once it allows one, the migration takes it and
+// completes.
+func TestDisruptionBudgetHoldsTheHandover(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	pdb := &policyv1.PodDisruptionBudget{
+		ObjectMeta: metav1.ObjectMeta{Namespace: w.ns, Name: "orders"},
+		Spec:       policyv1.PodDisruptionBudgetSpec{MinAvailable: ptr.To(intstr.FromInt32(1)), Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": w.source}}},
+	}
+	must(t, api.Create(ctx, pdb))
+	pdb.Status = policyv1.PodDisruptionBudgetStatus{ObservedGeneration: pdb.Generation, DisruptionsAllowed: 0, CurrentHealthy: 1, DesiredHealthy: 1, ExpectedPods: 1}
+	must(t, api.Status().Update(ctx, pdb))
+
+	m := w.until(w.migrate("budget"), "held by the budget", func(m *v1.StatefulMigration) bool {
+		c := condition(m, v1.ConditionReplayCaughtUp)
+		return c != nil && c.Reason == v1.ReasonDisruptionBudget
+	})
+	if m.Status.Phase != v1.PhaseReplaying || w.sidecars.Count("Fence") != 0 {
+		t.Fatalf("held migration in %s, %d fences", m.Status.Phase, w.sidecars.Count("Fence"))
+	}
+	must(t, api.Get(ctx, client.ObjectKeyFromObject(pdb), pdb))
+	pdb.Status.DisruptionsAllowed = 1
+	must(t, api.Status().Update(ctx, pdb))
+	w.until(m, "Completed", inPhase(v1.PhaseCompleted))
+	must(t, api.Get(ctx, client.ObjectKeyFromObject(pdb), pdb))
+	if _, taken := pdb.Status.DisruptedPods[w.source]; !taken || pdb.Status.DisruptionsAllowed != 0 {
+		t.Fatalf("budget status %+v: the handover did not take its disruption", pdb.Status)
+	}
+}
+
+// A reconcile that loses its status write to a newer version of the
+// migration writes nothing, announces nothing and is requeued; the
+// migration then completes with each phase announced once.
+func TestConflictAnnouncesNothing(t *testing.T) {
+	w := newWorld(t)
+	var bumped atomic.Bool
+	w.r.Client = beforeStatusWrite(cached, func(ctx context.Context, m *v1.StatefulMigration) error {
+		if m.Status.Phase != v1.PhaseCheckpointing || !bumped.CompareAndSwap(false, true) {
+			return nil
+		}
+		// Someone else writes first: the optimistic lock refuses ours.
+		cur := &v1.StatefulMigration{}
+		if err := api.Get(ctx, client.ObjectKeyFromObject(m), cur); err != nil {
+			return err
+		}
+		return migrationtest.Annotate(ctx, api, cur, "example.com/touched", "yes")
+	})
+	m := w.migrate("conflict")
+	for deadline := time.Now().Add(20 * time.Second); !bumped.Load(); {
+		if time.Now().After(deadline) {
+			t.Fatal("no status write within 20s")
+		}
+		res, err := w.reconcile(m)
+		if bumped.Load() && (err != nil || !res.Requeue) {
+			t.Fatalf("a lost status write: result %+v, error %v; want a requeue", res, err)
+		}
+	}
+	if got := w.get(m); got.Status.Phase != "" {
+		t.Fatalf("phase %s written despite the conflict", got.Status.Phase)
+	}
+	if hasEvent(w.recorded(), "Normal Checkpointing ") {
+		t.Fatal("the lost transition was announced")
+	}
+	w.until(m, "Completed", inPhase(v1.PhaseCompleted))
+	n := 0
+	for _, e := range w.recorded() {
+		if strings.HasPrefix(e, "Normal Checkpointing ") {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Fatalf("Checkpointing announced %d times", n)
+	}
+}
+
+// A manager that dies at any step, after the step's side effects but
+// before its status write (a SIGKILL: nothing drains), is replaced by a new
+// one that finishes the migration: every step is safe to run again. In
+// Checkpointing that is the window in which the source's sidecar is paused
+// but the offsets are not yet recorded.
+func TestRestartAtEveryStep(t *testing.T) {
+	for _, p := range shadowPod().phases {
+		t.Run(string(p.name), func(t *testing.T) {
+			w := newWorld(t)
+			if p.name == v1.PhaseReplaying {
+				replayingForever(w)
+			}
+			m := w.migrate("restart")
+			if p.name != v1.PhasePending {
+				m = w.until(m, string(p.name), inPhase(p.name))
+			}
+			pauses := w.sidecars.Count("Pause")
+			var crashed atomic.Int64
+			crashed.Store(1)
+			w.r.Client = beforeStatusWrite(cached, func(context.Context, *v1.StatefulMigration) error {
+				if crashed.Add(-1) >= 0 {
+					return errors.New("killed")
+				}
+				return nil
+			})
+			if p.name == v1.PhaseReplaying {
+				w.sidecars.SetReplay(1000, 0) // caught up: this reconcile fences
+			}
+			ctx := context.Background()
+			for deadline := time.Now().Add(20 * time.Second); crashed.Load() > 0; {
+				if time.Now().After(deadline) {
+					t.Fatal("no status write to kill within 20s")
+				}
+				_, _ = w.reconcile(m)
+				w.fakeAgent(ctx, w.get(m))
+				w.fakeKubelet(ctx)
+			}
+			want := p.name
+			if p.name == v1.PhasePending {
+				want = ""
+			}
+			if got := w.get(m); got.Status.Phase != want {
+				t.Fatalf("the killed reconcile's phase %s was written", got.Status.Phase)
+			}
+			if p.name == v1.PhaseCheckpointing && (w.sidecars.Count("Pause") == pauses || len(w.get(m).Status.CheckpointOffsets) != 0) {
+				t.Fatal("the kill did not land between the pause and the offsets' write")
+			}
+			w.restart()
+			got := w.until(m, "Completed", inPhase(v1.PhaseCompleted))
+			if w.pod(w.source) != nil || w.pod(got.Status.TargetPod) == nil {
+				t.Fatal("after the restart: the source is still there or the target is not")
+			}
+			var pods corev1.PodList
+			must(t, api.List(context.Background(), &pods, client.InNamespace(w.ns)))
+			if len(pods.Items) != 1 {
+				t.Fatalf("%d pods after the migration, want the one target", len(pods.Items))
+			}
+			if w.sidecars.Count("Resume") == 0 {
+				t.Fatal("the source's sidecar was never resumed after its pause")
+			}
+		})
+	}
+}
+
+// --default-replay-cutoff bounds the replay of migrations that set none.
+func TestDefaultReplayCutoffBoundsTheReplay(t *testing.T) {
+	w := newWorld(t, func(_ *world, o *Options) { o.DefaultReplayCutoff = 10 * time.Second })
+	replayingForever(w)
+	m := w.until(w.migrate("cutoff"), "Replaying", inPhase(v1.PhaseReplaying))
+	w.clock.Step(11 * time.Second)
+	got := w.until(m, "past Replaying", func(m *v1.StatefulMigration) bool { return m.Status.Phase != v1.PhaseReplaying })
+	if c := condition(got, v1.ConditionReplayCaughtUp); c == nil || c.Reason != v1.ReasonReplayCutoff {
+		t.Fatalf("ReplayCaughtUp %+v, want %s after the 10s default cutoff", c, v1.ReasonReplayCutoff)
+	}
+}
+
+// A migration over the cluster's limit waits in Pending, saying why in its
+// Ready condition; it has not failed, so it has no failure reason.
+func TestHeldForCapacityIsNotAFailure(t *testing.T) {
+	w := newWorld(t, func(_ *world, o *Options) { o.MaxParallel = 1 })
+	w.noCheckpoint = true
+	first := w.until(w.migrate("first"), "Checkpointing", inPhase(v1.PhaseCheckpointing))
+	other := migrationtest.SourcePod(w.ns, "other", w.sourceNode, broker)
+	must(t, api.Create(context.Background(), other))
+	must(t, migrationtest.ReportRunning(context.Background(), api, other))
+	second := w.migrate("second", func(m *v1.StatefulMigration) { m.Spec.SourcePod = "other" })
+	got := w.until(second, "held", func(m *v1.StatefulMigration) bool {
+		c := condition(m, v1.ConditionReady)
+		return c != nil && c.Reason == v1.ReasonWaitingForCapacity
+	})
+	if got.Status.Phase != v1.PhasePending || got.Status.FailureReason != "" {
+		t.Fatalf("held migration: phase %s, failure reason %q", got.Status.Phase, got.Status.FailureReason)
+	}
+	if !strings.Contains(condition(got, v1.ConditionReady).Message, "--max-parallel-migrations=1") {
+		t.Fatalf("held without saying why: %q", condition(got, v1.ConditionReady).Message)
+	}
+	_ = first
+}
+
+// Every refusal the extender gives a named target node is reported with
+// the API reason a user can act on, not the generic NoEligibleTargetNode.
+func TestTargetReasonNamesEveryExtenderRefusal(t *testing.T) {
+	want := map[string]string{
+		"UnknownNode":                  v1.ReasonTargetNodeNotFound,
+		"SourceNode":                   v1.ReasonTargetIsSource,
+		"CheckpointRestoreUnsupported": v1.ReasonTargetCannotRestore,
+		"PlatformMismatch":             v1.ReasonTargetCannotRestore,
+		"KernelTooOld":                 v1.ReasonTargetCannotRestore,
+		"VolumeNodeAffinity":           v1.ReasonTargetUnschedulable,
+		"NodeNotReady":                 v1.ReasonTargetNodeNotReady,
+		"NodeUnschedulable":            v1.ReasonTargetUnschedulable,
+		"UntoleratedTaint":             v1.ReasonTargetUnschedulable,
+	}
+	for extender, reason := range want {
+		if got := targetReason(extender); got != reason {
+			t.Errorf("extender reason %s → %s, want %s", extender, got, reason)
+		}
+	}
+}
+
+// A named target the extender refuses because its kernel is older than
+// the source's fails with TargetNodeCannotRestore, naming the node.
+func TestOlderKernelTargetCannotRestore(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	n := &corev1.Node{}
+	must(t, api.Get(ctx, client.ObjectKey{Name: w.targetNode}, n))
+	n.Status.NodeInfo.KernelVersion = "4.19.0"
+	must(t, api.Status().Update(ctx, n))
+	src := &corev1.Node{}
+	must(t, api.Get(ctx, client.ObjectKey{Name: w.sourceNode}, src))
+	w.r.Nodes = scheduler.NewCacheFrom(src, n)
+	got := w.until(w.migrate("kernel"), "Failed", inPhase(v1.PhaseFailed))
+	if c := condition(got, v1.ConditionReady); c == nil || c.Reason != v1.ReasonTargetCannotRestore || !strings.Contains(got.Status.FailureReason, w.targetNode) {
+		t.Fatalf("Ready %+v, failure %q: want %s naming %s", c, got.Status.FailureReason, v1.ReasonTargetCannotRestore, w.targetNode)
+	}
+}
+
+// The topic the offsets are recorded for does not depend on which helper
+// read the source pod first.
+func TestTopicWithoutTheSourceReadFirst(t *testing.T) {
+	w := newWorld(t)
+	m := w.migrate("topic")
+	got, err := (&work{r: w.r, m: m}).topic(context.Background())
+	if err != nil || got != "orders" {
+		t.Fatalf("topic %q, %v; want the source's annotation, orders", got, err)
+	}
+	m.Spec.MessageQueueConfig = &v1.MessageQueueConfig{Topic: "payments"}
+	if got, _ := (&work{r: w.r, m: m}).topic(context.Background()); got != "payments" {
+		t.Fatalf("topic %q; want the spec's, payments", got)
+	}
+}
+
+// The phase tables: both strategies go through the same phases in the
+// same order; only their steps differ.
+func TestStrategyTables(t *testing.T) {
+	names := func(s strategy) []v1.Phase {
+		var out []v1.Phase
+		for _, p := range s.phases {
+			out = append(out, p.name)
+		}
+		return out
+	}
+	want := []v1.Phase{v1.PhasePending, v1.PhaseCheckpointing, v1.PhaseTransferring, v1.PhaseRestoring, v1.PhaseReplaying, v1.PhaseFinalizing}
+	for name, s := range map[string]strategy{"ShadowPod": shadowPod(), "Sequential": sequential()} {
+		if got := names(s); !slices.Equal(got, want) {
+			t.Errorf("%s phases %v, want %v", name, got, want)
+		}
+	}
+	if fmt.Sprint(migratable.TargetName(&v1.StatefulMigration{ObjectMeta: metav1.ObjectMeta{UID: "abcdef12"}, Spec: v1.StatefulMigrationSpec{SourcePod: "orders"}})) != "orders-ms2m-abcde" {
+		t.Error("target name changed")
+	}
+}
