@@ -227,7 +227,6 @@ func TestMutateRefusesBadAnnotationsNamingThem(t *testing.T) {
 	}
 }
 
-
 // A migration's target pod is a copy of a mutated pod whose sidecar replays
 // from the checkpoint offsets (or waits in standby for them): admitting it
 // must keep that, or the target would consume live from the group's

@@ -179,7 +179,6 @@ func pinned(a *corev1.Affinity, node string) *corev1.Affinity {
 	return a
 }
 
-
 // Adopt gives a target built by BuildTarget the source's identity: its
 // labels and owner, so the ReplicaSet counts it in place of the source. It
 // reports false, changing nothing, for a pod that has it already.
@@ -202,7 +201,6 @@ func Adopt(target *corev1.Pod) (bool, error) {
 	}
 	return true, nil
 }
-
 
 // AppContainers are the containers a migration checkpoints: the spec's,
 // or every container but the replay sidecar.

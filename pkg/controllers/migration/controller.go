@@ -77,7 +77,7 @@ func DefaultOptions() Options {
 	return Options{
 		MaxParallel: 5, MaxOutboundPerNode: 2, SidecarControlPort: 9901, ReplaySample: 250 * time.Millisecond, DisruptionRetry: time.Second,
 		DefaultReplayCutoff: 120 * time.Second,
-		Timeouts: PhaseTimeouts{Checkpoint: 2 * time.Minute, Transfer: 10 * time.Minute, Restore: 5 * time.Minute, Finalize: 2 * time.Minute},
+		Timeouts:            PhaseTimeouts{Checkpoint: 2 * time.Minute, Transfer: 10 * time.Minute, Restore: 5 * time.Minute, Finalize: 2 * time.Minute},
 	}
 }
 

@@ -142,6 +142,7 @@ func (w *work) handOver(ctx context.Context) (*corev1.Pod, outcome, bool, error)
 	}
 	return target, outcome{}, true, nil
 }
+
 // giveIdentity makes the target the owner's pod: the source's labels and
 // owner references.
 func (w *work) giveIdentity(ctx context.Context, target *corev1.Pod) error {

@@ -30,9 +30,9 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
+	"github.com/ms2m/ms2m/internal/migrationtest"
 	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
 	"github.com/ms2m/ms2m/pkg/controllers/migration"
-	"github.com/ms2m/ms2m/internal/migrationtest"
 	"github.com/ms2m/ms2m/pkg/testenv"
 	"github.com/ms2m/ms2m/scheduler"
 )
