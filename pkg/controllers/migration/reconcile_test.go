@@ -12,6 +12,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
@@ -126,9 +127,9 @@ func TestPushFailureRollsBack(t *testing.T) {
 // behind and nothing moves (the fake clock stands still).
 func replayingForever(w *world) { w.sidecars.SetReplay(10, 1000) }
 
-// Deleting an unfinished migration rolls it back, and the Warning Event
-// saying so arrives even though the object is gone right after (the status
-// and its Events are written before the finalizer is removed).
+// Deleting an unfinished migration rolls it back; the status saying so is
+// written, and its Warning Event recorded, before the finalizer goes (and
+// the object with it), so a watcher sees why it went.
 func TestCancelRollsBackAndSaysSo(t *testing.T) {
 	w := newWorld(t)
 	replayingForever(w)
@@ -136,7 +137,38 @@ func TestCancelRollsBackAndSaysSo(t *testing.T) {
 	target := m.Status.TargetPod
 	w.recorded()
 	must(t, api.Delete(context.Background(), m))
-	w.until(m, "gone", gone)
+	// One reconcile, once the cache has seen the deletion as the API
+	// server has it: it rolls back, writes the status and removes the
+	// finalizer, and the API server removes the object at once.
+	w.fresh(m, func(m *v1.StatefulMigration) bool { return m.DeletionTimestamp != nil })
+	watcher, err := client.NewWithWatch(restCfg, client.Options{Scheme: api.Scheme()})
+	must(t, err)
+	watch, err := watcher.Watch(context.Background(), &v1.StatefulMigrationList{}, client.InNamespace(w.ns))
+	must(t, err)
+	defer watch.Stop()
+	if _, err := w.reconcile(m); err != nil {
+		t.Fatal(err)
+	}
+	// Whoever watches it (kubectl ms2m migrate --wait, kubectl get -w)
+	// sees it Failed and rolled back before it goes.
+	var seen []string
+	for ev := range watch.ResultChan() {
+		got, ok := ev.Object.(*v1.StatefulMigration)
+		if !ok {
+			continue
+		}
+		c := condition(got, v1.ConditionRolledBack)
+		seen = append(seen, fmt.Sprintf("%s %s", ev.Type, got.Status.Phase))
+		if got.Status.Phase == v1.PhaseFailed && c != nil && c.Reason == v1.ReasonCancelled {
+			break
+		}
+		if ev.Type == "DELETED" {
+			t.Fatalf("the migration went without its status saying it was cancelled and rolled back: %v", seen)
+		}
+	}
+	if got := &(v1.StatefulMigration{}); !apierrors.IsNotFound(api.Get(context.Background(), client.ObjectKeyFromObject(m), got)) {
+		t.Fatalf("the cancelled migration is still there: %s, finalizers %v", got.Status.Phase, got.Finalizers)
+	}
 	if !hasEvent(w.recorded(), "Warning "+v1.ReasonCancelled+" the StatefulMigration was deleted; rolled back: the source serves again") {
 		t.Fatal("the rollback's Warning Event was lost")
 	}

@@ -43,10 +43,11 @@ var (
 	env *testenv.Env
 	// api reads and writes the API server directly; cached reads through
 	// the manager's cache, with the reconciler's indexes, as in production.
-	api    client.Client
-	cached client.Client
-	broker string
-	seq    atomic.Int64
+	api     client.Client
+	cached  client.Client
+	restCfg *rest.Config
+	broker  string
+	seq     atomic.Int64
 )
 
 func TestMain(m *testing.M) {
@@ -65,6 +66,7 @@ func startSuite(e *testenv.Env) (func(), error) {
 	// The suite drives reconciles back to back: no client-side throttling.
 	cfg := rest.CopyConfig(e.Config)
 	cfg.QPS, cfg.Burst = 1000, 2000
+	restCfg = cfg
 	var err error
 	if api, err = client.New(cfg, client.Options{Scheme: s}); err != nil {
 		return nil, err
@@ -275,6 +277,25 @@ func (w *world) until(m *v1.StatefulMigration, what string, done func(*v1.Statef
 		w.t.Fatalf("migration %s: not %s within 20s: phase %s %s (%v; last reconcile error: %v)", m.Name, what, phase, reason, err, lastErr)
 	}
 	return last
+}
+
+// fresh waits until the reconciler's cache holds m as the API server has
+// it, and ok holds of it.
+func (w *world) fresh(m *v1.StatefulMigration, ok func(*v1.StatefulMigration) bool) {
+	w.t.Helper()
+	err := kwait.PollUntilContextTimeout(context.Background(), 5*time.Millisecond, 20*time.Second, true, func(ctx context.Context) (bool, error) {
+		want, got := &v1.StatefulMigration{}, &v1.StatefulMigration{}
+		if err := api.Get(ctx, client.ObjectKeyFromObject(m), want); err != nil {
+			return false, err
+		}
+		if err := cached.Get(ctx, client.ObjectKeyFromObject(m), got); err != nil {
+			return false, nil
+		}
+		return got.ResourceVersion == want.ResourceVersion && ok(got), nil
+	})
+	if err != nil {
+		w.t.Fatalf("migration %s: the cache did not catch up: %v", m.Name, err)
+	}
 }
 
 func inPhase(p v1.Phase) func(*v1.StatefulMigration) bool {
