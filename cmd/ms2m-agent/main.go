@@ -15,7 +15,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/ms2m/ms2m/pkg/agent"
-	"github.com/ms2m/ms2m/pkg/manager"
+	"github.com/ms2m/ms2m/pkg/clientconfig"
 )
 
 func main() {
@@ -52,8 +52,8 @@ func run(o agent.Options, probeAddr, metricsAddr, hostRoot string, interval time
 	if err != nil {
 		return err
 	}
-	o.Token = manager.TokenSource(cfg)
-	scheme, err := manager.Scheme()
+	o.Token = clientconfig.TokenSource(cfg)
+	scheme, err := clientconfig.Scheme()
 	if err != nil {
 		return err
 	}

@@ -1,11 +1,12 @@
 package agent
 
 import (
+	"errors"
 	"fmt"
 	"path"
 	"strings"
 
-	"github.com/ms2m/ms2m/pkg/agent/internal/toml"
+	"github.com/pelletier/go-toml/v2"
 )
 
 // containerd's configuration: config.toml, then the files its imports
@@ -88,11 +89,11 @@ func (h hostFS) containerdFiles() ([]string, error) {
 		}
 		loaded[f] = true
 		files = append(files, f)
-		doc, err := h.readTOML(f)
+		doc, err := h.readTOML(f, decodeContainerdConfig)
 		if err != nil {
 			return nil, err
 		}
-		imports, _ := toml.Lookup(doc, "imports")
+		imports, _ := lookup(doc, "imports")
 		list, _ := imports.([]any)
 		for _, imp := range list {
 			s, ok := imp.(string)
@@ -120,7 +121,7 @@ func (h hostFS) containerdFiles() ([]string, error) {
 // enable_experimental_restore_via_create from the CRI section of each file.
 func (h hostFS) containerdSettings(files []string) (criu, restore setting, err error) {
 	for _, f := range files {
-		doc, err := h.readTOML(f)
+		doc, err := h.readTOML(f, decodeContainerdConfig)
 		if err != nil {
 			return setting{}, setting{}, err
 		}
@@ -129,7 +130,7 @@ func (h hostFS) containerdSettings(files []string) (criu, restore setting, err e
 			s   *setting
 		}{{containerdEnableCRIU, &criu}, {containerdRestoreCreate, &restore}} {
 			for _, section := range containerdCRISections {
-				if v, ok := toml.Lookup(doc, "plugins", section, out.key); ok {
+				if v, ok := lookup(doc, "plugins", section, out.key); ok {
 					*out.s = setting{set: true, value: v, file: f}
 					break
 				}
@@ -137,4 +138,19 @@ func (h hostFS) containerdSettings(files []string) (criu, restore setting, err e
 		}
 	}
 	return criu, restore, nil
+}
+
+// decodeContainerdConfig decodes a containerd configuration file with the
+// TOML library containerd reads it with (github.com/pelletier/go-toml/v2).
+func decodeContainerdConfig(data []byte) (map[string]any, error) {
+	var doc map[string]any
+	if err := toml.Unmarshal(data, &doc); err != nil {
+		var derr *toml.DecodeError
+		if errors.As(err, &derr) {
+			row, _ := derr.Position()
+			return nil, fmt.Errorf("line %d: %w", row, err)
+		}
+		return nil, err
+	}
+	return doc, nil
 }

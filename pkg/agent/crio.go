@@ -1,9 +1,10 @@
 package agent
 
 import (
+	"errors"
 	"fmt"
 
-	"github.com/ms2m/ms2m/pkg/agent/internal/toml"
+	"github.com/BurntSushi/toml"
 )
 
 // CRI-O's configuration: the main file, then every file under the drop-in
@@ -72,7 +73,7 @@ func (h hostFS) crioProblems(v version, raw string) []string {
 	if err != nil {
 		return []string{fmt.Sprintf("CRI-O: reading %s: %v", crioConfigDir, err)}
 	}
-	cfg, err := h.readConfig(append([]string{crioConfig}, files...), crioCRIUSupport, crioLevel)
+	cfg, err := h.readCRIOConfig(append([]string{crioConfig}, files...), crioCRIUSupport, crioLevel)
 	if err != nil {
 		return []string{"CRI-O: " + err.Error()}
 	}
@@ -100,25 +101,17 @@ func (h hostFS) crioProblems(v version, raw string) []string {
 	return problems
 }
 
-// setting is a configuration key's effective value, and the file that set
-// it.
-type setting struct {
-	set   bool
-	value any
-	file  string
-}
-
-// readConfig reads TOML files in order, a missing one skipped, and returns
-// each key's value from the last file that sets it.
-func (h hostFS) readConfig(files []string, keys ...[]string) ([]setting, error) {
+// readCRIOConfig reads CRI-O's files in order, a missing one skipped, and
+// returns each key's value from the last file that sets it.
+func (h hostFS) readCRIOConfig(files []string, keys ...[]string) ([]setting, error) {
 	out := make([]setting, len(keys))
 	for _, f := range files {
-		doc, err := h.readTOML(f)
+		doc, err := h.readTOML(f, decodeCRIOConfig)
 		if err != nil {
 			return nil, err
 		}
 		for i, k := range keys {
-			if v, ok := toml.Lookup(doc, k...); ok {
+			if v, ok := lookup(doc, k...); ok {
 				out[i] = setting{set: true, value: v, file: f}
 			}
 		}
@@ -126,18 +119,16 @@ func (h hostFS) readConfig(files []string, keys ...[]string) ([]setting, error) 
 	return out, nil
 }
 
-// readTOML parses a host file; a missing file is an empty document.
-func (h hostFS) readTOML(f string) (map[string]any, error) {
-	data, err := h.readFile(f)
-	if isNotExist(err) {
-		return map[string]any{}, nil
-	}
-	if err != nil {
+// decodeCRIOConfig decodes a CRI-O configuration file with the TOML
+// library CRI-O reads it with (github.com/BurntSushi/toml).
+func decodeCRIOConfig(data []byte) (map[string]any, error) {
+	var doc map[string]any
+	if _, err := toml.Decode(string(data), &doc); err != nil {
+		var perr toml.ParseError
+		if errors.As(err, &perr) {
+			return nil, fmt.Errorf("line %d: %s", perr.Position.Line, perr.Message)
+		}
 		return nil, err
-	}
-	doc, err := toml.Parse(data)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", f, err)
 	}
 	return doc, nil
 }

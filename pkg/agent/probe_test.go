@@ -188,7 +188,16 @@ func TestProbe(t *testing.T) {
 			host: [][]hostFile{criuDeb, crioCRIUOnly}, why: []string{"CRI-O 1.32.9 may default", "releases without the option ignore it"}},
 		{name: "cri-o with an unreadable drop-in", runtime: "cri-o://1.34.14",
 			host: [][]hostFile{criuDeb, crioRestore, some(file("/etc/crio/crio.conf.d/30-broken.conf", "[crio.runtime\n"))},
-			why:  []string{"/etc/crio/crio.conf.d/30-broken.conf: line 1"}},
+			why:  []string{"/etc/crio/crio.conf.d/30-broken.conf: line 2: expected '.' or ']' to end table name"}},
+		// CRI-O refuses to start on a file that defines a table twice: the
+		// agent does not guess which value CRI-O would use.
+		{name: "cri-o with a drop-in that defines a table twice", runtime: "cri-o://1.34.14",
+			host: [][]hostFile{criuDeb, crioRestore, some(file("/etc/crio/crio.conf.d/40-twice.conf",
+				"[crio.runtime]\nenable_criu_support = true\n\n[crio.runtime]\nenable_criu_support = false\n"))},
+			why: []string{"/etc/crio/crio.conf.d/40-twice.conf: line 4: Key 'crio.runtime' has already been defined"}},
+		{name: "cri-o with an unreadable main file", runtime: "cri-o://1.34.14",
+			host: [][]hostFile{criuDeb, crioRestore, some(file("/etc/crio/crio.conf", "[crio.runtime]\nenable_criu_support = yes\n"))},
+			why:  []string{"/etc/crio/crio.conf: line 2"}},
 
 		// CRIU on the host.
 		{name: "criu missing", runtime: "cri-o://1.34.14", host: [][]hostFile{binDirsWithoutCRIU, crioRestore},
@@ -239,6 +248,22 @@ func TestProbe(t *testing.T) {
 		{name: "containerd without config.toml reads conf.d", runtime: "containerd://2.2.7",
 			host:    [][]hostFile{criuDeb, some(file("/etc/containerd/conf.d/restore.toml", "version = 3\n[plugins.'io.containerd.cri.v1.runtime']\nenable_experimental_restore_via_create = true\n"))},
 			restore: true, criu: "4.1"},
+		{name: "containerd with an unreadable config.toml", runtime: "containerd://2.2.7",
+			host: [][]hostFile{criuDeb, some(file("/etc/containerd/config.toml", "version = 3\n[plugins.'io.containerd.cri.v1.runtime'\n"))},
+			why:  []string{"containerd: /etc/containerd/config.toml: line 2: toml: expected ']' to close table name"}},
+		{name: "containerd with an unreadable import", runtime: "containerd://2.2.7",
+			host: [][]hostFile{criuDeb, some(
+				file("/etc/containerd/config.toml", "version = 3\nimports = ['conf.d/*.toml']\n"),
+				file("/etc/containerd/conf.d/50-restore.toml", "version = 3\n[plugins.'io.containerd.cri.v1.runtime']\nenable_experimental_restore_via_create = yes\n"))},
+			why: []string{"containerd: /etc/containerd/conf.d/50-restore.toml: line 3"}},
+		// containerd refuses to start on a file that defines a table twice.
+		{name: "containerd with a table defined twice", runtime: "containerd://2.2.7",
+			host: [][]hostFile{criuDeb, some(file("/etc/containerd/config.toml",
+				"version = 3\n[plugins.'io.containerd.cri.v1.runtime']\nenable_criu = true\n[plugins.'io.containerd.cri.v1.runtime']\nenable_experimental_restore_via_create = true\n"))},
+			why: []string{"containerd: /etc/containerd/config.toml: line 4: toml: table io.containerd.cri.v1.runtime already exists"}},
+		{name: "containerd imports holding a number", runtime: "containerd://2.2.7",
+			host: [][]hostFile{criuDeb, some(file("/etc/containerd/config.toml", "version = 3\nimports = [1]\n"))},
+			why:  []string{"containerd: /etc/containerd/config.toml: imports holds 1, not a path"}},
 		{name: "containerd 2.1 restores without the opt-in", runtime: "containerd://2.1.4", host: [][]hostFile{criuDeb, containerdPlain}, restore: true, criu: "4.1"},
 		{name: "containerd 2.0 cannot restore", runtime: "containerd://2.0.0", host: [][]hostFile{criuDeb, containerdOptIn},
 			why: []string{"containerd 2.0.0 cannot restore through the CRI"}},

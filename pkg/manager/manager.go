@@ -8,13 +8,10 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"os"
 	"strings"
 	"sync"
 	"time"
 
-	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -25,7 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
-	migrationv1alpha1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
+	"github.com/ms2m/ms2m/pkg/clientconfig"
 	"github.com/ms2m/ms2m/pkg/controllers/evacuation"
 	"github.com/ms2m/ms2m/pkg/controllers/migration"
 	"github.com/ms2m/ms2m/pkg/replay"
@@ -153,25 +150,13 @@ func (o Options) Validate() error {
 	return errors.Join(errs...)
 }
 
-// Scheme knows the core types and the ms2m API.
-func Scheme() (*runtime.Scheme, error) {
-	s := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(s); err != nil {
-		return nil, err
-	}
-	if err := migrationv1alpha1.AddToScheme(s); err != nil {
-		return nil, err
-	}
-	return s, nil
-}
-
 // Run builds the manager, registers every component and blocks until ctx
 // ends.
 func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 	if err := opts.Validate(); err != nil {
 		return err
 	}
-	scheme, err := Scheme()
+	scheme, err := clientconfig.Scheme()
 	if err != nil {
 		return err
 	}
@@ -247,7 +232,7 @@ func setup(mgr ctrl.Manager, opts Options) error {
 	ctl.DefaultReplayCutoff = opts.DefaultReplayCutoff
 	migrations := &migration.Reconciler{
 		Client: mgr.GetClient(), Scheme: mgr.GetScheme(), Recorder: mgr.GetEventRecorderFor("ms2m-controller"),
-		Sidecars: &replay.Client{Token: TokenSource(mgr.GetConfig())}, Offsets: migration.KafkaOffsets{},
+		Sidecars: &replay.Client{Token: clientconfig.TokenSource(mgr.GetConfig())}, Offsets: migration.KafkaOffsets{},
 		Nodes: nodes, Opts: ctl, Metrics: controllerMetrics(),
 	}
 	if err := migrations.SetupWithManager(mgr); err != nil {
@@ -265,22 +250,3 @@ func setup(mgr ctrl.Manager, opts Options) error {
 // controllerMetrics registers the controller's metrics once per process
 // (a manager restarted in the same process, as in the sandbox, shares them).
 var controllerMetrics = sync.OnceValue(func() *migration.Metrics { return migration.NewMetrics(ctrlmetrics.Registry) })
-
-// TokenSource returns the bearer token of cfg, re-reading a token file on
-// every call so a rotated service-account token is picked up. The
-// controller presents it to the replay sidecars, the agent to its kubelet.
-func TokenSource(cfg *rest.Config) func() (string, error) {
-	return func() (string, error) {
-		if cfg.BearerTokenFile != "" {
-			b, err := os.ReadFile(cfg.BearerTokenFile)
-			if err != nil {
-				return "", err
-			}
-			return strings.TrimSpace(string(b)), nil
-		}
-		if cfg.BearerToken == "" {
-			return "", errors.New("no service-account token in the client configuration (running with a client certificate?)")
-		}
-		return cfg.BearerToken, nil
-	}
-}

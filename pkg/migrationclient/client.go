@@ -12,21 +12,18 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
+	"github.com/ms2m/ms2m/pkg/clientconfig"
 )
 
 // NewScheme knows the core Kubernetes types and StatefulMigrations.
 func NewScheme() *runtime.Scheme {
-	s := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(s); err != nil {
+	s, err := clientconfig.Scheme()
+	if err != nil {
 		panic(err) // only on a programming error in the registered types
-	}
-	if err := v1.AddToScheme(s); err != nil {
-		panic(err)
 	}
 	return s
 }
