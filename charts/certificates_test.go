@@ -3,6 +3,7 @@ package charts_test
 import (
 	"crypto/x509"
 	"encoding/pem"
+	"slices"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -11,14 +12,15 @@ import (
 )
 
 // verifyServing checks that the manager's serving certificate, mounted at
-// certDir, is valid for host and signed by the CA in caBundle.
-func verifyServing(t *testing.T, objs objects, dep *appsv1.Deployment, caBundle []byte, host, certDir string) {
+// --webhook-cert-dir, is valid for host and signed by the CA in caBundle.
+func (m managerPod) verifyServing(t *testing.T, caBundle []byte, host string) {
 	t.Helper()
+	dep, certDir := m.dep, m.flags["webhook-cert-dir"]
 	var secretName string
-	for _, m := range dep.Spec.Template.Spec.Containers[0].VolumeMounts {
-		if m.MountPath == certDir {
+	for _, vm := range dep.Spec.Template.Spec.Containers[0].VolumeMounts {
+		if vm.MountPath == certDir {
 			for _, v := range dep.Spec.Template.Spec.Volumes {
-				if v.Name == m.Name && v.Secret != nil {
+				if v.Name == vm.Name && v.Secret != nil {
 					secretName = v.Secret.SecretName
 				}
 			}
@@ -27,7 +29,7 @@ func verifyServing(t *testing.T, objs objects, dep *appsv1.Deployment, caBundle 
 	if secretName == "" {
 		t.Fatalf("no Secret is mounted at the manager's certificate directory %s", certDir)
 	}
-	secret := as(t, objs.get(t, "Secret", secretName), &corev1.Secret{})
+	secret := as(t, m.objs.get(t, "Secret", secretName), &corev1.Secret{})
 	leaf := parseCert(t, secret.Data["tls.crt"])
 	roots := x509.NewCertPool()
 	if !roots.AppendCertsFromPEM(caBundle) {
@@ -79,7 +81,7 @@ func TestCertManager(t *testing.T) {
 	}
 	dnsNames, _, _ := unstructured.NestedStringSlice(serving.Object, "spec", "dnsNames")
 	for _, host := range []string{release + "-webhook." + namespace + ".svc", release + "-scheduler-extender." + namespace + ".svc"} {
-		if !contains(dnsNames, host) {
+		if !slices.Contains(dnsNames, host) {
 			t.Errorf("Certificate %s does not cover %s: %v", serving.GetName(), host, dnsNames)
 		}
 	}

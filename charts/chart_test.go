@@ -61,12 +61,3 @@ func TestEveryRenderedObjectIsValid(t *testing.T) {
 		})
 	}
 }
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}

@@ -7,7 +7,6 @@ import (
 	"strings"
 	"testing"
 
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	configv1 "k8s.io/kube-scheduler/config/v1"
@@ -19,12 +18,9 @@ import (
 // The rendered KubeSchedulerConfiguration is the documented example, and its
 // URL reaches the manager's extender over TLS the CA verifies.
 func TestSchedulerExtenderConfiguration(t *testing.T) {
-	objs := render(t)
-	dep := as(t, objs.get(t, "Deployment", release+"-manager"), &appsv1.Deployment{})
-	mgr := dep.Spec.Template.Spec.Containers[0]
-	f := flags(t, mgr)
+	mgr := renderManager(t)
 
-	cm := as(t, objs.get(t, "ConfigMap", release+"-kube-scheduler-config"), &corev1.ConfigMap{})
+	cm := as(t, mgr.objs.get(t, "ConfigMap", release+"-kube-scheduler-config"), &corev1.ConfigMap{})
 	var got, example configv1.KubeSchedulerConfiguration
 	if err := yaml.UnmarshalStrict([]byte(cm.Data["kube-scheduler-config.yaml"]), &got); err != nil {
 		t.Fatalf("the rendered configuration is not a KubeSchedulerConfiguration: %v", err)
@@ -51,12 +47,12 @@ func TestSchedulerExtenderConfiguration(t *testing.T) {
 	if !strings.HasPrefix(ns, namespace+".") {
 		t.Errorf("urlPrefix %s is not in namespace %s", x.URLPrefix, namespace)
 	}
-	if target := serviceTarget(t, objs, svc, portOf(t, u.Host), dep.Spec.Template.Labels, mgr); target != portOf(t, f["scheduler-extender-bind-address"]) {
-		t.Errorf("%s reaches container port %d; the extender serves %s", x.URLPrefix, target, f["scheduler-extender-bind-address"])
+	if target := mgr.serviceTarget(t, svc, portOf(t, u.Host)); target != portOf(t, mgr.flags["scheduler-extender-bind-address"]) {
+		t.Errorf("%s reaches container port %d; the extender serves %s", x.URLPrefix, target, mgr.flags["scheduler-extender-bind-address"])
 	}
-	if filepath.Dir(f["scheduler-extender-cert-file"]) != f["webhook-cert-dir"] || filepath.Dir(f["scheduler-extender-key-file"]) != f["webhook-cert-dir"] {
-		t.Errorf("extender certificate %s is not the mounted serving certificate in %s", f["scheduler-extender-cert-file"], f["webhook-cert-dir"])
+	if filepath.Dir(mgr.flags["scheduler-extender-cert-file"]) != mgr.flags["webhook-cert-dir"] || filepath.Dir(mgr.flags["scheduler-extender-key-file"]) != mgr.flags["webhook-cert-dir"] {
+		t.Errorf("extender certificate %s is not the mounted serving certificate in %s", mgr.flags["scheduler-extender-cert-file"], mgr.flags["webhook-cert-dir"])
 	}
-	secret := as(t, objs.get(t, "Secret", release+"-serving-cert"), &corev1.Secret{})
-	verifyServing(t, objs, dep, secret.Data["ca.crt"], u.Hostname(), f["webhook-cert-dir"])
+	secret := as(t, mgr.objs.get(t, "Secret", release+"-serving-cert"), &corev1.Secret{})
+	mgr.verifyServing(t, secret.Data["ca.crt"], u.Hostname())
 }

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -45,7 +46,7 @@ func unknownMetrics(known map[string]bool, text string) []string {
 				base = b
 			}
 		}
-		if !known[base] && !contains(unknown, ref) {
+		if !known[base] && !slices.Contains(unknown, ref) {
 			unknown = append(unknown, ref)
 		}
 	}

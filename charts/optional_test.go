@@ -1,6 +1,7 @@
 package charts_test
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -35,7 +36,7 @@ func TestOptionalComponents(t *testing.T) {
 		}
 		eps, _, _ := unstructured.NestedSlice(objs.get(t, "PodMonitor", release+"-replay-sidecars").Object, "spec", "podMetricsEndpoints")
 		port, _, _ := unstructured.NestedString(eps[0].(map[string]any), "port")
-		if !contains(sidecarPorts, port) {
+		if !slices.Contains(sidecarPorts, port) {
 			t.Errorf("PodMonitor scrapes port %q; the sidecar has %v", port, sidecarPorts)
 		}
 	})

@@ -8,7 +8,6 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
@@ -52,32 +51,6 @@ func portOf(t *testing.T, addr string) int32 {
 		t.Fatalf("address %q: %v", addr, err)
 	}
 	return int32(n)
-}
-
-// serviceTarget resolves Service name, port to the container port of the
-// pods it selects in spec (their labels in podLabels).
-func serviceTarget(t *testing.T, objs objects, name string, port int32, podLabels map[string]string, c corev1.Container) int32 {
-	t.Helper()
-	svc := as(t, objs.get(t, "Service", name), &corev1.Service{})
-	if len(svc.Spec.Selector) == 0 || !labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(podLabels)) {
-		t.Fatalf("Service %s selects %v, not the pods labelled %v", name, svc.Spec.Selector, podLabels)
-	}
-	for _, p := range svc.Spec.Ports {
-		if p.Port != port {
-			continue
-		}
-		if p.TargetPort.Type == intstr.Int {
-			return p.TargetPort.IntVal
-		}
-		for _, cp := range c.Ports {
-			if cp.Name == p.TargetPort.StrVal {
-				return cp.ContainerPort
-			}
-		}
-		t.Fatalf("Service %s targets port %q, which container %s does not name", name, p.TargetPort.StrVal, c.Name)
-	}
-	t.Fatalf("Service %s has no port %d", name, port)
-	return 0
 }
 
 func containerPort(t *testing.T, c corev1.Container, p intstr.IntOrString) int32 {

@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
-	appsv1 "k8s.io/api/apps/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -19,10 +18,7 @@ import (
 // on the path the code serves, over TLS the CA bundle verifies; apart from
 // where it is served, each is exactly what the code's markers generated.
 func TestWebhooksReachTheManager(t *testing.T) {
-	objs := render(t)
-	dep := as(t, objs.get(t, "Deployment", release+"-manager"), &appsv1.Deployment{})
-	mgr := dep.Spec.Template.Spec.Containers[0]
-	f := flags(t, mgr)
+	mgr := renderManager(t)
 
 	raw, err := os.ReadFile(filepath.Join(repoRoot(), "config", "webhook", "manifests.yaml"))
 	if err != nil {
@@ -32,7 +28,7 @@ func TestWebhooksReachTheManager(t *testing.T) {
 	served := map[string]string{"pods.ms2m.io": webhooks.PodMutationPath, "evictions.ms2m.io": webhooks.PodEvictionPath}
 	var n int
 	for _, want := range generated {
-		got := objs.get(t, want.GetKind(), release+"-"+want.GetName())
+		got := mgr.objs.get(t, want.GetKind(), release+"-"+want.GetName())
 		gotHooks, _, _ := unstructured.NestedSlice(got.Object, "webhooks")
 		wantHooks, _, _ := unstructured.NestedSlice(want.Object, "webhooks")
 		if len(gotHooks) != len(wantHooks) {
@@ -65,10 +61,10 @@ func TestWebhooksReachTheManager(t *testing.T) {
 			if cc.Service.Port != nil {
 				port = *cc.Service.Port
 			}
-			if target := serviceTarget(t, objs, cc.Service.Name, port, dep.Spec.Template.Labels, mgr); strconv.Itoa(int(target)) != f["webhook-port"] {
-				t.Errorf("webhook Service %s:%d reaches container port %d; the manager serves --webhook-port=%s", cc.Service.Name, port, target, f["webhook-port"])
+			if target := mgr.serviceTarget(t, cc.Service.Name, port); strconv.Itoa(int(target)) != mgr.flags["webhook-port"] {
+				t.Errorf("webhook Service %s:%d reaches container port %d; the manager serves --webhook-port=%s", cc.Service.Name, port, target, mgr.flags["webhook-port"])
 			}
-			verifyServing(t, objs, dep, cc.CABundle, cc.Service.Name+"."+namespace+".svc", f["webhook-cert-dir"])
+			mgr.verifyServing(t, cc.CABundle, cc.Service.Name+"."+namespace+".svc")
 		}
 	}
 	if n < len(served) {
