@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
-	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/ms2m/ms2m/pkg/expect"
 )
@@ -113,12 +112,7 @@ func (b *broker) committedAll(ctx context.Context, group string, partitions int)
 // not acknowledged, a refused batch comes back whole, and every message
 // reaches the app once, in order per partition.
 func TestBatchDeliveryKeepsOrderAndCommitsOnlyAcknowledgedBatches(t *testing.T) {
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, topic))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	b := &broker{addr: c.ListenAddrs()[0]}
+	b := startBroker(t, 2)
 	a := newBatchApp()
 	a.failNth = 2
 	a.holdAt = 60

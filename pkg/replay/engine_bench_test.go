@@ -92,7 +92,7 @@ func BenchmarkReplayDelivery(b *testing.B) {
 		b.Run(v.name, func(b *testing.B) {
 			n := v.batch
 			var acked atomic.Int64
-			br := startBroker(b)
+			br := startBroker(b, 1)
 			for produced := 0; produced < b.N; produced += 1000 {
 				br.produce(b, produced, min(1000, b.N-produced))
 			}

@@ -27,9 +27,11 @@ type broker struct {
 	addr string
 }
 
-func startBroker(t testing.TB) *broker {
+// startBroker starts a broker whose topic has the given number of
+// partitions.
+func startBroker(t testing.TB, partitions int32) *broker {
 	t.Helper()
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, topic))
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(partitions, topic))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +128,7 @@ type harness struct {
 
 func start(t testing.TB, a http.Handler, opts ...func(*Deliverer)) *harness {
 	t.Helper()
-	h := &harness{b: startBroker(t), group: "g-" + t.Name()}
+	h := &harness{b: startBroker(t, 1), group: "g-" + t.Name()}
 	d := deliverer(t, a)
 	d.OnAppError = func(kafka.Message, error) { h.errsMu.Lock(); h.errs++; h.errsMu.Unlock() }
 	for _, o := range opts {

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
-	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/ms2m/ms2m/pkg/expect"
 )
@@ -49,12 +48,7 @@ func (r *recorder) snapshot() applied {
 // both must cover every offset exactly once, split at F; the target must
 // have replayed exactly [O, F).
 func TestHandoverAtFenceHasNoGapAndNoDuplicate(t *testing.T) {
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, topic))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	b := &broker{addr: c.ListenAddrs()[0]}
+	b := startBroker(t, 2)
 	sources := b.sources("handover")
 
 	// A steady producer, in small batches, until told to stop.

@@ -70,7 +70,7 @@ func (c controlClient) call(method, path, body string) (int, string) {
 // there although the topic goes on; repeating the call changes nothing and
 // a different one is refused; the handover at F then consumes live from F.
 func TestReplayCallReplaysFromOffsetsToTheFenceThenHandsOver(t *testing.T) {
-	b := startBroker(t)
+	b := startBroker(t, 1)
 	sources := b.sources("replay-call")
 	// The source processes 0..49 live and is fenced at 50; 50..59 arrive
 	// after the fence.
@@ -173,7 +173,7 @@ func TestReplayCallReplaysFromOffsetsToTheFenceThenHandsOver(t *testing.T) {
 // controller starts targets with MS2M_REPLAY_FROM; the same offsets through
 // POST /replay change nothing, so either path may be retried.
 func TestReplayCallIsIdempotentOnATargetStartedFromTheEnvironment(t *testing.T) {
-	b := startBroker(t)
+	b := startBroker(t, 1)
 	sources := b.sources("replay-env")
 	target := NewReplay(sources, deliverer(t, newRecorder()), map[int]int64{0: 3})
 	runEngine(t, target)
