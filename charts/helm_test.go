@@ -118,7 +118,7 @@ func TestLint(t *testing.T) {
 		values []string
 	}{
 		{"defaults", nil},
-		{"everything on", []string{"-f", filepath.Join(repoRoot(), "charts", "testdata", "everything-on.yaml")}},
+		{"everything on", everythingOn()},
 		{"webhook and extender off", []string{"--set", "webhook.enabled=false,schedulerExtender.enabled=false,agent.enabled=false"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -20,7 +20,7 @@ import (
 // message reaches it, in order, none twice, and nothing was committed that
 // the app did not acknowledge.
 func TestAppCrashLosesNothing(t *testing.T) {
-	b := startBroker(t)
+	b := startBroker(t, 1)
 	addr := testenv.FreeAddr(t)
 	a := newApp()
 	serve := func() *http.Server {

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
-	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/ms2m/ms2m/pkg/expect"
 )
@@ -23,20 +22,24 @@ import (
 // can refuse its n-th batch once and hold the batch holding a given offset of
 // partition 0 until released.
 type batchApp struct {
-	mu       sync.Mutex
-	live     map[int][]int64
-	replay   map[int][]int64
+	mu      sync.Mutex
+	seen    batchRecord
+	failNth int // 1-based; 0 for none
+	holdAt  int64
+	held    chan struct{}
+	release chan struct{}
+}
+
+// batchRecord is what a batchApp saw.
+type batchRecord struct {
+	applied
 	values   []string
 	batches  []Batch // every POST, in arrival order, refused or not
-	failNth  int     // 1-based; 0 for none
-	holdAt   int64
-	held     chan struct{}
-	release  chan struct{}
 	problems []string
 }
 
 func newBatchApp() *batchApp {
-	return &batchApp{live: map[int][]int64{}, replay: map[int][]int64{}, holdAt: -1,
+	return &batchApp{seen: batchRecord{applied: newApplied()}, holdAt: -1,
 		held: make(chan struct{}), release: make(chan struct{})}
 }
 
@@ -46,21 +49,21 @@ func (a *batchApp) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	a.mu.Lock()
 	switch {
 	case err != nil:
-		a.problems = append(a.problems, "undecodable batch: "+err.Error())
+		a.seen.problems = append(a.seen.problems, "undecodable batch: "+err.Error())
 	case r.Header.Get("Content-Type") != BatchContentType:
-		a.problems = append(a.problems, "content type "+r.Header.Get("Content-Type"))
+		a.seen.problems = append(a.seen.problems, "content type "+r.Header.Get("Content-Type"))
 	case r.Header.Get(HeaderBatchSize) != strconv.Itoa(len(b.Messages)):
-		a.problems = append(a.problems, fmt.Sprintf("%s %s for %d messages", HeaderBatchSize, r.Header.Get(HeaderBatchSize), len(b.Messages)))
+		a.seen.problems = append(a.seen.problems, fmt.Sprintf("%s %s for %d messages", HeaderBatchSize, r.Header.Get(HeaderBatchSize), len(b.Messages)))
 	case (r.Header.Get(HeaderReplay) == "true") != b.Replay:
-		a.problems = append(a.problems, "replay header and body disagree")
+		a.seen.problems = append(a.seen.problems, "replay header and body disagree")
 	}
 	for _, m := range b.Messages {
 		if m.Topic != topic || len(m.Headers) != 1 || m.Headers[0].Key != "seq" || string(m.Headers[0].Value) != string(m.Value) {
-			a.problems = append(a.problems, fmt.Sprintf("metadata lost on %d@%d: %+v", m.Partition, m.Offset, m))
+			a.seen.problems = append(a.seen.problems, fmt.Sprintf("metadata lost on %d@%d: %+v", m.Partition, m.Offset, m))
 		}
 	}
-	a.batches = append(a.batches, b)
-	n := len(a.batches)
+	a.seen.batches = append(a.seen.batches, b)
+	n := len(a.seen.batches)
 	hold := a.holdAt >= 0 && slices.ContainsFunc(b.Messages, func(m BatchMessage) bool { return m.Partition == 0 && m.Offset == a.holdAt })
 	a.mu.Unlock()
 	if hold {
@@ -74,26 +77,16 @@ func (a *batchApp) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	for _, m := range b.Messages {
-		if b.Replay {
-			a.replay[m.Partition] = append(a.replay[m.Partition], m.Offset)
-		} else {
-			a.live[m.Partition] = append(a.live[m.Partition], m.Offset)
-		}
-		a.values = append(a.values, string(m.Value))
+		a.seen.add(m.Partition, m.Offset, b.Replay)
+		a.seen.values = append(a.seen.values, string(m.Value))
 	}
 }
 
-func (a *batchApp) snapshot() (live, replay map[int][]int64, values []string, batches []Batch, problems []string) {
+func (a *batchApp) snapshot() batchRecord {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	live, replay = map[int][]int64{}, map[int][]int64{}
-	for p, v := range a.live {
-		live[p] = slices.Clone(v)
-	}
-	for p, v := range a.replay {
-		replay[p] = slices.Clone(v)
-	}
-	return live, replay, slices.Clone(a.values), slices.Clone(a.batches), slices.Clone(a.problems)
+	return batchRecord{applied: a.seen.applied.clone(), values: slices.Clone(a.seen.values),
+		batches: slices.Clone(a.seen.batches), problems: slices.Clone(a.seen.problems)}
 }
 
 func (b *broker) committedAll(ctx context.Context, group string, partitions int) (map[int]int64, error) {
@@ -119,12 +112,7 @@ func (b *broker) committedAll(ctx context.Context, group string, partitions int)
 // not acknowledged, a refused batch comes back whole, and every message
 // reaches the app once, in order per partition.
 func TestBatchDeliveryKeepsOrderAndCommitsOnlyAcknowledgedBatches(t *testing.T) {
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, topic))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	b := &broker{addr: c.ListenAddrs()[0]}
+	b := startBroker(t, 2)
 	a := newBatchApp()
 	a.failNth = 2
 	a.holdAt = 60
@@ -138,7 +126,7 @@ func TestBatchDeliveryKeepsOrderAndCommitsOnlyAcknowledgedBatches(t *testing.T) 
 	<-a.held
 	ctx, cancel := context.WithTimeout(context.Background(), expect.Timeout)
 	defer cancel()
-	live, _, _, batches, _ := a.snapshot()
+	live := a.snapshot().live
 	committed, err := b.committedAll(ctx, "batch", 2)
 	if err != nil {
 		t.Fatal(err)
@@ -152,9 +140,10 @@ func TestBatchDeliveryKeepsOrderAndCommitsOnlyAcknowledgedBatches(t *testing.T) 
 	close(a.release)
 
 	expect.Eventually(t, "every message applied once, in order per partition", func() error {
-		live, _, values, _, problems := a.snapshot()
-		if len(problems) > 0 {
-			return fmt.Errorf("app saw: %v", problems)
+		seen := a.snapshot()
+		live, values := seen.live, seen.values
+		if len(seen.problems) > 0 {
+			return fmt.Errorf("app saw: %v", seen.problems)
 		}
 		end, err := b.endOffsets(ctx)
 		if err != nil {
@@ -184,7 +173,7 @@ func TestBatchDeliveryKeepsOrderAndCommitsOnlyAcknowledgedBatches(t *testing.T) 
 		return nil
 	})
 
-	_, _, _, batches, _ = a.snapshot()
+	batches := a.snapshot().batches
 	if len(batches) < 3 || !slices.EqualFunc(batches[1].Messages, batches[2].Messages, func(x, y BatchMessage) bool {
 		return x.Partition == y.Partition && x.Offset == y.Offset
 	}) {

@@ -3,9 +3,7 @@ package replay
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"maps"
-	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -54,17 +52,7 @@ func TestControlAPIAuthenticatesWithTokenReview(t *testing.T) {
 	t.Cleanup(srv.Close)
 
 	call := func(method, path, token, body string) (int, string) {
-		req, _ := http.NewRequest(method, srv.URL+path, strings.NewReader(body))
-		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer func() { _ = resp.Body.Close() }()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
+		return controlClient{t: t, srv: srv, token: token}.call(method, path, body)
 	}
 
 	for _, tc := range []struct {

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
-	"k8s.io/apimachinery/pkg/util/sets"
 
 	"github.com/ms2m/ms2m/pkg/expect"
 )
@@ -93,7 +92,7 @@ func BenchmarkReplayDelivery(b *testing.B) {
 		b.Run(v.name, func(b *testing.B) {
 			n := v.batch
 			var acked atomic.Int64
-			br := startBroker(b)
+			br := startBroker(b, 1)
 			for produced := 0; produced < b.N; produced += 1000 {
 				br.produce(b, produced, min(1000, b.N-produced))
 			}
@@ -198,22 +197,12 @@ func expectAcked(b *testing.B, acked *atomic.Int64, n int64) {
 	})
 }
 
+// benchControl POSTs to e's control API as the manager.
 func benchControl(b *testing.B, e *Engine) func(path string) {
-	ctl := &Control{Engine: e, Auth: staticAuth{token: "manager", user: DefaultAllowedUser}, AllowedUsers: sets.New(DefaultAllowedUser)}
-	srv := httptest.NewServer(ctl.Handler())
-	b.Cleanup(srv.Close)
-	client := srv.Client()
+	call := controlServer(b, e)
 	return func(path string) {
-		req, _ := http.NewRequest(http.MethodPost, srv.URL+path, nil)
-		req.Header.Set("Authorization", "Bearer manager")
-		resp, err := client.Do(req)
-		if err != nil {
-			b.Fatal(err)
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		_ = resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			b.Fatalf("POST %s = %s", path, resp.Status)
+		if status, body := call(http.MethodPost, path, ""); status != http.StatusOK {
+			b.Fatalf("POST %s = %d %s", path, status, body)
 		}
 	}
 }

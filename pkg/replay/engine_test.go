@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -26,9 +27,11 @@ type broker struct {
 	addr string
 }
 
-func startBroker(t testing.TB) *broker {
+// startBroker starts a broker whose topic has the given number of
+// partitions.
+func startBroker(t testing.TB, partitions int32) *broker {
 	t.Helper()
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, topic))
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(partitions, topic))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,34 +119,87 @@ func (a *app) ackedCopy() []int64 {
 }
 
 type harness struct {
-	b       *broker
-	engine  *Engine
-	group   string
-	errs    int
-	errsMu  sync.Mutex
-	stopped chan error
+	b      *broker
+	engine *Engine
+	group  string
+	errs   int
+	errsMu sync.Mutex
 }
 
 func start(t testing.TB, a http.Handler, opts ...func(*Deliverer)) *harness {
 	t.Helper()
-	h := &harness{b: startBroker(t), group: "g-" + t.Name(), stopped: make(chan error, 1)}
-	srv := httptest.NewServer(a)
-	t.Cleanup(srv.Close)
-	d := &Deliverer{URL: srv.URL, Client: srv.Client(), MinBackoff: time.Millisecond, MaxBackoff: 20 * time.Millisecond,
-		OnAppError: func(kafka.Message, error) { h.errsMu.Lock(); h.errs++; h.errsMu.Unlock() }}
+	h := &harness{b: startBroker(t, 1), group: "g-" + t.Name()}
+	d := deliverer(t, a)
+	d.OnAppError = func(kafka.Message, error) { h.errsMu.Lock(); h.errs++; h.errsMu.Unlock() }
 	for _, o := range opts {
 		o(d)
 	}
 	h.engine = NewLive(h.b.sources(h.group), d)
+	runEngine(t, h.engine)
+	return h
+}
+
+// deliverer delivers to app, served on loopback, retrying quickly.
+func deliverer(t testing.TB, app http.Handler) *Deliverer {
+	srv := httptest.NewServer(app)
+	t.Cleanup(srv.Close)
+	return &Deliverer{URL: srv.URL, Client: srv.Client(), MinBackoff: time.Millisecond, MaxBackoff: 20 * time.Millisecond}
+}
+
+// runEngine runs e until the test ends, failing the test if e stops with an
+// error.
+func runEngine(t testing.TB, e *Engine) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	go func() { h.stopped <- h.engine.Run(ctx) }()
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
-		if err := <-h.stopped; err != nil {
+		if err := <-done; err != nil {
 			t.Errorf("engine stopped with %v", err)
 		}
 	})
-	return h
+}
+
+// applied is, per partition, the offsets an app applied live and those it
+// applied as replay. The app guards it with its own lock.
+type applied struct {
+	live, replay map[int][]int64
+}
+
+func newApplied() applied {
+	return applied{live: map[int][]int64{}, replay: map[int][]int64{}}
+}
+
+func (a applied) add(partition int, offset int64, replay bool) {
+	if replay {
+		a.replay[partition] = append(a.replay[partition], offset)
+	} else {
+		a.live[partition] = append(a.live[partition], offset)
+	}
+}
+
+func (a applied) clone() applied {
+	c := newApplied()
+	for p, v := range a.live {
+		c.live[p] = slices.Clone(v)
+	}
+	for p, v := range a.replay {
+		c.replay[p] = slices.Clone(v)
+	}
+	return c
+}
+
+func seq(from, to int64) []int64 {
+	var s []int64
+	for i := from; i < to; i++ {
+		s = append(s, i)
+	}
+	return s
+}
+
+func equal(a, b []int64) bool {
+	return fmt.Sprint(a) == fmt.Sprint(b)
 }
 
 // expectExactly checks the app acknowledged offsets 0..n-1, each once, in order.

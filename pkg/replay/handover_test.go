@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
-	"net/http/httptest"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -13,7 +12,6 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
-	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/ms2m/ms2m/pkg/expect"
 )
@@ -21,13 +19,12 @@ import (
 // recorder is an app that records, per partition, the offsets it applied
 // live and those it applied as replay.
 type recorder struct {
-	mu     sync.Mutex
-	live   map[int][]int64
-	replay map[int][]int64
+	mu      sync.Mutex
+	applied applied
 }
 
 func newRecorder() *recorder {
-	return &recorder{live: map[int][]int64{}, replay: map[int][]int64{}}
+	return &recorder{applied: newApplied()}
 }
 
 func (r *recorder) ServeHTTP(_ http.ResponseWriter, req *http.Request) {
@@ -35,55 +32,13 @@ func (r *recorder) ServeHTTP(_ http.ResponseWriter, req *http.Request) {
 	off, _ := strconv.ParseInt(req.Header.Get(HeaderOffset), 10, 64)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if req.Header.Get(HeaderReplay) == "true" {
-		r.replay[p] = append(r.replay[p], off)
-	} else {
-		r.live[p] = append(r.live[p], off)
-	}
+	r.applied.add(p, off, req.Header.Get(HeaderReplay) == "true")
 }
 
-func (r *recorder) snapshot() (live, replay map[int][]int64) {
+func (r *recorder) snapshot() applied {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	live, replay = map[int][]int64{}, map[int][]int64{}
-	for p, v := range r.live {
-		live[p] = append([]int64(nil), v...)
-	}
-	for p, v := range r.replay {
-		replay[p] = append([]int64(nil), v...)
-	}
-	return live, replay
-}
-
-func runEngine(t *testing.T, e *Engine) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- e.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("engine stopped with %v", err)
-		}
-	})
-}
-
-func deliverer(t *testing.T, app http.Handler) *Deliverer {
-	srv := httptest.NewServer(app)
-	t.Cleanup(srv.Close)
-	return &Deliverer{URL: srv.URL, Client: srv.Client(), MinBackoff: time.Millisecond, MaxBackoff: 20 * time.Millisecond}
-}
-
-func seq(from, to int64) []int64 {
-	var s []int64
-	for i := from; i < to; i++ {
-		s = append(s, i)
-	}
-	return s
-}
-
-func equal(a, b []int64) bool {
-	return fmt.Sprint(a) == fmt.Sprint(b)
+	return r.applied.clone()
 }
 
 // TestHandoverAtFenceHasNoGapAndNoDuplicate is the mechanism of a migration
@@ -93,12 +48,7 @@ func equal(a, b []int64) bool {
 // both must cover every offset exactly once, split at F; the target must
 // have replayed exactly [O, F).
 func TestHandoverAtFenceHasNoGapAndNoDuplicate(t *testing.T) {
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, topic))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	b := &broker{addr: c.ListenAddrs()[0]}
+	b := startBroker(t, 2)
 	sources := b.sources("handover")
 
 	// A steady producer, in small batches, until told to stop.
@@ -212,8 +162,8 @@ func TestHandoverAtFenceHasNoGapAndNoDuplicate(t *testing.T) {
 	total := produced.Load()
 
 	expect.Eventually(t, "every message processed live exactly once", func() error {
-		srcLive, _ := sourceApp.snapshot()
-		tgtLive, tgtReplay := targetApp.snapshot()
+		srcLive := sourceApp.snapshot().live
+		tgt := targetApp.snapshot()
 		end, err := b.endOffsets(ctx)
 		if err != nil {
 			return err
@@ -221,17 +171,17 @@ func TestHandoverAtFenceHasNoGapAndNoDuplicate(t *testing.T) {
 		var n int64
 		for p, e := range end {
 			n += e
-			all := append(append([]int64(nil), srcLive[p]...), tgtLive[p]...)
+			all := append(append([]int64(nil), srcLive[p]...), tgt.live[p]...)
 			if !equal(all, seq(0, e)) {
 				return fmt.Errorf("partition %d: live processing is not 0..%d exactly once: source %d msgs, target %d msgs",
-					p, e-1, len(srcLive[p]), len(tgtLive[p]))
+					p, e-1, len(srcLive[p]), len(tgt.live[p]))
 			}
 			f := fenced.Fence[p]
 			if len(srcLive[p]) > 0 && srcLive[p][len(srcLive[p])-1] >= f {
 				return fmt.Errorf("partition %d: source processed live past the fence %d", p, f)
 			}
-			if !equal(tgtReplay[p], seq(o[p], f)) {
-				return fmt.Errorf("partition %d: target replayed %v, want exactly [%d, %d)", p, tgtReplay[p], o[p], f)
+			if !equal(tgt.replay[p], seq(o[p], f)) {
+				return fmt.Errorf("partition %d: target replayed %v, want exactly [%d, %d)", p, tgt.replay[p], o[p], f)
 			}
 		}
 		if n != total {

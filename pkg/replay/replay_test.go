@@ -29,26 +29,39 @@ func (a staticAuth) Authenticate(_ context.Context, token string) (string, error
 }
 
 // controlServer serves e's control API, allowing the bearer token "manager".
-func controlServer(t *testing.T, e *Engine) func(method, path, body string) (int, string) {
+func controlServer(t testing.TB, e *Engine) func(method, path, body string) (int, string) {
 	t.Helper()
 	ctl := &Control{Engine: e, Auth: staticAuth{token: "manager", user: DefaultAllowedUser}, AllowedUsers: sets.New(DefaultAllowedUser)}
 	srv := httptest.NewServer(ctl.Handler())
 	t.Cleanup(srv.Close)
-	return func(method, path, body string) (int, string) {
-		t.Helper()
-		req, err := http.NewRequest(method, srv.URL+path, strings.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set("Authorization", "Bearer manager")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer func() { _ = resp.Body.Close() }()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
+	return controlClient{t: t, srv: srv, token: "manager"}.call
+}
+
+// controlClient calls the control API served by srv, presenting token as a
+// bearer token (none when empty).
+type controlClient struct {
+	t     testing.TB
+	srv   *httptest.Server
+	token string
+}
+
+// call returns the response's status and body.
+func (c controlClient) call(method, path, body string) (int, string) {
+	c.t.Helper()
+	req, err := http.NewRequest(method, c.srv.URL+path, strings.NewReader(body))
+	if err != nil {
+		c.t.Fatal(err)
 	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.srv.Client().Do(req)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }
 
 // TestReplayCallReplaysFromOffsetsToTheFenceThenHandsOver drives a standby
@@ -57,7 +70,7 @@ func controlServer(t *testing.T, e *Engine) func(method, path, body string) (int
 // there although the topic goes on; repeating the call changes nothing and
 // a different one is refused; the handover at F then consumes live from F.
 func TestReplayCallReplaysFromOffsetsToTheFenceThenHandsOver(t *testing.T) {
-	b := startBroker(t)
+	b := startBroker(t, 1)
 	sources := b.sources("replay-call")
 	// The source processes 0..49 live and is fenced at 50; 50..59 arrive
 	// after the fence.
@@ -133,9 +146,10 @@ func TestReplayCallReplaysFromOffsetsToTheFenceThenHandsOver(t *testing.T) {
 		t.Fatal(err)
 	}
 	expect.Eventually(t, "replay exactly [10, 50) marked, then live exactly [50, 60)", func() error {
-		live, replay, _, batches, problems := tgtApp.snapshot()
-		if len(problems) > 0 {
-			return fmt.Errorf("app saw: %v", problems)
+		seen := tgtApp.snapshot()
+		live, replay, batches := seen.live, seen.replay, seen.batches
+		if len(seen.problems) > 0 {
+			return fmt.Errorf("app saw: %v", seen.problems)
 		}
 		if !equal(replay[0], seq(10, 50)) {
 			return fmt.Errorf("replayed %v", replay[0])
@@ -159,7 +173,7 @@ func TestReplayCallReplaysFromOffsetsToTheFenceThenHandsOver(t *testing.T) {
 // controller starts targets with MS2M_REPLAY_FROM; the same offsets through
 // POST /replay change nothing, so either path may be retried.
 func TestReplayCallIsIdempotentOnATargetStartedFromTheEnvironment(t *testing.T) {
-	b := startBroker(t)
+	b := startBroker(t, 1)
 	sources := b.sources("replay-env")
 	target := NewReplay(sources, deliverer(t, newRecorder()), map[int]int64{0: 3})
 	runEngine(t, target)

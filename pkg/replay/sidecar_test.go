@@ -77,7 +77,7 @@ func (denyAll) Authenticate(context.Context, string) (string, error) {
 // TestSidecarDeliversAndExposesReadinessAndMetrics runs the whole sidecar
 // (engine, control API, metrics) against the broker and an app.
 func TestSidecarDeliversAndExposesReadinessAndMetrics(t *testing.T) {
-	b := startBroker(t)
+	b := startBroker(t, 1)
 	a := newApp()
 	app := httptest.NewServer(a)
 	t.Cleanup(app.Close)

@@ -1,0 +1,102 @@
+package charts_test
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
+	configv1 "k8s.io/kube-scheduler/config/v1"
+	"sigs.k8s.io/yaml"
+
+	"github.com/ms2m/ms2m/webhooks"
+)
+
+func TestOptionalComponents(t *testing.T) {
+	objs := render(t, everythingOn()...)
+
+	t.Run("PodMonitor scrapes the injected sidecar's metrics port", func(t *testing.T) {
+		pod := &corev1.Pod{}
+		pod.Annotations = map[string]string{
+			"ms2m.io/migratable": "true", "ms2m.io/kafka-brokers": "kafka:9092",
+			"ms2m.io/kafka-topic": "t", "ms2m.io/kafka-group": "g", "ms2m.io/app-port": "8080",
+		}
+		pod.Spec.Containers = []corev1.Container{{Name: "app"}}
+		if errs := webhooks.Mutate(pod, webhooks.DefaultSidecarOptions()); len(errs) > 0 {
+			t.Fatal(errs)
+		}
+		var sidecarPorts []string
+		for _, c := range pod.Spec.Containers {
+			for _, p := range c.Ports {
+				sidecarPorts = append(sidecarPorts, p.Name)
+			}
+		}
+		eps, _, _ := unstructured.NestedSlice(objs.get(t, "PodMonitor", release+"-replay-sidecars").Object, "spec", "podMetricsEndpoints")
+		port, _, _ := unstructured.NestedString(eps[0].(map[string]any), "port")
+		if !slices.Contains(sidecarPorts, port) {
+			t.Errorf("PodMonitor scrapes port %q; the sidecar has %v", port, sidecarPorts)
+		}
+	})
+	t.Run("ServiceMonitor selects the metrics Service", func(t *testing.T) {
+		sm := objs.get(t, "ServiceMonitor", release+"-manager")
+		sel, _, _ := unstructured.NestedStringMap(sm.Object, "spec", "selector", "matchLabels")
+		var matched []string
+		for _, s := range objs.ofKind("Service") {
+			if labels.SelectorFromSet(sel).Matches(labels.Set(s.GetLabels())) {
+				matched = append(matched, s.GetName())
+			}
+		}
+		if len(matched) != 1 || matched[0] != release+"-manager-metrics" {
+			t.Errorf("ServiceMonitor selects Services %v", matched)
+		}
+	})
+	t.Run("secondary scheduler runs the extender configuration", func(t *testing.T) {
+		cm := as(t, objs.get(t, "ConfigMap", release+"-scheduler"), &corev1.ConfigMap{})
+		var cfg configv1.KubeSchedulerConfiguration
+		if err := yaml.UnmarshalStrict([]byte(cm.Data["config.yaml"]), &cfg); err != nil {
+			t.Fatalf("not a KubeSchedulerConfiguration: %v", err)
+		}
+		if len(cfg.Profiles) != 1 || cfg.Profiles[0].SchedulerName == nil || *cfg.Profiles[0].SchedulerName != release+"-scheduler" {
+			t.Errorf("profiles %+v", cfg.Profiles)
+		}
+		if len(cfg.Extenders) != 1 || cfg.Extenders[0].URLPrefix != "https://"+release+"-scheduler-extender."+namespace+".svc:8444" {
+			t.Errorf("extenders %+v", cfg.Extenders)
+		}
+		spec := podSpecOf(t, objs, "Deployment", release+"-scheduler")
+		expectLockedDown(t, spec.Containers[0])
+		if !strings.HasSuffix(spec.Containers[0].Image, ":v1.33.0") {
+			t.Errorf("scheduler image %s; want the cluster's minor version", spec.Containers[0].Image)
+		}
+	})
+	t.Run("agent pushes with the registry credentials", func(t *testing.T) {
+		spec := podSpecOf(t, objs, "DaemonSet", release+"-agent")
+		secret := as(t, objs.get(t, "Secret", release+"-agent-registry"), &corev1.Secret{})
+		if secret.Type != corev1.SecretTypeDockerConfigJson {
+			t.Errorf("registry Secret type %s", secret.Type)
+		}
+		var dockerConfig string
+		for _, e := range spec.Containers[0].Env {
+			if e.Name == "DOCKER_CONFIG" {
+				dockerConfig = e.Value
+			}
+		}
+		var mounted bool
+		for _, m := range spec.Containers[0].VolumeMounts {
+			for _, v := range spec.Volumes {
+				mounted = mounted || v.Name == m.Name && v.Secret != nil && v.Secret.SecretName == secret.Name && m.MountPath == dockerConfig
+			}
+		}
+		if dockerConfig == "" || !mounted {
+			t.Errorf("DOCKER_CONFIG=%q is not where the Secret %s is mounted", dockerConfig, secret.Name)
+		}
+	})
+	t.Run("token reviewers", func(t *testing.T) {
+		b := as(t, objs.get(t, "ClusterRoleBinding", release+"-replay-sidecar-token-review"), &rbacv1.ClusterRoleBinding{})
+		if b.RoleRef.Name != "system:auth-delegator" || len(b.Subjects) != 1 || b.Subjects[0].Namespace != "shop" || b.Subjects[0].Name != "orders" {
+			t.Errorf("binding %+v", b)
+		}
+	})
+}

@@ -1,0 +1,174 @@
+package replay
+
+import (
+	"context"
+	"fmt"
+	"maps"
+)
+
+// settleAtFenceLocked acts once a replaying target has replayed every
+// partition to exactly the fence: after a handover it switches to live
+// consumption (the group's committed offsets are the fence, so live
+// consumption starts there); after a bounded replay it stops reading.
+func (e *Engine) settleAtFenceLocked() {
+	if e.mode != ModeReplay || e.fence == nil {
+		return
+	}
+	for p, f := range e.fence {
+		if e.next[p] < f {
+			return
+		}
+	}
+	if e.handover {
+		e.setModeLocked(ModeLive)
+		e.replaceSourceLocked(e.sources.Live())
+		return
+	}
+	if e.src != nil {
+		e.replaceSourceLocked(nil) // replayed to the fence: nothing more to read
+	}
+}
+
+// Fence stops live consumption after the in-flight message and leaves the
+// group. It returns the fence F: the group's committed offsets, which equal
+// what the app acknowledged. Fencing twice returns the same F.
+func (e *Engine) Fence(ctx context.Context) (Position, error) {
+	stop := context.AfterFunc(ctx, e.wake)
+	defer stop()
+	e.mu.Lock()
+	if e.mode == ModeReplay || e.mode == ModeStandby {
+		mode := e.mode
+		e.mu.Unlock()
+		return Position{}, fmt.Errorf("a %s sidecar cannot be fenced; fence the live source", mode)
+	}
+	// No new message starts while the fence waits for the in-flight one:
+	// under steady load the delivery loop would otherwise take the next
+	// message every time the lock is free, and the fence would wait for the
+	// backlog to drain.
+	wasPaused := e.paused
+	e.paused = true
+	err := e.waitIdleLocked(ctx)
+	e.paused = wasPaused
+	if err != nil {
+		e.cond.Broadcast()
+		e.mu.Unlock()
+		return Position{}, err
+	}
+	if e.mode == ModeLive {
+		e.setModeLocked(ModeFenced)
+		e.replaceSourceLocked(nil) // leaves the group: the target can take the partitions
+	}
+	pos := e.positionLocked()
+	e.mu.Unlock()
+
+	committed, err := e.sources.Committed(ctx)
+	if err != nil {
+		return Position{}, fmt.Errorf("reading the fence from the group's committed offsets: %w", err)
+	}
+	for p, off := range pos.Next {
+		if committed[p] != off {
+			return Position{}, fmt.Errorf("partition %d: committed offset %d differs from the acknowledged position %d", p, committed[p], off)
+		}
+	}
+	pos.Fence = committed
+	return pos, nil
+}
+
+// Replay makes a standby engine replay from the given offsets as a
+// standalone reader (no group membership), marking every message as
+// replayed, never past the group's committed offsets and, when fence is
+// given, stopping at it (a handover at the same fence then goes live). It
+// returns at once; GET /position follows the progress. Calling it again with
+// the same offsets changes nothing, so does adding a fence to a replay that
+// has none; an engine started with MS2M_REPLAY_FROM accepts the same call.
+func (e *Engine) Replay(from, fence map[int]int64) (Position, error) {
+	if len(from) == 0 {
+		return Position{}, badRequest("from: required")
+	}
+	if fence != nil {
+		for p, f := range fence {
+			o, ok := from[p]
+			if !ok {
+				return Position{}, badRequest(fmt.Sprintf("fence: partition %d is not in from", p))
+			}
+			if o > f {
+				return Position{}, badRequest(fmt.Sprintf("fence[%d]: %d is before from[%d] %d", p, f, p, o))
+			}
+		}
+		for p := range from {
+			if _, ok := fence[p]; !ok {
+				return Position{}, badRequest(fmt.Sprintf("fence: partition %d of from has no fence", p))
+			}
+		}
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	switch e.mode {
+	case ModeStandby:
+		e.from, e.next, e.fence = maps.Clone(from), maps.Clone(from), maps.Clone(fence)
+		e.setModeLocked(ModeReplay)
+		e.replaceSourceLocked(e.sources.Replay(from))
+		e.settleAtFenceLocked()
+	case ModeReplay:
+		if !maps.Equal(e.from, from) {
+			return Position{}, fmt.Errorf("already replaying from %v", e.from)
+		}
+		if fence != nil {
+			if err := e.boundLocked(fence); err != nil {
+				return Position{}, err
+			}
+		}
+	default:
+		return Position{}, fmt.Errorf("a %s sidecar cannot replay: only one started in standby (or with %s) replays", e.mode, EnvReplayFrom)
+	}
+	return e.positionLocked(), nil
+}
+
+// boundLocked sets a replay's fence, or checks it is the one set.
+func (e *Engine) boundLocked(fence map[int]int64) error {
+	if e.fence != nil {
+		if !maps.Equal(e.fence, fence) {
+			return fmt.Errorf("the replay is already bounded by the fence %v", e.fence)
+		}
+		return nil
+	}
+	for p, f := range fence {
+		if e.next[p] > f {
+			return fmt.Errorf("partition %d: replay is at %d, past the fence %d", p, e.next[p], f)
+		}
+	}
+	e.fence = maps.Clone(fence)
+	e.settleAtFenceLocked()
+	return nil
+}
+
+// Handover makes a replaying target replay to exactly the fence F, then
+// consume live from F as a group member. It returns once the target is live.
+// Calling it again with the same fence waits for the same outcome.
+func (e *Engine) Handover(ctx context.Context, fence map[int]int64) (Position, error) {
+	stop := context.AfterFunc(ctx, e.wake)
+	defer stop()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	switch {
+	case e.mode == ModeReplay:
+		if err := e.boundLocked(fence); err != nil {
+			return Position{}, err
+		}
+		e.handover = true
+		e.paused = false
+		e.settleAtFenceLocked()
+		e.cond.Broadcast()
+	case e.fence != nil && !maps.Equal(e.fence, fence):
+		return Position{}, fmt.Errorf("handover already started at fence %v", e.fence)
+	case e.fence == nil:
+		return Position{}, fmt.Errorf("handover needs a replaying target; this engine is %s", e.mode)
+	}
+	for e.mode != ModeLive && ctx.Err() == nil {
+		e.cond.Wait()
+	}
+	if e.mode != ModeLive {
+		return Position{}, fmt.Errorf("not at the fence before the deadline (at %v, fence %v): %w", e.next, e.fence, ctx.Err())
+	}
+	return e.positionLocked(), nil
+}
