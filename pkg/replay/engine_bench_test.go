@@ -16,7 +16,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"k8s.io/apimachinery/pkg/util/sets"
 
-	"github.com/ms2m/ms2m/pkg/expect"
+	"github.com/ms2m/ms2m/internal/expect"
 )
 
 // batchSizes are the app's two choices compared by the delivery benchmarks:

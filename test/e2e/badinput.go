@@ -13,8 +13,9 @@ import (
 	"sigs.k8s.io/e2e-framework/pkg/envconf"
 	"sigs.k8s.io/e2e-framework/pkg/features"
 
-	"github.com/ms2m/ms2m/examples/deploy"
+	"github.com/ms2m/ms2m/internal/example/deploy"
 	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
+	"github.com/ms2m/ms2m/pkg/migrationclient"
 )
 
 // BadInputInput configures BadInputSpec.
@@ -122,11 +123,8 @@ func (c *Cluster) CRClient(t testing.TB) client.Client {
 	t.Helper()
 	cfg := rest.CopyConfig(c.Config)
 	cfg.QPS, cfg.Burst = 200, 400 // specs poll migrations closely
-	cl, err := client.New(cfg, client.Options{})
+	cl, err := client.New(cfg, client.Options{Scheme: migrationclient.NewScheme()})
 	if err != nil {
-		t.Fatal(err)
-	}
-	if err := v1.AddToScheme(cl.Scheme()); err != nil {
 		t.Fatal(err)
 	}
 	return cl

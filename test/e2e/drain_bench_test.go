@@ -13,7 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/ms2m/ms2m/examples/deploy"
+	"github.com/ms2m/ms2m/internal/example/deploy"
 	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
 	"github.com/ms2m/ms2m/pkg/manager"
 )

@@ -7,7 +7,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/ms2m/ms2m/examples/deploy"
+	"github.com/ms2m/ms2m/internal/example/deploy"
 )
 
 // deployExample deploys the example consumer e into ns (its cluster-scoped

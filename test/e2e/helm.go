@@ -16,8 +16,8 @@ import (
 	"sigs.k8s.io/e2e-framework/pkg/features"
 	"sigs.k8s.io/yaml"
 
+	ms2menv "github.com/ms2m/ms2m/internal/testenv"
 	"github.com/ms2m/ms2m/pkg/sandbox"
-	ms2menv "github.com/ms2m/ms2m/pkg/testenv"
 )
 
 // helmRelease is the release the Helm specs install, into helmNamespace.

@@ -8,7 +8,7 @@ import (
 	"sigs.k8s.io/e2e-framework/pkg/envconf"
 	"sigs.k8s.io/e2e-framework/pkg/features"
 
-	"github.com/ms2m/ms2m/examples/deploy"
+	"github.com/ms2m/ms2m/internal/example/deploy"
 )
 
 // LiveInput configures LiveZeroLossSpec.

@@ -13,7 +13,7 @@ import (
 	"sigs.k8s.io/e2e-framework/pkg/envconf"
 	"sigs.k8s.io/e2e-framework/pkg/features"
 
-	"github.com/ms2m/ms2m/examples/deploy"
+	"github.com/ms2m/ms2m/internal/example/deploy"
 	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
 )
 
