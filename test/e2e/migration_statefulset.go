@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"testing"
-	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/e2e-framework/pkg/envconf"
@@ -13,44 +12,22 @@ import (
 	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
 )
 
-// StatefulSetMigrationInput configures StatefulSetMigrationSpec.
-type StatefulSetMigrationInput struct {
-	Cluster *Cluster
-	Rate    float64
-	Count   int64
-}
-
 // StatefulSetMigrationSpec: a StatefulSet's pod is migrated with the
 // identity-preserving Sequential strategy under load: the pod keeps its
 // name (ordinal) and its StatefulSet owner, runs on another node restored
 // from the checkpoint, nothing is lost or processed twice live, and the
 // downtime this costs (fence → restored pod live) is reported.
-func StatefulSetMigrationSpec(in StatefulSetMigrationInput) features.Feature {
+func StatefulSetMigrationSpec(in SpecInput) features.Feature {
 	return features.New("live migration of a StatefulSet's pod (Sequential)").
 		Assess("same name and owner on another node, zero loss", func(ctx context.Context, t *testing.T, _ *envconf.Config) context.Context {
-			c := in.Cluster
-			if len(c.Brokers) == 0 {
-				t.Skip("no Kafka broker for this cluster (set E2E_BROKERS)")
-			}
-			ns := c.Namespace(t, "sts")
-			e := deploy.Example{Name: "orders", Brokers: c.Brokers, Topic: ns + "-orders", Rate: in.Rate, Count: in.Count,
-				ProcessTime: 2 * time.Millisecond, StatefulSet: true}
-			src := deployExample(ctx, t, c, ns, e, in.Count/3).Pod
-			m, err := deploy.Migrate(ctx, c.Config, ns, src.Name, "", t.Logf)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Logf("migration %s:\n%s", m.Status.Phase, deploy.Timings(m))
-			if m.Status.Phase != v1.PhaseCompleted {
-				t.Log(c.Describe(ns))
-				t.Fatalf("migration %s: %s", m.Status.Phase, m.Status.FailureReason)
-			}
+			s := in.open(t, "sts", func(e *deploy.Example) { e.StatefulSet = true })
+			src := s.deploy(ctx, in.Load.Count/3).Pod
+			m := s.migrateWithProgress(ctx, src.Name)
 			if m.Status.Strategy != v1.StrategySequential || m.Status.TargetPod != src.Name || m.Status.Downtime == nil {
 				t.Fatalf("strategy %s, target pod %q (want %s), downtime %v", m.Status.Strategy, m.Status.TargetPod, src.Name, m.Status.Downtime)
 			}
 			t.Logf("Sequential downtime (fence → restored pod live): %s", m.Status.Downtime.Duration)
-			after := verifyZeroLoss(ctx, t, c, ns, e)
-			p := after.Pod
+			p := s.verifyZeroLoss(ctx).Pod
 			ref, srcRef := metav1.GetControllerOf(p), metav1.GetControllerOf(src)
 			switch {
 			case p.Name != src.Name || p.UID == src.UID:
@@ -67,7 +44,7 @@ func StatefulSetMigrationSpec(in StatefulSetMigrationInput) features.Feature {
 					t.Fatalf("app container runs %s; want the checkpoint image %s", ctr.Image, m.Status.CheckpointImage)
 				}
 			}
-			pods, err := c.PodsReady(ctx, ns, "app=orders", 1)
+			pods, err := s.PodsReady(ctx, s.NS, "app=orders", 1)
 			if err != nil || len(pods) != 1 {
 				t.Fatalf("%d consumer pods (%v); want exactly the StatefulSet's one", len(pods), err)
 			}

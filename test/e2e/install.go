@@ -44,9 +44,7 @@ const (
 // simulated kube-proxy). The sandbox stops when the test ends.
 func HelmSandbox(ctx context.Context, t *testing.T, from *Cluster) *Cluster {
 	t.Helper()
-	if from.Sandbox == nil {
-		t.Skip("installs into a sandbox of its own; on a real cluster follow docs/install.md")
-	}
+	from.sandboxOnly(t, "installs into a sandbox of its own (on a real cluster follow docs/install.md)")
 	dir, err := os.MkdirTemp("", "ms2m-helm-")
 	if err != nil {
 		t.Fatal(err)
@@ -58,8 +56,8 @@ func HelmSandbox(ctx context.Context, t *testing.T, from *Cluster) *Cluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &Cluster{Sandbox: sb, Kubeconfig: sb.Kubeconfig, Config: sb.Config, Client: sb.Client, Registry: sb.Registry,
-		KubeletCA: sb.KubeletCA, Brokers: []string{sb.Broker}, BinDir: from.BinDir}
+	cl := sandboxCluster(sb, from.BinDir)
+	c := &cl
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("helm sandbox: state and logs kept in %s\n%s", dir, c.Describe(helmNamespace))

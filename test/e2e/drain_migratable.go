@@ -2,19 +2,13 @@ package e2e
 
 import (
 	"context"
-	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/intstr"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/e2e-framework/pkg/envconf"
 	"sigs.k8s.io/e2e-framework/pkg/features"
@@ -24,39 +18,29 @@ import (
 	"github.com/ms2m/ms2m/pkg/evacuation"
 )
 
-// DrainMigratableInput configures DrainMigratableSpec.
-type DrainMigratableInput struct {
-	Cluster *Cluster
-	Rate    float64
-	Count   int64
-}
-
 // DrainMigratableSpec: the real `kubectl drain` of a node running two
 // migratable example consumers under load (a Deployment's pod and a bare
 // pod) and one ordinary pod exits 0; each consumer was moved by one
 // evacuation migration, Completed, and runs on another node with nothing
 // lost or processed twice live; the ordinary pod was evicted.
-func DrainMigratableSpec(in DrainMigratableInput) features.Feature {
+func DrainMigratableSpec(in SpecInput) features.Feature {
 	return features.New("kubectl drain moves migratable pods live").
 		Assess("drain exits 0; consumers moved with zero loss; ordinary pod evicted", func(ctx context.Context, t *testing.T, _ *envconf.Config) context.Context {
-			c := in.Cluster
-			if len(c.Brokers) == 0 {
-				t.Skip("no Kafka broker for this cluster (set E2E_BROKERS)")
-			}
-			ns := c.Namespace(t, "evacuate")
-			a := deploy.Example{Name: "orders", Brokers: c.Brokers, Topic: ns + "-orders", Rate: in.Rate, Count: in.Count, ProcessTime: 2 * time.Millisecond}
-			da := deployConsumer(ctx, t, c, ns, a)
+			s := in.open(t, "evacuate")
+			c, ns := s.Cluster, s.NS
+			da := s.deployConsumer(ctx)
 			drained := da.Pod.Spec.NodeName
 			t.Cleanup(func() { _, _ = c.Kubectl(context.Background(), "uncordon", drained) })
 			// Producers run elsewhere: one evicted by the drain would start
 			// over and send its messages twice.
-			a.ProducerNode = otherNode(ctx, t, c, drained)
-			b := deploy.Example{Name: "payments", Brokers: c.Brokers, Topic: ns + "-payments", Rate: in.Rate, Count: in.Count,
-				ProcessTime: 2 * time.Millisecond, Bare: true, Node: drained, ProducerNode: a.ProducerNode}
-			db := deployExample(ctx, t, c, ns, b, 0)
-			if err := deploy.StartProducer(ctx, c.Client, ns, a, t.Logf); err != nil {
-				t.Fatal(err)
-			}
+			s.Example.ProducerNode = c.otherNode(ctx, t, drained)
+			a := s.Example
+			// A second consumer, bare, on the drained node.
+			pay := *s
+			pay.Example.Name, pay.Example.Topic, pay.Example.Bare, pay.Example.Node = "payments", ns+"-payments", true, drained
+			b := pay.Example
+			db := pay.deploy(ctx, 0)
+			s.startProducer(ctx)
 			ordinary := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "ordinary", Labels: map[string]string{"app": "ordinary"}}, Spec: podTemplate("ordinary").Spec}
 			ordinary.Spec.NodeName = drained
 			if _, err := c.Client.CoreV1().Pods(ns).Create(ctx, ordinary, metav1.CreateOptions{}); err != nil {
@@ -64,7 +48,7 @@ func DrainMigratableSpec(in DrainMigratableInput) features.Feature {
 			}
 			assertServing(ctx, t, c, ns, "app=ordinary", 1)
 			for _, d := range []deploy.Deployed{da, db} {
-				if err := deploy.WaitApplied(ctx, d, in.Count/4); err != nil {
+				if err := deploy.WaitApplied(ctx, d, in.Load.Count/4); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -77,7 +61,7 @@ func DrainMigratableSpec(in DrainMigratableInput) features.Feature {
 			}
 			t.Logf("kubectl drain %s exited 0 after %s:\n%s", drained, time.Since(start).Round(time.Millisecond), out)
 
-			cl := c.CRClient(t)
+			cl := s.CR
 			for _, d := range []deploy.Deployed{da, db} {
 				m := &v1.StatefulMigration{}
 				if err := cl.Get(ctx, client.ObjectKey{Namespace: ns, Name: evacuation.MigrationName(d.Pod)}, m); err != nil {
@@ -105,38 +89,19 @@ func DrainMigratableSpec(in DrainMigratableInput) features.Feature {
 		}).Feature()
 }
 
-// otherNode is a Ready, schedulable node other than not.
-func otherNode(ctx context.Context, t *testing.T, c *Cluster, not string) string {
-	t.Helper()
-	nodes, err := c.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, n := range nodes.Items {
-		if n.Name != not && !n.Spec.Unschedulable && nodeReady(&n) {
-			return n.Name
-		}
-	}
-	t.Fatalf("no Ready node other than %s", not)
-	return ""
-}
-
 // DrainWithoutTargetSpec: draining the node of a migratable consumer when
 // no other node can restore a checkpoint: the drain keeps being refused
 // with the migration's failure and what to do, and times out; the
 // consumer keeps serving on its node throughout. Once a target exists and
 // the failed migration is deleted (the documented retry), the same drain
 // completes; nothing is lost across both.
-func DrainWithoutTargetSpec(in DrainMigratableInput) features.Feature {
+func DrainWithoutTargetSpec(in SpecInput) features.Feature {
 	return features.New("kubectl drain with no restore-capable target").
 		Assess("drain is refused with the reason, the pod keeps serving; after the retry it moves, zero loss", func(ctx context.Context, t *testing.T, _ *envconf.Config) context.Context {
-			c := in.Cluster
-			if c.Sandbox == nil {
-				t.Skip("cordons every other node of the cluster")
-			}
-			ns := c.Namespace(t, "notarget")
-			e := deploy.Example{Name: "orders", Brokers: c.Brokers, Topic: ns + "-orders", Rate: in.Rate, Count: in.Count, ProcessTime: 2 * time.Millisecond}
-			d := deployConsumer(ctx, t, c, ns, e)
+			in.Cluster.sandboxOnly(t, "cordons every other node of the cluster")
+			s := in.open(t, "notarget")
+			c, ns := s.Cluster, s.NS
+			d := s.deployConsumer(ctx)
 			drained := d.Pod.Spec.NodeName
 			nodes, err := c.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 			if err != nil {
@@ -149,10 +114,10 @@ func DrainWithoutTargetSpec(in DrainMigratableInput) features.Feature {
 				case n.Labels[v1.LabelCheckpointRestore] == "true":
 					cordoned = append(cordoned, n.Name)
 				default:
-					e.ProducerNode = n.Name
+					s.Example.ProducerNode = n.Name
 				}
 			}
-			if e.ProducerNode == "" || len(cordoned) == 0 {
+			if s.Example.ProducerNode == "" || len(cordoned) == 0 {
 				t.Fatalf("needs a node that cannot restore and another that can (nodes: %d)", len(nodes.Items))
 			}
 			uncordon := func() {
@@ -164,10 +129,8 @@ func DrainWithoutTargetSpec(in DrainMigratableInput) features.Feature {
 			if out, err := c.Kubectl(ctx, append([]string{"cordon"}, cordoned...)...); err != nil {
 				t.Fatalf("cordon: %v %s", err, out)
 			}
-			if err := deploy.StartProducer(ctx, c.Client, ns, e, t.Logf); err != nil {
-				t.Fatal(err)
-			}
-			if err := deploy.WaitApplied(ctx, d, in.Count/4); err != nil {
+			s.startProducer(ctx)
+			if err := deploy.WaitApplied(ctx, d, in.Load.Count/4); err != nil {
 				t.Fatal(err)
 			}
 
@@ -197,8 +160,7 @@ func DrainWithoutTargetSpec(in DrainMigratableInput) features.Feature {
 				t.Log(c.Describe(ns))
 				t.Fatalf("kubectl drain after the retry: %v\n%s", err, out)
 			}
-			after := verifyZeroLoss(ctx, t, c, ns, e)
-			if after.Pod.Spec.NodeName == drained {
+			if after := s.verifyZeroLoss(ctx); after.Pod.Spec.NodeName == drained {
 				t.Fatalf("%s still runs on the drained node", after.Pod.Name)
 			}
 			return ctx
@@ -209,66 +171,18 @@ func DrainWithoutTargetSpec(in DrainMigratableInput) features.Feature {
 // PodDisruptionBudget. With minAvailable equal to the replicas the handover
 // waits (the source keeps serving, the condition says which budget); once
 // the budget allows one disruption the migration completes, zero loss.
-func DisruptionBudgetSpec(in DrainMigratableInput) features.Feature {
+func DisruptionBudgetSpec(in SpecInput) features.Feature {
 	return features.New("migration respects PodDisruptionBudgets").
 		Assess("handover waits for the budget, then completes with zero loss", func(ctx context.Context, t *testing.T, _ *envconf.Config) context.Context {
-			c := in.Cluster
-			if len(c.Brokers) == 0 {
-				t.Skip("no Kafka broker for this cluster (set E2E_BROKERS)")
-			}
-			ns := c.Namespace(t, "pdb")
-			e := deploy.Example{Name: "orders", Brokers: c.Brokers, Topic: ns + "-orders", Rate: in.Rate, Count: in.Count, ProcessTime: 2 * time.Millisecond}
-			m, d, cl := migrationHeldByBudget(ctx, t, c, ns, e, "held", in.Count/4)
-			p, err := c.Client.CoreV1().Pods(ns).Get(ctx, d.Pod.Name, metav1.GetOptions{})
+			s := in.open(t, "pdb")
+			m, d := s.migrationHeldByBudget(ctx, "held", in.Load.Count/4)
+			p, err := s.Client.CoreV1().Pods(s.NS).Get(ctx, d.Pod.Name, metav1.GetOptions{})
 			if err != nil || !IsReady(p) {
 				t.Fatalf("the source stopped serving while the budget held the handover: %v", err)
 			}
-			allowDisruptions(ctx, t, c, ns)
-			got := waitFinished(t, c, cl, m)
-			if got.Status.Phase != v1.PhaseCompleted {
-				t.Fatalf("migration %s: %s", got.Status.Phase, got.Status.FailureReason)
-			}
-			verifyZeroLoss(ctx, t, c, ns, e)
+			s.allowDisruptions(ctx)
+			s.completed(m)
+			s.verifyZeroLoss(ctx)
 			return ctx
 		}).Feature()
-}
-
-// migrationHeldByBudget deploys e under its producer (until applied
-// messages are processed) behind a PodDisruptionBudget "orders" that
-// allows no disruption of its one pod, starts migration name of it, and
-// waits until the budget holds the handover: the migration replays, the
-// source serves. It returns the migration, the source and the client.
-func migrationHeldByBudget(ctx context.Context, t *testing.T, c *Cluster, ns string, e deploy.Example, name string, applied int64) (*v1.StatefulMigration, deploy.Deployed, client.Client) {
-	t.Helper()
-	pdb := &policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Name: "orders"}, Spec: policyv1.PodDisruptionBudgetSpec{
-		MinAvailable: ptr.To(intstr.FromInt32(1)), Selector: &metav1.LabelSelector{MatchLabels: e.Labels()}}}
-	if _, err := c.Client.PolicyV1().PodDisruptionBudgets(ns).Create(ctx, pdb, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	d := deployExample(ctx, t, c, ns, e, applied)
-	cl := c.CRClient(t)
-	m := &v1.StatefulMigration{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}, Spec: v1.StatefulMigrationSpec{SourcePod: d.Pod.Name}}
-	if err := cl.Create(ctx, m); err != nil {
-		t.Fatal(err)
-	}
-	c.EventuallyIn(t, ns, "the handover held by the budget", func(ctx context.Context) error {
-		if err := cl.Get(ctx, client.ObjectKeyFromObject(m), m); err != nil {
-			return err
-		}
-		cond := meta.FindStatusCondition(m.Status.Conditions, v1.ConditionReplayCaughtUp)
-		if m.Status.Phase != v1.PhaseReplaying || cond == nil || cond.Reason != v1.ReasonDisruptionBudget || !strings.Contains(cond.Message, "PodDisruptionBudget orders") {
-			return fmt.Errorf("phase %s, condition %+v", m.Status.Phase, cond)
-		}
-		return nil
-	})
-	return m, d, cl
-}
-
-// allowDisruptions relaxes the budget of migrationHeldByBudget.
-func allowDisruptions(ctx context.Context, t *testing.T, c *Cluster, ns string) {
-	t.Helper()
-	patch := []byte(`{"spec":{"minAvailable":0}}`)
-	if _, err := c.Client.PolicyV1().PodDisruptionBudgets(ns).Patch(ctx, "orders", types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
-		t.Fatal(err)
-	}
 }

@@ -7,33 +7,19 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"sigs.k8s.io/e2e-framework/pkg/envconf"
 	"sigs.k8s.io/e2e-framework/pkg/features"
-
-	"github.com/ms2m/ms2m/internal/example/deploy"
 )
-
-// PluginInput configures PluginSpec.
-type PluginInput struct {
-	Cluster *Cluster
-	Rate    float64
-	Count   int64
-}
 
 // PluginSpec: `kubectl ms2m migrate POD --wait`, run through the machine's
 // real kubectl (which finds the plugin on PATH), migrates the example
 // consumer under load, shows each phase as it happens and ends with the
 // downtime and the zero-loss line; `list` and `status` show the result;
 // the consumer's verifier agrees nothing was lost.
-func PluginSpec(in PluginInput) features.Feature {
+func PluginSpec(in SpecInput) features.Feature {
 	return features.New("kubectl ms2m migrate --wait").
 		Assess("progress, downtime and zero loss, then list and status", func(ctx context.Context, t *testing.T, _ *envconf.Config) context.Context {
-			c := in.Cluster
-			if len(c.Brokers) == 0 {
-				t.Skip("no Kafka broker for this cluster (set E2E_BROKERS)")
-			}
 			bin := t.TempDir()
 			build := exec.CommandContext(ctx, "go", "build", "-o", bin+"/", "./cmd/kubectl-ms2m")
 			build.Dir = repoRoot()
@@ -42,15 +28,14 @@ func PluginSpec(in PluginInput) features.Feature {
 			}
 			plugin := func(args ...string) (string, error) {
 				cmd := exec.CommandContext(ctx, "kubectl", append([]string{"ms2m"}, args...)...)
-				cmd.Env = append(os.Environ(), "PATH="+bin+string(filepath.ListSeparator)+os.Getenv("PATH"), "KUBECONFIG="+c.Kubeconfig)
+				cmd.Env = append(os.Environ(), "PATH="+bin+string(filepath.ListSeparator)+os.Getenv("PATH"), "KUBECONFIG="+in.Cluster.Kubeconfig)
 				out, err := cmd.CombinedOutput()
 				return string(out), err
 			}
-			ns := c.Namespace(t, "plugin")
-			e := deploy.Example{Name: "orders", Brokers: c.Brokers, Topic: ns + "-orders", Rate: in.Rate, Count: in.Count, ProcessTime: 2 * time.Millisecond}
-			d := deployExample(ctx, t, c, ns, e, in.Count/3)
+			s := in.open(t, "plugin")
+			d := s.deploy(ctx, in.Load.Count/3)
 
-			out, err := plugin("migrate", d.Pod.Name, "--namespace", ns, "--name", "by-plugin", "--wait", "--timeout", "2m")
+			out, err := plugin("migrate", d.Pod.Name, "--namespace", s.NS, "--name", "by-plugin", "--wait", "--timeout", "2m")
 			if err != nil {
 				t.Fatalf("kubectl ms2m migrate --wait: %v\n%s", err, out)
 			}
@@ -63,15 +48,15 @@ func PluginSpec(in PluginInput) features.Feature {
 			if strings.Index(out, "Checkpointing") > strings.Index(out, "Finalizing") {
 				t.Fatalf("phases out of order:\n%s", out)
 			}
-			list, err := plugin("list", "--namespace", ns)
+			list, err := plugin("list", "--namespace", s.NS)
 			if err != nil || !strings.Contains(list, "by-plugin") || !strings.Contains(list, "Completed") {
 				t.Fatalf("kubectl ms2m list: %v\n%s", err, list)
 			}
-			status, err := plugin("status", "by-plugin", "--namespace", ns)
+			status, err := plugin("status", "by-plugin", "--namespace", s.NS)
 			if err != nil || !strings.Contains(status, "Completed") || !strings.Contains(status, d.Pod.Name) {
 				t.Fatalf("kubectl ms2m status: %v\n%s", err, status)
 			}
-			verifyZeroLoss(ctx, t, c, ns, e)
+			s.verifyZeroLoss(ctx)
 			return ctx
 		}).Feature()
 }

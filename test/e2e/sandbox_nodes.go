@@ -55,12 +55,3 @@ func NodesReadySpec(in NodesReadyInput) features.Feature {
 			return ctx
 		}).Feature()
 }
-
-func nodeReady(n *corev1.Node) bool {
-	for _, c := range n.Status.Conditions {
-		if c.Type == corev1.NodeReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
-}

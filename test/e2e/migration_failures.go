@@ -6,35 +6,25 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/e2e-framework/pkg/envconf"
 	"sigs.k8s.io/e2e-framework/pkg/features"
 
 	"github.com/ms2m/ms2m/internal/example/deploy"
 	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
-	"github.com/ms2m/ms2m/pkg/migrationclient"
 )
-
-// BadInputInput configures BadInputSpec.
-type BadInputInput struct {
-	Cluster *Cluster
-}
 
 // BadInputSpec: every migration that cannot be done fails with a reason
 // naming what is wrong, and the source is left untouched and serving.
-func BadInputSpec(in BadInputInput) features.Feature {
+func BadInputSpec(in SpecInput) features.Feature {
 	return features.New("migrations that cannot be done fail clearly and touch nothing").
 		Assess("each bad request fails with its reason; the source keeps serving", func(ctx context.Context, t *testing.T, _ *envconf.Config) context.Context {
-			c := in.Cluster
-			if len(c.Brokers) == 0 {
-				t.Skip("no Kafka broker for this cluster (set E2E_BROKERS)")
-			}
-			ns := c.Namespace(t, "badinput")
-			e := deploy.Example{Name: "orders", Brokers: c.Brokers, Topic: ns + "-orders", Rate: 20, Count: 10}
-			d := deployConsumer(ctx, t, c, ns, e)
+			s := in.open(t, "badinput")
+			c, ns := s.Cluster, s.NS
+			d := s.deployConsumer(ctx)
 			plain := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "plain", Labels: map[string]string{"app": "plain"}},
 				Spec: corev1.PodSpec{Containers: []corev1.Container{ConsumerContainer()}}}
 			if _, err := c.Client.CoreV1().Pods(ns).Create(ctx, plain, metav1.CreateOptions{}); err != nil {
@@ -79,13 +69,8 @@ func BadInputSpec(in BadInputInput) features.Feature {
 					reason string
 				}{"target cannot restore checkpoints", v1.StatefulMigrationSpec{SourcePod: d.Pod.Name, TargetNode: cannotRestore}, v1.ReasonTargetCannotRestore})
 			}
-			cl := c.CRClient(t)
 			for i, tc := range cases {
-				m := &v1.StatefulMigration{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("bad-%d", i), Namespace: ns}, Spec: tc.spec}
-				if err := cl.Create(ctx, m); err != nil {
-					t.Fatalf("%s: %v", tc.name, err)
-				}
-				got := waitFinished(t, c, cl, m)
+				got := s.finished(s.migrate(ctx, fmt.Sprintf("bad-%d", i), tc.spec.SourcePod, tc.spec))
 				cond := meta.FindStatusCondition(got.Status.Conditions, v1.ConditionReady)
 				if got.Status.Phase != v1.PhaseFailed || cond == nil || cond.Reason != tc.reason || got.Status.FailureReason == "" {
 					t.Errorf("%s: phase %s, reason %v, message %q; want Failed with %s", tc.name, got.Status.Phase, cond, got.Status.FailureReason, tc.reason)
@@ -102,30 +87,78 @@ func BadInputSpec(in BadInputInput) features.Feature {
 		}).Feature()
 }
 
-// waitFinished waits for a migration to reach Completed or Failed.
-func waitFinished(t *testing.T, c *Cluster, cl client.Client, m *v1.StatefulMigration) *v1.StatefulMigration {
-	t.Helper()
-	got := &v1.StatefulMigration{}
-	c.EventuallyIn(t, m.Namespace, "migration "+m.Name+" finished", func(ctx context.Context) error {
-		if err := cl.Get(ctx, client.ObjectKeyFromObject(m), got); err != nil {
+// RollbackSpec: under a steady producer, a migration whose image push
+// fails rolls back, a migration deleted mid-way is cancelled and rolled
+// back, two migrations of the same pod make one refuse, and a final
+// migration completes; across all of it no message is lost or processed
+// twice live and the state is exact.
+func RollbackSpec(in SpecInput) features.Feature {
+	return features.New("failed and cancelled migrations roll back with nothing lost").
+		Assess("push failure, cancellation, a duplicate request, then success: zero loss", func(ctx context.Context, t *testing.T, _ *envconf.Config) context.Context {
+			s := in.open(t, "rollback")
+			source := s.deploy(ctx, in.Load.Count/6).Pod.Name
+
+			// 1. The agent cannot push: rolled back, the source serves.
+			bad := s.migrate(ctx, "push-fails", source, v1.StatefulMigrationSpec{CheckpointImageRepository: "127.0.0.1:1/nowhere"})
+			s.assertNoTarget(s.rolledBack(bad, v1.ReasonPushFailed, ""))
+
+			// 2. Deleted mid-way: cancelled, rolled back, gone.
+			cancel := s.migrate(ctx, "cancelled", source, v1.StatefulMigrationSpec{})
+			var phase v1.Phase
+			s.Eventually(t, "the migration past its checkpoint", func(ctx context.Context) error {
+				if err := s.CR.Get(ctx, client.ObjectKeyFromObject(cancel), cancel); err != nil {
+					return err
+				}
+				phase = cancel.Status.Phase
+				switch phase {
+				case v1.PhaseTransferring, v1.PhaseRestoring, v1.PhaseReplaying, v1.PhaseFinalizing, v1.PhaseCompleted:
+					return nil
+				}
+				return fmt.Errorf("phase %q", phase)
+			})
+			if err := s.CR.Delete(ctx, cancel); err != nil {
+				t.Fatal(err)
+			}
+			s.Eventually(t, "the cancelled migration gone", func(ctx context.Context) error {
+				err := s.CR.Get(ctx, client.ObjectKeyFromObject(cancel), &v1.StatefulMigration{})
+				if apierrors.IsNotFound(err) {
+					return nil
+				}
+				return fmt.Errorf("still there (%v)", err)
+			})
+			t.Logf("deleted the migration in phase %s", phase)
+
+			// 3. Two migrations of the consumer at once: one refuses.
+			cur, err := deploy.FindConsumer(ctx, s.Client, s.NS, s.Example)
+			if err != nil {
+				t.Fatal(err)
+			}
+			first := s.migrate(ctx, "first", cur.Pod.Name, v1.StatefulMigrationSpec{})
+			second := s.migrate(ctx, "second", cur.Pod.Name, v1.StatefulMigrationSpec{})
+			s.completed(first)
+			b := s.finished(second)
+			if cond := meta.FindStatusCondition(b.Status.Conditions, v1.ConditionReady); b.Status.Phase != v1.PhaseFailed || cond == nil || cond.Reason != v1.ReasonAlreadyMigrating {
+				t.Fatalf("second migration of the same pod: %s %v", b.Status.Phase, cond)
+			}
+			t.Logf("second migration refused: %s", b.Status.FailureReason)
+			s.verifyZeroLoss(ctx)
+			return ctx
+		}).Feature()
+}
+
+// assertNoTarget: a rolled-back migration left no target pod.
+func (s *Spec) assertNoTarget(m *v1.StatefulMigration) {
+	s.t.Helper()
+	s.Eventually(s.t, "no target pod of "+m.Name, func(ctx context.Context) error {
+		pods, err := s.Client.CoreV1().Pods(s.NS).List(ctx, metav1.ListOptions{LabelSelector: v1.LabelMigration + "=" + m.Name})
+		if err != nil {
 			return err
 		}
-		if !got.Status.Phase.IsTerminal() {
-			return fmt.Errorf("phase %q, conditions %+v, annotations %v", got.Status.Phase, got.Status.Conditions, got.Annotations)
+		for _, p := range pods.Items {
+			if p.DeletionTimestamp == nil {
+				return fmt.Errorf("target pod %s still there", p.Name)
+			}
 		}
 		return nil
 	})
-	return got
-}
-
-// CRClient is a controller-runtime client that knows StatefulMigrations.
-func (c *Cluster) CRClient(t testing.TB) client.Client {
-	t.Helper()
-	cfg := rest.CopyConfig(c.Config)
-	cfg.QPS, cfg.Burst = 200, 400 // specs poll migrations closely
-	cl, err := client.New(cfg, client.Options{Scheme: migrationclient.NewScheme()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cl
 }
