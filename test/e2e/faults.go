@@ -11,7 +11,6 @@ import (
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"sigs.k8s.io/e2e-framework/pkg/envconf"
 	"sigs.k8s.io/e2e-framework/pkg/features"
 
 	"github.com/ms2m/ms2m/internal/example/deploy"
@@ -26,28 +25,26 @@ import (
 // serves on), and nothing is lost or processed twice live. Sandbox only:
 // it kills the simulated node's process.
 func TargetCrashSpec(in SpecInput) features.Feature {
-	return features.New("target crash during replay").
-		Assess("fails, rolls back, source serves, zero loss", func(ctx context.Context, t *testing.T, _ *envconf.Config) context.Context {
-			in.Cluster.sandboxOnly(t, "kills a process of a simulated node")
-			s := in.open(t, "crash")
-			m, d := s.migrationHeldByBudget(ctx, "crash", in.Load.Count/4)
-			target, err := s.Client.CoreV1().Pods(s.NS).Get(ctx, m.Status.TargetPod, metav1.GetOptions{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			pid, err := processOf("example-consumer", "POD_IP="+target.Status.PodIP)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-				t.Fatal(err)
-			}
-			t.Logf("killed the target's app (pid %d) while replaying", pid)
-			s.rolledBack(m, "", "container app of "+target.Name)
-			waitPodGone(t, s.Cluster, s.NS, target.Name, "the target removed")
-			s.sourceServedOn(ctx, d.Pod)
-			return ctx
-		}).Feature()
+	return feature("target crash during replay", "fails, rolls back, source serves, zero loss", func(ctx context.Context, t *testing.T) {
+		in.Cluster.sandboxOnly(t, "kills a process of a simulated node")
+		s := in.open(t, "crash")
+		m, d := s.migrationHeldByBudget(ctx, "crash", in.Load.Count/4)
+		target, err := s.Client.CoreV1().Pods(s.NS).Get(ctx, m.Status.TargetPod, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pid, err := processOf("example-consumer", "POD_IP="+target.Status.PodIP)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("killed the target's app (pid %d) while replaying", pid)
+		s.rolledBack(m, "", "container app of "+target.Name)
+		waitPodGone(t, s.Cluster, s.NS, target.Name, "the target removed")
+		s.sourceServedOn(ctx, d.Pod)
+	})
 }
 
 // processOf finds the process whose command line contains binary and
@@ -80,18 +77,16 @@ func processOf(binary, env string) (int, error) {
 // CheckpointFailed carrying the kubelet's answer, the source — paused for
 // the checkpoint — is resumed and serves on, and nothing is lost.
 func CheckpointFailureSpec(in SpecInput) features.Feature {
-	return features.New("checkpoint API error").
-		Assess("fails with the kubelet's reason, source resumed, zero loss", func(ctx context.Context, t *testing.T, _ *envconf.Config) context.Context {
-			in.Cluster.sandboxOnly(t, "injects a fault into the simulated CRIU")
-			s := in.open(t, "ckptfail", func(e *deploy.Example) {
-				e.Annotations = map[string]string{kubelet.AnnotationFailCheckpoint: "dump failed: vDSO mismatch"}
-			})
-			src := s.deploy(ctx, in.Load.Count/4).Pod
-			m := s.migrate(ctx, "ckpt", src.Name, v1.StatefulMigrationSpec{})
-			s.rolledBack(m, v1.ReasonCheckpointFailed, "vDSO mismatch")
-			s.sourceServedOn(ctx, src)
-			return ctx
-		}).Feature()
+	return feature("checkpoint API error", "fails with the kubelet's reason, source resumed, zero loss", func(ctx context.Context, t *testing.T) {
+		in.Cluster.sandboxOnly(t, "injects a fault into the simulated CRIU")
+		s := in.open(t, "ckptfail", func(e *deploy.Example) {
+			e.Annotations = map[string]string{kubelet.AnnotationFailCheckpoint: "dump failed: vDSO mismatch"}
+		})
+		src := s.deploy(ctx, in.Load.Count/4).Pod
+		m := s.migrate(ctx, "ckpt", src.Name, v1.StatefulMigrationSpec{})
+		s.rolledBack(m, v1.ReasonCheckpointFailed, "vDSO mismatch")
+		s.sourceServedOn(ctx, src)
+	})
 }
 
 // BrokerRestartSpec: the Kafka-protocol broker restarts (same address,
@@ -100,23 +95,21 @@ func CheckpointFailureSpec(in SpecInput) features.Feature {
 // nothing is lost or processed twice live. Sandbox only: it restarts the
 // sandbox's broker.
 func BrokerRestartSpec(in SpecInput) features.Feature {
-	return features.New("broker restart during replay").
-		Assess("migration completes after the restart, zero loss", func(ctx context.Context, t *testing.T, _ *envconf.Config) context.Context {
-			in.Cluster.sandboxOnly(t, "restarts the broker")
-			s := in.open(t, "brokerrestart")
-			m, _ := s.migrationHeldByBudget(ctx, "restart", in.Load.Count/4)
-			// The producer is done first: this spec is about the consumers.
-			if err := deploy.WaitProducer(ctx, s.Client, s.NS, s.Example); err != nil {
-				t.Fatal(err)
-			}
-			if err := s.Sandbox.RestartBroker(); err != nil {
-				t.Fatal(err)
-			}
-			t.Log("broker restarted while the target replays")
-			s.allowDisruptions(ctx)
-			got := s.completed(m)
-			t.Logf("completed after the broker restart, downtime %s", got.Status.Downtime.Duration)
-			s.verifyZeroLoss(ctx)
-			return ctx
-		}).Feature()
+	return feature("broker restart during replay", "migration completes after the restart, zero loss", func(ctx context.Context, t *testing.T) {
+		in.Cluster.sandboxOnly(t, "restarts the broker")
+		s := in.open(t, "brokerrestart")
+		m, _ := s.migrationHeldByBudget(ctx, "restart", in.Load.Count/4)
+		// The producer is done first: this spec is about the consumers.
+		if err := deploy.WaitProducer(ctx, s.Client, s.NS, s.Example); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Sandbox.RestartBroker(); err != nil {
+			t.Fatal(err)
+		}
+		t.Log("broker restarted while the target replays")
+		s.allowDisruptions(ctx)
+		got := s.completed(m)
+		t.Logf("completed after the broker restart, downtime %s", got.Status.Downtime.Duration)
+		s.verifyZeroLoss(ctx)
+	})
 }

@@ -9,7 +9,6 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/e2e-framework/pkg/envconf"
 	"sigs.k8s.io/e2e-framework/pkg/features"
 
 	"github.com/ms2m/ms2m/internal/example/deploy"
@@ -34,53 +33,51 @@ var ordered = []v1.Phase{v1.PhasePending, v1.PhaseCheckpointing, v1.PhaseTransfe
 // reconciles in flight to return before starting it again. What a crash
 // mid-reconcile leaves behind is covered by the controller's own tests.
 func ManagerRestartSpec(in SpecInput) features.Feature {
-	return features.New("migrations survive a manager restart in any phase").
-		Assess("restart in Pending and Replaying (held), then in each short phase; all complete; zero loss", func(ctx context.Context, t *testing.T, _ *envconf.Config) context.Context {
-			in.Cluster.sandboxOnly(t, "restarts the manager")
-			s := in.open(t, "restart")
-			defaultParallel := func(o *manager.Options) { o.MaxParallelMigrations = manager.DefaultOptions().MaxParallelMigrations }
-			t.Cleanup(func() { _ = s.Sandbox.ReconfigureManager(context.Background(), defaultParallel) })
-			s.reconfigureManager(ctx, func(o *manager.Options) { o.MaxParallelMigrations = 1 })
-			held, _ := s.migrationHeldByBudget(ctx, "held", 20)
-			// A second consumer, bare, whose migration waits for capacity.
-			pay := *s
-			pay.Example.Name, pay.Example.Topic, pay.Example.Bare = "payments", s.NS+"-payments", true
-			queued := pay.migrate(ctx, "queued", pay.deploy(ctx, 0).Pod.Name, v1.StatefulMigrationSpec{})
-			s.EventuallyIn(t, s.NS, "migration queued waiting for capacity", func(ctx context.Context) error {
-				return inPhase(ctx, s.CR, queued, v1.PhasePending, v1.ReasonWaitingForCapacity)
-			})
-			s.restartManager(ctx)
-			for m, want := range map[*v1.StatefulMigration]v1.Phase{held: v1.PhaseReplaying, queued: v1.PhasePending} {
-				if err := inPhase(ctx, s.CR, m, want, ""); err != nil {
-					t.Fatalf("after the restart, migration %s: %v; want it still %s", m.Name, err, want)
-				}
-				t.Logf("manager restarted with migration %s in %s: it stays there", m.Name, want)
+	return feature("migrations survive a manager restart in any phase", "restart in Pending and Replaying (held), then in each short phase; all complete; zero loss", func(ctx context.Context, t *testing.T) {
+		in.Cluster.sandboxOnly(t, "restarts the manager")
+		s := in.open(t, "restart")
+		defaultParallel := func(o *manager.Options) { o.MaxParallelMigrations = manager.DefaultOptions().MaxParallelMigrations }
+		t.Cleanup(func() { _ = s.Sandbox.ReconfigureManager(context.Background(), defaultParallel) })
+		s.reconfigureManager(ctx, func(o *manager.Options) { o.MaxParallelMigrations = 1 })
+		held, _ := s.migrationHeldByBudget(ctx, "held", 20)
+		// A second consumer, bare, whose migration waits for capacity.
+		pay := *s
+		pay.Example.Name, pay.Example.Topic, pay.Example.Bare = "payments", s.NS+"-payments", true
+		queued := pay.migrate(ctx, "queued", pay.deploy(ctx, 0).Pod.Name, v1.StatefulMigrationSpec{})
+		s.EventuallyIn(t, s.NS, "migration queued waiting for capacity", func(ctx context.Context) error {
+			return inPhase(ctx, s.CR, queued, v1.PhasePending, v1.ReasonWaitingForCapacity)
+		})
+		s.restartManager(ctx)
+		for m, want := range map[*v1.StatefulMigration]v1.Phase{held: v1.PhaseReplaying, queued: v1.PhasePending} {
+			if err := inPhase(ctx, s.CR, m, want, ""); err != nil {
+				t.Fatalf("after the restart, migration %s: %v; want it still %s", m.Name, err, want)
 			}
-			s.allowDisruptions(ctx)
-			s.completed(held)
-			s.completed(queued)
-			s.reconfigureManager(ctx, defaultParallel)
+			t.Logf("manager restarted with migration %s in %s: it stays there", m.Name, want)
+		}
+		s.allowDisruptions(ctx)
+		s.completed(held)
+		s.completed(queued)
+		s.reconfigureManager(ctx, defaultParallel)
 
-			// Each migration moves the previous one's target: a pod that
-			// carries an earlier migration's pin to its node.
-			for i, at := range []v1.Phase{v1.PhaseCheckpointing, v1.PhaseTransferring, v1.PhaseRestoring, v1.PhaseFinalizing} {
-				cur, err := deploy.FindConsumer(ctx, s.Client, s.NS, s.Example)
-				if err != nil {
-					t.Fatal(err)
-				}
-				m := s.migrate(ctx, fmt.Sprintf("restart-%d", i), cur.Pod.Name, v1.StatefulMigrationSpec{})
-				landed := waitPhase(t, s.CR, m, at)
-				if landed.IsTerminal() {
-					t.Fatalf("migration %s was already %s when the restart for %s began: nothing in flight", m.Name, landed, at)
-				}
-				s.restartManager(ctx)
-				got := s.completed(m)
-				t.Logf("manager restarted in %s (aimed at %s): migration completed, downtime %s", landed, at, got.Status.Downtime.Duration)
+		// Each migration moves the previous one's target: a pod that
+		// carries an earlier migration's pin to its node.
+		for i, at := range []v1.Phase{v1.PhaseCheckpointing, v1.PhaseTransferring, v1.PhaseRestoring, v1.PhaseFinalizing} {
+			cur, err := deploy.FindConsumer(ctx, s.Client, s.NS, s.Example)
+			if err != nil {
+				t.Fatal(err)
 			}
-			pay.verifyZeroLoss(ctx)
-			s.verifyZeroLoss(ctx)
-			return ctx
-		}).Feature()
+			m := s.migrate(ctx, fmt.Sprintf("restart-%d", i), cur.Pod.Name, v1.StatefulMigrationSpec{})
+			landed := waitPhase(t, s.CR, m, at)
+			if landed.IsTerminal() {
+				t.Fatalf("migration %s was already %s when the restart for %s began: nothing in flight", m.Name, landed, at)
+			}
+			s.restartManager(ctx)
+			got := s.completed(m)
+			t.Logf("manager restarted in %s (aimed at %s): migration completed, downtime %s", landed, at, got.Status.Downtime.Duration)
+		}
+		pay.verifyZeroLoss(ctx)
+		s.verifyZeroLoss(ctx)
+	})
 }
 
 func (s *Spec) restartManager(ctx context.Context) {

@@ -12,7 +12,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"sigs.k8s.io/e2e-framework/pkg/envconf"
 	"sigs.k8s.io/e2e-framework/pkg/features"
 	"sigs.k8s.io/yaml"
 
@@ -140,32 +139,30 @@ func firstLines(s string, n int) string {
 // ChartComponentsSpec: the chart's manager replicas and one agent per node
 // run Ready as pods under the chart's ServiceAccounts.
 func ChartComponentsSpec(c *Cluster) features.Feature {
-	return features.New("ms2m installed with helm").
-		Assess("manager and agents run under the chart's service accounts", func(ctx context.Context, t *testing.T, _ *envconf.Config) context.Context {
-			nodes, err := c.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	return feature("ms2m installed with helm", "manager and agents run under the chart's service accounts", func(ctx context.Context, t *testing.T) {
+		nodes, err := c.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for component, want := range map[string]int{"manager": 2, "agent": len(nodes.Items)} {
+			pods, err := chartPods(ctx, c.Client, component)
 			if err != nil {
 				t.Fatal(err)
 			}
-			for component, want := range map[string]int{"manager": 2, "agent": len(nodes.Items)} {
-				pods, err := chartPods(ctx, c.Client, component)
-				if err != nil {
-					t.Fatal(err)
+			ready, on := 0, map[string]bool{}
+			for i := range pods {
+				p := &pods[i]
+				if sa := helmRelease + "-" + component; p.Spec.ServiceAccountName != sa {
+					t.Errorf("%s pod %s runs as service account %q, want the chart's %q", component, p.Name, p.Spec.ServiceAccountName, sa)
 				}
-				ready, on := 0, map[string]bool{}
-				for i := range pods {
-					p := &pods[i]
-					if sa := helmRelease + "-" + component; p.Spec.ServiceAccountName != sa {
-						t.Errorf("%s pod %s runs as service account %q, want the chart's %q", component, p.Name, p.Spec.ServiceAccountName, sa)
-					}
-					if IsReady(p) {
-						ready++
-						on[p.Spec.NodeName] = true
-					}
-				}
-				if ready != want || (component == "agent" && len(on) != want) {
-					t.Errorf("%d %s pods Ready on %d nodes, want %d", ready, component, len(on), want)
+				if IsReady(p) {
+					ready++
+					on[p.Spec.NodeName] = true
 				}
 			}
-			return ctx
-		}).Feature()
+			if ready != want || (component == "agent" && len(on) != want) {
+				t.Errorf("%d %s pods Ready on %d nodes, want %d", ready, component, len(on), want)
+			}
+		}
+	})
 }

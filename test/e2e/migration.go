@@ -7,7 +7,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"sigs.k8s.io/e2e-framework/pkg/envconf"
 	"sigs.k8s.io/e2e-framework/pkg/features"
 
 	"github.com/ms2m/ms2m/internal/example/deploy"
@@ -32,22 +31,20 @@ func MigrationSpec(in MigrationInput) features.Feature {
 	if in.Bare {
 		kind = "bare pod"
 	}
-	return features.New("live migration of a "+kind+" under load").
-		Assess("completes with zero loss and the owner consistent", func(ctx context.Context, t *testing.T, _ *envconf.Config) context.Context {
-			s := in.open(t, "migrate", func(e *deploy.Example) { e.Bare = in.Bare })
-			d := s.deploy(ctx, in.Load.Count/3)
-			m := s.migrateWithProgress(ctx, d.Pod.Name)
-			if m.Status.TargetNode == m.Status.SourceNode || m.Status.Downtime == nil || len(m.Status.FenceOffsets) == 0 {
-				t.Fatalf("status: source %s target %s downtime %v fence %v", m.Status.SourceNode, m.Status.TargetNode, m.Status.Downtime, m.Status.FenceOffsets)
-			}
-			after := s.verifyZeroLoss(ctx)
-			if after.Pod.Name != m.Status.TargetPod || after.Pod.Spec.NodeName != m.Status.TargetNode {
-				t.Fatalf("consumer now %s on %s, want the target %s on %s", after.Pod.Name, after.Pod.Spec.NodeName, m.Status.TargetPod, m.Status.TargetNode)
-			}
-			assertOwner(ctx, t, s.Cluster, s.NS, d.Pod, after.Pod, in.Bare)
-			assertCheckpointImage(ctx, t, m)
-			return ctx
-		}).Feature()
+	return feature("live migration of a "+kind+" under load", "completes with zero loss and the owner consistent", func(ctx context.Context, t *testing.T) {
+		s := in.open(t, "migrate", func(e *deploy.Example) { e.Bare = in.Bare })
+		d := s.deploy(ctx, in.Load.Count/3)
+		m := s.migrateWithProgress(ctx, d.Pod.Name)
+		if m.Status.TargetNode == m.Status.SourceNode || m.Status.Downtime == nil || len(m.Status.FenceOffsets) == 0 {
+			t.Fatalf("status: source %s target %s downtime %v fence %v", m.Status.SourceNode, m.Status.TargetNode, m.Status.Downtime, m.Status.FenceOffsets)
+		}
+		after := s.verifyZeroLoss(ctx)
+		if after.Pod.Name != m.Status.TargetPod || after.Pod.Spec.NodeName != m.Status.TargetNode {
+			t.Fatalf("consumer now %s on %s, want the target %s on %s", after.Pod.Name, after.Pod.Spec.NodeName, m.Status.TargetPod, m.Status.TargetNode)
+		}
+		assertOwner(ctx, t, s.Cluster, s.NS, d.Pod, after.Pod, in.Bare)
+		assertCheckpointImage(ctx, t, m)
+	})
 }
 
 // migrateWithProgress migrates pod as the demo does (deploy.Migrate, its

@@ -4,7 +4,6 @@ import (
 	"context"
 	"testing"
 
-	"sigs.k8s.io/e2e-framework/pkg/envconf"
 	"sigs.k8s.io/e2e-framework/pkg/features"
 )
 
@@ -12,12 +11,10 @@ import (
 // sidecar from the webhook and processes every message the producer writes
 // exactly once, ending with the state the input implies.
 func LiveZeroLossSpec(in SpecInput) features.Feature {
-	return features.New("the example workload processes a producer's stream with zero loss").
-		Assess("sidecar injected, every message processed live exactly once, state exact", func(ctx context.Context, t *testing.T, _ *envconf.Config) context.Context {
-			s := in.open(t, "live")
-			s.deployConsumer(ctx)
-			s.startProducer(ctx)
-			s.verifyZeroLoss(ctx)
-			return ctx
-		}).Feature()
+	return feature("the example workload processes a producer's stream with zero loss", "sidecar injected, every message processed live exactly once, state exact", func(ctx context.Context, t *testing.T) {
+		s := in.open(t, "live")
+		s.deployConsumer(ctx)
+		s.startProducer(ctx)
+		s.verifyZeroLoss(ctx)
+	})
 }

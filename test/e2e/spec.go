@@ -16,6 +16,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/e2e-framework/pkg/envconf"
+	"sigs.k8s.io/e2e-framework/pkg/features"
 
 	"github.com/ms2m/ms2m/internal/example/deploy"
 	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
@@ -246,4 +248,13 @@ func waitPodGone(t *testing.T, c *Cluster, ns, name, what string) {
 		}
 		return fmt.Errorf("pod %s still exists (%v)", name, err)
 	})
+}
+
+// feature is a spec of one step: name, what the step asserts, and the
+// step (most specs are one, and none reads e2e-framework's config).
+func feature(name, assess string, step func(ctx context.Context, t *testing.T)) features.Feature {
+	return features.New(name).Assess(assess, func(ctx context.Context, t *testing.T, _ *envconf.Config) context.Context {
+		step(ctx, t)
+		return ctx
+	}).Feature()
 }
