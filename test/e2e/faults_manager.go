@@ -28,10 +28,10 @@ var ordered = []v1.Phase{v1.PhasePending, v1.PhaseCheckpointing, v1.PhaseTransfe
 // that phase or a later one still in flight. Every migration completes,
 // and across all of them no message is lost or processed twice live.
 //
-// The sandbox runs the manager in its own process, so this is not a
-// SIGKILL: Sandbox.RestartManager cancels the manager and waits for the
-// reconciles in flight to return before starting it again. What a crash
-// mid-reconcile leaves behind is covered by the controller's own tests.
+// The sandbox runs the manager inside the test process, so this is not a
+// SIGKILL: Sandbox.RestartManager cancels the manager's context (requests
+// of reconciles in flight fail with "context canceled", mid-step) and
+// waits for those reconciles to return before starting it again.
 func ManagerRestartSpec(in SpecInput) features.Feature {
 	return feature("migrations survive a manager restart in any phase", "restart in Pending and Replaying (held), then in each short phase; all complete; zero loss", func(ctx context.Context, t *testing.T) {
 		in.Cluster.sandboxOnly(t, "restarts the manager")
