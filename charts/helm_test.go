@@ -16,7 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 
-	"github.com/ms2m/ms2m/pkg/testenv"
+	"github.com/ms2m/ms2m/internal/testenv"
 )
 
 // release and namespace of the documented install (docs/install.md).

@@ -11,7 +11,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/ms2m/ms2m/pkg/testenv"
+	"github.com/ms2m/ms2m/internal/testenv"
 )
 
 // TestInstallKeepsThenRotatesCertificates installs the chart into a real

@@ -21,13 +21,12 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes/scheme"
 	crcache "sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/ms2m/ms2m/internal/expect"
+	"github.com/ms2m/ms2m/internal/testenv"
 	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
-	"github.com/ms2m/ms2m/pkg/expect"
-	"github.com/ms2m/ms2m/pkg/testenv"
 )
 
 // The real kube-scheduler (from the control-plane cache) schedules pods
@@ -64,7 +63,7 @@ func (s *testExtenderServer) requestsFor(pod *corev1.Pod) int {
 
 func startExtender(e *testenv.Env) (stop func(), err error) {
 	ctx, cancel := context.WithCancel(context.Background())
-	informers, err := crcache.New(e.Config, crcache.Options{Scheme: scheme.Scheme})
+	informers, err := crcache.New(e.Config, crcache.Options{Scheme: e.Scheme})
 	if err != nil {
 		cancel()
 		return nil, err

@@ -23,8 +23,8 @@ import (
 	"github.com/zclconf/go-cty/cty"
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/ms2m/ms2m/internal/testenv"
 	"github.com/ms2m/ms2m/pkg/agent"
-	"github.com/ms2m/ms2m/pkg/testenv"
 )
 
 func dir() string {

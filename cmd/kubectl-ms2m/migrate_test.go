@@ -9,8 +9,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/ms2m/ms2m/internal/expect"
 	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
-	"github.com/ms2m/ms2m/pkg/expect"
 )
 
 func TestMigrateCreatesTheStatefulMigration(t *testing.T) {

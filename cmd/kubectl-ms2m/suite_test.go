@@ -18,9 +18,9 @@ import (
 	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/ms2m/ms2m/internal/expect"
+	"github.com/ms2m/ms2m/internal/testenv"
 	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
-	"github.com/ms2m/ms2m/pkg/expect"
-	"github.com/ms2m/ms2m/pkg/testenv"
 )
 
 // The plugin runs against a real kube-apiserver with the CRDs installed.

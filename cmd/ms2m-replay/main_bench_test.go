@@ -20,9 +20,9 @@ import (
 	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kfake"
 
-	"github.com/ms2m/ms2m/pkg/expect"
+	"github.com/ms2m/ms2m/internal/expect"
+	"github.com/ms2m/ms2m/internal/testenv"
 	"github.com/ms2m/ms2m/pkg/replay"
-	"github.com/ms2m/ms2m/pkg/testenv"
 )
 
 // BenchmarkResidentMemory runs the real ms2m-replay binary as a process

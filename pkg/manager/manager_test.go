@@ -17,9 +17,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	"github.com/ms2m/ms2m/internal/expect"
+	"github.com/ms2m/ms2m/internal/testenv"
 	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
-	"github.com/ms2m/ms2m/pkg/expect"
-	"github.com/ms2m/ms2m/pkg/testenv"
 	"github.com/ms2m/ms2m/scheduler"
 )
 

@@ -11,8 +11,8 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
-	"github.com/ms2m/ms2m/pkg/expect"
-	"github.com/ms2m/ms2m/pkg/testenv"
+	"github.com/ms2m/ms2m/internal/expect"
+	"github.com/ms2m/ms2m/internal/testenv"
 )
 
 // TestAppCrashLosesNothing stops the app (its port refuses connections) with

@@ -16,7 +16,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	authnclient "k8s.io/client-go/kubernetes/typed/authentication/v1"
 
-	"github.com/ms2m/ms2m/pkg/testenv"
+	"github.com/ms2m/ms2m/internal/testenv"
 )
 
 // TestControlAPIAuthenticatesWithTokenReview runs the control API with the

@@ -13,7 +13,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
-	"github.com/ms2m/ms2m/pkg/expect"
+	"github.com/ms2m/ms2m/internal/expect"
 )
 
 // recorder is an app that records, per partition, the offsets it applied

@@ -14,7 +14,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/util/sets"
 
-	"github.com/ms2m/ms2m/pkg/expect"
+	"github.com/ms2m/ms2m/internal/expect"
 )
 
 // staticAuth accepts one token as one user; the TokenReview path is tested

@@ -10,8 +10,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ms2m/ms2m/pkg/expect"
-	"github.com/ms2m/ms2m/pkg/testenv"
+	"github.com/ms2m/ms2m/internal/expect"
+	"github.com/ms2m/ms2m/internal/testenv"
 )
 
 func TestOptionsFromEnvNamesTheVariable(t *testing.T) {

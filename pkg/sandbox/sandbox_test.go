@@ -8,7 +8,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/ms2m/ms2m/pkg/expect"
+	"github.com/ms2m/ms2m/internal/expect"
 )
 
 func TestStartNamesWhatIsMissing(t *testing.T) {

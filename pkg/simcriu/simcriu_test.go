@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ms2m/ms2m/pkg/expect"
+	"github.com/ms2m/ms2m/internal/expect"
 )
 
 func TestArchiveRoundTrip(t *testing.T) {

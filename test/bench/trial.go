@@ -15,8 +15,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 
-	"github.com/ms2m/ms2m/examples/deploy"
 	"github.com/ms2m/ms2m/examples/statefulapp"
+	"github.com/ms2m/ms2m/internal/example/deploy"
 )
 
 // partitions of every trial's topics (the sandbox broker's default).

@@ -1,11 +1,15 @@
 // Package e2e holds the end-to-end specs: each spec is a function taking
-// the cluster and returning an e2e-framework feature, with one thin
-// _test.go each. They run against the embedded sandbox (started by
-// TestMain) or, when KUBECONFIG is set, against that cluster.
+// an input and returning an e2e-framework feature. Files are named by
+// concern (migration_*, faults_*, drain_*, install_*, sandbox_*), each
+// concern's thin Test functions in its own _test.go; spec.go is the
+// opening the specs share. They run against the embedded sandbox (started
+// by TestMain), or against the cluster of KUBECONFIG when E2E_CLUSTER=kubeconfig
+// asks for it (README.md).
 package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -23,10 +27,12 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/e2e-framework/pkg/envconf"
 
 	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
 	"github.com/ms2m/ms2m/pkg/manager"
+	"github.com/ms2m/ms2m/pkg/migrationclient"
 	"github.com/ms2m/ms2m/pkg/sandbox"
 )
 
@@ -39,13 +45,13 @@ type Cluster struct {
 	Config     *rest.Config
 	Client     kubernetes.Interface
 	// Registry receives checkpoint images; the sandbox's, or E2E_REGISTRY
-	// on a real cluster (specs needing it skip without it).
+	// on a real cluster.
 	Registry string
 	// KubeletCA verifies the kubelets' serving certificates; nil skips
 	// verification (a real cluster's kubelets are often self-signed).
 	KubeletCA []byte
 	// Brokers is the Kafka bootstrap list: the sandbox's broker, or
-	// E2E_BROKERS on a real cluster.
+	// E2E_BROKERS on a real cluster (required there).
 	Brokers []string
 	// Sandbox is nil on a real cluster.
 	Sandbox *sandbox.Sandbox
@@ -58,42 +64,87 @@ func repoRoot() string {
 	return filepath.Join(filepath.Dir(file), "..", "..")
 }
 
-// Setup starts the sandbox, or connects to KUBECONFIG's cluster.
+// Setup starts the sandbox, or connects to KUBECONFIG's cluster when
+// E2E_CLUSTER=kubeconfig asks for it. An exported KUBECONFIG alone (the
+// sandbox's README has users export one) never switches the tier: a real
+// cluster is used only when asked for, and then it must come with what the
+// specs need (E2E_BROKERS), or Setup fails naming it.
 func Setup(ctx context.Context, c *Cluster, workDir string) error {
-	if kc := os.Getenv("KUBECONFIG"); kc != "" {
-		cfg, err := clientcmd.BuildConfigFromFlags("", kc)
-		if err != nil {
-			return err
-		}
-		c.Kubeconfig, c.Config, c.Registry = kc, cfg, os.Getenv("E2E_REGISTRY")
-		if b := os.Getenv("E2E_BROKERS"); b != "" {
-			c.Brokers = strings.Split(b, ",")
-		}
-	} else {
-		bin := filepath.Join(workDir, "bin")
-		build := exec.CommandContext(ctx, "go", "build", "-o", bin+"/", "./cmd/...", "./examples/...")
-		build.Dir = repoRoot()
-		if out, err := build.CombinedOutput(); err != nil {
-			return fmt.Errorf("building the binaries the sandbox runs: %v\n%s", err, out)
-		}
-		assets := sandbox.DefaultControlPlaneDir()
-		log := sandboxLog()
-		mgr := manager.DefaultOptions()
-		sb, err := sandbox.Start(ctx, sandbox.Options{
-			// Four nodes, one of which cannot restore checkpoints.
-			Dir: filepath.Join(workDir, "sandbox"), ControlPlaneDir: assets, BinDir: bin, Nodes: 4, NodesWithoutRestore: 1,
-			CRDDirs: []string{filepath.Join(repoRoot(), "charts", "ms2m", "crds")}, Log: log,
-			Manager: &mgr, WebhookManifests: filepath.Join(repoRoot(), "config", "webhook"), RBACDir: filepath.Join(repoRoot(), "config", "rbac"),
-		})
-		if err != nil {
-			return err
-		}
-		c.Sandbox, c.Kubeconfig, c.Config, c.Registry, c.KubeletCA = sb, sb.Kubeconfig, sb.Config, sb.Registry, sb.KubeletCA
-		c.Brokers, c.BinDir = []string{sb.Broker}, bin
+	switch mode := os.Getenv("E2E_CLUSTER"); mode {
+	case "", "sandbox":
+		return setupSandbox(ctx, c, workDir)
+	case "kubeconfig":
+		return setupKubeconfig(c)
+	default:
+		return fmt.Errorf("E2E_CLUSTER=%q: want sandbox (the default) or kubeconfig", mode)
 	}
-	var err error
-	c.Client, err = kubernetes.NewForConfig(c.Config)
+}
+
+func setupKubeconfig(c *Cluster) error {
+	kc := os.Getenv("KUBECONFIG")
+	if kc == "" {
+		return errors.New("E2E_CLUSTER=kubeconfig needs KUBECONFIG naming the cluster's kubeconfig")
+	}
+	brokers := os.Getenv("E2E_BROKERS")
+	if brokers == "" {
+		return errors.New("E2E_CLUSTER=kubeconfig needs E2E_BROKERS, the Kafka bootstrap list (host:port,...) " +
+			"the cluster's pods and this machine both reach: the migration specs deploy the example consumer on it")
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", kc)
+	if err != nil {
+		return err
+	}
+	c.Kubeconfig, c.Config, c.Registry, c.Brokers = kc, cfg, os.Getenv("E2E_REGISTRY"), strings.Split(brokers, ",")
+	c.Client, err = kubernetes.NewForConfig(cfg)
 	return err
+}
+
+func setupSandbox(ctx context.Context, c *Cluster, workDir string) error {
+	bin := filepath.Join(workDir, "bin")
+	build := exec.CommandContext(ctx, "go", "build", "-o", bin+"/", "./cmd/...", "./examples/...")
+	build.Dir = repoRoot()
+	if out, err := build.CombinedOutput(); err != nil {
+		return fmt.Errorf("building the binaries the sandbox runs: %v\n%s", err, out)
+	}
+	mgr := manager.DefaultOptions()
+	sb, err := sandbox.Start(ctx, sandbox.Options{
+		// Four nodes, one of which cannot restore checkpoints.
+		Dir: filepath.Join(workDir, "sandbox"), ControlPlaneDir: sandbox.DefaultControlPlaneDir(), BinDir: bin, Nodes: 4, NodesWithoutRestore: 1,
+		CRDDirs: []string{filepath.Join(repoRoot(), "charts", "ms2m", "crds")}, Log: sandboxLog(),
+		Manager: &mgr, WebhookManifests: filepath.Join(repoRoot(), "config", "webhook"), RBACDir: filepath.Join(repoRoot(), "config", "rbac"),
+	})
+	if err != nil {
+		return err
+	}
+	*c = sandboxCluster(sb, bin)
+	return nil
+}
+
+// sandboxCluster is the Cluster of a running sandbox.
+func sandboxCluster(sb *sandbox.Sandbox, bin string) Cluster {
+	return Cluster{Sandbox: sb, Kubeconfig: sb.Kubeconfig, Config: sb.Config, Client: sb.Client, Registry: sb.Registry,
+		KubeletCA: sb.KubeletCA, Brokers: []string{sb.Broker}, BinDir: bin}
+}
+
+// sandboxOnly skips a spec on a real cluster (E2E_CLUSTER=kubeconfig):
+// what it does needs the sandbox (why says what).
+func (c *Cluster) sandboxOnly(t testing.TB, why string) {
+	t.Helper()
+	if c.Sandbox == nil {
+		t.Skipf("E2E_CLUSTER=kubeconfig: this spec %s, which only the sandbox allows", why)
+	}
+}
+
+// CRClient is a controller-runtime client that knows StatefulMigrations.
+func (c *Cluster) CRClient(t testing.TB) client.Client {
+	t.Helper()
+	cfg := rest.CopyConfig(c.Config)
+	cfg.QPS, cfg.Burst = 200, 400 // specs poll migrations closely
+	cl, err := client.New(cfg, client.Options{Scheme: migrationclient.NewScheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cl
 }
 
 // sandboxLog shows a sandbox's log with E2E_SANDBOX_LOG set.
@@ -271,4 +322,29 @@ func (c *Cluster) restoreNodes(t testing.TB) []string {
 		t.Fatalf("need two Ready nodes that can restore checkpoints, have %v", out)
 	}
 	return out
+}
+
+func nodeReady(n *corev1.Node) bool {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// otherNode is a Ready, schedulable node other than not.
+func (c *Cluster) otherNode(ctx context.Context, t testing.TB, not string) string {
+	t.Helper()
+	nodes, err := c.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes.Items {
+		if n.Name != not && !n.Spec.Unschedulable && nodeReady(&n) {
+			return n.Name
+		}
+	}
+	t.Fatalf("no Ready node other than %s", not)
+	return ""
 }

@@ -12,19 +12,13 @@ import (
 	"sigs.k8s.io/e2e-framework/pkg/features"
 )
 
-// DrainInput configures DrainSpec.
-type DrainInput struct {
-	Cluster *Cluster
-}
-
 // DrainSpec: `kubectl drain` (the real one) of a node running ordinary,
 // non-migratable pods evicts them, the kubelet finishes their deletion,
 // the Deployment replaces them on other nodes, and kubectl exits 0.
-func DrainSpec(in DrainInput) features.Feature {
+func DrainSpec(c *Cluster) features.Feature {
 	var ns, drained string
 	return features.New("kubectl drain of a node with non-migratable pods").
 		Setup(func(ctx context.Context, t *testing.T, _ *envconf.Config) context.Context {
-			c := in.Cluster
 			ns = c.Namespace(t, "drain")
 			replicas := int32(3)
 			sel := &metav1.LabelSelector{MatchLabels: map[string]string{"app": "drain"}}
@@ -39,7 +33,6 @@ func DrainSpec(in DrainInput) features.Feature {
 			return ctx
 		}).
 		Assess("drain exits 0 and the pods run elsewhere", func(ctx context.Context, t *testing.T, _ *envconf.Config) context.Context {
-			c := in.Cluster
 			out, err := c.Kubectl(ctx, "drain", drained, "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=120s")
 			if err != nil {
 				t.Fatalf("kubectl drain %s: %v\n%s", drained, err, out)

@@ -13,7 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/ms2m/ms2m/examples/deploy"
+	"github.com/ms2m/ms2m/internal/example/deploy"
 	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
 	"github.com/ms2m/ms2m/pkg/manager"
 )
@@ -26,9 +26,7 @@ import (
 // twice live. Run: go test ./test/e2e -run '^$' -bench DrainNode -benchtime 1x
 func BenchmarkDrainNode(b *testing.B) {
 	c := cluster
-	if c.Sandbox == nil {
-		b.Skip("reconfigures the sandbox's manager")
-	}
+	c.sandboxOnly(b, "reconfigures the manager")
 	n := 50
 	if s := os.Getenv("E2E_DRAIN_PODS"); s != "" {
 		var err error
@@ -67,6 +65,7 @@ func drainOnce(ctx context.Context, b *testing.B, c *Cluster, n int) {
 		b.Cleanup(func() {
 			_ = c.Client.RbacV1().ClusterRoleBindings().Delete(context.Background(), e.AuthDelegator(ns).Name, metav1.DeleteOptions{})
 		})
+		// Not deployConsumer: b.Fatal must not be called from these goroutines.
 		g.Go(func() error {
 			d, err := deploy.DeployConsumer(gctx, c.Client, ns, e, func(string, ...any) {})
 			if err != nil {
@@ -113,20 +112,7 @@ func drainOnce(ctx context.Context, b *testing.B, c *Cluster, n int) {
 		b.Fatalf("%d migrations for %d migratable pods", len(list.Items), n)
 	}
 	for _, e := range examples {
-		if err := deploy.WaitProducer(ctx, c.Client, ns, e); err != nil {
-			b.Fatal(err)
-		}
-		after, err := deploy.FindConsumer(ctx, c.Client, ns, e)
-		if err != nil {
-			b.Fatal(err)
-		}
-		v, err := deploy.Verify(ctx, e, after.URL(), time.Minute)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if !v.OK() || v.Input != int(e.Count) {
-			b.Fatalf("%s: %s", e.Name, v)
-		}
+		verifyZeroLoss(ctx, b, c, ns, e)
 	}
 	b.ReportMetric(took.Seconds(), "drain-s")
 	for _, q := range []struct {

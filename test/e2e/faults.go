@@ -1,86 +1,115 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"fmt"
-	"strings"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
 	"testing"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"sigs.k8s.io/e2e-framework/pkg/envconf"
 	"sigs.k8s.io/e2e-framework/pkg/features"
+
+	"github.com/ms2m/ms2m/internal/example/deploy"
+	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
+	"github.com/ms2m/ms2m/pkg/sandbox/kubelet"
 )
 
-// FaultsInput configures FaultsSpec.
-type FaultsInput struct {
-	Cluster *Cluster
-}
-
-// FaultsSpec: a container whose binary crashes is restarted with back-off
-// and says where its log is; a project image naming a binary that does not
-// exist fails with a message saying how to fix it. Sandbox only: on a real
-// cluster these are the kubelet's own behaviours.
-func FaultsSpec(in FaultsInput) features.Feature {
-	var ns string
-	waiting := func(ctx context.Context, name string) (*corev1.ContainerStatus, error) {
-		p, err := in.Cluster.Client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+// TargetCrashSpec: the target's app process is killed (SIGKILL) while it
+// replays (the handover is held by a PodDisruptionBudget, so the crash
+// lands in Replaying every time). The migration fails naming the crashed
+// container, rolls back (target removed, the source — never fenced —
+// serves on), and nothing is lost or processed twice live. Sandbox only:
+// it kills the simulated node's process.
+func TargetCrashSpec(in SpecInput) features.Feature {
+	return feature("target crash during replay", "fails, rolls back, source serves, zero loss", func(ctx context.Context, t *testing.T) {
+		in.Cluster.sandboxOnly(t, "kills a process of a simulated node")
+		s := in.open(t, "crash")
+		m, d := s.migrationHeldByBudget(ctx, "crash", in.Load.Count/4)
+		target, err := s.Client.CoreV1().Pods(s.NS).Get(ctx, m.Status.TargetPod, metav1.GetOptions{})
 		if err != nil {
-			return nil, err
-		}
-		if len(p.Status.ContainerStatuses) == 0 {
-			return nil, fmt.Errorf("no container status yet")
-		}
-		return &p.Status.ContainerStatuses[0], nil
-	}
-	create := func(ctx context.Context, t *testing.T, name string, command ...string) {
-		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name},
-			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: Image, Command: command}}}}
-		if _, err := in.Cluster.Client.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
+		pid, err := processOf("example-consumer", "POD_IP="+target.Status.PodIP)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("killed the target's app (pid %d) while replaying", pid)
+		s.rolledBack(m, "", "container app of "+target.Name)
+		waitPodGone(t, s.Cluster, s.NS, target.Name, "the target removed")
+		s.sourceServedOn(ctx, d.Pod)
+	})
+}
+
+// processOf finds the process whose command line contains binary and
+// whose environment holds env (KEY=VALUE).
+func processOf(binary, env string) (int, error) {
+	dirs, err := filepath.Glob("/proc/[0-9]*")
+	if err != nil {
+		return 0, err
 	}
-	return features.New("faults in pods are reported as a kubelet reports them").
-		Setup(func(ctx context.Context, t *testing.T, _ *envconf.Config) context.Context {
-			if in.Cluster.Sandbox == nil {
-				t.Skip("sandbox only")
+	for _, d := range dirs {
+		cmd, err := os.ReadFile(filepath.Join(d, "cmdline"))
+		if err != nil || !bytes.Contains(cmd, []byte(binary)) {
+			continue
+		}
+		environ, err := os.ReadFile(filepath.Join(d, "environ"))
+		if err != nil {
+			continue
+		}
+		for _, kv := range bytes.Split(environ, []byte{0}) {
+			if string(kv) == env {
+				return strconv.Atoi(filepath.Base(d))
 			}
-			ns = in.Cluster.Namespace(t, "faults")
-			return ctx
-		}).
-		Assess("a crashing binary is restarted with back-off, pointing at its log", func(ctx context.Context, t *testing.T, _ *envconf.Config) context.Context {
-			create(ctx, t, "crasher", "/ms2m/example-producer") // exits 1: --brokers is required
-			in.Cluster.Eventually(t, "CrashLoopBackOff after two restarts", func(ctx context.Context) error {
-				s, err := waiting(ctx, "crasher")
-				if err != nil {
-					return err
-				}
-				if s.RestartCount < 2 || s.LastTerminationState.Terminated == nil || s.LastTerminationState.Terminated.ExitCode != 1 {
-					return fmt.Errorf("restarts %d, last state %+v", s.RestartCount, s.LastTerminationState)
-				}
-				return nil
-			})
-			s, err := waiting(ctx, "crasher")
-			if err != nil {
-				t.Fatal(err)
-			}
-			if s.State.Waiting != nil && !strings.Contains(s.State.Waiting.Message, "c.log") {
-				t.Errorf("back-off message %q does not say where the log is", s.State.Waiting.Message)
-			}
-			return ctx
-		}).
-		Assess("a missing binary fails with how to fix it", func(ctx context.Context, t *testing.T, _ *envconf.Config) context.Context {
-			create(ctx, t, "missing", "/ms2m/no-such-binary")
-			in.Cluster.Eventually(t, "RunContainerError naming the fix", func(ctx context.Context) error {
-				s, err := waiting(ctx, "missing")
-				if err != nil {
-					return err
-				}
-				if s.State.Waiting == nil || s.State.Waiting.Reason != "RunContainerError" || !strings.Contains(s.State.Waiting.Message, "make build") {
-					return fmt.Errorf("state %+v", s.State)
-				}
-				return nil
-			})
-			return ctx
-		}).Feature()
+		}
+	}
+	return 0, fmt.Errorf("no %s process with %s", binary, env)
+}
+
+// CheckpointFailureSpec: the kubelet's checkpoint API fails (a SIMULATED
+// CRIU fault injected by a pod annotation): the migration fails with
+// CheckpointFailed carrying the kubelet's answer, the source — paused for
+// the checkpoint — is resumed and serves on, and nothing is lost.
+func CheckpointFailureSpec(in SpecInput) features.Feature {
+	return feature("checkpoint API error", "fails with the kubelet's reason, source resumed, zero loss", func(ctx context.Context, t *testing.T) {
+		in.Cluster.sandboxOnly(t, "injects a fault into the simulated CRIU")
+		s := in.open(t, "ckptfail", func(e *deploy.Example) {
+			e.Annotations = map[string]string{kubelet.AnnotationFailCheckpoint: "dump failed: vDSO mismatch"}
+		})
+		src := s.deploy(ctx, in.Load.Count/4).Pod
+		m := s.migrate(ctx, "ckpt", src.Name, v1.StatefulMigrationSpec{})
+		s.rolledBack(m, v1.ReasonCheckpointFailed, "vDSO mismatch")
+		s.sourceServedOn(ctx, src)
+	})
+}
+
+// BrokerRestartSpec: the Kafka-protocol broker restarts (same address,
+// same data) while a migration replays: the source's live member and the
+// target's replay readers reconnect; the migration then completes and
+// nothing is lost or processed twice live. Sandbox only: it restarts the
+// sandbox's broker.
+func BrokerRestartSpec(in SpecInput) features.Feature {
+	return feature("broker restart during replay", "migration completes after the restart, zero loss", func(ctx context.Context, t *testing.T) {
+		in.Cluster.sandboxOnly(t, "restarts the broker")
+		s := in.open(t, "brokerrestart")
+		m, _ := s.migrationHeldByBudget(ctx, "restart", in.Load.Count/4)
+		// The producer is done first: this spec is about the consumers.
+		if err := deploy.WaitProducer(ctx, s.Client, s.NS, s.Example); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Sandbox.RestartBroker(); err != nil {
+			t.Fatal(err)
+		}
+		t.Log("broker restarted while the target replays")
+		s.allowDisruptions(ctx)
+		got := s.completed(m)
+		t.Logf("completed after the broker restart, downtime %s", got.Status.Downtime.Duration)
+		s.verifyZeroLoss(ctx)
+	})
 }

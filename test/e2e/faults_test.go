@@ -2,6 +2,22 @@ package e2e
 
 import "testing"
 
-func TestFaults(t *testing.T) {
-	testenv.Test(t, FaultsSpec(FaultsInput{Cluster: cluster}))
+func TestTargetCrash(t *testing.T) {
+	testenv.Test(t, TargetCrashSpec(SpecInput{Cluster: cluster, Load: Load{Rate: 30, Count: 300}}))
+}
+
+func TestCheckpointFailure(t *testing.T) {
+	testenv.Test(t, CheckpointFailureSpec(SpecInput{Cluster: cluster, Load: Load{Rate: 30, Count: 300}}))
+}
+
+func TestBrokerRestart(t *testing.T) {
+	testenv.Test(t, BrokerRestartSpec(SpecInput{Cluster: cluster, Load: Load{Rate: 60, Count: 300}}))
+}
+
+func TestTargetNodeNotReady(t *testing.T) {
+	testenv.Test(t, TargetNodeNotReadySpec(SpecInput{Cluster: cluster, Load: Load{Rate: 10, Count: 800}}))
+}
+
+func TestManagerRestart(t *testing.T) {
+	testenv.Test(t, ManagerRestartSpec(SpecInput{Cluster: cluster, Load: Load{Rate: 30, Count: 300}}))
 }

@@ -3,27 +3,22 @@ package e2e
 import (
 	"context"
 	"testing"
-	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"sigs.k8s.io/e2e-framework/pkg/envconf"
 	"sigs.k8s.io/e2e-framework/pkg/features"
 
-	"github.com/ms2m/ms2m/examples/deploy"
+	"github.com/ms2m/ms2m/internal/example/deploy"
 	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
 	"github.com/ms2m/ms2m/pkg/checkpoint"
 )
 
 // MigrationInput configures MigrationSpec.
 type MigrationInput struct {
-	Cluster *Cluster
+	SpecInput
 	// Bare migrates a pod without an owner; otherwise a Deployment's pod.
-	Bare  bool
-	Rate  float64
-	Count int64
+	Bare bool
 }
 
 // MigrationSpec: the example consumer is migrated live under a steady
@@ -36,47 +31,37 @@ func MigrationSpec(in MigrationInput) features.Feature {
 	if in.Bare {
 		kind = "bare pod"
 	}
-	return features.New("live migration of a "+kind+" under load").
-		Assess("completes with zero loss and the owner consistent", func(ctx context.Context, t *testing.T, _ *envconf.Config) context.Context {
-			c := in.Cluster
-			if len(c.Brokers) == 0 {
-				t.Skip("no Kafka broker for this cluster (set E2E_BROKERS)")
-			}
-			ns := c.Namespace(t, "migrate")
-			e := deploy.Example{Name: "orders", Brokers: c.Brokers, Topic: ns + "-orders", Rate: in.Rate, Count: in.Count,
-				ProcessTime: 2 * time.Millisecond, Bare: in.Bare}
-			d := deployExample(ctx, t, c, ns, e, in.Count/3)
-			m, err := deploy.Migrate(ctx, c.Config, ns, d.Pod.Name, "", t.Logf)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Logf("migration %s:\n%s", m.Status.Phase, deploy.Timings(m))
-			if m.Status.Phase != v1.PhaseCompleted {
-				t.Fatalf("migration %s: %s", m.Status.Phase, m.Status.FailureReason)
-			}
-			if m.Status.TargetNode == m.Status.SourceNode || m.Status.Downtime == nil || len(m.Status.FenceOffsets) == 0 {
-				t.Fatalf("status: source %s target %s downtime %v fence %v", m.Status.SourceNode, m.Status.TargetNode, m.Status.Downtime, m.Status.FenceOffsets)
-			}
-			after := verifyZeroLoss(ctx, t, c, ns, e)
-			if after.Pod.Name != m.Status.TargetPod || after.Pod.Spec.NodeName != m.Status.TargetNode {
-				t.Fatalf("consumer now %s on %s, want the target %s on %s", after.Pod.Name, after.Pod.Spec.NodeName, m.Status.TargetPod, m.Status.TargetNode)
-			}
-			assertOwner(ctx, t, c, ns, d.Pod, after.Pod, in.Bare)
-			assertCheckpointImage(ctx, t, m)
-			return ctx
-		}).Feature()
+	return feature("live migration of a "+kind+" under load", "completes with zero loss and the owner consistent", func(ctx context.Context, t *testing.T) {
+		s := in.open(t, "migrate", func(e *deploy.Example) { e.Bare = in.Bare })
+		d := s.deploy(ctx, in.Load.Count/3)
+		m := s.migrateWithProgress(ctx, d.Pod.Name)
+		if m.Status.TargetNode == m.Status.SourceNode || m.Status.Downtime == nil || len(m.Status.FenceOffsets) == 0 {
+			t.Fatalf("status: source %s target %s downtime %v fence %v", m.Status.SourceNode, m.Status.TargetNode, m.Status.Downtime, m.Status.FenceOffsets)
+		}
+		after := s.verifyZeroLoss(ctx)
+		if after.Pod.Name != m.Status.TargetPod || after.Pod.Spec.NodeName != m.Status.TargetNode {
+			t.Fatalf("consumer now %s on %s, want the target %s on %s", after.Pod.Name, after.Pod.Spec.NodeName, m.Status.TargetPod, m.Status.TargetNode)
+		}
+		assertOwner(ctx, t, s.Cluster, s.NS, d.Pod, after.Pod, in.Bare)
+		assertCheckpointImage(ctx, t, m)
+	})
 }
 
-// waitPodGone waits until pod name in ns is deleted (not found).
-func waitPodGone(t *testing.T, c *Cluster, ns, name, what string) {
-	t.Helper()
-	c.Eventually(t, what, func(ctx context.Context) error {
-		_, err := c.Client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
-		if apierrors.IsNotFound(err) {
-			return nil
-		}
-		return errStill(name)
-	})
+// migrateWithProgress migrates pod as the demo does (deploy.Migrate, its
+// progress logged), and fails the spec unless the migration Completed.
+func (s *Spec) migrateWithProgress(ctx context.Context, pod string) *v1.StatefulMigration {
+	s.t.Helper()
+	m, err := deploy.Migrate(ctx, s.Config, s.NS, pod, "", s.t.Logf)
+	if err != nil {
+		s.t.Log(s.Describe(s.NS))
+		s.t.Fatal(err)
+	}
+	s.t.Logf("migration %s:\n%s", m.Status.Phase, deploy.Timings(m))
+	if m.Status.Phase != v1.PhaseCompleted {
+		s.t.Log(s.Describe(s.NS))
+		s.t.Fatalf("migration %s: %s", m.Status.Phase, m.Status.FailureReason)
+	}
+	return m
 }
 
 // assertOwner: the source is gone; a bare target has no owner; a
@@ -109,10 +94,6 @@ func assertOwner(ctx context.Context, t *testing.T, c *Cluster, ns string, sourc
 		t.Fatalf("%d consumer pods, want exactly 1 (the ReplicaSet's count)", live)
 	}
 }
-
-type errStill string
-
-func (e errStill) Error() string { return string(e) + " still exists" }
 
 func assertCheckpointImage(ctx context.Context, t *testing.T, m *v1.StatefulMigration) {
 	t.Helper()

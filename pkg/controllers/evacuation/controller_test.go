@@ -12,15 +12,14 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrl "sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"github.com/ms2m/ms2m/internal/testenv"
 	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
 	ctl "github.com/ms2m/ms2m/pkg/controllers/evacuation"
 	"github.com/ms2m/ms2m/pkg/evacuation"
-	"github.com/ms2m/ms2m/pkg/testenv"
 )
 
 // The evacuation controller runs in a manager against a real API server;
@@ -33,7 +32,7 @@ func TestMain(m *testing.M) {
 }
 
 func startController(e *testenv.Env) (func(), error) {
-	mgr, err := ctrl.New(e.Config, ctrl.Options{Scheme: scheme.Scheme, Metrics: metricsserver.Options{BindAddress: "0"}})
+	mgr, err := ctrl.New(e.Config, ctrl.Options{Scheme: e.Scheme, Metrics: metricsserver.Options{BindAddress: "0"}})
 	if err != nil {
 		return nil, err
 	}

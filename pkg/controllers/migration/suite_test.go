@@ -20,9 +20,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	kwait "k8s.io/apimachinery/pkg/util/wait"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/record"
 	clocktesting "k8s.io/utils/clock/testing"
@@ -35,7 +33,7 @@ import (
 
 	"github.com/ms2m/ms2m/internal/migrationtest"
 	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
-	"github.com/ms2m/ms2m/pkg/testenv"
+	"github.com/ms2m/ms2m/internal/testenv"
 	"github.com/ms2m/ms2m/scheduler"
 )
 
@@ -56,13 +54,7 @@ func TestMain(m *testing.M) {
 
 func startSuite(e *testenv.Env) (func(), error) {
 	log.SetLogger(zap.New(zap.WriteTo(discard{})))
-	s := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(s); err != nil {
-		return nil, err
-	}
-	if err := v1.AddToScheme(s); err != nil {
-		return nil, err
-	}
+	s := e.Scheme
 	// The suite drives reconciles back to back: no client-side throttling.
 	cfg := rest.CopyConfig(e.Config)
 	cfg.QPS, cfg.Burst = 1000, 2000

@@ -17,7 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/ms2m/ms2m/pkg/testenv"
+	"github.com/ms2m/ms2m/internal/testenv"
 )
 
 // backend serves its name over HTTP on a loopback port.

@@ -12,5 +12,5 @@ import (
 // the chart's RBAC, do the whole job.
 func TestHelmInstall(t *testing.T) {
 	c := HelmSandbox(context.Background(), t, cluster)
-	env.NewWithConfig(c.EnvConfig()).Test(t, ChartComponentsSpec(c), MigrationSpec(MigrationInput{Cluster: c, Rate: 40, Count: 300}))
+	env.NewWithConfig(c.EnvConfig()).Test(t, ChartComponentsSpec(c), MigrationSpec(MigrationInput{SpecInput: SpecInput{Cluster: c, Load: Load{Rate: 40, Count: 300}}}))
 }

@@ -1,7 +1,9 @@
 // Package testenv starts a real kube-apiserver and etcd (from the cache that
 // hack/build-control-plane.sh fills) with the ms2m CRDs installed, for the
 // integration tests of every package. There is no fake API server here: what
-// the tests see is what a cluster does.
+// the tests see is what a cluster does. It is internal because only the
+// module's tests use it, and it leaves client-go's global scheme alone: a
+// test that needs StatefulMigrations uses Env.Scheme.
 package testenv
 
 import (
@@ -14,25 +16,20 @@ import (
 	"runtime"
 	"testing"
 
-	"k8s.io/client-go/kubernetes/scheme"
+	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
-	migrationv1alpha1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
+	"github.com/ms2m/ms2m/pkg/migrationclient"
 )
-
-func init() {
-	// Registering into client-go's scheme once lets every test client speak
-	// both core types and StatefulMigrations.
-	if err := migrationv1alpha1.AddToScheme(scheme.Scheme); err != nil {
-		panic(err)
-	}
-}
 
 // Env is a running control plane.
 type Env struct {
 	Config *rest.Config
+	// Scheme knows the core types and StatefulMigrations; Client uses it,
+	// and so must the managers and caches a test starts on Config.
+	Scheme *k8sruntime.Scheme
 	Client client.Client
 	env    *envtest.Environment
 }
@@ -168,12 +165,13 @@ func start(assets string, opts Options) (*Env, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err := client.New(cfg, client.Options{Scheme: scheme.Scheme})
+	s := migrationclient.NewScheme()
+	c, err := client.New(cfg, client.Options{Scheme: s})
 	if err != nil {
 		_ = env.Stop()
 		return nil, err
 	}
-	return &Env{Config: cfg, Client: c, env: env}, nil
+	return &Env{Config: cfg, Scheme: s, Client: c, env: env}, nil
 }
 
 // Stop stops the control plane.

@@ -1,7 +1,11 @@
-// Package deploy builds the Kubernetes objects of the example workload: the
-// stateful consumer opted in to ms2m (the webhook injects its replay
-// sidecar) and a producer Job. The demo and the e2e specs deploy these, so
-// what a newcomer sees is what the tests check.
+// Package deploy builds the Kubernetes objects of the example workload (the
+// stateful consumer opted in to ms2m, whose replay sidecar the webhook
+// injects, and a producer Job) and runs the deploy → produce → migrate →
+// verify flow on them. It exists so that `ms2m-sandbox demo`, the e2e specs
+// and the benchmarks deploy the very same objects: what a newcomer sees in
+// the demo is what the tests check and the benchmarks measure. It is
+// internal because it serves this module's tools, not users' programs; the
+// example's own code is under examples/.
 package deploy
 
 import (

@@ -12,12 +12,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"sigs.k8s.io/e2e-framework/pkg/envconf"
 	"sigs.k8s.io/e2e-framework/pkg/features"
 	"sigs.k8s.io/yaml"
 
+	ms2menv "github.com/ms2m/ms2m/internal/testenv"
 	"github.com/ms2m/ms2m/pkg/sandbox"
-	ms2menv "github.com/ms2m/ms2m/pkg/testenv"
 )
 
 // helmRelease is the release the Helm specs install, into helmNamespace.
@@ -44,9 +43,7 @@ const (
 // simulated kube-proxy). The sandbox stops when the test ends.
 func HelmSandbox(ctx context.Context, t *testing.T, from *Cluster) *Cluster {
 	t.Helper()
-	if from.Sandbox == nil {
-		t.Skip("installs into a sandbox of its own; on a real cluster follow docs/install.md")
-	}
+	from.sandboxOnly(t, "installs into a sandbox of its own (on a real cluster follow docs/install.md)")
 	dir, err := os.MkdirTemp("", "ms2m-helm-")
 	if err != nil {
 		t.Fatal(err)
@@ -58,8 +55,8 @@ func HelmSandbox(ctx context.Context, t *testing.T, from *Cluster) *Cluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &Cluster{Sandbox: sb, Kubeconfig: sb.Kubeconfig, Config: sb.Config, Client: sb.Client, Registry: sb.Registry,
-		KubeletCA: sb.KubeletCA, Brokers: []string{sb.Broker}, BinDir: from.BinDir}
+	cl := sandboxCluster(sb, from.BinDir)
+	c := &cl
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("helm sandbox: state and logs kept in %s\n%s", dir, c.Describe(helmNamespace))
@@ -142,32 +139,30 @@ func firstLines(s string, n int) string {
 // ChartComponentsSpec: the chart's manager replicas and one agent per node
 // run Ready as pods under the chart's ServiceAccounts.
 func ChartComponentsSpec(c *Cluster) features.Feature {
-	return features.New("ms2m installed with helm").
-		Assess("manager and agents run under the chart's service accounts", func(ctx context.Context, t *testing.T, _ *envconf.Config) context.Context {
-			nodes, err := c.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	return feature("ms2m installed with helm", "manager and agents run under the chart's service accounts", func(ctx context.Context, t *testing.T) {
+		nodes, err := c.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for component, want := range map[string]int{"manager": 2, "agent": len(nodes.Items)} {
+			pods, err := chartPods(ctx, c.Client, component)
 			if err != nil {
 				t.Fatal(err)
 			}
-			for component, want := range map[string]int{"manager": 2, "agent": len(nodes.Items)} {
-				pods, err := chartPods(ctx, c.Client, component)
-				if err != nil {
-					t.Fatal(err)
+			ready, on := 0, map[string]bool{}
+			for i := range pods {
+				p := &pods[i]
+				if sa := helmRelease + "-" + component; p.Spec.ServiceAccountName != sa {
+					t.Errorf("%s pod %s runs as service account %q, want the chart's %q", component, p.Name, p.Spec.ServiceAccountName, sa)
 				}
-				ready, on := 0, map[string]bool{}
-				for i := range pods {
-					p := &pods[i]
-					if sa := helmRelease + "-" + component; p.Spec.ServiceAccountName != sa {
-						t.Errorf("%s pod %s runs as service account %q, want the chart's %q", component, p.Name, p.Spec.ServiceAccountName, sa)
-					}
-					if IsReady(p) {
-						ready++
-						on[p.Spec.NodeName] = true
-					}
-				}
-				if ready != want || (component == "agent" && len(on) != want) {
-					t.Errorf("%d %s pods Ready on %d nodes, want %d", ready, component, len(on), want)
+				if IsReady(p) {
+					ready++
+					on[p.Spec.NodeName] = true
 				}
 			}
-			return ctx
-		}).Feature()
+			if ready != want || (component == "agent" && len(on) != want) {
+				t.Errorf("%d %s pods Ready on %d nodes, want %d", ready, component, len(on), want)
+			}
+		}
+	})
 }

@@ -6,26 +6,15 @@ import (
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/e2e-framework/pkg/envconf"
 	"sigs.k8s.io/e2e-framework/pkg/features"
-
-	"github.com/ms2m/ms2m/examples/statefulapp"
 )
 
 // WorkloadsInput configures WorkloadsRunSpec.
 type WorkloadsInput struct {
 	Cluster  *Cluster
 	Replicas int32
-}
-
-func podTemplate(app string) corev1.PodTemplateSpec {
-	return corev1.PodTemplateSpec{
-		ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": app}},
-		Spec:       corev1.PodSpec{Containers: []corev1.Container{ConsumerContainer()}, TerminationGracePeriodSeconds: ptr.To(int64(5))},
-	}
 }
 
 // WorkloadsRunSpec: a Deployment and a StatefulSet of the example consumer
@@ -69,27 +58,4 @@ func WorkloadsRunSpec(in WorkloadsInput) features.Feature {
 			}
 			return ctx
 		}).Feature()
-}
-
-// assertServing waits for n Ready pods and checks that each answers on its
-// own pod IP, on a node of the cluster.
-func assertServing(ctx context.Context, t *testing.T, c *Cluster, ns, selector string, n int) []corev1.Pod {
-	t.Helper()
-	var pods []corev1.Pod
-	c.Eventually(t, selector+" Ready", func(ctx context.Context) error {
-		var err error
-		pods, err = c.PodsReady(ctx, ns, selector, n)
-		return err
-	})
-	ips := map[string]bool{}
-	for _, p := range pods {
-		if p.Spec.NodeName == "" || ips[p.Status.PodIP] {
-			t.Fatalf("pod %s: node %q, IP %q (must be bound and unique)", p.Name, p.Spec.NodeName, p.Status.PodIP)
-		}
-		ips[p.Status.PodIP] = true
-		if _, err := statefulapp.FetchSummary(ctx, ConsumerURL(&p)); err != nil {
-			t.Fatalf("pod %s does not serve on its IP: %v", p.Name, err)
-		}
-	}
-	return pods
 }
