@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"maps"
+	"net"
 	"sync"
 
 	"github.com/ms2m/ms2m/pkg/migratable"
@@ -132,4 +133,25 @@ type Offsets struct{}
 // Complete implements the controller's Offsets.
 func (Offsets) Complete(_ context.Context, _ migratable.Binding, next map[int]int64) (map[int]int64, error) {
 	return next, nil
+}
+
+// Broker is a FAKE Kafka broker address for the controller's reachability
+// check (it only dials the brokers; the offsets come from the fake
+// sidecar): a listener that accepts connections and closes them. Close the
+// listener to stop it.
+func Broker() (net.Listener, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			_ = c.Close()
+		}
+	}()
+	return l, nil
 }

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-
 	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
 	"github.com/ms2m/ms2m/pkg/migratable"
 )
@@ -20,12 +18,9 @@ func checkpointing(ctx context.Context, w *work) (outcome, error) {
 	if o, late := w.timedOut(); late {
 		return o, nil
 	}
-	src, err := w.sourcePod(ctx)
-	if apierrors.IsNotFound(err) {
-		return fail(v1.ReasonSourcePodNotFound, "source pod %s disappeared", m.Spec.SourcePod)
-	}
-	if err != nil {
-		return outcome{}, err
+	src, o, err := w.sourceStill(ctx, "during the checkpoint")
+	if src == nil {
+		return o, err
 	}
 	addr := w.sidecarAddr(src)
 	if len(m.Status.CheckpointOffsets) == 0 {

@@ -7,6 +7,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -55,6 +56,37 @@ func (w *work) sourcePod(ctx context.Context) (*corev1.Pod, error) {
 	}
 	w.source = p
 	return p, nil
+}
+
+// sourceStill is the source pod; a source that disappeared (when: during
+// what) fails the migration, returned as the outcome with a nil pod.
+func (w *work) sourceStill(ctx context.Context, when string) (*corev1.Pod, outcome, error) {
+	src, err := w.sourcePod(ctx)
+	if apierrors.IsNotFound(err) {
+		o, _ := fail(v1.ReasonSourcePodNotFound, "source pod %s disappeared %s", w.m.Spec.SourcePod, when)
+		return nil, o, nil
+	}
+	if err != nil {
+		return nil, outcome{}, err
+	}
+	return src, outcome{}, nil
+}
+
+// fence stops the source's live processing and records where: the fence
+// offsets F. Idempotent: the sidecar answers a repeat with the same F. It
+// reports false, with the phase's outcome, when the sidecar did not fence.
+func (w *work) fence(ctx context.Context, src *corev1.Pod) (outcome, bool, error) {
+	pos, err := w.r.Sidecars.Fence(ctx, w.sidecarAddr(src))
+	if err != nil {
+		o, err := sidecarFailed(ctx, err, v1.ReasonHandoverFailed, "fencing the source")
+		return o, false, err
+	}
+	topic, err := w.topic(ctx)
+	if err != nil {
+		return outcome{}, false, err
+	}
+	w.m.Status.FenceOffsets = toOffsets(topic, pos.Next)
+	return outcome{}, true, nil
 }
 
 // targetPod is the pod the migration restores into.

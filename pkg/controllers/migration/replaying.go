@@ -69,12 +69,9 @@ func replaying(ctx context.Context, w *work) (outcome, error) {
 	if trouble := containerTrouble(target); trouble != "" {
 		return fail(v1.ReasonRestoreFailed, "%s", trouble)
 	}
-	src, err := w.sourcePod(ctx)
-	if apierrors.IsNotFound(err) {
-		return fail(v1.ReasonSourcePodNotFound, "source pod %s disappeared during the replay", m.Spec.SourcePod)
-	}
-	if err != nil {
-		return outcome{}, err
+	src, o, err := w.sourceStill(ctx, "during the replay")
+	if src == nil {
+		return o, err
 	}
 	tpos, err := w.r.Sidecars.Position(ctx, w.sidecarAddr(target))
 	if err != nil {
@@ -123,17 +120,11 @@ func replaying(ctx context.Context, w *work) (outcome, error) {
 		return after(w.r.Opts.DisruptionRetry)
 	}
 	setCondition(&m.Status, m.Generation, v1.ConditionReplayCaughtUp, true, c.Reason, c.Message)
-	pos, err := w.r.Sidecars.Fence(ctx, w.sidecarAddr(src))
-	if err != nil {
-		return sidecarFailed(ctx, err, v1.ReasonHandoverFailed, "fencing the source")
+	if o, fenced, err := w.fence(ctx, src); !fenced {
+		return o, err
 	}
-	topic, err := w.topic(ctx)
-	if err != nil {
-		return outcome{}, err
-	}
-	m.Status.FenceOffsets = toOffsets(topic, pos.Next)
 	w.r.samples.forget(m.UID)
-	return w.next(fmt.Sprintf("source fenced at %v; the target replays to exactly there and goes live", pos.Next)), nil
+	return w.next(fmt.Sprintf("source fenced at %v; the target replays to exactly there and goes live", fromOffsets(m.Status.FenceOffsets))), nil
 }
 
 // replayingToFence is Replaying for Sequential: the source was fenced

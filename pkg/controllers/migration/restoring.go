@@ -29,12 +29,9 @@ func restoring(ctx context.Context, w *work) (outcome, error) {
 		return o, nil
 	}
 	if apierrors.IsNotFound(err) {
-		src, err := w.sourcePod(ctx)
-		if apierrors.IsNotFound(err) {
-			return fail(v1.ReasonSourcePodNotFound, "source pod %s disappeared before the restore", m.Spec.SourcePod)
-		}
-		if err != nil {
-			return outcome{}, err
+		src, o, err := w.sourceStill(ctx, "before the restore")
+		if src == nil {
+			return o, err
 		}
 		keys, err := w.selectorKeys(ctx, src)
 		if err != nil {

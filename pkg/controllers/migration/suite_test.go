@@ -10,7 +10,6 @@ package migration
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -75,20 +74,11 @@ func startSuite(e *testenv.Env) (func(), error) {
 	}
 	// The reconciler only dials the brokers (the offsets come from the
 	// fake sidecar): a listener that accepts and closes is enough.
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	l, err := migrationtest.Broker()
 	if err != nil {
 		cancel()
 		return nil, err
 	}
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			_ = c.Close()
-		}
-	}()
 	broker = l.Addr().String()
 	go func() { _ = mgr.Start(ctx) }()
 	// Informers for what the reconciler reads, started before any test.

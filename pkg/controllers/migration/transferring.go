@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-
 	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
 )
 
@@ -27,24 +25,15 @@ func transferringThenFence(ctx context.Context, w *work) (outcome, error) {
 		return o, err
 	}
 	m := w.m
-	src, err := w.sourcePod(ctx)
-	if apierrors.IsNotFound(err) {
-		return fail(v1.ReasonSourcePodNotFound, "source pod %s disappeared before the fence", m.Spec.SourcePod)
+	src, o, err := w.sourceStill(ctx, "before the fence")
+	if src == nil {
+		return o, err
 	}
-	if err != nil {
-		return outcome{}, err
+	if o, fenced, err := w.fence(ctx, src); !fenced {
+		return o, err
 	}
-	pos, err := w.r.Sidecars.Fence(ctx, w.sidecarAddr(src))
-	if err != nil {
-		return sidecarFailed(ctx, err, v1.ReasonHandoverFailed, "fencing the source")
-	}
-	topic, err := w.topic(ctx)
-	if err != nil {
-		return outcome{}, err
-	}
-	m.Status.FenceOffsets = toOffsets(topic, pos.Next)
 	return w.next(fmt.Sprintf("source fenced at %v; releasing %s so its StatefulSet recreates it on %s from %s",
-		pos.Next, src.Name, m.Status.TargetNode, m.Status.CheckpointImage)), nil
+		fromOffsets(m.Status.FenceOffsets), src.Name, m.Status.TargetNode, m.Status.CheckpointImage)), nil
 }
 
 // imagePushed records the agent's pushed image; until then (or on the

@@ -13,7 +13,6 @@ package controller
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"sync"
 	"testing"
@@ -113,19 +112,10 @@ func newWorld() (*world, error) {
 	ctx := context.Background()
 	// The controller checks that the brokers answer a TCP dial; nothing
 	// else talks Kafka here (the offsets come from the fake sidecar).
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	l, err := migrationtest.Broker()
 	if err != nil {
 		return nil, err
 	}
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			_ = c.Close()
-		}
-	}()
 	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
 		Scheme: env.Scheme, Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
 	})
