@@ -426,3 +426,56 @@ func TestStrategyTables(t *testing.T) {
 		t.Error("target name changed")
 	}
 }
+
+// ownedByStatefulSet makes the source a StatefulSet's pod, which the FAKE
+// StatefulSet controller recreates under the same name.
+func ownedByStatefulSet(w *world, _ *Options) {
+	p := migrationtest.SourcePod(w.ns, w.source, "", "")
+	p.OwnerReferences = []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "StatefulSet", Name: "orders",
+		UID: "0b0e4b5c-0000-4000-8000-000000000001", Controller: ptr.To(true), BlockOwnerDeletion: ptr.To(true)}}
+	p.Annotations[v1.AnnotationKafkaBrokers] = broker
+	w.statefulSet = p
+}
+
+// A StatefulSet's pod goes through the Sequential table: fenced and
+// released after the push, recreated by its StatefulSet under the same
+// name and restored from the checkpoint on the target node (the webhook's
+// migratable.RestoreStatefulSetPod), handed over at the fence, and left an
+// ordinary pod of its StatefulSet.
+func TestSequentialMigratesAStatefulSetPod(t *testing.T) {
+	w := newWorld(t, ownedByStatefulSet)
+	before := w.pod(w.source)
+	m := w.until(w.migrate("sts"), "Completed", inPhase(v1.PhaseCompleted))
+
+	want := []v1.Phase{v1.PhasePending, v1.PhaseCheckpointing, v1.PhaseTransferring, v1.PhaseRestoring, v1.PhaseReplaying, v1.PhaseFinalizing, v1.PhaseCompleted}
+	if got := phasesOf(m); !slices.Equal(got, want) || m.Status.Strategy != v1.StrategySequential {
+		t.Fatalf("strategy %s, phases %v; want Sequential through %v", m.Status.Strategy, got, want)
+	}
+	p := w.pod(w.source)
+	if p == nil || p.UID == before.UID || p.Spec.NodeName != w.targetNode || m.Status.TargetPod != w.source {
+		t.Fatalf("restored pod %+v: want a new %s on %s", p, w.source, w.targetNode)
+	}
+	if p.Spec.Containers[0].Image != migrationtest.FakeImage || p.Labels[v1.LabelMigration] != "" {
+		t.Fatalf("restored pod: image %s, migration label %q; want the checkpoint image and no label", p.Spec.Containers[0].Image, p.Labels[v1.LabelMigration])
+	}
+	if calls := w.sidecars.Calls(); slices.Index(calls, "Fence") > slices.Index(calls, "Handover") || slices.Contains(calls, "Position") && slices.Index(calls, "Position") < slices.Index(calls, "Fence") {
+		t.Fatalf("sidecar calls %v: want the fence before the restore and the handover", calls)
+	}
+	if m.Status.Downtime == nil || len(m.Status.FenceOffsets) != 2 {
+		t.Fatalf("downtime %v, fence %v", m.Status.Downtime, m.Status.FenceOffsets)
+	}
+}
+
+// A StatefulSet that recreates the released pod without the checkpoint
+// (the webhook was down) fails the migration saying so: the pod starts
+// with empty state, and no rollback can bring the released source back.
+func TestSequentialWithoutTheRestoreFails(t *testing.T) {
+	w := newWorld(t, ownedByStatefulSet, func(w *world, _ *Options) { w.webhookDown = true })
+	got := w.until(w.migrate("sts"), "Failed", inPhase(v1.PhaseFailed))
+	if c := condition(got, v1.ConditionReady); c == nil || c.Reason != v1.ReasonRestoreFailed || !strings.Contains(got.Status.FailureReason, "without the checkpoint") {
+		t.Fatalf("Ready %+v, failure %q", c, got.Status.FailureReason)
+	}
+	if c := condition(got, v1.ConditionRolledBack); c == nil || !strings.Contains(c.Message, "the source was already released") {
+		t.Fatalf("RolledBack %+v: want it to say the source was already released", c)
+	}
+}

@@ -33,6 +33,7 @@ import (
 	"github.com/ms2m/ms2m/internal/migrationtest"
 	"github.com/ms2m/ms2m/internal/testenv"
 	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
+	"github.com/ms2m/ms2m/pkg/migratable"
 	"github.com/ms2m/ms2m/scheduler"
 )
 
@@ -115,6 +116,12 @@ type world struct {
 	noCheckpoint, noImage, kubeletStopped bool
 	// imageError is the agent's push failure to report, if any.
 	imageError string
+	// statefulSet, when set, is the source's pod as its StatefulSet
+	// creates it: the FAKE StatefulSet controller recreates it, through
+	// the pod mutation webhook's restore, once the source is gone.
+	statefulSet *corev1.Pod
+	// webhookDown: the StatefulSet's pod is recreated without the restore.
+	webhookDown bool
 }
 
 type option func(*world, *Options)
@@ -155,14 +162,17 @@ func newWorld(t *testing.T, opts ...option) *world {
 			_ = api.Delete(ctx, m)
 		}
 	})
-	src := migrationtest.SourcePod(w.ns, w.source, w.sourceNode, broker)
-	must(t, api.Create(ctx, src))
-	must(t, migrationtest.ReportRunning(ctx, api, src))
 	o := DefaultOptions()
 	o.DefaultRepository = "registry.invalid/checkpoints"
 	for _, opt := range opts {
 		opt(w, &o)
 	}
+	src := migrationtest.SourcePod(w.ns, w.source, w.sourceNode, broker)
+	if w.statefulSet != nil {
+		src.OwnerReferences = w.statefulSet.OwnerReferences
+	}
+	must(t, api.Create(ctx, src))
+	must(t, migrationtest.ReportRunning(ctx, api, src))
 	w.r = w.reconciler(o, nodes)
 	return w
 }
@@ -306,6 +316,7 @@ func (w *world) fakeKubelet(ctx context.Context) {
 	if w.kubeletStopped {
 		return
 	}
+	w.fakeStatefulSet(ctx)
 	var pods corev1.PodList
 	if err := api.List(ctx, &pods, client.InNamespace(w.ns)); err != nil {
 		return
@@ -323,6 +334,26 @@ func (w *world) fakeKubelet(ctx context.Context) {
 			_ = migrationtest.ReportRunning(ctx, api, p)
 		}
 	}
+}
+
+// fakeStatefulSet is the FAKE StatefulSet controller and pod mutation
+// webhook: it recreates the StatefulSet's pod when it is gone, turned into
+// the restored pod by migratable.RestoreStatefulSetPodFrom when a
+// Sequential migration waits for it, as the webhook does.
+func (w *world) fakeStatefulSet(ctx context.Context) {
+	if w.statefulSet == nil {
+		return
+	}
+	if err := api.Get(ctx, client.ObjectKeyFromObject(w.statefulSet), &corev1.Pod{}); !apierrors.IsNotFound(err) {
+		return
+	}
+	p := w.statefulSet.DeepCopy()
+	if !w.webhookDown {
+		if _, err := migratable.RestoreStatefulSetPodFrom(ctx, api, w.ns, p); err != nil {
+			return
+		}
+	}
+	_ = api.Create(ctx, p)
 }
 
 // pod returns the namespace's pod name (nil: gone or being deleted).
