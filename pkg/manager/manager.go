@@ -226,10 +226,7 @@ func setup(mgr ctrl.Manager, opts Options) error {
 			return err
 		}
 	}
-	ctl := migration.DefaultOptions()
-	ctl.MaxParallel, ctl.MaxOutboundPerNode = opts.MaxParallelMigrations, opts.MaxOutboundPerNode
-	ctl.DefaultRepository, ctl.SidecarControlPort = opts.CheckpointImageRepository, opts.Sidecar.ControlPort
-	ctl.DefaultReplayCutoff = opts.DefaultReplayCutoff
+	ctl := controllerOptions(opts)
 	migrations := &migration.Reconciler{
 		Client: mgr.GetClient(), Scheme: mgr.GetScheme(), Recorder: mgr.GetEventRecorderFor("ms2m-controller"),
 		Sidecars: &replay.Client{Token: clientconfig.TokenSource(mgr.GetConfig())}, Offsets: migration.KafkaOffsets{},
@@ -245,6 +242,16 @@ func setup(mgr ctrl.Manager, opts Options) error {
 		}
 	}
 	return nil
+}
+
+// controllerOptions are the migration controller's options from the
+// manager's flags.
+func controllerOptions(opts Options) migration.Options {
+	ctl := migration.DefaultOptions()
+	ctl.MaxParallel, ctl.MaxOutboundPerNode = opts.MaxParallelMigrations, opts.MaxOutboundPerNode
+	ctl.DefaultRepository, ctl.SidecarControlPort = opts.CheckpointImageRepository, opts.Sidecar.ControlPort
+	ctl.DefaultReplayCutoff = opts.DefaultReplayCutoff
+	return ctl
 }
 
 // controllerMetrics registers the controller's metrics once per process

@@ -3,6 +3,7 @@ package manager
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"net/http"
 	"path/filepath"
@@ -58,6 +59,22 @@ func TestValidateNamesTheFlag(t *testing.T) {
 // real API server: it must take its leader lease, answer the probes a
 // Deployment's kubelet will call, admit pods through its webhook and answer
 // the scheduler extender's filter from its informers.
+// Every controller flag reaches the migration controller (the replay
+// cutoff once did not).
+func TestFlagsReachTheController(t *testing.T) {
+	fs := flag.NewFlagSet("ms2m-manager", flag.ContinueOnError)
+	o := DefaultOptions()
+	o.BindFlags(fs)
+	if err := fs.Parse([]string{"--default-replay-cutoff=45s", "--max-parallel-migrations=7", "--max-outbound-migrations-per-node=3",
+		"--checkpoint-image-repository=registry.example.com/ckpt"}); err != nil {
+		t.Fatal(err)
+	}
+	got := controllerOptions(o)
+	if got.DefaultReplayCutoff != 45*time.Second || got.MaxParallel != 7 || got.MaxOutboundPerNode != 3 || got.DefaultRepository != "registry.example.com/ckpt" {
+		t.Fatalf("controller options %+v", got)
+	}
+}
+
 func TestManagerServesProbesWebhooksAndTakesTheLease(t *testing.T) {
 	env := testenv.Start(t, testenv.Options{WebhookInstallOptions: envtest.WebhookInstallOptions{
 		Paths: []string{filepath.Join(testenv.RepoRoot(), "config", "webhook")},
