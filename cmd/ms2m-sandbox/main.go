@@ -49,6 +49,7 @@ Flags:
 `
 
 func main() {
+	sandbox.RunManagerChild()
 	if len(os.Args) < 2 || strings.HasPrefix(os.Args[1], "-") {
 		fmt.Fprint(os.Stderr, usage)
 		newFlags("up").PrintDefaults()

@@ -95,20 +95,8 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.WebhookHost, "webhook-host", o.WebhookHost, "Address the admission webhooks listen on, e.g. the pod IP (default: every address).")
 	fs.StringVar(&o.WebhookCertDir, "webhook-cert-dir", o.WebhookCertDir, "Directory with tls.crt and tls.key for the webhooks (default: the system temp dir's k8s-webhook-server/serving-certs).")
 	fs.StringVar(&o.Sidecar.Image, "sidecar-image", o.Sidecar.Image, "Image of the injected replay sidecar (runs /ms2m/ms2m-replay).")
-	fs.Func("sidecar-allowed-users", "Comma-separated users the injected sidecars accept control calls from: the manager's own identity, "+
-		"system:serviceaccount:NAMESPACE:SERVICEACCOUNT (default: the sidecar's, system:serviceaccount:ms2m-system:ms2m-manager).",
-		func(v string) error {
-			o.Sidecar.AllowedUsers = nil
-			for _, u := range strings.Split(v, ",") {
-				if u = strings.TrimSpace(u); u != "" {
-					o.Sidecar.AllowedUsers = append(o.Sidecar.AllowedUsers, u)
-				}
-			}
-			if len(o.Sidecar.AllowedUsers) == 0 {
-				return errors.New("names no user")
-			}
-			return nil
-		})
+	fs.Var((*userList)(&o.Sidecar.AllowedUsers), "sidecar-allowed-users", "Comma-separated users the injected sidecars accept control calls from: the manager's own identity, "+
+		"system:serviceaccount:NAMESPACE:SERVICEACCOUNT (default: the sidecar's, system:serviceaccount:ms2m-system:ms2m-manager).")
 	fs.StringVar(&o.EvictionFallback, "eviction-fallback", o.EvictionFallback,
 		"Eviction of a migratable pod whose live migration failed: deny (keep it serving and refuse; delete the failed StatefulMigration to retry) or allow (evict it as an ordinary pod).")
 	fs.BoolVar(&o.Evacuate, "evacuate-draining-nodes", o.Evacuate,
@@ -121,6 +109,35 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&x.KeyFile, schedulerExtenderFlag+"-key-file", x.KeyFile, "TLS key of the scheduler extender.")
 	fs.Int64Var(&x.MaxRequestBytes, schedulerExtenderFlag+"-max-request-bytes", x.MaxRequestBytes,
 		"Largest request body the scheduler extender accepts (bigger ones get 413).")
+}
+
+// Args are the command-line flags that give a manager started with them
+// these options: BindFlags read back, so the two never drift apart (the
+// sandbox starts the manager as a process with them).
+func (o Options) Args() []string {
+	fs := flag.NewFlagSet("ms2m-manager", flag.ContinueOnError)
+	o.BindFlags(fs)
+	var args []string
+	fs.VisitAll(func(f *flag.Flag) { args = append(args, "--"+f.Name+"="+f.Value.String()) })
+	return args
+}
+
+// userList is a comma-separated list of user names as a flag value.
+type userList []string
+
+func (l *userList) String() string { return strings.Join(*l, ",") }
+
+func (l *userList) Set(v string) error {
+	*l = nil
+	for _, u := range strings.Split(v, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			*l = append(*l, u)
+		}
+	}
+	if len(*l) == 0 {
+		return errors.New("names no user")
+	}
+	return nil
 }
 
 // Validate reports the first flag that makes no sense, by name.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -55,10 +56,6 @@ func TestValidateNamesTheFlag(t *testing.T) {
 	}
 }
 
-// TestManagerServesProbesWebhooksAndTakesTheLease runs the manager against a
-// real API server: it must take its leader lease, answer the probes a
-// Deployment's kubelet will call, admit pods through its webhook and answer
-// the scheduler extender's filter from its informers.
 // Every controller flag reaches the migration controller (the replay
 // cutoff once did not).
 func TestFlagsReachTheController(t *testing.T) {
@@ -75,6 +72,29 @@ func TestFlagsReachTheController(t *testing.T) {
 	}
 }
 
+// A manager started with Args has every option it was given, the
+// defaults changed included (the sandbox starts one as a process so it
+// can be SIGKILLed).
+func TestArgsGiveTheSameOptions(t *testing.T) {
+	want := DefaultOptions()
+	want.MaxParallelMigrations, want.DefaultReplayCutoff, want.Evacuate = 9, 3*time.Minute, false
+	want.Sidecar.AllowedUsers = []string{"system:serviceaccount:ops:ms2m", "alice"}
+	want.SchedulerExtender.BindAddress, want.WebhookCertDir = "127.0.0.1:9999", "/tmp/certs dir"
+	got := DefaultOptions()
+	fs := flag.NewFlagSet("ms2m-manager", flag.ContinueOnError)
+	got.BindFlags(fs)
+	if err := fs.Parse(want.Args()); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("options from Args:\n%+v\nwant\n%+v", got, want)
+	}
+}
+
+// TestManagerServesProbesWebhooksAndTakesTheLease runs the manager against a
+// real API server: it must take its leader lease, answer the probes a
+// Deployment's kubelet will call, admit pods through its webhook and answer
+// the scheduler extender's filter from its informers.
 func TestManagerServesProbesWebhooksAndTakesTheLease(t *testing.T) {
 	env := testenv.Start(t, testenv.Options{WebhookInstallOptions: envtest.WebhookInstallOptions{
 		Paths: []string{filepath.Join(testenv.RepoRoot(), "config", "webhook")},

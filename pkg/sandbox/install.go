@@ -60,8 +60,11 @@ func (s *Sandbox) install(ctx context.Context) (*rest.Config, error) {
 		return nil, fmt.Errorf("token for the manager: %w", err)
 	}
 	return &rest.Config{Host: s.Config.Host, TLSClientConfig: rest.TLSClientConfig{CAData: s.Config.CAData},
-		BearerToken: tr.Status.Token, QPS: 100, Burst: 200}, nil
+		BearerToken: tr.Status.Token, QPS: managerQPS, Burst: managerBurst}, nil
 }
+
+// The manager's client rate limits, in process or as a child.
+const managerQPS, managerBurst = 100, 200
 
 func create(_ context.Context, fn func() error) error {
 	if err := fn(); err != nil && !apierrors.IsAlreadyExists(err) {

@@ -50,35 +50,79 @@ func (s *Sandbox) startManager(ctx context.Context, opts manager.Options) error 
 	return s.runManager(ctx)
 }
 
-// RestartManager stops the in-process ms2m manager and starts it again,
-// as a crashed or rescheduled manager pod would be: what the migrations
-// in flight must survive.
-func (s *Sandbox) RestartManager(ctx context.Context) error {
-	return s.ReconfigureManager(ctx, func(*manager.Options) {})
-}
-
-// ReconfigureManager restarts the in-process ms2m manager with its options
-// changed by change (a benchmark raising --max-outbound-migrations-per-node,
-// say); later restarts keep the change.
+// ReconfigureManager restarts the ms2m manager (a graceful stop: in
+// process, its context is cancelled and the reconciles in flight return;
+// KillManager is the crash) with its options changed by change (a benchmark raising --max-outbound-migrations-per-node, say);
+// later restarts keep the change.
 func (s *Sandbox) ReconfigureManager(ctx context.Context, change func(*manager.Options)) error {
-	if s.stopMgr == nil {
-		return fmt.Errorf("sandbox: no ms2m manager runs here")
+	if err := s.stopManager(); err != nil {
+		return err
 	}
-	s.stopMgr()
-	<-s.mgrDone
 	change(&s.mgrOpts)
 	return s.runManager(ctx)
 }
 
+// ManagerAsProcess restarts the ms2m manager as a child process (on) or
+// inside the sandbox's own process (off, the default: faster to start,
+// its logs go to Options.Log). Only a child process can be killed. The
+// program running the sandbox must call RunManagerChild first thing in
+// main (or TestMain): the child is that program started again.
+func (s *Sandbox) ManagerAsProcess(ctx context.Context, on bool) error {
+	if err := s.stopManager(); err != nil {
+		return err
+	}
+	s.mgrProcess = on
+	return s.runManager(ctx)
+}
+
+// KillManager SIGKILLs the manager's process, as a node failure or the
+// OOM killer would: no reconcile finishes, no request completes. It
+// returns once the process is gone; StartManager starts a new one.
+func (s *Sandbox) KillManager() error {
+	if s.mgrKill == nil {
+		return fmt.Errorf("sandbox: the ms2m manager does not run as a process (see ManagerAsProcess)")
+	}
+	if err := s.mgrKill(); err != nil {
+		return fmt.Errorf("sandbox: killing the manager: %w", err)
+	}
+	<-s.mgrDone
+	s.stopMgr, s.mgrKill = nil, nil
+	return nil
+}
+
+// StartManager starts the manager after KillManager, with the options it
+// had, and waits until it is ready.
+func (s *Sandbox) StartManager(ctx context.Context) error {
+	if s.stopMgr != nil {
+		return fmt.Errorf("sandbox: the ms2m manager already runs")
+	}
+	return s.runManager(ctx)
+}
+
+// stopManager stops the manager gracefully and waits until it has; a
+// killed one is stopped already.
+func (s *Sandbox) stopManager() error {
+	if s.mgrCfg == nil {
+		return fmt.Errorf("sandbox: no ms2m manager runs here")
+	}
+	if s.stopMgr == nil {
+		return nil // killed
+	}
+	s.stopMgr()
+	<-s.mgrDone
+	s.stopMgr, s.mgrKill = nil, nil
+	return nil
+}
+
 func (s *Sandbox) runManager(ctx context.Context) error {
-	cfg, opts := s.mgrCfg, s.mgrOpts
+	opts := s.mgrOpts
 	var err error
 	if opts.CheckpointImageRepository == "" {
 		opts.CheckpointImageRepository = s.Registry + "/checkpoints"
 	}
 	wio := s.cp.env.WebhookInstallOptions
 	opts.WebhookPort, opts.WebhookCertDir = wio.LocalServingPort, wio.LocalServingCertDir
-	opts.LeaderElection, opts.Restartable = false, true
+	opts.LeaderElection, opts.Restartable = false, !s.mgrProcess
 	opts.MetricsAddr = "0"
 	var probe int
 	probe, err = freePort()
@@ -86,10 +130,17 @@ func (s *Sandbox) runManager(ctx context.Context) error {
 		return err
 	}
 	opts.ProbeAddr = fmt.Sprintf("127.0.0.1:%d", probe)
-	ctrllog.SetLogger(s.opts.Log.WithName("manager"))
-	mctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	s.stopMgr, s.mgrDone = cancel, make(chan error, 1)
-	go func() { s.mgrDone <- manager.Run(mctx, cfg, opts) }()
+	s.mgrDone = make(chan error, 1)
+	if s.mgrProcess {
+		if err := s.startManagerProcess(opts); err != nil {
+			return err
+		}
+	} else {
+		ctrllog.SetLogger(s.opts.Log.WithName("manager"))
+		mctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		s.stopMgr = cancel
+		go func() { s.mgrDone <- manager.Run(mctx, s.mgrCfg, opts) }()
+	}
 	url := fmt.Sprintf("http://%s/readyz", opts.ProbeAddr)
 	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
 		select {

@@ -89,15 +89,18 @@ type Sandbox struct {
 	KubeletCA []byte
 	Fleet     *kubelet.Fleet
 
-	cp       *controlPlane
-	slot     *os.File
-	stopMgr  context.CancelFunc
-	mgrCfg   *rest.Config
-	mgrOpts  manager.Options
-	mgrDone  chan error
-	kafka    *kfake.Cluster
-	registry *http.Server
-	proxy    *kubeproxy.Proxy
+	cp      *controlPlane
+	slot    *os.File
+	stopMgr context.CancelFunc
+	mgrCfg  *rest.Config
+	mgrOpts manager.Options
+	mgrDone chan error
+	// mgrKill SIGKILLs the manager when it runs as a process (mgrProcess).
+	mgrKill    func() error
+	mgrProcess bool
+	kafka      *kfake.Cluster
+	registry   *http.Server
+	proxy      *kubeproxy.Proxy
 }
 
 // State is what `sandbox status` and other tools read from Dir/sandbox.json.

@@ -10,6 +10,8 @@ import (
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/e2e-framework/pkg/env"
 	"sigs.k8s.io/e2e-framework/pkg/envconf"
+
+	"github.com/ms2m/ms2m/pkg/sandbox"
 )
 
 var (
@@ -18,6 +20,7 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	sandbox.RunManagerChild() // the restart spec's manager is this binary started again
 	// e2e-framework routes controller-runtime's log to klog; the in-process
 	// manager's logs would drown the test output (E2E_SANDBOX_LOG=1 shows
 	// the sandbox's own).
