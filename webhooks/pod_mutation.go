@@ -214,6 +214,7 @@ func sidecarContainer(b migratable.Binding, opts SidecarOptions) corev1.Containe
 		fieldEnv(replay.EnvPodIP, "status.podIP"),
 		fieldEnv("POD_NAME", "metadata.name"),
 		fieldEnv("POD_NAMESPACE", "metadata.namespace"),
+		migratable.ModeEnv(),
 	)
 	return corev1.Container{
 		Name:    v1.SidecarContainerName,

@@ -12,7 +12,8 @@ import (
 )
 
 // Sidecars is a FAKE replay sidecar on every pod. Every call succeeds at
-// once unless Refuse or Unreachable names it; positions are Next, and a
+// once unless Refuse or Unreachable names it; positions are Next (a Fence
+// also answers the group's committed offsets, Next and SetIdle's), and a
 // replaying target reports Lag and Replayed as set, and ModeReplay until a
 // Handover was answered. It records the calls it answered, by name, in
 // order.
@@ -26,6 +27,18 @@ type Sidecars struct {
 	calls    []string
 	// live: a handover was answered, so the target reports ModeLive.
 	live bool
+	// idle: partitions the group has committed offsets for that the
+	// sidecar has not delivered from since it started (not in Next).
+	idle map[int]int64
+}
+
+// SetIdle adds partitions the source's sidecar has not delivered from since
+// it (re)started: they are absent from its Next, and its Fence, the group's
+// committed offsets as the real sidecar answers it, still names them.
+func (s *Sidecars) SetIdle(committed map[int]int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.idle = maps.Clone(committed)
 }
 
 // NewSidecars returns fake sidecars positioned at next.
@@ -54,6 +67,14 @@ func (s *Sidecars) Unreachable(call string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.down[call] = true
+}
+
+// WentLive makes the target live as a Handover would, without anyone
+// hearing it (the answer was lost).
+func (s *Sidecars) WentLive() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.live = true
 }
 
 // Allow undoes Refuse and Unreachable.
@@ -98,7 +119,12 @@ func (s *Sidecars) answer(call string, mode replay.Mode, paused bool) (replay.Po
 	if call == "Position" && !s.live {
 		mode = replay.ModeReplay
 	}
-	return replay.Position{Mode: mode, Next: maps.Clone(s.next), Paused: paused, Replayed: s.replayed, Lag: s.lag}, nil
+	pos := replay.Position{Mode: mode, Next: maps.Clone(s.next), Paused: paused, Replayed: s.replayed, Lag: s.lag}
+	if call == "Fence" {
+		pos.Fence = maps.Clone(s.next)
+		maps.Copy(pos.Fence, s.idle)
+	}
+	return pos, nil
 }
 
 // Position implements the controller's Sidecars.
@@ -119,6 +145,21 @@ func (s *Sidecars) Resume(context.Context, string) (replay.Position, error) {
 // Fence implements the controller's Sidecars.
 func (s *Sidecars) Fence(context.Context, string) (replay.Position, error) {
 	return s.answer("Fence", replay.ModeFenced, false)
+}
+
+// Abort implements the controller's Sidecars: a target handed over says it
+// is live, any other stops for good (later Handovers are refused).
+func (s *Sidecars) Abort(context.Context, string) (replay.Position, error) {
+	s.mu.Lock()
+	live := s.live
+	if !live {
+		s.refuse["Handover"] = "aborted: this target never goes live (FAKE sidecar)"
+	}
+	s.mu.Unlock()
+	if live {
+		return s.answer("Abort", replay.ModeLive, false)
+	}
+	return s.answer("Abort", replay.ModeAborted, false)
 }
 
 // Handover implements the controller's Sidecars.

@@ -96,6 +96,7 @@ func restoreInto(p *corev1.Pod, m *v1.StatefulMigration, app string) {
 	p.Labels[v1.LabelMigration] = m.Name
 	p.Annotations[v1.AnnotationMigrationName] = m.Name
 	p.Annotations[v1.AnnotationSourceNode] = m.Status.SourceNode
+	delete(p.Annotations, v1.AnnotationSidecarMode) // the source's "fenced", or an earlier handover's "live"
 	p.Spec.Affinity = pinned(unpinned(p.Spec.Affinity, m.Status.SourceNode), m.Status.TargetNode)
 	for i := range p.Spec.Containers {
 		c := &p.Spec.Containers[i]
@@ -103,7 +104,8 @@ func restoreInto(p *corev1.Pod, m *v1.StatefulMigration, app string) {
 		case app:
 			c.Image = m.Status.CheckpointImage
 		case v1.SidecarContainerName:
-			c.Env = append(withoutEnv(c.Env, replay.EnvReplayFrom), corev1.EnvVar{Name: replay.EnvReplayFrom, Value: ReplayFromEnv(m.Status.CheckpointOffsets)})
+			c.Env = append(withoutEnv(withoutEnv(c.Env, replay.EnvReplayFrom), replay.EnvMode),
+				corev1.EnvVar{Name: replay.EnvReplayFrom, Value: ReplayFromEnv(m.Status.CheckpointOffsets)}, ModeEnv())
 		}
 	}
 }
@@ -225,6 +227,14 @@ func Sidecar(p *corev1.Pod) *corev1.Container {
 		}
 	}
 	return nil
+}
+
+// ModeEnv is the sidecar's MS2M_MODE: the pod's sidecar-mode annotation
+// through the downward API, resolved again at every container start.
+func ModeEnv() corev1.EnvVar {
+	return corev1.EnvVar{Name: replay.EnvMode, ValueFrom: &corev1.EnvVarSource{
+		FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.annotations['" + v1.AnnotationSidecarMode + "']"},
+	}}
 }
 
 // ReplayFromEnv is the MS2M_REPLAY_FROM value for offsets: {"0":120,...}.

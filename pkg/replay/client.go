@@ -56,6 +56,12 @@ func (c *Client) Handover(ctx context.Context, addr string, fence map[int]int64)
 	return c.call(ctx, http.MethodPost, addr, "/handover", &req)
 }
 
+// Abort makes a target that is not live never go live, and reports its
+// mode: aborted, or live when the handover already happened.
+func (c *Client) Abort(ctx context.Context, addr string) (Position, error) {
+	return c.call(ctx, http.MethodPost, addr, "/abort", nil)
+}
+
 // Replay makes a standby sidecar replay from the given offsets, up to fence
 // when it is not nil. It returns once the replay started.
 func (c *Client) Replay(ctx context.Context, addr string, from, fence map[int]int64) (Position, error) {

@@ -224,6 +224,9 @@ func (c *Control) Handler() http.Handler {
 		}
 		return c.Engine.Handover(ctx, call.Fence)
 	}))
+	mux.Handle("POST /abort", c.authorized(func(context.Context, Call) (Position, error) {
+		return c.Engine.Abort(), nil
+	}))
 	mux.Handle("POST /replay", c.authorized(func(_ context.Context, call Call) (Position, error) {
 		return c.Engine.Replay(call.From, call.Fence)
 	}))

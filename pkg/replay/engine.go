@@ -49,6 +49,9 @@ const (
 	// ModeStandby consumes nothing until told where to replay from (POST
 	// /replay): a target pod created before its checkpoint offsets are known.
 	ModeStandby Mode = "standby"
+	// ModeAborted is a target whose migration is being rolled back (POST
+	// /abort) before it went live: it reads nothing and never goes live.
+	ModeAborted Mode = "aborted"
 )
 
 // Position is where the engine stands.
@@ -117,6 +120,13 @@ func NewReplay(s Sources, d *Deliverer, from map[int]int64) *Engine {
 	e.from = maps.Clone(from)
 	e.src = s.Replay(from)
 	return e
+}
+
+// NewFenced returns an engine that stays out of the group, as a fenced
+// one does, until Resume: a migration's source whose sidecar restarted
+// after the fence. Fence answers the group's committed offsets again.
+func NewFenced(s Sources, d *Deliverer) *Engine {
+	return newEngine(s, d, ModeFenced)
 }
 
 // NewStandby returns an engine that consumes nothing until Replay.

@@ -282,6 +282,35 @@ func TestPauseReportsExactPositionAndResumeLosesNothing(t *testing.T) {
 	expectExactly(t, a, 40)
 }
 
+// A fenced source whose sidecar restarts (NewFenced, from MS2M_MODE)
+// consumes nothing, answers the fence F again from the group's committed
+// offsets, and serves again only when a rollback resumes it.
+func TestAFencedSidecarRestartsFenced(t *testing.T) {
+	a := newApp()
+	h := start(t, a)
+	h.b.produce(t, 0, 20)
+	expectExactly(t, a, 20)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	first, err := h.engine.Fence(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	restarted := NewFenced(h.b.sources(h.group), deliverer(t, a))
+	runEngine(t, restarted)
+	h.b.produce(t, 20, 10)
+	again, err := restarted.Fence(ctx)
+	if err != nil || again.Mode != ModeFenced || again.Fence[0] != first.Fence[0] || first.Fence[0] != 20 {
+		t.Fatalf("fence after the restart %+v (%v); want fenced at %v", again, err, first.Fence)
+	}
+	if got := h.b.committed(t, h.group); got != 20 || len(a.ackedCopy()) != 20 {
+		t.Fatalf("a restarted fenced sidecar consumed: committed %d, app saw %d; want 20 and 20", got, len(a.ackedCopy()))
+	}
+	restarted.Resume()
+	expectExactly(t, a, 30)
+}
+
 // slowApp takes a millisecond per message (its processing time).
 type slowApp struct{ *app }
 

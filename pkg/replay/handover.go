@@ -36,7 +36,7 @@ func (e *Engine) Fence(ctx context.Context) (Position, error) {
 	stop := context.AfterFunc(ctx, e.wake)
 	defer stop()
 	e.mu.Lock()
-	if e.mode == ModeReplay || e.mode == ModeStandby {
+	if e.mode == ModeReplay || e.mode == ModeStandby || e.mode == ModeAborted {
 		mode := e.mode
 		e.mu.Unlock()
 		return Position{}, fmt.Errorf("a %s sidecar cannot be fenced; fence the live source", mode)
@@ -151,6 +151,8 @@ func (e *Engine) Handover(ctx context.Context, fence map[int]int64) (Position, e
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	switch {
+	case e.mode == ModeAborted:
+		return Position{}, fmt.Errorf("the migration was aborted on this target: it never goes live")
 	case e.mode == ModeReplay:
 		if err := e.boundLocked(fence); err != nil {
 			return Position{}, err
@@ -164,11 +166,31 @@ func (e *Engine) Handover(ctx context.Context, fence map[int]int64) (Position, e
 	case e.fence == nil:
 		return Position{}, fmt.Errorf("handover needs a replaying target; this engine is %s", e.mode)
 	}
-	for e.mode != ModeLive && ctx.Err() == nil {
+	for e.mode != ModeLive && e.mode != ModeAborted && ctx.Err() == nil {
 		e.cond.Wait()
+	}
+	if e.mode == ModeAborted {
+		return Position{}, fmt.Errorf("aborted before the fence (at %v, fence %v): this target never goes live", e.next, e.fence)
 	}
 	if e.mode != ModeLive {
 		return Position{}, fmt.Errorf("not at the fence before the deadline (at %v, fence %v): %w", e.next, e.fence, ctx.Err())
 	}
 	return e.positionLocked(), nil
+}
+
+// Abort settles a target's part in a migration being rolled back, so that
+// the source can resume without a second live consumer: a target not yet
+// live stops reading and can no longer go live (a handover asked of it,
+// perhaps answered too late for the controller to hear, is dropped); one
+// already live stays live and says so. The answer's Mode is the truth the
+// controller acts on: aborted, or live (then the handover happened).
+func (e *Engine) Abort() Position {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.mode == ModeReplay || e.mode == ModeStandby {
+		e.handover = false
+		e.setModeLocked(ModeAborted)
+		e.replaceSourceLocked(nil)
+	}
+	return e.positionLocked()
 }

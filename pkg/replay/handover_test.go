@@ -6,6 +6,7 @@ import (
 	"maps"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -205,4 +206,64 @@ func (b *broker) endOffsets(ctx context.Context) (map[int]int64, error) {
 		out[p.Partition] = p.LastOffset
 	}
 	return out, nil
+}
+
+// An abort settles a handover whose answer the controller lost: a target
+// still replaying to the fence never goes live afterwards (its pending
+// Handover fails, the group's offsets stay at F for the source to resume
+// from); a live engine says so and stays live.
+func TestAbortSettlesALostHandover(t *testing.T) {
+	h := start(t, newApp())
+	h.b.produce(t, 0, 40)
+	expect.Eventually(t, "source delivered 40", func() error {
+		if n := h.engine.Position().Delivered; n != 40 {
+			return fmt.Errorf("%d delivered", n)
+		}
+		return nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*expect.Timeout)
+	defer cancel()
+	f, err := h.engine.Fence(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	slow := newApp()
+	slow.holdAt = 10 // the target is still replaying when the abort comes
+	target := NewReplay(h.b.sources(h.group), deliverer(t, slow), map[int]int64{0: 0})
+	runEngine(t, target)
+	<-slow.held
+	handover := make(chan error, 1)
+	go func() { _, err := target.Handover(ctx, f.Fence); handover <- err }()
+	expect.Eventually(t, "handover asked", func() error {
+		if target.Position().Fence == nil {
+			return fmt.Errorf("no fence yet")
+		}
+		return nil
+	})
+	if pos := target.Abort(); pos.Mode != ModeAborted {
+		t.Fatalf("abort of a replaying target answered %s; want aborted", pos.Mode)
+	}
+	close(slow.release)
+	if err := <-handover; err == nil || !strings.Contains(err.Error(), "aborted") {
+		t.Fatalf("pending handover returned %v; want it to fail as aborted", err)
+	}
+	if _, err := target.Handover(ctx, f.Fence); err == nil {
+		t.Fatal("an aborted target accepted a new handover")
+	}
+	if pos := target.Position(); pos.Mode != ModeAborted || target.Ready() || h.b.committed(t, h.group) != 40 {
+		t.Fatalf("after the abort: mode %s, ready %v, committed %d; want aborted, unready, 40", pos.Mode, target.Ready(), h.b.committed(t, h.group))
+	}
+
+	h.engine.Resume() // the rollback: the source rejoins at F
+	if pos := h.engine.Abort(); pos.Mode != ModeLive {
+		t.Fatalf("abort of a live engine answered %s; want live", pos.Mode)
+	}
+	h.b.produce(t, 40, 5)
+	expect.Eventually(t, "the resumed source consumes on", func() error {
+		if got := h.b.committed(t, h.group); got != 45 {
+			return fmt.Errorf("committed %d", got)
+		}
+		return nil
+	})
 }

@@ -51,7 +51,7 @@ func (m *Metrics) setMode(mode Mode) {
 	if m == nil {
 		return
 	}
-	for _, k := range []Mode{ModeLive, ModeReplay, ModeFenced, ModeStandby} {
+	for _, k := range []Mode{ModeLive, ModeReplay, ModeFenced, ModeStandby, ModeAborted} {
 		v := 0.0
 		if k == mode {
 			v = 1

@@ -37,6 +37,12 @@ const (
 	// EnvAppBatchSize above 1 (the ms2m.io/app-batch-size annotation) makes
 	// the sidecar POST up to that many messages at once as a Batch.
 	EnvAppBatchSize = "MS2M_APP_BATCH_SIZE"
+	// EnvMode is where the sidecar starts, whatever the other variables say:
+	// "fenced" consumes nothing until POST /resume (a migration's source
+	// was fenced), "live" consumes live (a restored pod was handed over);
+	// empty: as the other variables say. The webhook sets it from the
+	// pod's migration.ms2m.io/sidecar-mode annotation.
+	EnvMode = "MS2M_MODE"
 	// EnvAllowedUsers lists (comma-separated) who may call the control API.
 	EnvAllowedUsers = "MS2M_CONTROL_ALLOWED_USERS"
 )
@@ -56,6 +62,8 @@ type Options struct {
 	ReplayFrom map[int]int64
 	// Standby starts the sidecar consuming nothing until POST /replay.
 	Standby bool
+	// Fenced starts the sidecar fenced: out of the group until POST /resume.
+	Fenced bool
 	// BatchSize above 1 delivers batches (the app opted in).
 	BatchSize    int
 	AllowedUsers []string
@@ -119,6 +127,15 @@ func OptionsFromEnv(getenv func(string) string) (Options, error) {
 	default:
 		errs = append(errs, fmt.Errorf("%s: %q is neither true nor false", EnvStandby, v))
 	}
+	switch v := getenv(EnvMode); v {
+	case "":
+	case "fenced":
+		o.Fenced, o.ReplayFrom, o.Standby = true, nil, false
+	case "live":
+		o.ReplayFrom, o.Standby = nil, false // handed over already
+	default:
+		errs = append(errs, fmt.Errorf("%s: %q is neither fenced nor live", EnvMode, v))
+	}
 	o.BatchSize = 1
 	if v := getenv(EnvAppBatchSize); v != "" {
 		n, err := strconv.Atoi(v)
@@ -149,6 +166,9 @@ func Run(ctx context.Context, o Options, auth Authenticator) error {
 	src := &Kafka{Brokers: o.Brokers, Topic: o.Topic, Group: o.Group}
 	var e *Engine
 	switch {
+	case o.Fenced:
+		e = NewFenced(src, d)
+		logger.Info("fenced before a restart: consuming nothing until POST /resume", "topic", o.Topic, "group", o.Group)
 	case o.ReplayFrom != nil:
 		e = NewReplay(src, d, o.ReplayFrom)
 		logger.Info("replaying from checkpoint offsets", "from", o.ReplayFrom, "batchSize", o.BatchSize)

@@ -68,6 +68,30 @@ func TestOptionsFromEnvNamesTheVariable(t *testing.T) {
 	}
 }
 
+// The mode the controller recorded on the pod wins over how the sidecar
+// was first configured: a restored pod handed over consumes live although
+// its environment still names the checkpoint offsets; a fenced source
+// stays out of the group.
+func TestModeFromThePodWinsAfterARestart(t *testing.T) {
+	env := map[string]string{
+		EnvBrokers: "kafka:9092", EnvTopic: "orders", EnvGroup: "g", EnvAppPort: "8080", EnvPodIP: "127.0.0.5",
+		EnvReplayFrom: `{"0":12}`,
+	}
+	get := func(k string) string { return env[k] }
+	env[EnvMode] = "live"
+	if o, err := OptionsFromEnv(get); err != nil || o.ReplayFrom != nil || o.Fenced || o.Standby {
+		t.Fatalf("handed over: %+v (%v); want live", o, err)
+	}
+	env[EnvMode] = "fenced"
+	if o, err := OptionsFromEnv(get); err != nil || o.ReplayFrom != nil || !o.Fenced {
+		t.Fatalf("fenced: %+v (%v); want fenced", o, err)
+	}
+	env[EnvMode] = "paused"
+	if _, err := OptionsFromEnv(get); err == nil || !strings.Contains(err.Error(), EnvMode) {
+		t.Fatalf("unknown mode: err = %v; want one naming %s", err, EnvMode)
+	}
+}
+
 type denyAll struct{}
 
 func (denyAll) Authenticate(context.Context, string) (string, error) {

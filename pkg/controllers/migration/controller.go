@@ -43,6 +43,7 @@ type Sidecars interface {
 	Resume(ctx context.Context, addr string) (replay.Position, error)
 	Fence(ctx context.Context, addr string) (replay.Position, error)
 	Handover(ctx context.Context, addr string, fence map[int]int64) (replay.Position, error)
+	Abort(ctx context.Context, addr string) (replay.Position, error)
 }
 
 // Options are the controller's limits and defaults (manager flags).
@@ -222,7 +223,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (res 
 			// the next manager resumes it.
 			return reconcile.Result{}, ctx.Err()
 		}
-		return reconcile.Result{}, r.rollback(ctx, w, out.fail.reason, out.fail.msg)
+		// Requeued: a rollback that found the target live leaves the
+		// migration handed over, to be finished.
+		return reconcile.Result{Requeue: true}, r.rollback(ctx, w, out.fail.reason, out.fail.msg)
 	}
 	return out.result, nil
 }
@@ -274,6 +277,13 @@ func (r *Reconciler) cancel(ctx context.Context, w *work) error {
 			}
 		} else if err := r.rollback(ctx, w, v1.ReasonCancelled, "the StatefulMigration was deleted"); err != nil {
 			return err
+		} else if handedOver(m) {
+			// The target answered the rollback's abort as live: too late
+			// to cancel; the next pass finishes the migration.
+			if err := w.commit(ctx); err != nil {
+				return err
+			}
+			return fmt.Errorf("cancel: target %s went live before the rollback; finishing the migration", m.Status.TargetPod)
 		}
 	}
 	if err := w.commit(ctx); err != nil {

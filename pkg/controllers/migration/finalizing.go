@@ -110,14 +110,9 @@ func (w *work) handOver(ctx context.Context) (*corev1.Pod, outcome, bool, error)
 				return nil, o, false, err
 			}
 		}
-		downtime := w.r.Clock.Since(enteredAt(&m.Status, strategyOf(m).fencedIn))
-		m.Status.Downtime = &metav1.Duration{Duration: downtime}
-		if w.r.Metrics != nil {
-			w.r.Metrics.DowntimeSeconds.Observe(downtime.Seconds())
+		if err := w.handedOverTo(ctx, target); err != nil {
+			return nil, outcome{}, false, err
 		}
-		setCondition(&m.Status, m.Generation, v1.ConditionHandedOver, true, v1.ReasonSucceeded,
-			fmt.Sprintf("target live at the fence %v after %s without live processing", fence, downtime.Round(time.Millisecond)))
-		w.event(corev1.EventTypeNormal, "HandedOver", "target %s live at the fence; downtime %s", target.Name, downtime.Round(time.Millisecond))
 	}
 	// A ReplicaSet that briefly owns both removes an unready pod first,
 	// whatever its deletion cost: the target takes over once Ready.
@@ -201,4 +196,23 @@ func (w *work) unmarkRestored(ctx context.Context, target *corev1.Pod) error {
 	delete(target.Labels, v1.LabelMigration)
 	delete(target.Annotations, v1.AnnotationMigrationName)
 	return client.IgnoreNotFound(w.r.Client.Patch(ctx, target, patch))
+}
+
+// handedOverTo records that target is live at the fence: on the pod, so
+// that its sidecar stays live across restarts, then in the status, with
+// the downtime.
+func (w *work) handedOverTo(ctx context.Context, target *corev1.Pod) error {
+	m := w.m
+	if err := w.r.setSidecarMode(ctx, target, v1.SidecarModeLive); err != nil {
+		return err
+	}
+	downtime := w.r.Clock.Since(enteredAt(&m.Status, strategyOf(m).fencedIn))
+	m.Status.Downtime = &metav1.Duration{Duration: downtime}
+	if w.r.Metrics != nil {
+		w.r.Metrics.DowntimeSeconds.Observe(downtime.Seconds())
+	}
+	setCondition(&m.Status, m.Generation, v1.ConditionHandedOver, true, v1.ReasonSucceeded,
+		fmt.Sprintf("target live at the fence %v after %s without live processing", fromOffsets(m.Status.FenceOffsets), downtime.Round(time.Millisecond)))
+	w.event(corev1.EventTypeNormal, "HandedOver", "target %s live at the fence; downtime %s", target.Name, downtime.Round(time.Millisecond))
+	return nil
 }

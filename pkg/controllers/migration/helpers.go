@@ -76,6 +76,11 @@ func (w *work) sourceStill(ctx context.Context, when string) (*corev1.Pod, outco
 // offsets F. Idempotent: the sidecar answers a repeat with the same F. It
 // reports false, with the phase's outcome, when the sidecar did not fence.
 func (w *work) fence(ctx context.Context, src *corev1.Pod) (outcome, bool, error) {
+	// Recorded first: a sidecar that restarts once fenced must come back
+	// fenced, not rejoin the group next to the target.
+	if err := w.r.setSidecarMode(ctx, src, v1.SidecarModeFenced); err != nil {
+		return outcome{}, false, err
+	}
 	pos, err := w.r.Sidecars.Fence(ctx, w.sidecarAddr(src))
 	if err != nil {
 		o, err := sidecarFailed(ctx, err, v1.ReasonHandoverFailed, "fencing the source")
@@ -85,8 +90,29 @@ func (w *work) fence(ctx context.Context, src *corev1.Pod) (outcome, bool, error
 	if err != nil {
 		return outcome{}, false, err
 	}
-	w.m.Status.FenceOffsets = toOffsets(topic, pos.Next)
+	// F is the group's committed offsets, which the sidecar checked against
+	// what the app acknowledged: Next names only the partitions it delivered
+	// from since it last started.
+	w.m.Status.FenceOffsets = toOffsets(topic, pos.Fence)
 	return outcome{}, true, nil
+}
+
+// setSidecarMode records on p where its sidecar must stand after a
+// restart (v1.AnnotationSidecarMode); "" removes the record.
+func (r *Reconciler) setSidecarMode(ctx context.Context, p *corev1.Pod, mode string) error {
+	if p.Annotations[v1.AnnotationSidecarMode] == mode {
+		return nil
+	}
+	before := p.DeepCopy()
+	if mode == "" {
+		delete(p.Annotations, v1.AnnotationSidecarMode)
+	} else {
+		metav1.SetMetaDataAnnotation(&p.ObjectMeta, v1.AnnotationSidecarMode, mode)
+	}
+	if err := r.Client.Patch(ctx, p, client.MergeFrom(before)); err != nil {
+		return fmt.Errorf("recording sidecar mode %q on pod %s: %w", mode, p.Name, err)
+	}
+	return nil
 }
 
 // targetPod is the pod the migration restores into.

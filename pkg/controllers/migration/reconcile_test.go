@@ -47,6 +47,10 @@ func TestShadowPodMigratesThroughEveryPhase(t *testing.T) {
 	if target == nil || target.Spec.NodeName != w.targetNode || target.Labels["app"] != w.source {
 		t.Fatalf("target %+v: want it on %s with the source's labels", target, w.targetNode)
 	}
+	// A sidecar restarted after the handover must consume live.
+	if mode := target.Annotations[v1.AnnotationSidecarMode]; mode != v1.SidecarModeLive {
+		t.Fatalf("target's sidecar mode %q; want %q", mode, v1.SidecarModeLive)
+	}
 	if w.pod(w.source) != nil {
 		t.Fatal("the source pod is still there")
 	}
@@ -88,6 +92,10 @@ func TestPhaseTimeoutsRollBack(t *testing.T) {
 			if got := w.get(m); got.Status.Phase != tc.phase {
 				t.Fatalf("failed before its deadline: %s %s", got.Status.Phase, got.Status.FailureReason)
 			}
+			// Fenced before the handover: a restarted sidecar stays out of the group.
+			if mode := w.pod(w.source).Annotations[v1.AnnotationSidecarMode]; tc.phase == v1.PhaseFinalizing && mode != v1.SidecarModeFenced {
+				t.Fatalf("source's sidecar mode %q while fenced; want %q", mode, v1.SidecarModeFenced)
+			}
 			resumes := w.sidecars.Count("Resume")
 			w.clock.Step(2 * time.Second)
 			got := w.until(m, "Failed", inPhase(v1.PhaseFailed))
@@ -99,6 +107,9 @@ func TestPhaseTimeoutsRollBack(t *testing.T) {
 			}
 			if w.sidecars.Count("Resume") <= resumes {
 				t.Fatal("the source's sidecar was not resumed")
+			}
+			if mode, ok := w.pod(w.source).Annotations[v1.AnnotationSidecarMode]; ok {
+				t.Fatalf("source's sidecar mode %q after the rollback; want none (a restart must rejoin the group)", mode)
 			}
 			if got.Status.TargetPod != "" && w.pod(got.Status.TargetPod) != nil {
 				t.Fatalf("target pod %s left behind", got.Status.TargetPod)

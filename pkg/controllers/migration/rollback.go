@@ -10,6 +10,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
+	"github.com/ms2m/ms2m/pkg/replay"
 )
 
 // rollback ends a migration as Failed with the source serving: the target
@@ -34,6 +35,9 @@ func (r *Reconciler) rollback(ctx context.Context, w *work, reason, msg string) 
 		return err
 	}
 	if target, err := w.targetPod(ctx); err == nil {
+		if live, err := r.abortTarget(ctx, w, target); err != nil || live {
+			return err
+		}
 		if err := r.Client.Delete(ctx, target, client.Preconditions{UID: &target.UID}); err != nil && !apierrors.IsNotFound(err) {
 			return err
 		}
@@ -51,6 +55,9 @@ func (r *Reconciler) rollback(ctx context.Context, w *work, reason, msg string) 
 		case src.DeletionTimestamp != nil || src.Status.Phase != corev1.PodRunning:
 			resumed = "the source pod is " + string(src.Status.Phase) + " or being deleted"
 		default:
+			if err := r.setSidecarMode(ctx, src, ""); err != nil {
+				return err
+			}
 			if _, err := r.Sidecars.Resume(ctx, w.sidecarAddr(src)); err != nil {
 				// Requeued: a source left paused or fenced would not serve.
 				logger.Error(err, "resuming the source's sidecar during rollback", "pod", src.Name)
@@ -60,6 +67,29 @@ func (r *Reconciler) rollback(ctx context.Context, w *work, reason, msg string) 
 		}
 	}
 	return r.failed(w, reason, msg, resumed)
+}
+
+// abortTarget makes sure a target that may have been asked to hand over
+// never goes live once the source resumes. The target's sidecar is the
+// only one that knows whether it went live (the Handover's answer may have
+// been lost): it answers an abort with aborted, or with live, in which
+// case the migration has succeeded and is recorded as handed over instead
+// of rolled back (live is true). A target that cannot answer keeps the
+// source fenced (an error: requeued), until it answers or its pod is gone.
+// Before Finalizing no handover was asked, so there is nothing to settle.
+func (r *Reconciler) abortTarget(ctx context.Context, w *work, target *corev1.Pod) (bool, error) {
+	if w.m.Status.Phase != v1.PhaseFinalizing || target.DeletionTimestamp != nil && target.Status.Phase != corev1.PodRunning {
+		return false, nil
+	}
+	pos, err := r.Sidecars.Abort(ctx, w.sidecarAddr(target))
+	if err != nil {
+		return false, fmt.Errorf("rollback: the target %s may have gone live and its sidecar does not say (%w); the source stays fenced until it answers or the pod is gone", target.Name, err)
+	}
+	if pos.Mode != replay.ModeLive {
+		return false, nil
+	}
+	log.FromContext(ctx).Info("rollback found the target live: the handover happened", "target", target.Name)
+	return true, w.handedOverTo(ctx, target)
 }
 
 // failed records the end of a failed migration and what the rollback did.

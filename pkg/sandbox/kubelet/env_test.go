@@ -2,6 +2,7 @@ package kubelet
 
 import (
 	"context"
+	"slices"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -82,5 +83,23 @@ func TestIPPoolNeverRepeatsALiveAddress(t *testing.T) {
 	}
 	if seen["127.1.0.0"] || seen["127.1.0.255"] || seen["127.1.1.0"] {
 		t.Fatal("network or broadcast-looking address handed out")
+	}
+}
+
+// A restarted container sees the pod's annotations as they are at the
+// restart, as the kubelet builds the environment at every start: the
+// replay sidecar learns it was fenced or handed over this way.
+func TestRestartReadsTheDownwardAPIAgain(t *testing.T) {
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns"}}
+	field := &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.annotations['mode']"}}
+	c := &container{
+		spec: corev1.Container{Env: []corev1.EnvVar{{Name: "MODE", ValueFrom: field}, {Name: "KEEP", Value: "1"}}},
+		env:  []string{"PATH=/bin", "MODE=", "KEEP=1"},
+	}
+	pr := &podRuntime{ip: "127.1.0.5", node: &node{ip: "127.2.0.1"}}
+	pod.Annotations = map[string]string{"mode": "fenced"}
+	pr.refreshFieldEnv(c, pod)
+	if want := []string{"PATH=/bin", "MODE=fenced", "KEEP=1"}; !slices.Equal(c.env, want) {
+		t.Fatalf("env after the restart %v; want %v", c.env, want)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
@@ -298,10 +299,35 @@ func (f *Fleet) restartPolicy(key string) corev1.RestartPolicy {
 	return corev1.RestartPolicyNever
 }
 
+// refreshFieldEnv reads c's downward-API variables (fieldRef) again from
+// the pod as it is now, as the kubelet does: it builds a container's
+// environment at every start (kuberuntime's generateContainerConfig calls
+// makeEnvironmentVariables with the current pod), so a restarted container
+// sees labels and annotations changed since the pod started. Variables
+// that expand others ($(VAR)) keep their first value.
+func (pr *podRuntime) refreshFieldEnv(c *container, pod *corev1.Pod) {
+	for _, e := range c.spec.Env {
+		if e.ValueFrom == nil || e.ValueFrom.FieldRef == nil {
+			continue
+		}
+		v, err := fieldValue(pod, pr.ip, pr.node.ip, e.ValueFrom.FieldRef.FieldPath)
+		if err != nil {
+			continue // it resolved when the pod started: the path is supported
+		}
+		for i := len(c.env) - 1; i >= 0; i-- {
+			if name, _, _ := strings.Cut(c.env[i], "="); name == e.Name {
+				c.env[i] = e.Name + "=" + v
+				break
+			}
+		}
+	}
+}
+
 // restartExited restarts containers whose back-off has passed.
 func (pr *podRuntime) restartExited(pod *corev1.Pod) {
 	for _, c := range pr.ctrs {
 		if c.st.waiting == "CrashLoopBackOff" && !time.Now().Before(c.nextStart) {
+			pr.refreshFieldEnv(c, pod)
 			pr.startLocked(c)
 		}
 	}

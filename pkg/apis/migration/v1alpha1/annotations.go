@@ -45,6 +45,17 @@ const (
 	// (same namespace) that created it, so the extender does not count that
 	// migration against the node it is already heading to.
 	AnnotationMigrationName = "migration.ms2m.io/migration"
+	// AnnotationSidecarMode is the controller's record, on a pod, of where
+	// its sidecar must stand after a restart; the sidecar reads it through
+	// the downward API (MS2M_MODE), which the kubelet resolves again at each
+	// container start. SidecarModeFenced on a migration's source from just
+	// before the fence until a rollback resumes it (a restarted sidecar must
+	// not rejoin the group); SidecarModeLive on a restored pod once it was
+	// handed over (a restarted sidecar consumes live from the committed
+	// offsets instead of waiting, replaying, for a handover that was done).
+	AnnotationSidecarMode = "migration.ms2m.io/sidecar-mode"
+	SidecarModeFenced     = "fenced"
+	SidecarModeLive       = "live"
 	// AnnotationBaseImages lists, comma-separated, the images the
 	// checkpointed containers were started from. A node that already holds
 	// them restores without pulling the root filesystem, and the extender
