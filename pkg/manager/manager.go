@@ -113,12 +113,19 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 
 // Args are the command-line flags that give a manager started with them
 // these options: BindFlags read back, so the two never drift apart (the
-// sandbox starts the manager as a process with them).
+// sandbox starts the manager as a process with them). Only the options
+// that differ from DefaultOptions are named.
 func (o Options) Args() []string {
-	fs := flag.NewFlagSet("ms2m-manager", flag.ContinueOnError)
+	fs, defaults := flag.NewFlagSet("ms2m-manager", flag.ContinueOnError), flag.NewFlagSet("defaults", flag.ContinueOnError)
 	o.BindFlags(fs)
+	d := DefaultOptions()
+	d.BindFlags(defaults)
 	var args []string
-	fs.VisitAll(func(f *flag.Flag) { args = append(args, "--"+f.Name+"="+f.Value.String()) })
+	fs.VisitAll(func(f *flag.Flag) {
+		if v := f.Value.String(); v != defaults.Lookup(f.Name).Value.String() {
+			args = append(args, "--"+f.Name+"="+v)
+		}
+	})
 	return args
 }
 

@@ -76,18 +76,20 @@ func TestFlagsReachTheController(t *testing.T) {
 // defaults changed included (the sandbox starts one as a process so it
 // can be SIGKILLed).
 func TestArgsGiveTheSameOptions(t *testing.T) {
-	want := DefaultOptions()
-	want.MaxParallelMigrations, want.DefaultReplayCutoff, want.Evacuate = 9, 3*time.Minute, false
-	want.Sidecar.AllowedUsers = []string{"system:serviceaccount:ops:ms2m", "alice"}
-	want.SchedulerExtender.BindAddress, want.WebhookCertDir = "127.0.0.1:9999", "/tmp/certs dir"
-	got := DefaultOptions()
-	fs := flag.NewFlagSet("ms2m-manager", flag.ContinueOnError)
-	got.BindFlags(fs)
-	if err := fs.Parse(want.Args()); err != nil {
-		t.Fatal(err)
-	}
-	if !reflect.DeepEqual(got, want) {
-		t.Fatalf("options from Args:\n%+v\nwant\n%+v", got, want)
+	changed := DefaultOptions()
+	changed.MaxParallelMigrations, changed.DefaultReplayCutoff, changed.Evacuate = 9, 3*time.Minute, false
+	changed.Sidecar.AllowedUsers = []string{"system:serviceaccount:ops:ms2m", "alice"}
+	changed.SchedulerExtender.BindAddress, changed.WebhookCertDir, changed.MetricsAddr = "127.0.0.1:9999", "/tmp/certs dir", ""
+	for name, want := range map[string]Options{"defaults": DefaultOptions(), "changed": changed} {
+		got := DefaultOptions()
+		fs := flag.NewFlagSet("ms2m-manager", flag.ContinueOnError)
+		got.BindFlags(fs)
+		if err := fs.Parse(want.Args()); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("%s: options from Args %q:\n%+v\nwant\n%+v", name, want.Args(), got, want)
+		}
 	}
 }
 

@@ -250,12 +250,19 @@ func TestLiveDeliveryIsOrderedRetriedAndCommitsOnlyAcked(t *testing.T) {
 	}
 }
 
-func TestPauseReportsExactPositionAndResumeLosesNothing(t *testing.T) {
+// liveAfter starts a live engine and its app and returns them once n
+// produced messages were applied.
+func liveAfter(t *testing.T, n int) (*harness, *app) {
+	t.Helper()
 	a := newApp()
 	h := start(t, a)
-	h.b.produce(t, 0, 20)
-	expectExactly(t, a, 20)
+	h.b.produce(t, 0, n)
+	expectExactly(t, a, n)
+	return h, a
+}
 
+func TestPauseReportsExactPositionAndResumeLosesNothing(t *testing.T) {
+	h, a := liveAfter(t, 20)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	p1, err := h.engine.Pause(ctx)
@@ -286,10 +293,7 @@ func TestPauseReportsExactPositionAndResumeLosesNothing(t *testing.T) {
 // consumes nothing, answers the fence F again from the group's committed
 // offsets, and serves again only when a rollback resumes it.
 func TestAFencedSidecarRestartsFenced(t *testing.T) {
-	a := newApp()
-	h := start(t, a)
-	h.b.produce(t, 0, 20)
-	expectExactly(t, a, 20)
+	h, a := liveAfter(t, 20)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	first, err := h.engine.Fence(ctx)

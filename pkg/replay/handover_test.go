@@ -213,14 +213,7 @@ func (b *broker) endOffsets(ctx context.Context) (map[int]int64, error) {
 // Handover fails, the group's offsets stay at F for the source to resume
 // from); a live engine says so and stays live.
 func TestAbortSettlesALostHandover(t *testing.T) {
-	h := start(t, newApp())
-	h.b.produce(t, 0, 40)
-	expect.Eventually(t, "source delivered 40", func() error {
-		if n := h.engine.Position().Delivered; n != 40 {
-			return fmt.Errorf("%d delivered", n)
-		}
-		return nil
-	})
+	h, _ := liveAfter(t, 40)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*expect.Timeout)
 	defer cancel()
 	f, err := h.engine.Fence(ctx)

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -33,18 +34,96 @@ func TargetCrashSpec(in SpecInput) features.Feature {
 		if err != nil {
 			t.Fatal(err)
 		}
-		pid, err := processOf("example-consumer", "POD_IP="+target.Status.PodIP)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-			t.Fatal(err)
-		}
+		pid := killIn(t, "example-consumer", target.Status.PodIP)
 		t.Logf("killed the target's app (pid %d) while replaying", pid)
 		s.rolledBack(m, "", "container app of "+target.Name)
 		waitPodGone(t, s.Cluster, s.NS, target.Name, "the target removed")
 		s.sourceServedOn(ctx, d.Pod)
 	})
+}
+
+// SidecarRestartSpec: the restored pod's sidecar is SIGKILLed after the
+// handover, under load. The kubelet (here the simulated one, which reads
+// the downward API again at every container start, as the kubelet does)
+// restarts it with MS2M_MODE=live from the pod's
+// migration.ms2m.io/sidecar-mode annotation, and it consumes live from the
+// group's committed offsets. Without that record it came back replaying
+// from the checkpoint offsets and waited for a handover that had already
+// happened, and the group had no live member. Zero loss.
+func SidecarRestartSpec(in SpecInput) features.Feature {
+	return feature("a restored sidecar killed after the handover", "restarts live and consumes on; zero loss", func(ctx context.Context, t *testing.T) {
+		in.Cluster.sandboxOnly(t, "kills a process of a simulated node")
+		s := in.open(t, "sidecarkill")
+		d := s.deploy(ctx, in.Load.Count/4)
+		got := s.completed(s.migrate(ctx, "move", d.Pod.Name, v1.StatefulMigrationSpec{}))
+		target, err := s.Client.CoreV1().Pods(s.NS).Get(ctx, got.Status.TargetPod, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if mode := target.Annotations[v1.AnnotationSidecarMode]; mode != v1.SidecarModeLive {
+			t.Fatalf("restored pod %s: sidecar mode %q; want %q", target.Name, mode, v1.SidecarModeLive)
+		}
+		ip := target.Status.PodIP
+		pid := killIn(t, "ms2m-replay", ip)
+		t.Logf("killed the restored sidecar (pid %d) after the handover", pid)
+		s.EventuallyIn(t, s.NS, "the restored sidecar restarted, live", func(ctx context.Context) error {
+			p, err := s.Client.CoreV1().Pods(s.NS).Get(ctx, target.Name, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			for _, st := range p.Status.ContainerStatuses {
+				if st.Name == v1.SidecarContainerName && (st.RestartCount < 1 || !st.Ready) {
+					return fmt.Errorf("sidecar restarts %d, ready %v", st.RestartCount, st.Ready)
+				}
+			}
+			mode, err := sidecarMode(ctx, ip)
+			if err != nil {
+				return err
+			}
+			if mode != replay.ModeLive {
+				return fmt.Errorf("sidecar mode %s", mode)
+			}
+			return nil
+		})
+		s.verifyZeroLoss(ctx)
+	})
+}
+
+// sidecarMode reads a sidecar's mode from its metrics endpoint
+// (ms2m_replay_mode is 1 for the current mode).
+func sidecarMode(ctx context.Context, podIP string) (replay.Mode, error) {
+	url := "http://" + net.JoinHostPort(podIP, "9902") + "/metrics"
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), `ms2m_replay_mode{mode="`); ok && strings.HasSuffix(rest, `"} 1`) {
+			return replay.Mode(strings.TrimSuffix(rest, `"} 1`)), nil
+		}
+	}
+	return "", fmt.Errorf("no current mode in %s", url)
+}
+
+// killIn SIGKILLs the process of binary running in the pod whose IP is
+// podIP (a simulated container: its environment names the IP), as a crash
+// or the OOM killer would, and returns its pid.
+func killIn(t *testing.T, binary, podIP string) int {
+	t.Helper()
+	pid, err := processOf(binary, "POD_IP="+podIP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	return pid
 }
 
 // processOf finds the process whose command line contains binary and

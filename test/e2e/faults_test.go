@@ -21,3 +21,7 @@ func TestTargetNodeNotReady(t *testing.T) {
 func TestManagerRestart(t *testing.T) {
 	testenv.Test(t, ManagerRestartSpec(SpecInput{Cluster: cluster, Load: Load{Rate: 30, Count: 300}}))
 }
+
+func TestSidecarRestart(t *testing.T) {
+	testenv.Test(t, SidecarRestartSpec(SpecInput{Cluster: cluster, Load: Load{Rate: 30, Count: 300}}))
+}
