@@ -46,7 +46,14 @@ func (s *Server) message(w http.ResponseWriter, req *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	r := Record{Partition: partition, Offset: offset, Key: req.Header.Get(replay.HeaderKey), Seq: seq}
+	// A key that is not plain text arrives base64 in another header:
+	// KeyFrom returns its bytes either way.
+	key, _, err := replay.KeyFrom(req.Header)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	r := Record{Partition: partition, Offset: offset, Key: string(key), Seq: seq}
 	isReplay := req.Header.Get(replay.HeaderReplay) == "true"
 	if s.ProcessTime > 0 {
 		time.Sleep(s.ProcessTime) // the simulated cost of processing one message

@@ -2,6 +2,7 @@ package replay
 
 import (
 	"encoding/json"
+	"unicode/utf8"
 
 	"github.com/segmentio/kafka-go"
 )
@@ -11,7 +12,9 @@ import (
 // node, which is too slow to replay a backlog; a POST of many messages
 // amortises it. The format is JSON so that any language decodes it; keys,
 // values and header values are bytes and travel base64-encoded, as Go's
-// encoding/json does for []byte.
+// encoding/json does for []byte. Header names are JSON strings, which hold
+// any valid UTF-8 (a Kafka string is UTF-8); a name that is not valid UTF-8
+// would be mangled, so it travels base64 in keyBase64 instead.
 
 // BatchContentType is the Content-Type of a batch POST.
 const BatchContentType = "application/vnd.ms2m.batch+json"
@@ -48,10 +51,28 @@ type BatchMessage struct {
 	Headers []BatchHeader `json:"headers,omitempty"`
 }
 
-// BatchHeader is a Kafka record header.
+// BatchHeader is a Kafka record header. Its name is Key, or KeyBase64 when
+// that is set (a name that is not valid UTF-8, Key then being empty): Name
+// returns it either way.
 type BatchHeader struct {
-	Key   string `json:"key"`
-	Value []byte `json:"value"`
+	Key       string `json:"key"`
+	KeyBase64 []byte `json:"keyBase64,omitempty"`
+	Value     []byte `json:"value"`
+}
+
+// Name is the header's name, exactly as in the record.
+func (h BatchHeader) Name() string {
+	if h.KeyBase64 != nil {
+		return string(h.KeyBase64)
+	}
+	return h.Key
+}
+
+func batchHeader(h kafka.Header) BatchHeader {
+	if utf8.ValidString(h.Key) {
+		return BatchHeader{Key: h.Key, Value: h.Value}
+	}
+	return BatchHeader{KeyBase64: []byte(h.Key), Value: h.Value}
 }
 
 // encodeBatch renders msgs as a Batch body.
@@ -62,7 +83,7 @@ func encodeBatch(msgs []kafka.Message, replayed bool) ([]byte, error) {
 		if len(m.Headers) > 0 {
 			bm.Headers = make([]BatchHeader, len(m.Headers))
 			for j, h := range m.Headers {
-				bm.Headers[j] = BatchHeader{Key: h.Key, Value: h.Value}
+				bm.Headers[j] = batchHeader(h)
 			}
 		}
 		b.Messages[i] = bm

@@ -12,16 +12,20 @@ import (
 	"github.com/segmentio/kafka-go"
 )
 
-// Headers the app receives with every message.
+// Headers the app receives with every message (the key's and the record
+// headers' forms are in encoding.go).
 const (
 	HeaderTopic     = "Ms2m-Topic"
 	HeaderPartition = "Ms2m-Partition"
 	HeaderOffset    = "Ms2m-Offset"
-	HeaderKey       = "Ms2m-Key"
+	// HeaderKey carries a plain key as-is; see SetKey and KeyFrom.
+	HeaderKey = "Ms2m-Key"
 	// HeaderReplay is "true" on messages replayed on a migration target: the
 	// app rebuilds its state from them and should suppress side effects.
 	HeaderReplay = "Ms2m-Replay"
-	// HeaderPrefix precedes the Kafka record headers.
+	// HeaderPrefix precedes the name of a record header whose name is an
+	// HTTP token and whose value is plain, a convenience: the exact list
+	// of all of them is HeaderRecordHeaders (see HeadersFrom).
 	HeaderPrefix = "Ms2m-Header-"
 )
 
@@ -128,14 +132,10 @@ func (d *Deliverer) post(ctx context.Context, m kafka.Message, replayed bool) er
 	req.Header.Set(HeaderTopic, m.Topic)
 	req.Header.Set(HeaderPartition, strconv.Itoa(m.Partition))
 	req.Header.Set(HeaderOffset, strconv.FormatInt(m.Offset, 10))
-	if m.Key != nil {
-		req.Header.Set(HeaderKey, string(m.Key))
-	}
+	SetKey(req.Header, m.Key)
+	SetHeaders(req.Header, m.Headers)
 	if replayed {
 		req.Header.Set(HeaderReplay, "true")
-	}
-	for _, h := range m.Headers {
-		req.Header.Add(HeaderPrefix+h.Key, string(h.Value))
 	}
 	if err := d.do(req); err != nil {
 		return fmt.Errorf("%w for %s/%d@%d", err, m.Topic, m.Partition, m.Offset)

@@ -46,7 +46,7 @@ func Deliver(ctx context.Context, base string, partition int, fromOffset int64, 
 		}
 		req.Header.Set(replay.HeaderPartition, strconv.Itoa(partition))
 		req.Header.Set(replay.HeaderOffset, strconv.FormatInt(fromOffset+int64(i), 10))
-		req.Header.Set(replay.HeaderKey, fmt.Sprintf("k%03d", seq%7))
+		replay.SetKey(req.Header, fmt.Appendf(nil, "k%03d", seq%7))
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			return err
