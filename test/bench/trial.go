@@ -13,7 +13,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/ms2m/ms2m/examples/statefulapp"
 	"github.com/ms2m/ms2m/internal/example/deploy"
@@ -292,16 +291,7 @@ func (b *bench) cleanup(ns string, e deploy.Example) {
 	}
 }
 
-// poll runs fn until it returns nil or timeout passes, returning fn's last
-// error then.
+// poll is deploy.Poll every 50 ms.
 func poll(ctx context.Context, timeout time.Duration, fn func(context.Context) error) error {
-	var last error
-	err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
-		last = fn(ctx)
-		return last == nil, nil
-	})
-	if err != nil && last != nil {
-		return last
-	}
-	return err
+	return deploy.Poll(ctx, 50*time.Millisecond, timeout, fn)
 }

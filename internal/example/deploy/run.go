@@ -168,11 +168,16 @@ func ready(p *corev1.Pod) bool {
 	return false
 }
 
-// poll runs fn until it returns nil or timeout passes, returning fn's last
-// error then.
+// poll is Poll every 200 ms.
 func poll(ctx context.Context, timeout time.Duration, fn func(context.Context) error) error {
+	return Poll(ctx, 200*time.Millisecond, timeout, fn)
+}
+
+// Poll runs fn every interval until it returns nil or timeout passes,
+// returning fn's last error then.
+func Poll(ctx context.Context, interval, timeout time.Duration, fn func(context.Context) error) error {
 	var last error
-	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
+	err := wait.PollUntilContextTimeout(ctx, interval, timeout, true, func(ctx context.Context) (bool, error) {
 		last = fn(ctx)
 		return last == nil, nil
 	})
