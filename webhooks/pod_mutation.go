@@ -213,6 +213,7 @@ func sidecarContainer(b migratable.Binding, opts SidecarOptions) corev1.Containe
 	env = append(env,
 		fieldEnv(replay.EnvPodIP, "status.podIP"),
 		fieldEnv("POD_NAME", "metadata.name"),
+		fieldEnv(replay.EnvGroupInstanceID, "metadata.name"),
 		fieldEnv("POD_NAMESPACE", "metadata.namespace"),
 		migratable.ModeEnv(),
 	)

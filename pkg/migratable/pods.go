@@ -106,6 +106,7 @@ func restoreInto(p *corev1.Pod, m *v1.StatefulMigration, app string) {
 		case v1.SidecarContainerName:
 			c.Env = append(withoutEnv(withoutEnv(c.Env, replay.EnvReplayFrom), replay.EnvMode),
 				corev1.EnvVar{Name: replay.EnvReplayFrom, Value: ReplayFromEnv(m.Status.CheckpointOffsets)}, ModeEnv())
+			c.Env = keepInstanceID(c.Env, m.Spec.SourcePod)
 		}
 	}
 }
@@ -227,6 +228,19 @@ func Sidecar(p *corev1.Pod) *corev1.Container {
 		}
 	}
 	return nil
+}
+
+// keepInstanceID makes a restored sidecar the static member its source
+// was: the source's group.instance.id as a value, its pod name where the
+// source read it from its own name (the webhook's fieldRef), an earlier
+// migration's value as it is. A sidecar without one stays a dynamic member.
+func keepInstanceID(env []corev1.EnvVar, source string) []corev1.EnvVar {
+	for i, e := range env {
+		if e.Name == replay.EnvGroupInstanceID && e.ValueFrom != nil && e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.name" {
+			env[i] = corev1.EnvVar{Name: replay.EnvGroupInstanceID, Value: source}
+		}
+	}
+	return env
 }
 
 // ModeEnv is the sidecar's MS2M_MODE: the pod's sidecar-mode annotation

@@ -18,13 +18,29 @@ type Kafka struct {
 	Group   string
 	// MaxWait bounds how long a fetch waits for new messages (latency).
 	MaxWait time.Duration
+	// InstanceID, when set, makes the live source a static member of the
+	// group (group.instance.id, KIP-345) with this id; see static.
+	InstanceID string
 
 	client *kafka.Client
+	tr     *kafka.Transport
 	once   sync.Once
 }
 
+// transport is this Kafka's own connection pool: kafka-go's default one is
+// shared by every client of the process and keeps what it learned of a
+// broker (its coordinator, its metadata) by address, so a second broker on
+// a reused address was taken for the first.
+func (k *Kafka) transport() *kafka.Transport {
+	k.once.Do(func() {
+		k.tr = &kafka.Transport{}
+		k.client = &kafka.Client{Addr: kafka.TCP(k.Brokers...), Timeout: 10 * time.Second, Transport: k.tr}
+	})
+	return k.tr
+}
+
 func (k *Kafka) kafkaClient() *kafka.Client {
-	k.once.Do(func() { k.client = &kafka.Client{Addr: kafka.TCP(k.Brokers...), Timeout: 10 * time.Second} })
+	k.transport()
 	return k.client
 }
 
@@ -35,8 +51,12 @@ func (k *Kafka) maxWait() time.Duration {
 	return 50 * time.Millisecond
 }
 
-// Live implements Sources: a group member that commits synchronously.
+// Live implements Sources: a group member that commits synchronously, a
+// static one when InstanceID is set.
 func (k *Kafka) Live() Source {
+	if k.InstanceID != "" {
+		return k.static()
+	}
 	return kafka.NewReader(kafka.ReaderConfig{
 		Brokers: k.Brokers, Topic: k.Topic, GroupID: k.Group,
 		MinBytes: 1, MaxBytes: 10 << 20, MaxWait: k.maxWait(),
@@ -127,6 +147,8 @@ func (k *Kafka) waitCommittedPast(ctx context.Context, partition int, offset int
 	}
 }
 
+// pump feeds r's messages from offset from into m, each once wait (when
+// not nil) says the group has committed past it.
 func (m *merged) pump(ctx context.Context, r *kafka.Reader, from int64, wait func(context.Context, int, int64) (int64, error)) {
 	defer m.wg.Done()
 	if err := r.SetOffset(from); err != nil {
@@ -139,7 +161,7 @@ func (m *merged) pump(ctx context.Context, r *kafka.Reader, from int64, wait fun
 	var limit int64 // the committed offset last seen: below it, no need to ask again
 	for {
 		msg, err := r.FetchMessage(ctx)
-		if err == nil && msg.Offset >= limit {
+		if err == nil && wait != nil && msg.Offset >= limit {
 			limit, err = wait(ctx, msg.Partition, msg.Offset)
 		}
 		if ctx.Err() != nil {

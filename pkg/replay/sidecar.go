@@ -20,14 +20,19 @@ import (
 
 // Environment variables the webhook sets on the sidecar.
 const (
-	EnvBrokers      = "MS2M_KAFKA_BROKERS"
-	EnvTopic        = "MS2M_KAFKA_TOPIC"
-	EnvGroup        = "MS2M_KAFKA_GROUP"
-	EnvAppPort      = "MS2M_APP_PORT"
-	EnvDeliveryPath = "MS2M_DELIVERY_PATH"
-	EnvControlPort  = "MS2M_CONTROL_PORT"
-	EnvMetricsPort  = "MS2M_METRICS_PORT"
-	EnvPodIP        = "POD_IP"
+	EnvBrokers = "MS2M_KAFKA_BROKERS"
+	EnvTopic   = "MS2M_KAFKA_TOPIC"
+	EnvGroup   = "MS2M_KAFKA_GROUP"
+	// EnvGroupInstanceID makes the sidecar a static member of the group
+	// with this group.instance.id (KIP-345): the webhook sets the pod's
+	// name, a migration's target keeps its source's, so the broker hands
+	// the target the source's place without a rebalance.
+	EnvGroupInstanceID = "MS2M_GROUP_INSTANCE_ID"
+	EnvAppPort         = "MS2M_APP_PORT"
+	EnvDeliveryPath    = "MS2M_DELIVERY_PATH"
+	EnvControlPort     = "MS2M_CONTROL_PORT"
+	EnvMetricsPort     = "MS2M_METRICS_PORT"
+	EnvPodIP           = "POD_IP"
 	// EnvReplayFrom, set on a migration target, holds the checkpoint
 	// offsets O as JSON ({"0": 1200, "1": 977}); the sidecar starts replaying.
 	EnvReplayFrom = "MS2M_REPLAY_FROM"
@@ -54,6 +59,8 @@ const DefaultAllowedUser = "system:serviceaccount:ms2m-system:ms2m-manager"
 type Options struct {
 	Brokers      []string
 	Topic, Group string
+	// GroupInstanceID, when set, makes the live consumer a static member.
+	GroupInstanceID string
 	// AppURL is where messages are POSTed.
 	AppURL      string
 	ControlAddr string
@@ -90,7 +97,7 @@ func OptionsFromEnv(getenv func(string) string) (Options, error) {
 		}
 		return v
 	}
-	o := Options{Topic: need(EnvTopic), Group: need(EnvGroup)}
+	o := Options{Topic: need(EnvTopic), Group: need(EnvGroup), GroupInstanceID: strings.TrimSpace(getenv(EnvGroupInstanceID))}
 	for _, b := range strings.Split(need(EnvBrokers), ",") {
 		if b = strings.TrimSpace(b); b != "" {
 			o.Brokers = append(o.Brokers, b)
@@ -163,7 +170,7 @@ func Run(ctx context.Context, o Options, auth Authenticator) error {
 			metrics.AppErrors.Inc()
 			logger.Info("app did not acknowledge; retrying", "partition", m.Partition, "offset", m.Offset, "error", err.Error())
 		}}
-	src := &Kafka{Brokers: o.Brokers, Topic: o.Topic, Group: o.Group}
+	src := &Kafka{Brokers: o.Brokers, Topic: o.Topic, Group: o.Group, InstanceID: o.GroupInstanceID}
 	var e *Engine
 	switch {
 	case o.Fenced:

@@ -1,0 +1,108 @@
+package replay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/ms2m/ms2m/internal/expect"
+)
+
+func (s *static) gen() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.generation
+}
+
+// Two static members (two replicas of one consumer) share a topic's four
+// partitions. One is replaced by a member with its instance id, as a
+// migration's target replaces the fenced source: the broker swaps them
+// without a rebalance. The newcomer holds exactly the partitions of the one
+// it replaced, the other member keeps its generation and its partitions
+// and consumes on, and the replaced member's commits are refused.
+func TestStaticMemberIsReplacedWithoutARebalance(t *testing.T) {
+	b := startBroker(t, 4)
+	member := func(id string) *static {
+		k := b.sources("replicas")
+		k.InstanceID = id
+		s := k.Live().(*static)
+		t.Cleanup(func() { _ = s.Close() })
+		return s
+	}
+	a, c := member("orders-0"), member("orders-1")
+	expect.Eventually(t, "two members with two partitions each", func() error {
+		pa, pc := a.Assigned(), c.Assigned()
+		if len(pa) != 2 || len(pc) != 2 || slices.ContainsFunc(pa, func(p int) bool { return slices.Contains(pc, p) }) {
+			return fmt.Errorf("assigned %v and %v", pa, pc)
+		}
+		return nil
+	})
+	aParts, cParts, cGen := a.Assigned(), c.Assigned(), c.gen()
+	_ = a.Close() // fenced: it stops without leaving the group
+
+	a2 := member("orders-0")
+	expect.Eventually(t, "the newcomer holds the replaced member's partitions", func() error {
+		if got := a2.Assigned(); !slices.Equal(got, aParts) {
+			return fmt.Errorf("assigned %v, want %v", got, aParts)
+		}
+		return nil
+	})
+	b.produce(t, 0, 40)
+	ctx, cancel := context.WithTimeout(context.Background(), expect.Timeout)
+	defer cancel()
+	for name, s := range map[string]*static{"newcomer": a2, "other replica": c} {
+		want := aParts
+		if s == c {
+			want = cParts
+		}
+		m, err := s.FetchMessage(ctx)
+		if err != nil || !slices.Contains(want, m.Partition) {
+			t.Fatalf("%s fetched partition %d (%v); want one of %v", name, m.Partition, err, want)
+		}
+		if err := s.CommitMessages(ctx, m); err != nil {
+			t.Fatalf("%s committing: %v", name, err)
+		}
+	}
+	if g, p := c.gen(), c.Assigned(); g != cGen || !slices.Equal(p, cParts) {
+		t.Fatalf("the other replica went from generation %d %v to %d %v: it was rebalanced", cGen, cParts, g, p)
+	}
+	err := a.CommitMessages(ctx, kafka.Message{Partition: aParts[0], Offset: 5})
+	if err == nil || !strings.Contains(err.Error(), "Fenced") {
+		t.Fatalf("the replaced member's commit: %v; want it refused as fenced", err)
+	}
+}
+
+// The member hears the coordinator's heartbeat errors, which kafka-go's
+// Client misreads (heartbeatError): a heartbeat of a stale generation is
+// IllegalGeneration, of a member the group does not know UnknownMemberId.
+func TestHeartbeatErrorsReachTheMember(t *testing.T) {
+	b := startBroker(t, 1)
+	k := b.sources("hb")
+	k.InstanceID = "orders-0"
+	s := k.Live().(*static)
+	t.Cleanup(func() { _ = s.Close() })
+	expect.Eventually(t, "member joined", func() error {
+		if s.gen() == 0 {
+			return fmt.Errorf("not joined")
+		}
+		return nil
+	})
+	ctx := context.Background()
+	s.mu.Lock()
+	memberID, gen := s.memberID, s.generation
+	s.mu.Unlock()
+	if err := s.heartbeat(ctx, memberID, gen); err != nil {
+		t.Fatalf("heartbeat of the member: %v", err)
+	}
+	if err := s.heartbeat(ctx, memberID, gen+7); !errors.Is(err, kafka.IllegalGeneration) {
+		t.Fatalf("heartbeat of a stale generation: %v; want IllegalGeneration", err)
+	}
+	if err := s.heartbeat(ctx, memberID+"-gone", gen); err == nil {
+		t.Fatal("heartbeat of an unknown member id answered no error")
+	}
+}
