@@ -115,6 +115,7 @@ func newFlags(cmd string) *flag.FlagSet {
 	fs.Float64("rate", 20, "demo: producer messages per second.")
 	fs.Int("count", 300, "demo: messages the producer writes.")
 	fs.Duration("process-time", 5*time.Millisecond, "demo: consumer time per message.")
+	fs.Duration("kafka-initial-rebalance-delay", 3*time.Second, "The broker's group.initial.rebalance.delay.ms: the first rebalance of an empty consumer group waits this long, as on Apache Kafka (3s is its default; a negative value: none).")
 	fs.Bool("manager", true, "Run the ms2m manager (webhooks, controllers) inside the sandbox.")
 	fs.String("webhook-manifests", "config/webhook", "Directory of the webhook configurations the manager serves.")
 	fs.String("rbac-dir", "config/rbac", "Directory of the generated ClusterRoles the manager and the agent run under.")
@@ -340,6 +341,6 @@ func sandboxOptions(fs *flag.FlagSet) (sandbox.Options, error) {
 		Dir: dir, ControlPlaneDir: flagString(fs, "control-plane-dir"), BinDir: flagString(fs, "bin-dir"),
 		Nodes: flagInt(fs, "nodes"), NodesWithoutRestore: flagInt(fs, "nodes-without-restore"), CRDDirs: crds,
 		Log: log.WithName("sandbox"), Manager: mgr, WebhookManifests: flagString(fs, "webhook-manifests"),
-		RBACDir: flagString(fs, "rbac-dir"),
+		RBACDir: flagString(fs, "rbac-dir"), KafkaInitialRebalanceDelay: flagDuration(fs, "kafka-initial-rebalance-delay"),
 	}, nil
 }

@@ -33,6 +33,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/ms2m/ms2m/pkg/manager"
+	"github.com/ms2m/ms2m/pkg/sandbox/broker"
 	"github.com/ms2m/ms2m/pkg/sandbox/kubelet"
 	"github.com/ms2m/ms2m/pkg/sandbox/kubeproxy"
 )
@@ -57,6 +58,11 @@ type Options struct {
 	NodesWithoutRestore int
 	// Partitions of topics the broker creates on first use (default 2).
 	Partitions int
+	// KafkaInitialRebalanceDelay is the broker's
+	// group.initial.rebalance.delay.ms: how long the first rebalance of an
+	// empty consumer group waits (0: Apache Kafka's default, 3 s; negative:
+	// none, as kfake alone does). See broker.DelayJoinsIntoEmptyGroups.
+	KafkaInitialRebalanceDelay time.Duration
 	// CRDDirs are installed at start (the ms2m CRDs).
 	CRDDirs []string
 	// SchedulerExtenders are added to the scheduler's configuration, as
@@ -147,6 +153,9 @@ func (o *Options) defaults() error {
 	}
 	if o.Partitions == 0 {
 		o.Partitions = 2
+	}
+	if o.KafkaInitialRebalanceDelay == 0 {
+		o.KafkaInitialRebalanceDelay = broker.DefaultInitialRebalanceDelay
 	}
 	for _, b := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"} {
 		if _, err := os.Stat(filepath.Join(o.ControlPlaneDir, b)); err != nil {
@@ -419,6 +428,7 @@ func (s *Sandbox) startBroker(port int) error {
 		return fmt.Errorf("sandbox: broker: %w", err)
 	}
 	s.Broker = s.kafka.ListenAddrs()[0]
+	broker.DelayJoinsIntoEmptyGroups(s.kafka, s.opts.KafkaInitialRebalanceDelay)
 	return nil
 }
 
