@@ -5,6 +5,7 @@ import (
 	"errors"
 	"maps"
 	"net"
+	"slices"
 	"sync"
 
 	"github.com/ms2m/ms2m/pkg/migratable"
@@ -30,6 +31,17 @@ type Sidecars struct {
 	// idle: partitions the group has committed offsets for that the
 	// sidecar has not delivered from since it started (not in Next).
 	idle map[int]int64
+	// assigned: a static member's partitions (nil: a dynamic member).
+	assigned []int
+}
+
+// SetAssigned makes the sidecars static members holding partitions (one
+// replica of several in the group): their positions name them, and a
+// Fence answers only their committed offsets.
+func (s *Sidecars) SetAssigned(partitions []int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.assigned = slices.Clone(partitions)
 }
 
 // SetIdle adds partitions the source's sidecar has not delivered from since
@@ -123,7 +135,11 @@ func (s *Sidecars) answer(call string, mode replay.Mode, paused bool) (replay.Po
 	if call == "Fence" {
 		pos.Fence = maps.Clone(s.next)
 		maps.Copy(pos.Fence, s.idle)
+		if s.assigned != nil {
+			maps.DeleteFunc(pos.Fence, func(p int, _ int64) bool { return !slices.Contains(s.assigned, p) })
+		}
 	}
+	pos.Assigned = slices.Clone(s.assigned)
 	return pos, nil
 }
 
@@ -167,13 +183,20 @@ func (s *Sidecars) Handover(context.Context, string, map[int]int64) (replay.Posi
 	return s.answer("Handover", replay.ModeLive, false)
 }
 
-// Offsets is a FAKE broker offset query: the sidecar's offsets are
-// complete.
-type Offsets struct{}
+// Offsets is a FAKE broker offset query: the sidecar's offsets, with
+// Committed filling in the partitions it has not delivered from, as the
+// group's committed offsets do.
+type Offsets struct{ Committed map[int]int64 }
 
 // Complete implements the controller's Offsets.
-func (Offsets) Complete(_ context.Context, _ migratable.Binding, next map[int]int64) (map[int]int64, error) {
-	return next, nil
+func (o Offsets) Complete(_ context.Context, _ migratable.Binding, next map[int]int64) (map[int]int64, error) {
+	out := maps.Clone(next)
+	for p, c := range o.Committed {
+		if _, ok := out[p]; !ok {
+			out[p] = c
+		}
+	}
+	return out, nil
 }
 
 // Broker is a FAKE Kafka broker address for the controller's reachability

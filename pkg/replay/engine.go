@@ -71,7 +71,15 @@ type Position struct {
 	// Lag, on a replaying target, is the number of messages between its
 	// position and the live member's committed position (or the fence).
 	Lag int64 `json:"lag"`
+	// Assigned is, for a static member of a group (MS2M_GROUP_INSTANCE_ID),
+	// the partitions the group gave it: with several replicas in one group,
+	// a migration checkpoints, replays and fences exactly these. Absent
+	// when not known (a dynamic member, or none joined yet).
+	Assigned []int `json:"assigned,omitempty"`
 }
+
+// assigner is a live source that knows its partitions (static).
+type assigner interface{ Assigned() []int }
 
 // Engine delivers messages in order, one at a time or, when the app opted
 // in, one batch at a time, so that per partition the app's state is exact up
@@ -253,6 +261,10 @@ func (e *Engine) Ready() bool {
 }
 
 func (e *Engine) positionLocked() Position {
-	return Position{Mode: e.mode, Next: maps.Clone(e.next), Delivered: e.delivered, Replayed: e.replayed,
+	pos := Position{Mode: e.mode, Next: maps.Clone(e.next), Delivered: e.delivered, Replayed: e.replayed,
 		Paused: e.paused, From: maps.Clone(e.from), Fence: maps.Clone(e.fence)}
+	if a, ok := e.src.(assigner); ok {
+		pos.Assigned = a.Assigned()
+	}
+	return pos
 }

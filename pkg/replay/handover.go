@@ -54,11 +54,16 @@ func (e *Engine) Fence(ctx context.Context) (Position, error) {
 		e.mu.Unlock()
 		return Position{}, err
 	}
+	var assigned []int
+	if a, ok := e.src.(assigner); ok {
+		assigned = a.Assigned()
+	}
 	if e.mode == ModeLive {
 		e.setModeLocked(ModeFenced)
-		e.replaceSourceLocked(nil) // leaves the group: the target can take the partitions
+		e.replaceSourceLocked(nil) // the target can take the partitions (a static member's place stays for it)
 	}
 	pos := e.positionLocked()
+	pos.Assigned = assigned
 	e.mu.Unlock()
 
 	committed, err := e.sources.Committed(ctx)
@@ -71,6 +76,13 @@ func (e *Engine) Fence(ctx context.Context) (Position, error) {
 		}
 	}
 	pos.Fence = committed
+	if assigned != nil {
+		// One replica of several: its partitions only.
+		pos.Fence = make(map[int]int64, len(assigned))
+		for _, p := range assigned {
+			pos.Fence[p] = committed[p]
+		}
+	}
 	return pos, nil
 }
 

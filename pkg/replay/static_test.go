@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -104,5 +105,90 @@ func TestHeartbeatErrorsReachTheMember(t *testing.T) {
 	}
 	if err := s.heartbeat(ctx, memberID+"-gone", gen); err == nil {
 		t.Fatal("heartbeat of an unknown member id answered no error")
+	}
+}
+
+// One replica of a two-replica group is migrated: its pause names its
+// partitions, so O and F cover exactly those; the target replays and takes
+// over exactly those, as the same static member; the other replica is never
+// rebalanced; every message is applied live exactly once across the three.
+func TestOneReplicaOfAGroupMovesWithItsPartitions(t *testing.T) {
+	b := startBroker(t, 4)
+	sources := func(id string) *Kafka {
+		k := b.sources("replicas")
+		k.InstanceID = id
+		return k
+	}
+	ra, rb, rt := newRecorder(), newRecorder(), newRecorder()
+	a, other := NewLive(sources("orders-0"), deliverer(t, ra)), NewLive(sources("orders-1"), deliverer(t, rb))
+	runEngine(t, a)
+	runEngine(t, other)
+	member := func(e *Engine) *static {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		s, _ := e.src.(*static)
+		return s
+	}
+	expect.Eventually(t, "two replicas with two partitions each", func() error {
+		if pa, pb := a.Position().Assigned, other.Position().Assigned; len(pa) != 2 || len(pb) != 2 {
+			return fmt.Errorf("assigned %v and %v", pa, pb)
+		}
+		return nil
+	})
+	otherGen, otherParts := member(other).gen(), other.Position().Assigned
+	b.produce(t, 0, 40)
+	ctx, cancel := context.WithTimeout(context.Background(), expect.Timeout)
+	defer cancel()
+	pos, err := a.Pause(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	committed, err := sources("").Committed(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := map[int]int64{}
+	for _, p := range pos.Assigned {
+		o[p] = committed[p]
+	}
+	a.Resume()
+	target := NewReplay(sources("orders-0"), deliverer(t, rt), o)
+	runEngine(t, target)
+	b.produce(t, 40, 40)
+	f, err := a.Fence(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(slices.Sorted(maps.Keys(f.Fence)), pos.Assigned) {
+		t.Fatalf("fence %v; want exactly the replica's partitions %v", f.Fence, pos.Assigned)
+	}
+	if _, err := target.Handover(ctx, f.Fence); err != nil {
+		t.Fatal(err)
+	}
+	b.produce(t, 80, 40)
+	expect.Eventually(t, "every message applied live exactly once", func() error {
+		sa, sb, st := ra.snapshot(), rb.snapshot(), rt.snapshot()
+		total := 0
+		for p := range 4 {
+			live := append(append(slices.Clone(sa.live[p]), sb.live[p]...), st.live[p]...)
+			slices.Sort(live)
+			if len(slices.Compact(slices.Clone(live))) != len(live) {
+				return fmt.Errorf("partition %d applied live twice: %v", p, live)
+			}
+			total += len(live)
+			if len(st.replay[p]) > 0 && !slices.Contains(pos.Assigned, p) {
+				return fmt.Errorf("the target replayed partition %d of the other replica", p)
+			}
+			if len(st.live[p]) > 0 && !slices.Contains(pos.Assigned, p) {
+				return fmt.Errorf("the target took partition %d of the other replica", p)
+			}
+		}
+		if total != 120 {
+			return fmt.Errorf("%d of 120 applied live", total)
+		}
+		return nil
+	})
+	if g, p := member(other).gen(), other.Position().Assigned; g != otherGen || !slices.Equal(p, otherParts) {
+		t.Fatalf("the other replica went from generation %d %v to %d %v", otherGen, otherParts, g, p)
 	}
 }

@@ -36,6 +36,11 @@ func checkpointing(ctx context.Context, w *work) (outcome, error) {
 		if err != nil {
 			return fail(v1.ReasonCheckpointFailed, "the checkpoint offsets: %v", err)
 		}
+		if pos.Assigned != nil {
+			// One replica of a group of several: O covers its partitions,
+			// not the other replicas'.
+			next = only(next, pos.Assigned)
+		}
 		if len(next) == 0 {
 			// Nothing to record yet (the topic does not exist): serve on
 			// and try again rather than checkpoint an unknown position.

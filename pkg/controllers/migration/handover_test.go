@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ms2m/ms2m/internal/migrationtest"
 	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
 )
 
@@ -85,6 +86,7 @@ func TestFenceNamesIdlePartitions(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			w := newWorld(t, opts...)
 			w.sidecars.SetIdle(map[int]int64{2: 7})
+			w.r.Offsets = migrationtest.Offsets{Committed: map[int]int64{2: 7}} // O names it too
 			m := w.until(w.migrate("idle"), "Completed", inPhase(v1.PhaseCompleted))
 			got := map[int32]int64{}
 			for _, o := range m.Status.FenceOffsets {
@@ -94,5 +96,20 @@ func TestFenceNamesIdlePartitions(t *testing.T) {
 				t.Fatalf("fence offsets %v; want %v (partition 2 idle since the sidecar restarted)", got, want)
 			}
 		})
+	}
+}
+
+// One replica of several in a group: the source's sidecar names its
+// partitions, and O and F cover those only, not the partitions it held
+// before the group last rebalanced (still in its positions) nor the other
+// replicas'.
+func TestOneReplicaCheckpointsItsPartitionsOnly(t *testing.T) {
+	w := newWorld(t)
+	w.sidecars.SetAssigned([]int{1})
+	m := w.until(w.migrate("replica"), "Completed", inPhase(v1.PhaseCompleted))
+	for name, offs := range map[string][]v1.PartitionOffset{"checkpoint": m.Status.CheckpointOffsets, "fence": m.Status.FenceOffsets} {
+		if len(offs) != 1 || offs[0].Partition != 1 {
+			t.Fatalf("%s offsets %v; want partition 1 only", name, offs)
+		}
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -93,8 +95,25 @@ func (w *work) fence(ctx context.Context, src *corev1.Pod) (outcome, bool, error
 	// F is the group's committed offsets, which the sidecar checked against
 	// what the app acknowledged: Next names only the partitions it delivered
 	// from since it last started.
-	w.m.Status.FenceOffsets = toOffsets(topic, pos.Fence)
+	// F bounds the replay from O: the partitions of O (a restarted fenced
+	// source no longer knows its assignment and answers them all).
+	fence := pos.Fence
+	if o := fromOffsets(w.m.Status.CheckpointOffsets); len(o) > 0 {
+		fence = only(fence, slices.Collect(maps.Keys(o)))
+	}
+	w.m.Status.FenceOffsets = toOffsets(topic, fence)
 	return outcome{}, true, nil
+}
+
+// only is offs restricted to partitions.
+func only(offs map[int]int64, partitions []int) map[int]int64 {
+	out := make(map[int]int64, len(partitions))
+	for _, p := range partitions {
+		if o, ok := offs[p]; ok {
+			out[p] = o
+		}
+	}
+	return out
 }
 
 // setSidecarMode records on p where its sidecar must stand after a
