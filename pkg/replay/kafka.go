@@ -21,6 +21,8 @@ type Kafka struct {
 	// InstanceID, when set, makes the live source a static member of the
 	// group (group.instance.id, KIP-345) with this id; see static.
 	InstanceID string
+	// OnJoin, when set, hears each join of the static member.
+	OnJoin func(generation int, assigned []int)
 
 	client *kafka.Client
 	tr     *kafka.Transport

@@ -19,6 +19,11 @@ type Metrics struct {
 	Mode *prometheus.GaugeVec
 	// Lag is the replay lag last sampled through the control API.
 	Lag prometheus.Gauge
+	// GroupGeneration and AssignedPartitions are a static member's group
+	// generation and partition count as of its last join: a replica whose
+	// generation does not move was not rebalanced.
+	GroupGeneration    prometheus.Gauge
+	AssignedPartitions prometheus.Gauge
 }
 
 // NewMetrics registers the metrics with reg.
@@ -41,8 +46,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "1 for the sidecar's current mode, 0 for the others."}, []string{"mode"}),
 		Lag: prometheus.NewGauge(prometheus.GaugeOpts{Name: "ms2m_replay_lag_messages",
 			Help: "Messages between a replaying target and the live member's position (or the fence), as last sampled."}),
+		GroupGeneration: prometheus.NewGauge(prometheus.GaugeOpts{Name: "ms2m_replay_group_generation",
+			Help: "The consumer group's generation at the static member's last join (0: not a static member, or not joined)."}),
+		AssignedPartitions: prometheus.NewGauge(prometheus.GaugeOpts{Name: "ms2m_replay_assigned_partitions",
+			Help: "Partitions the group assigned the static member at its last join."}),
 	}
-	reg.MustRegister(m.Delivered, m.Replayed, m.AppErrors, m.KafkaErrors, m.PauseSeconds, m.FenceSeconds, m.Mode, m.Lag)
+	reg.MustRegister(m.Delivered, m.Replayed, m.AppErrors, m.KafkaErrors, m.PauseSeconds, m.FenceSeconds, m.Mode, m.Lag,
+		m.GroupGeneration, m.AssignedPartitions)
 	return m
 }
 
@@ -70,3 +80,12 @@ func (m *Metrics) observe(pick func(*Metrics) prometheus.Histogram, start time.T
 
 func pauseSeconds(m *Metrics) prometheus.Histogram { return m.PauseSeconds }
 func fenceSeconds(m *Metrics) prometheus.Histogram { return m.FenceSeconds }
+
+// joined records a static member's join.
+func (m *Metrics) joined(generation int, assigned []int) {
+	if m == nil {
+		return
+	}
+	m.GroupGeneration.Set(float64(generation))
+	m.AssignedPartitions.Set(float64(len(assigned)))
+}

@@ -170,7 +170,11 @@ func Run(ctx context.Context, o Options, auth Authenticator) error {
 			metrics.AppErrors.Inc()
 			logger.Info("app did not acknowledge; retrying", "partition", m.Partition, "offset", m.Offset, "error", err.Error())
 		}}
-	src := &Kafka{Brokers: o.Brokers, Topic: o.Topic, Group: o.Group, InstanceID: o.GroupInstanceID}
+	src := &Kafka{Brokers: o.Brokers, Topic: o.Topic, Group: o.Group, InstanceID: o.GroupInstanceID,
+		OnJoin: func(generation int, assigned []int) {
+			metrics.joined(generation, assigned)
+			logger.Info("joined the group as a static member", "group", o.Group, "instance", o.GroupInstanceID, "generation", generation, "partitions", assigned)
+		}}
 	var e *Engine
 	switch {
 	case o.Fenced:

@@ -146,6 +146,9 @@ func (s *static) join(ctx context.Context) error {
 	s.mu.Lock()
 	s.memberID, s.generation, s.assigned = resp.MemberID, resp.GenerationID, parts
 	s.mu.Unlock()
+	if s.k.OnJoin != nil {
+		s.k.OnJoin(resp.GenerationID, parts)
+	}
 	return nil
 }
 
