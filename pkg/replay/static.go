@@ -36,6 +36,9 @@ type static struct {
 	memberID   string
 	generation int
 	assigned   []int
+	// leading: this member assigned the partitions, of which the topic
+	// had topicPartitions then (-1: not the leader).
+	topicPartitions int
 	// fenced is set once another member took the instance id.
 	fenced error
 }
@@ -88,9 +91,13 @@ func (s *static) run(ctx context.Context) {
 	}
 }
 
-// rejoin: the group rebalanced (or forgot the member): join again.
+// errTopicChanged: the topic's partitions are not those assigned.
+var errTopicChanged = errors.New("the topic's partitions changed")
+
+// rejoin: the group rebalanced (or forgot the member), or the leader saw
+// the topic change: join again.
 func rejoin(err error) bool {
-	return errors.Is(err, kafka.RebalanceInProgress) || errors.Is(err, kafka.IllegalGeneration) || errors.Is(err, kafka.UnknownMemberId)
+	return errors.Is(err, errTopicChanged) || errors.Is(err, kafka.RebalanceInProgress) || errors.Is(err, kafka.IllegalGeneration) || errors.Is(err, kafka.UnknownMemberId)
 }
 
 // report hands err to a fetch waiting for one (the engine logs it and
@@ -126,10 +133,13 @@ func (s *static) join(ctx context.Context) error {
 		return fmt.Errorf("joining group %s as %s: %w", s.k.Group, s.instance, err)
 	}
 	var assignments []kafka.SyncGroupRequestAssignment
+	topicPartitions := -1
 	if resp.LeaderID == resp.MemberID && len(resp.Members) > 0 {
-		if assignments, err = s.assign(ctx, resp.Members); err != nil {
+		parts, err := s.partitions(ctx)
+		if err != nil {
 			return err
 		}
+		assignments, topicPartitions = rangeAssign(s.k.Topic, resp.Members, parts), len(parts)
 	}
 	sync, err := s.client.SyncGroup(ctx, &kafka.SyncGroupRequest{
 		GroupID: s.k.Group, GenerationID: resp.GenerationID, MemberID: resp.MemberID, GroupInstanceID: s.instance,
@@ -144,7 +154,7 @@ func (s *static) join(ctx context.Context) error {
 	parts := slices.Clone(sync.Assignment.AssignedPartitions[s.k.Topic])
 	slices.Sort(parts)
 	s.mu.Lock()
-	s.memberID, s.generation, s.assigned = resp.MemberID, resp.GenerationID, parts
+	s.memberID, s.generation, s.assigned, s.topicPartitions = resp.MemberID, resp.GenerationID, parts, topicPartitions
 	s.mu.Unlock()
 	if s.k.OnJoin != nil {
 		s.k.OnJoin(resp.GenerationID, parts)
@@ -152,23 +162,27 @@ func (s *static) join(ctx context.Context) error {
 	return nil
 }
 
-// assign is the range assignor: members sorted by instance id (member id
-// without one), the sorted partitions split in contiguous ranges, the
-// first members taking one more when they do not divide evenly.
-func (s *static) assign(ctx context.Context, members []kafka.JoinGroupResponseMember) ([]kafka.SyncGroupRequestAssignment, error) {
+// partitions are the topic's partitions now (none while it does not exist).
+func (s *static) partitions(ctx context.Context) ([]int, error) {
 	meta, err := s.client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{s.k.Topic}})
 	if err != nil {
 		return nil, fmt.Errorf("metadata of topic %s: %w", s.k.Topic, err)
 	}
 	var parts []int
 	for _, t := range meta.Topics {
+		if t.Error != nil {
+			continue // not created yet
+		}
 		for _, p := range t.Partitions {
 			parts = append(parts, p.ID)
 		}
 	}
-	return rangeAssign(s.k.Topic, members, parts), nil
+	return parts, nil
 }
 
+// rangeAssign is the range assignor: members sorted by instance id (member
+// id without one), the sorted partitions split in contiguous ranges, the
+// first members taking one more when they do not divide evenly.
 func rangeAssign(topic string, members []kafka.JoinGroupResponseMember, parts []int) []kafka.SyncGroupRequestAssignment {
 	key := func(m kafka.JoinGroupResponseMember) string {
 		if m.GroupInstanceID != "" {
@@ -209,7 +223,7 @@ func cmpString(a, b string) int {
 // error) or ctx ends.
 func (s *static) consume(ctx context.Context) error {
 	s.mu.Lock()
-	parts, memberID, generation := s.assigned, s.memberID, s.generation
+	parts, memberID, generation, topicPartitions := s.assigned, s.memberID, s.generation, s.topicPartitions
 	s.mu.Unlock()
 	gctx, stop := context.WithCancel(ctx)
 	m := &merged{out: s.out, closed: gctx.Done(), cancel: stop}
@@ -229,11 +243,21 @@ func (s *static) consume(ctx context.Context) error {
 	}
 	t := time.NewTicker(staticHeartbeat)
 	defer t.Stop()
-	for {
+	for tick := 1; ; tick++ {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-t.C:
+		}
+		// The leader watches the topic's partitions, as Kafka's consumers
+		// do, and rejoins when they changed (a rebalance follows): a topic
+		// created after the group formed (the producer's first write
+		// creates it) is assigned then. Every heartbeat while it has none,
+		// every ten otherwise.
+		if topicPartitions >= 0 && (topicPartitions == 0 || tick%10 == 0) {
+			if now, err := s.partitions(ctx); err == nil && len(now) != topicPartitions {
+				return errTopicChanged
+			}
 		}
 		err := s.heartbeat(ctx, memberID, generation)
 		switch {

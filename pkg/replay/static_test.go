@@ -8,8 +8,10 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/ms2m/ms2m/internal/expect"
 )
@@ -190,5 +192,41 @@ func TestOneReplicaOfAGroupMovesWithItsPartitions(t *testing.T) {
 	})
 	if g, p := member(other).gen(), other.Position().Assigned; g != otherGen || !slices.Equal(p, otherParts) {
 		t.Fatalf("the other replica went from generation %d %v to %d %v", otherGen, otherParts, g, p)
+	}
+}
+
+// A consumer started before its topic exists (the producer's first write
+// creates it) consumes once it does: the group's leader sees the
+// partitions appear and rejoins, and the new assignment gives them out.
+func TestStaticMemberConsumesATopicCreatedAfterItJoined(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	b := &broker{addr: c.ListenAddrs()[0]}
+	k := b.sources("late")
+	k.InstanceID = "orders-0"
+	s := k.Live().(*static)
+	t.Cleanup(func() { _ = s.Close() })
+	expect.Eventually(t, "member joined before the topic exists", func() error {
+		if s.gen() == 0 {
+			return fmt.Errorf("not joined")
+		}
+		return nil
+	})
+	w := &kafka.Writer{Addr: kafka.TCP(b.addr), Topic: topic, AllowAutoTopicCreation: true, BatchTimeout: time.Millisecond}
+	t.Cleanup(func() { _ = w.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), expect.Timeout)
+	defer cancel()
+	if err := w.WriteMessages(ctx, kafka.Message{Value: []byte("first")}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := s.FetchMessage(ctx)
+	if err != nil || string(m.Value) != "first" {
+		t.Fatalf("fetched %q (%v); want the first message of the topic created after the join", m.Value, err)
+	}
+	if got := s.Assigned(); len(got) != 2 {
+		t.Fatalf("assigned %v; want both partitions of the new topic", got)
 	}
 }
