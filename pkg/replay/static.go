@@ -324,16 +324,26 @@ func (s *static) FetchMessage(ctx context.Context) (kafka.Message, error) {
 
 // CommitMessages implements Source: the next offset of each partition, in
 // this member's generation (a member fenced by its successor is refused).
+// A partition the group gave another member in a rebalance meanwhile is
+// not committed: its new owner's offsets are not this member's to move
+// (it starts from the last commit, so the message is delivered again
+// there, as with any Kafka consumer across a rebalance).
 func (s *static) CommitMessages(ctx context.Context, msgs ...kafka.Message) error {
 	next := map[int]int64{}
 	for _, m := range msgs {
 		next[m.Partition] = max(next[m.Partition], m.Offset+1)
 	}
+	s.mu.Lock()
 	var offs []kafka.OffsetCommit
 	for p, o := range next {
-		offs = append(offs, kafka.OffsetCommit{Partition: p, Offset: o})
+		if slices.Contains(s.assigned, p) {
+			offs = append(offs, kafka.OffsetCommit{Partition: p, Offset: o})
+		}
 	}
-	s.mu.Lock()
+	if len(offs) == 0 {
+		s.mu.Unlock()
+		return nil
+	}
 	req := &kafka.OffsetCommitRequest{GroupID: s.k.Group, GenerationID: s.generation, MemberID: s.memberID, InstanceID: s.instance,
 		Topics: map[string][]kafka.OffsetCommit{s.k.Topic: offs}}
 	s.mu.Unlock()
