@@ -83,7 +83,7 @@ func (s *static) run(ctx context.Context) {
 		case rejoin(err):
 		default:
 			s.report(err)
-			if !sleep(ctx, backoff) {
+			if !sleepCtx(ctx, backoff) {
 				return
 			}
 			backoff = nextBackoff(backoff)
@@ -373,15 +373,4 @@ func (s *static) Assigned() []int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return slices.Clone(s.assigned)
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }
