@@ -261,6 +261,19 @@ func liveAfter(t *testing.T, n int) (*harness, *app) {
 	return h, a
 }
 
+// fencedAfter fences h's engine and returns F with a context for the
+// test's further calls.
+func fencedAfter(t *testing.T, h *harness) (context.Context, Position) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*expect.Timeout)
+	t.Cleanup(cancel)
+	f, err := h.engine.Fence(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ctx, f
+}
+
 func TestPauseReportsExactPositionAndResumeLosesNothing(t *testing.T) {
 	h, a := liveAfter(t, 20)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -294,12 +307,7 @@ func TestPauseReportsExactPositionAndResumeLosesNothing(t *testing.T) {
 // offsets, and serves again only when a rollback resumes it.
 func TestAFencedSidecarRestartsFenced(t *testing.T) {
 	h, a := liveAfter(t, 20)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	first, err := h.engine.Fence(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, first := fencedAfter(t, h)
 
 	restarted := NewFenced(h.b.sources(h.group), deliverer(t, a))
 	runEngine(t, restarted)

@@ -214,12 +214,7 @@ func (b *broker) endOffsets(ctx context.Context) (map[int]int64, error) {
 // from); a live engine says so and stays live.
 func TestAbortSettlesALostHandover(t *testing.T) {
 	h, _ := liveAfter(t, 40)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*expect.Timeout)
-	defer cancel()
-	f, err := h.engine.Fence(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, f := fencedAfter(t, h)
 
 	slow := newApp()
 	slow.holdAt = 10 // the target is still replaying when the abort comes

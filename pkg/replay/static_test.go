@@ -16,6 +16,22 @@ import (
 	"github.com/ms2m/ms2m/internal/expect"
 )
 
+// joinedMember is static member orders-0 of group, once it joined.
+func joinedMember(t *testing.T, b *broker, group string) *static {
+	t.Helper()
+	k := b.sources(group)
+	k.InstanceID = "orders-0"
+	s := k.Live().(*static)
+	t.Cleanup(func() { _ = s.Close() })
+	expect.Eventually(t, "member joined", func() error {
+		if s.gen() == 0 {
+			return fmt.Errorf("not joined")
+		}
+		return nil
+	})
+	return s
+}
+
 func (s *static) gen() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -84,17 +100,7 @@ func TestStaticMemberIsReplacedWithoutARebalance(t *testing.T) {
 // Client misreads (heartbeatError): a heartbeat of a stale generation is
 // IllegalGeneration, of a member the group does not know UnknownMemberId.
 func TestHeartbeatErrorsReachTheMember(t *testing.T) {
-	b := startBroker(t, 1)
-	k := b.sources("hb")
-	k.InstanceID = "orders-0"
-	s := k.Live().(*static)
-	t.Cleanup(func() { _ = s.Close() })
-	expect.Eventually(t, "member joined", func() error {
-		if s.gen() == 0 {
-			return fmt.Errorf("not joined")
-		}
-		return nil
-	})
+	s := joinedMember(t, startBroker(t, 1), "hb")
 	ctx := context.Background()
 	s.mu.Lock()
 	memberID, gen := s.memberID, s.generation
@@ -205,16 +211,7 @@ func TestStaticMemberConsumesATopicCreatedAfterItJoined(t *testing.T) {
 	}
 	t.Cleanup(c.Close)
 	b := &broker{addr: c.ListenAddrs()[0]}
-	k := b.sources("late")
-	k.InstanceID = "orders-0"
-	s := k.Live().(*static)
-	t.Cleanup(func() { _ = s.Close() })
-	expect.Eventually(t, "member joined before the topic exists", func() error {
-		if s.gen() == 0 {
-			return fmt.Errorf("not joined")
-		}
-		return nil
-	})
+	s := joinedMember(t, b, "late") // before the topic exists
 	w := &kafka.Writer{Addr: kafka.TCP(b.addr), Topic: topic, AllowAutoTopicCreation: true, BatchTimeout: time.Millisecond}
 	t.Cleanup(func() { _ = w.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), expect.Timeout)
