@@ -161,11 +161,11 @@ func reportOthers(ctx context.Context, others []deploy.Deployed, before []deploy
 	ok := true
 	for i, d := range others {
 		b, a := before[i], after[i]
-		verdict := "unchanged: not rebalanced, never paused"
+		verdict := "not rebalanced, never paused"
 		if a.Generation != b.Generation || a.Partitions != b.Partitions || a.Pauses != b.Pauses || a.Fences != b.Fences || a.Delivered <= b.Delivered {
 			verdict, ok = fmt.Sprintf("DISTURBED (pauses %d→%d, fences %d→%d)", b.Pauses, a.Pauses, b.Fences, a.Fences), false
 		}
-		say("replica %s (%s): group generation %d → %d, %d → %d partitions %s; %d messages delivered during the migration",
+		say("replica %s (%s): group generation %d → %d, partitions %d → %d: %s; %d messages delivered during the migration",
 			d.Pod.Name, d.Pod.Spec.NodeName, b.Generation, a.Generation, b.Partitions, a.Partitions, verdict, a.Delivered-b.Delivered)
 	}
 	return ok, nil

@@ -7,9 +7,13 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/ms2m/ms2m/internal/expect"
 )
@@ -190,5 +194,57 @@ func TestOneReplicaOfAGroupMovesWithItsPartitions(t *testing.T) {
 	})
 	if g, p := member(other).gen(), other.Position().Assigned; g != otherGen || !slices.Equal(p, otherParts) {
 		t.Fatalf("the other replica went from generation %d %v to %d %v", otherGen, otherParts, g, p)
+	}
+}
+
+// A sidecar that starts before its topic exists (the producer creates it
+// later) joins once the topic is there, and is given its partitions. Had
+// it joined first (its transport's metadata, from before the topic, is
+// what the leader assigns from), the stable group would never have given
+// it any.
+func TestStaticMemberStartedBeforeItsTopicGetsItsPartitions(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	var mu sync.Mutex
+	metadata := 0
+	c.ControlKey(int16(kmsg.Metadata), func(kmsg.Request) (kmsg.Response, error, bool) {
+		mu.Lock()
+		metadata++
+		mu.Unlock()
+		return nil, nil, false
+	})
+	b := &broker{addr: c.ListenAddrs()[0]}
+	k := b.sources("early")
+	k.InstanceID = "orders-0"
+	s := k.Live().(*static)
+	t.Cleanup(func() { _ = s.Close() })
+	expect.Eventually(t, "the member's first look at the cluster", func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if metadata == 0 {
+			return errors.New("no metadata request yet")
+		}
+		return nil
+	})
+	admin := &kafka.Client{Addr: kafka.TCP(b.addr), Timeout: 5 * time.Second}
+	resp, err := admin.CreateTopics(context.Background(), &kafka.CreateTopicsRequest{
+		Topics: []kafka.TopicConfig{{Topic: topic, NumPartitions: 2, ReplicationFactor: 1}}})
+	if err != nil || resp.Errors[topic] != nil {
+		t.Fatalf("creating the topic: %v %v", err, resp)
+	}
+	expect.Eventually(t, "the member holds the topic's partitions", func() error {
+		if got := s.Assigned(); !slices.Equal(got, []int{0, 1}) {
+			return fmt.Errorf("assigned %v", got)
+		}
+		return nil
+	})
+	b.produce(t, 0, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), expect.Timeout)
+	defer cancel()
+	if _, err := s.FetchMessage(ctx); err != nil {
+		t.Fatalf("fetching: %v", err)
 	}
 }

@@ -246,12 +246,16 @@ func poll(ctx context.Context, timeout time.Duration, fn func(context.Context) e
 }
 
 // Poll runs fn every interval until it returns nil or timeout passes,
-// returning fn's last error then.
+// returning fn's last error then (the one before, when the last call was
+// cut short by the timeout itself, so the real reason shows).
 func Poll(ctx context.Context, interval, timeout time.Duration, fn func(context.Context) error) error {
 	var last error
 	err := wait.PollUntilContextTimeout(ctx, interval, timeout, true, func(ctx context.Context) (bool, error) {
-		last = fn(ctx)
-		return last == nil, nil
+		e := fn(ctx)
+		if e == nil || ctx.Err() == nil || last == nil {
+			last = e
+		}
+		return e == nil, nil
 	})
 	if err != nil && last != nil {
 		return last
