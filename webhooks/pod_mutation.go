@@ -172,11 +172,21 @@ func Mutate(pod *corev1.Pod, opts SidecarOptions) field.ErrorList {
 	for i := range pod.Spec.Containers {
 		if pod.Spec.Containers[i].Name == v1.SidecarContainerName {
 			// A migration's target pod carries the offsets its sidecar
-			// replays from (or starts it in standby); re-injection keeps
+			// replays from (or starts it in standby) and its source's
+			// group.instance.id as a value, so that it takes the source's
+			// place in the consumer group instead of joining as a new
+			// member (which rebalances every replica); re-injection keeps
 			// them.
 			for _, e := range pod.Spec.Containers[i].Env {
-				if e.Name == replay.EnvReplayFrom || e.Name == replay.EnvStandby {
+				switch {
+				case e.Name == replay.EnvReplayFrom || e.Name == replay.EnvStandby:
 					sidecar.Env = append(sidecar.Env, e)
+				case e.Name == replay.EnvGroupInstanceID && e.ValueFrom == nil && e.Value != "":
+					for j := range sidecar.Env {
+						if sidecar.Env[j].Name == replay.EnvGroupInstanceID {
+							sidecar.Env[j] = e
+						}
+					}
 				}
 			}
 			pod.Spec.Containers[i] = sidecar

@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
+	"github.com/ms2m/ms2m/pkg/migratable"
 	"github.com/ms2m/ms2m/pkg/replay"
 )
 
@@ -261,6 +262,40 @@ func TestMutateKeepsTheReplayOffsetsOfATargetPod(t *testing.T) {
 				t.Fatalf("%s present %d times after re-admission, want once", env.Name, found)
 			}
 		})
+	}
+}
+
+// A migration's target is built with its source's group.instance.id as a
+// value; admitting it must keep that value rather than put back the
+// webhook's own (the pod's name), or the target joins the consumer group
+// as a new member and every replica of the group is rebalanced.
+func TestMutateKeepsTheSourcesGroupInstanceIDOfATargetPod(t *testing.T) {
+	src := migratablePod()
+	if errs := Mutate(src, DefaultSidecarOptions()); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	m := &v1.StatefulMigration{ObjectMeta: metav1.ObjectMeta{Name: "move", Namespace: src.Namespace, UID: "0f1e2d3c-aaaa"},
+		Spec:   v1.StatefulMigrationSpec{SourcePod: src.Name},
+		Status: v1.StatefulMigrationStatus{SourceNode: "node-1", TargetNode: "node-2", CheckpointImage: "registry/ckpt@sha256:0"}}
+	target, err := migratable.BuildTarget(m, src, nil, "app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if errs := Mutate(target, DefaultSidecarOptions()); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	sidecar := *migratable.Sidecar(target)
+	var ids []corev1.EnvVar
+	for _, e := range sidecar.Env {
+		if e.Name == replay.EnvGroupInstanceID {
+			ids = append(ids, e)
+		}
+	}
+	if len(ids) != 1 || ids[0].ValueFrom != nil || ids[0].Value != src.Name {
+		t.Fatalf("admitted target's %s: %+v; want the one value %q", replay.EnvGroupInstanceID, ids, src.Name)
+	}
+	if envOf(sidecar, replay.EnvReplayFrom) == "<unset>" {
+		t.Errorf("admitted target lost %s", replay.EnvReplayFrom)
 	}
 }
 

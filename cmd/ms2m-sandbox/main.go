@@ -114,6 +114,7 @@ func newFlags(cmd string) *flag.FlagSet {
 	fs.Bool("verbose", false, "demo: show the sandbox's log.")
 	fs.Float64("rate", 20, "demo: producer messages per second.")
 	fs.Int("count", 300, "demo: messages the producer writes.")
+	fs.Int("replicas", 3, "demo: replicas of the consumer, one consumer group (a topic of two partitions per replica); one of them is migrated.")
 	fs.Duration("process-time", 5*time.Millisecond, "demo: consumer time per message.")
 	fs.Duration("kafka-initial-rebalance-delay", 3*time.Second, "The broker's group.initial.rebalance.delay.ms: the first rebalance of an empty consumer group waits this long, as on Apache Kafka (3s is its default; a negative value: none).")
 	fs.Bool("manager", true, "Run the ms2m manager (webhooks, controllers) inside the sandbox.")

@@ -1,7 +1,8 @@
 // Command example-verifier checks a run of the example workload: every
 // message of the input topic processed live exactly once (the effects
-// topic), and the consumer's state equal to the fold of the input. It exits
-// 1 when anything was lost, duplicated or corrupted.
+// topic), and the consumer's state equal to the fold of the input (each
+// replica's, of its partitions, for a consumer of several replicas). It
+// exits 1 when anything was lost, duplicated or corrupted.
 package main
 
 import (
@@ -20,7 +21,7 @@ func main() {
 	brokers := flag.String("brokers", os.Getenv("BROKERS"), "Comma-separated host:port list (env BROKERS).")
 	topic := flag.String("topic", os.Getenv("TOPIC"), "Input topic (env TOPIC).")
 	effects := flag.String("effects-topic", os.Getenv("EFFECTS_TOPIC"), "Effects topic the consumer writes (env EFFECTS_TOPIC).")
-	consumer := flag.String("consumer", "", "Base URL of the consumer (http://POD_IP:8080) to check its state digest; empty skips it.")
+	consumer := flag.String("consumer", "", "Base URL of the consumer (http://POD_IP:8080) to check its state digest, or a comma-separated list with one per replica of a consumer group (each holds the state of its partitions); empty skips it.")
 	wait := flag.Duration("wait", time.Minute, "How long to wait for the consumer to catch up with the input.")
 	asJSON := flag.Bool("json", false, "Print the verdict as JSON.")
 	flag.Parse()
@@ -60,13 +61,15 @@ func run(brokers, topic, effects, consumer string, wait time.Duration) (stateful
 }
 
 func once(ctx context.Context, brokers []string, topic, effects, consumer string) (statefulapp.Verdict, error) {
-	var state *statefulapp.Summary
+	var states []statefulapp.Summary
 	if consumer != "" {
-		s, err := statefulapp.FetchSummary(ctx, consumer)
-		if err != nil {
-			return statefulapp.Verdict{}, err
+		for _, url := range strings.Split(consumer, ",") {
+			s, err := statefulapp.FetchSummary(ctx, strings.TrimSpace(url))
+			if err != nil {
+				return statefulapp.Verdict{}, err
+			}
+			states = append(states, s)
 		}
-		state = &s
 	}
 	in, err := statefulapp.ReadTopic(ctx, brokers, topic)
 	if err != nil {
@@ -76,5 +79,5 @@ func once(ctx context.Context, brokers []string, topic, effects, consumer string
 	if err != nil {
 		return statefulapp.Verdict{}, err
 	}
-	return statefulapp.Verify(in, out, state), nil
+	return statefulapp.VerifyReplicas(in, out, states...), nil
 }

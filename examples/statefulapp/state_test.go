@@ -153,3 +153,49 @@ func TestServerKeepsBinaryKeys(t *testing.T) {
 		t.Errorf("state after binary keys: %+v, want %+v", got, exp)
 	}
 }
+
+// Three replicas of one group, each given two of six partitions, hold the
+// state of their own partitions only: the verdict checks each against the
+// fold of its partitions, and catches a replica that lost a message or a
+// partition whose last message is in no replica's state.
+func TestVerifyReplicas(t *testing.T) {
+	var in []Record
+	for i := range 36 {
+		in = append(in, Record{Partition: i % 6, Offset: int64(i / 6), Key: "k" + strconv.Itoa(i%6), Seq: int64(i)})
+	}
+	replicas := func(skip Record) []Summary {
+		var out []Summary
+		for r := range 3 {
+			s := NewState()
+			for _, rec := range in {
+				if rec.Partition/2 == r && rec != skip {
+					_, _ = s.Apply(rec, false, nil)
+				}
+			}
+			out = append(out, s.Summary())
+		}
+		return out
+	}
+	v := VerifyReplicas(in, in, replicas(Record{})...)
+	if !v.OK() || len(v.Replicas) != 3 || v.StateDigest != v.WantDigest {
+		t.Fatalf("exact replicas reported as %s", v)
+	}
+	if p := v.Replicas[1].Partitions; len(p) != 2 || p[0] != 2 || p[1] != 3 {
+		t.Errorf("replica 1 holds partitions %v, want [2 3]", p)
+	}
+	lost := VerifyReplicas(in, in, replicas(in[15])...) // partition 3, offset 2: replica 1
+	if lost.OK() || lost.Replicas[1].Digest == lost.Replicas[1].Want || !strings.Contains(lost.String(), "replica 1 (partitions [2 3])") {
+		t.Fatalf("a replica that skipped a message passed: %s", lost)
+	}
+	behind := VerifyReplicas(in, in, replicas(in[35])...) // the last message of partition 5
+	if behind.OK() || len(behind.Behind) != 1 || behind.Behind[0] != 5 {
+		t.Fatalf("a state missing a partition's last message passed: %s", behind)
+	}
+	one := NewState()
+	for _, r := range in {
+		_, _ = one.Apply(r, false, nil)
+	}
+	if s := one.Summary(); Verify(in, in, &s).StateDigest != s.Digest {
+		t.Errorf("one replica's verdict does not show its own digest")
+	}
+}

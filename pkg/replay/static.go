@@ -63,6 +63,7 @@ func (k *Kafka) static() Source {
 // joining again after a rebalance, until closed or fenced.
 func (s *static) run(ctx context.Context) {
 	defer close(s.done)
+	s.waitForTopic(ctx)
 	backoff := 10 * time.Millisecond
 	for ctx.Err() == nil {
 		err := s.join(ctx)
@@ -88,6 +89,25 @@ func (s *static) run(ctx context.Context) {
 			}
 			backoff = nextBackoff(backoff)
 		}
+	}
+}
+
+// waitForTopic returns once the topic exists (or the broker cannot be
+// asked: join reports that). A member joining before it exists, the
+// sidecar started before the producer creates the topic, is assigned no
+// partitions, and the group, stable, never assigns it any.
+func (s *static) waitForTopic(ctx context.Context) {
+	backoff := 10 * time.Millisecond
+	for {
+		meta, err := s.client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{s.k.Topic}})
+		if err != nil || len(meta.Topics) != 1 || len(meta.Topics[0].Partitions) > 0 ||
+			!errors.Is(meta.Topics[0].Error, kafka.UnknownTopicOrPartition) {
+			return
+		}
+		if !sleepCtx(ctx, backoff) {
+			return
+		}
+		backoff = min(2*backoff, 500*time.Millisecond)
 	}
 }
 

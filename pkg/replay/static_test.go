@@ -7,11 +7,13 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/ms2m/ms2m/internal/expect"
 )
@@ -201,29 +203,74 @@ func TestOneReplicaOfAGroupMovesWithItsPartitions(t *testing.T) {
 	}
 }
 
-// A consumer started before its topic exists (the producer's first write
-// creates it) consumes once it does: the group's leader sees the
-// partitions appear and rejoins, and the new assignment gives them out.
-func TestStaticMemberConsumesATopicCreatedAfterItJoined(t *testing.T) {
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(2))
+// A sidecar that starts before its topic exists (the producer creates it
+// later) joins once the topic is there, and is given its partitions. Had
+// it joined first (its transport's metadata, from before the topic, is
+// what the leader assigns from), the stable group would never have given
+// it any.
+func TestStaticMemberStartedBeforeItsTopicGetsItsPartitions(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.Close)
+	var mu sync.Mutex
+	metadata := 0
+	c.ControlKey(int16(kmsg.Metadata), func(kmsg.Request) (kmsg.Response, error, bool) {
+		mu.Lock()
+		metadata++
+		mu.Unlock()
+		return nil, nil, false
+	})
 	b := &broker{addr: c.ListenAddrs()[0]}
-	s := joinedMember(t, b, "late") // before the topic exists
-	w := &kafka.Writer{Addr: kafka.TCP(b.addr), Topic: topic, AllowAutoTopicCreation: true, BatchTimeout: time.Millisecond}
-	t.Cleanup(func() { _ = w.Close() })
+	k := b.sources("early")
+	k.InstanceID = "orders-0"
+	s := k.Live().(*static)
+	t.Cleanup(func() { _ = s.Close() })
+	expect.Eventually(t, "the member's first look at the cluster", func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if metadata == 0 {
+			return errors.New("no metadata request yet")
+		}
+		return nil
+	})
+	admin := &kafka.Client{Addr: kafka.TCP(b.addr), Timeout: 5 * time.Second}
+	resp, err := admin.CreateTopics(context.Background(), &kafka.CreateTopicsRequest{
+		Topics: []kafka.TopicConfig{{Topic: topic, NumPartitions: 2, ReplicationFactor: 1}}})
+	if err != nil || resp.Errors[topic] != nil {
+		t.Fatalf("creating the topic: %v %v", err, resp)
+	}
+	expect.Eventually(t, "the member holds the topic's partitions", func() error {
+		if got := s.Assigned(); !slices.Equal(got, []int{0, 1}) {
+			return fmt.Errorf("assigned %v", got)
+		}
+		return nil
+	})
+	b.produce(t, 0, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), expect.Timeout)
 	defer cancel()
-	if err := w.WriteMessages(ctx, kafka.Message{Value: []byte("first")}); err != nil {
-		t.Fatal(err)
+	if _, err := s.FetchMessage(ctx); err != nil {
+		t.Fatalf("fetching: %v", err)
 	}
-	m, err := s.FetchMessage(ctx)
-	if err != nil || string(m.Value) != "first" {
-		t.Fatalf("fetched %q (%v); want the first message of the topic created after the join", m.Value, err)
+}
+
+// Partitions added to the topic after the group formed are given out: the
+// group's leader watches the topic, as Kafka's consumers do, and rejoins
+// when its partitions change (a rebalance follows).
+func TestStaticMemberGetsPartitionsAddedLater(t *testing.T) {
+	b := startBroker(t, 1)
+	s := joinedMember(t, b, "grown")
+	admin := &kafka.Client{Addr: kafka.TCP(b.addr), Timeout: 5 * time.Second, Transport: &kafka.Transport{}}
+	resp, err := admin.CreatePartitions(context.Background(), &kafka.CreatePartitionsRequest{
+		Topics: []kafka.TopicPartitionsConfig{{Name: topic, Count: 3}}})
+	if err != nil || resp.Errors[topic] != nil {
+		t.Fatalf("adding partitions: %v %v", err, resp)
 	}
-	if got := s.Assigned(); len(got) != 2 {
-		t.Fatalf("assigned %v; want both partitions of the new topic", got)
-	}
+	expect.Eventually(t, "the member holds the added partitions", func() error {
+		if got := s.Assigned(); !slices.Equal(got, []int{0, 1, 2}) {
+			return fmt.Errorf("assigned %v", got)
+		}
+		return nil
+	})
 }

@@ -1,16 +1,13 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 
@@ -96,23 +93,8 @@ func SidecarRestartSpec(in SpecInput) features.Feature {
 // sidecarMode reads a sidecar's mode from its metrics endpoint
 // (ms2m_replay_mode is 1 for the current mode).
 func sidecarMode(ctx context.Context, podIP string) (replay.Mode, error) {
-	url := "http://" + net.JoinHostPort(podIP, "9902") + "/metrics"
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return "", err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return "", err
-	}
-	defer func() { _ = resp.Body.Close() }()
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), `ms2m_replay_mode{mode="`); ok && strings.HasSuffix(rest, `"} 1`) {
-			return replay.Mode(strings.TrimSuffix(rest, `"} 1`)), nil
-		}
-	}
-	return "", fmt.Errorf("no current mode in %s", url)
+	s, err := deploy.ReadSidecar(ctx, net.JoinHostPort(podIP, "9902"))
+	return replay.Mode(s.Mode), err
 }
 
 // killIn SIGKILLs the process of binary running in the pod whose IP is

@@ -18,6 +18,10 @@ func TestStatefulSetMigration(t *testing.T) {
 	testenv.Test(t, StatefulSetMigrationSpec(SpecInput{Cluster: cluster, Load: Load{Rate: 30, Count: 300}}))
 }
 
+func TestReplicaOfThree(t *testing.T) {
+	testenv.Test(t, ReplicaOfThreeSpec(SpecInput{Cluster: cluster, Load: Load{Rate: 30, Count: 300}}))
+}
+
 func TestPlugin(t *testing.T) {
 	testenv.Test(t, PluginSpec(SpecInput{Cluster: cluster, Load: Load{Rate: 30, Count: 300}}))
 }

@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/e2e-framework/pkg/envconf"
 	"sigs.k8s.io/e2e-framework/pkg/features"
 
+	"github.com/ms2m/ms2m/examples/statefulapp"
 	"github.com/ms2m/ms2m/internal/example/deploy"
 	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
 )
@@ -89,17 +90,25 @@ func (s *Spec) startProducer(ctx context.Context) {
 }
 
 // deployConsumer deploys the example consumer e into ns, its cluster-scoped
-// auth-delegator binding removed when the test ends, and returns it Ready.
+// auth-delegator binding removed when the test ends, and returns it Ready
+// (its first replica, when it has several).
 func deployConsumer(ctx context.Context, tb testing.TB, c *Cluster, ns string, e deploy.Example) deploy.Deployed {
+	tb.Helper()
+	return deployConsumers(ctx, tb, c, ns, e)[0]
+}
+
+// deployConsumers is deployConsumer returning every replica, by name, once
+// the consumer group has given each its partitions.
+func deployConsumers(ctx context.Context, tb testing.TB, c *Cluster, ns string, e deploy.Example) []deploy.Deployed {
 	tb.Helper()
 	tb.Cleanup(func() {
 		_ = c.Client.RbacV1().ClusterRoleBindings().Delete(context.Background(), e.AuthDelegator(ns).Name, metav1.DeleteOptions{})
 	})
-	d, err := deploy.DeployConsumer(ctx, c.Client, ns, e, tb.Logf)
+	ds, err := deploy.DeployConsumers(ctx, c.Client, ns, e, tb.Logf)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return d
+	return ds
 }
 
 // migrate creates StatefulMigration name of pod with spec (SourcePod set
@@ -200,18 +209,28 @@ func (s *Spec) sourceServedOn(ctx context.Context, src *corev1.Pod) {
 }
 
 // verifyZeroLoss waits for e's producer to finish and checks, on the
-// consumer serving now (returned), that every one of the e.Count messages
-// was processed live exactly once and the state is the fold of the input.
+// consumer serving now (returned; its first replica when it has several),
+// that every one of the e.Count messages was processed live exactly once
+// and the state is the fold of the input (each replica's, of its
+// partitions).
 func verifyZeroLoss(ctx context.Context, tb testing.TB, c *Cluster, ns string, e deploy.Example) deploy.Deployed {
+	tb.Helper()
+	after, _ := verifyReplicasZeroLoss(ctx, tb, c, ns, e)
+	return after[0]
+}
+
+// verifyReplicasZeroLoss is verifyZeroLoss returning every replica, by
+// name, and the verdict.
+func verifyReplicasZeroLoss(ctx context.Context, tb testing.TB, c *Cluster, ns string, e deploy.Example) ([]deploy.Deployed, statefulapp.Verdict) {
 	tb.Helper()
 	if err := deploy.WaitProducer(ctx, c.Client, ns, e); err != nil {
 		tb.Fatal(err)
 	}
-	after, err := deploy.FindConsumer(ctx, c.Client, ns, e)
+	after, err := deploy.FindConsumers(ctx, c.Client, ns, e)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	v, err := deploy.Verify(ctx, e, after.URL(), time.Minute)
+	v, err := deploy.VerifyReplicas(ctx, e, after, time.Minute)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -219,7 +238,7 @@ func verifyZeroLoss(ctx context.Context, tb testing.TB, c *Cluster, ns string, e
 		tb.Fatalf("%s: %s (want %d input messages)", e.Name, v, e.Count)
 	}
 	tb.Logf("%s: %s", e.Name, v)
-	return after
+	return after, v
 }
 
 // waitFinished waits for a migration to reach Completed or Failed.

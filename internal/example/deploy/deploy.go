@@ -39,10 +39,19 @@ type Example struct {
 	// Rate and Count of the producer.
 	Rate  float64
 	Count int64
+	// Replicas of the consumer Deployment (or StatefulSet), all in one
+	// consumer group, each given its share of the topic's partitions; 0
+	// means 1.
+	Replicas int
+	// Partitions of the topic, created with that many before the consumer
+	// is deployed; 0 leaves it to the producer to create (the broker's
+	// default count). Several replicas need at least as many as there are
+	// replicas.
+	Partitions int
 	// Bare runs the consumer as a pod without an owner.
 	Bare bool
-	// StatefulSet runs the consumer as a one-replica StatefulSet (pod
-	// Name-0), migrated with the identity-preserving Sequential strategy.
+	// StatefulSet runs the consumer as a StatefulSet (pods Name-0, ...),
+	// migrated with the identity-preserving Sequential strategy.
 	StatefulSet bool
 	// Node places a bare consumer on this node (spec.nodeName, so nothing
 	// in its spec ties it there once it is migrated); empty: the
@@ -62,18 +71,22 @@ func (e Example) effects() string {
 	return e.Topic + "-effects"
 }
 
+// ReplicaCount is the number of consumer pods: Replicas, at least 1.
+func (e Example) ReplicaCount() int { return max(e.Replicas, 1) }
+
 // Labels select the consumer's pods.
 func (e Example) Labels() map[string]string { return map[string]string{"app": e.Name} }
 
-// Consumer is a one-replica Deployment of the stateful consumer, annotated
-// for ms2m: the webhook injects the replay sidecar that consumes Topic as
-// group Name and delivers to port 8080.
+// Consumer is a Deployment of ReplicaCount replicas of the stateful
+// consumer, annotated for ms2m: the webhook injects the replay sidecar that
+// consumes Topic as group Name (a static member named after its pod) and
+// delivers to port 8080.
 func (e Example) Consumer() *appsv1.Deployment {
 	env := func(k, v string) corev1.EnvVar { return corev1.EnvVar{Name: k, Value: v} }
 	d := &appsv1.Deployment{
 		ObjectMeta: metav1.ObjectMeta{Name: e.Name, Labels: e.Labels()},
 		Spec: appsv1.DeploymentSpec{
-			Replicas: ptr.To(int32(1)),
+			Replicas: ptr.To(int32(e.ReplicaCount())),
 			Selector: &metav1.LabelSelector{MatchLabels: e.Labels()},
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: e.Labels(), Annotations: map[string]string{
@@ -110,7 +123,7 @@ func (e Example) Consumer() *appsv1.Deployment {
 	return d
 }
 
-// ConsumerStatefulSet is the consumer as a one-replica StatefulSet.
+// ConsumerStatefulSet is the consumer as a StatefulSet.
 func (e Example) ConsumerStatefulSet() *appsv1.StatefulSet {
 	d := e.Consumer()
 	return &appsv1.StatefulSet{ObjectMeta: d.ObjectMeta, Spec: appsv1.StatefulSetSpec{
