@@ -29,13 +29,19 @@ type Kafka struct {
 	once   sync.Once
 }
 
+// metadataTTL is how stale the transport's cached metadata may be.
+const metadataTTL = 500 * time.Millisecond
+
 // transport is this Kafka's own connection pool: kafka-go's default one is
 // shared by every client of the process and keeps what it learned of a
 // broker (its coordinator, its metadata) by address, so a second broker on
 // a reused address was taken for the first.
 func (k *Kafka) transport() *kafka.Transport {
 	k.once.Do(func() {
-		k.tr = &kafka.Transport{}
+		// kafka-go answers Metadata from this cache, refreshed every
+		// MetadataTTL (6 s by default): a topic created meanwhile (the
+		// producer's first write creates it) would stay unknown that long.
+		k.tr = &kafka.Transport{MetadataTTL: metadataTTL}
 		k.client = &kafka.Client{Addr: kafka.TCP(k.Brokers...), Timeout: 10 * time.Second, Transport: k.tr}
 	})
 	return k.tr
@@ -90,6 +96,14 @@ func (k *Kafka) Replay(from map[int]int64) Source {
 func (k *Kafka) Committed(ctx context.Context) (map[int]int64, error) {
 	c := k.kafkaClient()
 	meta, err := c.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{k.Topic}})
+	// A topic the cached metadata does not know yet may have just been
+	// created: wait for the cache's next refresh or two before saying so.
+	for i := 0; err == nil && (len(meta.Topics) != 1 || meta.Topics[0].Error != nil) && i < 3; i++ {
+		if !sleepCtx(ctx, metadataTTL) {
+			return nil, ctx.Err()
+		}
+		meta, err = c.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{k.Topic}})
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -274,3 +274,34 @@ func TestStaticMemberGetsPartitionsAddedLater(t *testing.T) {
 		return nil
 	})
 }
+
+// The group's committed offsets can be read as soon as the topic exists,
+// though this Kafka's metadata was cached before it did: a fence right
+// after the producer created the topic once failed with "no metadata",
+// and the migration was rolled back.
+func TestCommittedRightAfterTheTopicAppears(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	b := &broker{addr: c.ListenAddrs()[0]}
+	k := b.sources("fresh")
+	if _, err := k.Committed(context.Background()); err == nil {
+		t.Fatal("committed offsets of a topic that does not exist")
+	}
+	admin := &kafka.Client{Addr: kafka.TCP(b.addr), Timeout: 5 * time.Second, Transport: &kafka.Transport{}}
+	resp, err := admin.CreateTopics(context.Background(), &kafka.CreateTopicsRequest{
+		Topics: []kafka.TopicConfig{{Topic: topic, NumPartitions: 2, ReplicationFactor: 1}}})
+	if err != nil || resp.Errors[topic] != nil {
+		t.Fatalf("creating the topic: %v %v", err, resp)
+	}
+	if _, err := admin.OffsetCommit(context.Background(), &kafka.OffsetCommitRequest{GroupID: "fresh", GenerationID: -1,
+		Topics: map[string][]kafka.OffsetCommit{topic: {{Partition: 0, Offset: 0}}}}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := k.Committed(context.Background())
+	if err != nil || len(got) != 2 {
+		t.Fatalf("committed offsets right after the topic appeared: %v (%v); want both partitions", got, err)
+	}
+}
