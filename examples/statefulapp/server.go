@@ -61,7 +61,12 @@ func (s *Server) message(w http.ResponseWriter, req *http.Request) {
 	var effect func(Record) error
 	if s.Effects != nil {
 		effect = func(r Record) error {
-			ctx, cancel := context.WithTimeout(req.Context(), 10*time.Second)
+			// Not cancelled with the request: a sidecar that dies while
+			// the effect is being written (its connection closes) would
+			// otherwise abort a write that may already have landed, leave
+			// the state behind it, and have the redelivered message emit
+			// the effect a second time.
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(req.Context()), 10*time.Second)
 			defer cancel()
 			return s.Effects.Write(ctx, r)
 		}
