@@ -217,6 +217,12 @@ func sidecarContainer(b migratable.Binding, opts SidecarOptions) corev1.Containe
 	if b.BatchSize > 0 {
 		env = append(env, corev1.EnvVar{Name: replay.EnvAppBatchSize, Value: strconv.Itoa(b.BatchSize)})
 	}
+	if b.MaxAttempts > 0 {
+		env = append(env, corev1.EnvVar{Name: replay.EnvMaxAttempts, Value: strconv.Itoa(b.MaxAttempts)})
+	}
+	if b.DeadLetterTopic != "" {
+		env = append(env, corev1.EnvVar{Name: replay.EnvDeadLetterTopic, Value: b.DeadLetterTopic})
+	}
 	if len(opts.AllowedUsers) > 0 {
 		env = append(env, corev1.EnvVar{Name: replay.EnvAllowedUsers, Value: strings.Join(opts.AllowedUsers, ",")})
 	}

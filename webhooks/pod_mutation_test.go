@@ -107,6 +107,48 @@ func expectSchedulerMarker(t *testing.T, sc corev1.Container) {
 	}
 }
 
+// The poison-message policy reaches the sidecar: the annotations' values,
+// or the sidecar's defaults, and a dead-letter topic that is the consumed
+// topic itself is refused (its messages would come back).
+func TestMutatePassesThePoisonPolicyToTheSidecar(t *testing.T) {
+	pod := migratablePod(withAnnotation(v1.AnnotationMaxDeliveryAttempts, "7"), withAnnotation(v1.AnnotationDeadLetterTopic, "orders-dlq"))
+	if errs := Mutate(pod, DefaultSidecarOptions()); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	sc := pod.Spec.Containers[1]
+	if got := envOf(sc, replay.EnvMaxAttempts); got != "7" {
+		t.Errorf("%s = %q, want 7", replay.EnvMaxAttempts, got)
+	}
+	if got := envOf(sc, replay.EnvDeadLetterTopic); got != "orders-dlq" {
+		t.Errorf("%s = %q, want orders-dlq", replay.EnvDeadLetterTopic, got)
+	}
+	plain := migratablePod()
+	if errs := Mutate(plain, DefaultSidecarOptions()); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	o, err := replay.OptionsFromEnv(func(k string) string {
+		if k == replay.EnvPodIP {
+			return "10.0.0.9"
+		}
+		if v := envOf(plain.Spec.Containers[1], k); v != "<unset>" {
+			return v
+		}
+		return ""
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.MaxAttempts != replay.DefaultMaxAttempts || o.DeadLetterTopic != replay.DefaultDeadLetterTopic(o.Topic) {
+		t.Errorf("defaults: %d attempts, topic %q", o.MaxAttempts, o.DeadLetterTopic)
+	}
+	self := migratablePod()
+	self.Annotations[v1.AnnotationDeadLetterTopic] = self.Annotations[v1.AnnotationKafkaTopic]
+	errs := Mutate(self, DefaultSidecarOptions())
+	if len(errs) == 0 || !strings.Contains(errs.ToAggregate().Error(), v1.AnnotationDeadLetterTopic) {
+		t.Errorf("the consumed topic as dead-letter topic: %v; want an error naming %s", errs, v1.AnnotationDeadLetterTopic)
+	}
+}
+
 // An app that opts in to batches gets them from its sidecar; one that does
 // not gets one message per POST, as before batches existed.
 func TestMutatePassesTheAppBatchSizeToTheSidecar(t *testing.T) {
@@ -207,6 +249,9 @@ func TestMutateRefusesBadAnnotationsNamingThem(t *testing.T) {
 		{"batch size zero", migratablePod(withAnnotation(v1.AnnotationAppBatchSize, "0")), []string{v1.AnnotationAppBatchSize}},
 		{"batch size above the maximum", migratablePod(withAnnotation(v1.AnnotationAppBatchSize, "1001")), []string{v1.AnnotationAppBatchSize}},
 		{"batch size not a number", migratablePod(withAnnotation(v1.AnnotationAppBatchSize, "lots")), []string{v1.AnnotationAppBatchSize}},
+		{"no delivery attempt", migratablePod(withAnnotation(v1.AnnotationMaxDeliveryAttempts, "0")), []string{v1.AnnotationMaxDeliveryAttempts}},
+		{"delivery attempts not a number", migratablePod(withAnnotation(v1.AnnotationMaxDeliveryAttempts, "forever")), []string{v1.AnnotationMaxDeliveryAttempts}},
+		{"dead-letter topic with space", migratablePod(withAnnotation(v1.AnnotationDeadLetterTopic, "bad orders")), []string{v1.AnnotationDeadLetterTopic}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -3,6 +3,7 @@ package statefulapp
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strconv"
 	"time"
@@ -54,6 +55,14 @@ func (s *Server) message(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	r := Record{Partition: partition, Offset: offset, Key: string(key), Seq: seq}
+	if v := req.Header.Get(replay.HeaderPreviousOffset); v != "" {
+		prev, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			http.Error(w, "malformed "+replay.HeaderPreviousOffset+" header", http.StatusBadRequest)
+			return
+		}
+		r.Previous = &prev
+	}
 	isReplay := req.Header.Get(replay.HeaderReplay) == "true"
 	if s.ProcessTime > 0 {
 		time.Sleep(s.ProcessTime) // the simulated cost of processing one message
@@ -72,6 +81,12 @@ func (s *Server) message(w http.ResponseWriter, req *http.Request) {
 		}
 	}
 	if _, err := s.State.Apply(r, isReplay, effect); err != nil {
+		if behind, ok := errors.AsType[*BehindError](err); ok {
+			// Restarted from the checkpoint image: ask for what was lost.
+			w.Header().Set(replay.HeaderNextOffset, strconv.FormatInt(behind.Next, 10))
+			http.Error(w, err.Error(), http.StatusConflict)
+			return
+		}
 		http.Error(w, err.Error(), http.StatusServiceUnavailable)
 		return
 	}

@@ -48,6 +48,22 @@ type Record struct {
 	Offset    int64
 	Key       string
 	Seq       int64
+	// Previous is the sidecar's Ms2m-Previous-Offset: the offset of this
+	// partition it saw the app acknowledge last (nil: not said).
+	Previous *int64
+}
+
+// BehindError is Apply's answer to a record whose partition the state has
+// not followed up to the sidecar's previous offset: the app lost state (its
+// container restarted from the checkpoint image) and needs the records
+// from Next again, which it asks for with a 409.
+type BehindError struct {
+	Partition int
+	Next      int64
+}
+
+func (e *BehindError) Error() string {
+	return fmt.Sprintf("partition %d: my state ends before offset %d; replay from there", e.Partition, e.Next)
 }
 
 // ParseSeq reads the sequence number a producer wrote as the value.
@@ -60,14 +76,19 @@ func ParseSeq(value []byte) (int64, error) {
 }
 
 // Apply folds one record into the state unless the state has already seen
-// its offset (a redelivery), and reports whether it did. effect runs first,
+// its offset (a redelivery), and reports whether it did. A record beyond
+// what the state followed is refused with a *BehindError. effect runs first,
 // under the lock, for a live (not replayed) record; if it fails, nothing is
 // applied and the error is returned, so the sidecar retries.
 func (s *State) Apply(r Record, replay bool, effect func(Record) error) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if next, ok := s.positions[r.Partition]; ok && r.Offset < next {
+	next, ok := s.positions[r.Partition]
+	if ok && r.Offset < next {
 		return false, nil
+	}
+	if ok && r.Previous != nil && next <= *r.Previous {
+		return false, &BehindError{Partition: r.Partition, Next: next}
 	}
 	if !replay && effect != nil {
 		if err := effect(r); err != nil {

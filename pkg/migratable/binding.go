@@ -28,6 +28,10 @@ type Binding struct {
 	DeliveryPath string
 	// BatchSize is 0 when the app did not opt in to batches.
 	BatchSize int
+	// MaxAttempts and DeadLetterTopic are the poison-message policy; zero
+	// values take the sidecar's defaults.
+	MaxAttempts     int
+	DeadLetterTopic string
 }
 
 var annotationsPath = field.NewPath("metadata", "annotations")
@@ -49,7 +53,8 @@ func IsMigratable(annotations map[string]string) (bool, *field.Error) {
 }
 
 // ParseBinding reads and checks the ms2m.io/kafka-*, ms2m.io/app-port,
-// ms2m.io/delivery-path and ms2m.io/app-batch-size annotations of a
+// ms2m.io/delivery-path, ms2m.io/app-batch-size,
+// ms2m.io/max-delivery-attempts and ms2m.io/dead-letter-topic annotations of a
 // migratable pod. Every problem is reported, each naming
 // its annotation.
 func ParseBinding(annotations map[string]string) (Binding, field.ErrorList) {
@@ -110,6 +115,24 @@ func ParseBinding(annotations map[string]string) (Binding, field.ErrorList) {
 				"must be a number of messages between 1 and "+strconv.Itoa(replay.MaxBatchSize)))
 		}
 		b.BatchSize = n
+	}
+	if v, ok := annotations[v1.AnnotationMaxDeliveryAttempts]; ok {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > replay.MaxDeliveryAttempts {
+			errs = append(errs, field.Invalid(annotationsPath.Key(v1.AnnotationMaxDeliveryAttempts), v,
+				"must be a number of attempts between 1 and "+strconv.Itoa(replay.MaxDeliveryAttempts)))
+		}
+		b.MaxAttempts = n
+	}
+	if v, ok := annotations[v1.AnnotationDeadLetterTopic]; ok {
+		if !validKafkaName(v, 249) {
+			errs = append(errs, field.Invalid(annotationsPath.Key(v1.AnnotationDeadLetterTopic), v,
+				"must be 1-249 characters of letters, digits, '.', '_' and '-'"))
+		} else if v == b.Topic {
+			errs = append(errs, field.Invalid(annotationsPath.Key(v1.AnnotationDeadLetterTopic), v,
+				"must differ from "+v1.AnnotationKafkaTopic+": a refused message would be consumed again"))
+		}
+		b.DeadLetterTopic = v
 	}
 	return b, errs
 }

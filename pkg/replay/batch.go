@@ -49,6 +49,8 @@ type BatchMessage struct {
 	// Value is null for a tombstone (a record without value).
 	Value   []byte        `json:"value"`
 	Headers []BatchHeader `json:"headers,omitempty"`
+	// PreviousOffset is as HeaderPreviousOffset.
+	PreviousOffset *int64 `json:"previousOffset,omitempty"`
 }
 
 // BatchHeader is a Kafka record header. Its name is Key, or KeyBase64 when
@@ -75,11 +77,22 @@ func batchHeader(h kafka.Header) BatchHeader {
 	return BatchHeader{KeyBase64: []byte(h.Key), Value: h.Value}
 }
 
-// encodeBatch renders msgs as a Batch body.
-func encodeBatch(msgs []kafka.Message, replayed bool) ([]byte, error) {
+// encodeBatch renders msgs as a Batch body. prev gives a partition's
+// previous acknowledged offset before msgs (nil or -1: unknown); within the
+// batch it is the message before.
+func encodeBatch(msgs []kafka.Message, replayed bool, prev func(kafka.Message) int64) ([]byte, error) {
 	b := Batch{Replay: replayed, Messages: make([]BatchMessage, len(msgs))}
+	last := map[int]int64{}
 	for i, m := range msgs {
 		bm := BatchMessage{Topic: m.Topic, Partition: m.Partition, Offset: m.Offset, Key: m.Key, Value: m.Value}
+		if o, ok := last[m.Partition]; ok {
+			bm.PreviousOffset = &o
+		} else if prev != nil {
+			if o := prev(m); o >= 0 {
+				bm.PreviousOffset = &o
+			}
+		}
+		last[m.Partition] = m.Offset
 		if len(m.Headers) > 0 {
 			bm.Headers = make([]BatchHeader, len(m.Headers))
 			for j, h := range m.Headers {

@@ -208,7 +208,7 @@ func TestBatchCarriesKeysAndHeadersExactly(t *testing.T) {
 		msgs[i].Value = randomBytes(r, 6)
 	}
 	msgs = append(msgs, kafka.Message{Key: []byte{0xff}, Headers: []kafka.Header{{Key: "\xff\xfe", Value: []byte("v")}}})
-	body, err := encodeBatch(msgs, false)
+	body, err := encodeBatch(msgs, false, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

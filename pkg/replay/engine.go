@@ -32,6 +32,12 @@ type Sources interface {
 	Replay(from map[int]int64) Source
 	// Committed returns the group's committed next offset per partition.
 	Committed(ctx context.Context) (map[int]int64, error)
+	// Read reads one partition from an offset, outside the group and
+	// without waiting for commits: a rewind for an app that lost state.
+	Read(partition int, from int64) Source
+	// DeadLetter writes a message the app refused for good to the
+	// dead-letter topic, with why.
+	DeadLetter(ctx context.Context, m kafka.Message, cause error) error
 }
 
 // Mode is what the engine is doing.
@@ -63,6 +69,10 @@ type Position struct {
 	Delivered int64         `json:"delivered"`
 	Replayed  int64         `json:"replayed"`
 	Paused    bool          `json:"paused"`
+	// DeadLettered counts messages the app refused for good (see
+	// PoisonError): written to the dead-letter topic, or, replaying,
+	// passed over.
+	DeadLettered int64 `json:"deadLettered,omitempty"`
 	// From is, on a replaying target, the offsets the replay started from.
 	From map[int]int64 `json:"from,omitempty"`
 	// Fence bounds a replay: set by the handover (the target then goes live
@@ -96,21 +106,31 @@ type Engine struct {
 	// OnKafkaError is called for each failed fetch or commit; both are
 	// retried (a broker restart is survived in place).
 	OnKafkaError func(error)
+	// OnPoison is called for each message the app refused for good, once
+	// it was dead-lettered (deadLettered) or, replaying, passed over (the
+	// live member dead-lettered it already).
+	OnPoison func(p *PoisonError, deadLettered bool)
+	// OnRewind is called when the app asked for a rewind (it restarted
+	// from a checkpoint image) and was given [from, to) of partition p.
+	OnRewind func(p int, from, to int64, delivered int)
 
 	mu        sync.Mutex
 	cond      *sync.Cond
 	mode      Mode
 	paused    bool
 	inFlight  bool
+	interrupt chan struct{} // the in-flight step's stop (see interruptLocked)
 	src       Source
 	gen       int // bumped whenever src is replaced or closed
 	next      map[int]int64
+	prev      map[int]int64 // per partition, the offset the app acknowledged last
 	from      map[int]int64
 	fence     map[int]int64
 	handover  bool // go live at the fence (else stop there)
 	closing   sync.WaitGroup
 	delivered int64
 	replayed  int64
+	poisoned  int64
 }
 
 // NewLive returns an engine that consumes live as a group member.
@@ -143,7 +163,7 @@ func NewStandby(s Sources, d *Deliverer) *Engine {
 }
 
 func newEngine(s Sources, d *Deliverer, m Mode) *Engine {
-	e := &Engine{sources: s, deliver: d, mode: m, next: map[int]int64{}}
+	e := &Engine{sources: s, deliver: d, mode: m, next: map[int]int64{}, prev: map[int]int64{}}
 	e.cond = sync.NewCond(&e.mu)
 	return e
 }
@@ -162,6 +182,7 @@ func (e *Engine) replaceSourceLocked(next Source) {
 	if old := e.src; old != nil {
 		e.closing.Go(func() { _ = old.Close() })
 	}
+	e.interruptLocked()
 	e.src = next
 	e.gen++
 	e.cond.Broadcast()
@@ -199,6 +220,7 @@ func (e *Engine) Pause(ctx context.Context) (Position, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.paused = true
+	e.interruptLocked()
 	if err := e.waitIdleLocked(ctx); err != nil {
 		return Position{}, err
 	}
@@ -262,7 +284,7 @@ func (e *Engine) Ready() bool {
 
 func (e *Engine) positionLocked() Position {
 	pos := Position{Mode: e.mode, Next: maps.Clone(e.next), Delivered: e.delivered, Replayed: e.replayed,
-		Paused: e.paused, From: maps.Clone(e.from), Fence: maps.Clone(e.fence)}
+		Paused: e.paused, DeadLettered: e.poisoned, From: maps.Clone(e.from), Fence: maps.Clone(e.fence)}
 	if a, ok := e.src.(assigner); ok {
 		pos.Assigned = a.Assigned()
 	}

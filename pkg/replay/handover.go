@@ -47,6 +47,7 @@ func (e *Engine) Fence(ctx context.Context) (Position, error) {
 	// backlog to drain.
 	wasPaused := e.paused
 	e.paused = true
+	e.interruptLocked()
 	err := e.waitIdleLocked(ctx)
 	e.paused = wasPaused
 	if err != nil {

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -23,11 +25,28 @@ type Kafka struct {
 	InstanceID string
 	// OnJoin, when set, hears each join of the static member.
 	OnJoin func(generation int, assigned []int)
+	// DeadLetterTopic receives the messages the app refused for good
+	// (default: DefaultDeadLetterTopic of Topic).
+	DeadLetterTopic string
 
 	client *kafka.Client
 	tr     *kafka.Transport
 	once   sync.Once
+	dlq    *kafka.Writer
 }
+
+// DefaultDeadLetterTopic is the dead-letter topic of topic unless
+// ms2m.io/dead-letter-topic names another.
+func DefaultDeadLetterTopic(topic string) string { return topic + ".ms2m-dead-letter" }
+
+// Headers a dead-lettered record carries besides the original's.
+const (
+	DeadLetterHeaderTopic     = "ms2m.dead-letter.topic"
+	DeadLetterHeaderPartition = "ms2m.dead-letter.partition"
+	DeadLetterHeaderOffset    = "ms2m.dead-letter.offset"
+	DeadLetterHeaderGroup     = "ms2m.dead-letter.group"
+	DeadLetterHeaderReason    = "ms2m.dead-letter.reason"
+)
 
 // metadataTTL is how stale the transport's cached metadata may be.
 const metadataTTL = 500 * time.Millisecond
@@ -43,6 +62,14 @@ func (k *Kafka) transport() *kafka.Transport {
 		// producer's first write creates it) would stay unknown that long.
 		k.tr = &kafka.Transport{MetadataTTL: metadataTTL}
 		k.client = &kafka.Client{Addr: kafka.TCP(k.Brokers...), Timeout: 10 * time.Second, Transport: k.tr}
+		dlq := k.DeadLetterTopic
+		if dlq == "" {
+			dlq = DefaultDeadLetterTopic(k.Topic)
+		}
+		// One record at a time, acknowledged by every in-sync replica
+		// before the original's offset is committed.
+		k.dlq = &kafka.Writer{Addr: kafka.TCP(k.Brokers...), Topic: dlq, Transport: k.tr, RequiredAcks: kafka.RequireAll,
+			BatchSize: 1, BatchTimeout: time.Millisecond, AllowAutoTopicCreation: true, WriteTimeout: 10 * time.Second}
 	})
 	return k.tr
 }
@@ -90,6 +117,37 @@ func (k *Kafka) Replay(from map[int]int64) Source {
 		go m.pump(ctx, r, off, k.waitCommittedPast)
 	}
 	return m
+}
+
+// Read implements Sources: a standalone reader of one partition.
+func (k *Kafka) Read(partition int, from int64) Source {
+	ctx, cancel := context.WithCancel(context.Background())
+	m := &merged{out: make(chan fetched), closed: ctx.Done(), cancel: cancel}
+	r := kafka.NewReader(kafka.ReaderConfig{
+		Brokers: k.Brokers, Topic: k.Topic, Partition: partition,
+		MinBytes: 1, MaxBytes: 10 << 20, MaxWait: k.maxWait(),
+	})
+	m.readers = append(m.readers, r)
+	m.wg.Add(1)
+	go m.pump(ctx, r, from, nil)
+	return m
+}
+
+// DeadLetter implements Sources: the record as it was (key, value,
+// headers) with headers naming where it came from and why it was refused.
+func (k *Kafka) DeadLetter(ctx context.Context, m kafka.Message, cause error) error {
+	k.transport()
+	reason := cause.Error()
+	if len(reason) > 1024 {
+		reason = reason[:1024]
+	}
+	headers := append(slices.Clip(m.Headers),
+		kafka.Header{Key: DeadLetterHeaderTopic, Value: []byte(m.Topic)},
+		kafka.Header{Key: DeadLetterHeaderPartition, Value: []byte(strconv.Itoa(m.Partition))},
+		kafka.Header{Key: DeadLetterHeaderOffset, Value: []byte(strconv.FormatInt(m.Offset, 10))},
+		kafka.Header{Key: DeadLetterHeaderGroup, Value: []byte(k.Group)},
+		kafka.Header{Key: DeadLetterHeaderReason, Value: []byte(reason)})
+	return k.dlq.WriteMessages(ctx, kafka.Message{Key: m.Key, Value: m.Value, Headers: headers, Time: m.Time})
 }
 
 // Committed implements Sources.

@@ -8,9 +8,15 @@ import (
 
 // Metrics are the sidecar's Prometheus metrics.
 type Metrics struct {
-	Delivered    prometheus.Counter
-	Replayed     prometheus.Counter
-	AppErrors    prometheus.Counter
+	Delivered prometheus.Counter
+	Replayed  prometheus.Counter
+	AppErrors prometheus.Counter
+	// DeadLettered counts messages the app refused for good: written to
+	// the dead-letter topic (live) or passed over (replaying).
+	DeadLettered prometheus.Counter
+	// Rewinds counts the app's requests to be given again what it lost
+	// (a restored container restarted from its checkpoint image).
+	Rewinds      prometheus.Counter
 	KafkaErrors  prometheus.Counter
 	PauseSeconds prometheus.Histogram
 	FenceSeconds prometheus.Histogram
@@ -36,6 +42,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Messages the app acknowledged as replay (marked with the Ms2m-Replay header)."}),
 		AppErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "ms2m_replay_app_errors_total",
 			Help: "Delivery attempts the app failed or refused; each is retried."}),
+		DeadLettered: prometheus.NewCounter(prometheus.CounterOpts{Name: "ms2m_replay_messages_dead_lettered_total",
+			Help: "Messages the app refused on every attempt: written to the dead-letter topic, then committed."}),
+		Rewinds: prometheus.NewCounter(prometheus.CounterOpts{Name: "ms2m_replay_rewinds_total",
+			Help: "Times the app asked for messages again because it lost state (409 with Ms2m-Next-Offset), and was given them as replay."}),
 		KafkaErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "ms2m_replay_kafka_errors_total",
 			Help: "Fetches and commits that failed (broker unreachable, rebalance); each is retried."}),
 		PauseSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "ms2m_replay_pause_duration_seconds",
@@ -51,7 +61,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		AssignedPartitions: prometheus.NewGauge(prometheus.GaugeOpts{Name: "ms2m_replay_assigned_partitions",
 			Help: "Partitions the group assigned the static member at its last join."}),
 	}
-	reg.MustRegister(m.Delivered, m.Replayed, m.AppErrors, m.KafkaErrors, m.PauseSeconds, m.FenceSeconds, m.Mode, m.Lag,
+	reg.MustRegister(m.Delivered, m.Replayed, m.AppErrors, m.DeadLettered, m.Rewinds, m.KafkaErrors, m.PauseSeconds, m.FenceSeconds, m.Mode, m.Lag,
 		m.GroupGeneration, m.AssignedPartitions)
 	return m
 }

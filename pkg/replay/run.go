@@ -2,6 +2,7 @@ package replay
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -13,6 +14,10 @@ import (
 type step struct {
 	deliver, commit []kafka.Message
 	replayed        bool
+	// stop closes when a pause or fence wants the step to end between
+	// delivery attempts (see interruptLocked).
+	stop chan struct{}
+	gen  int
 }
 
 // Run delivers until ctx ends, then closes the current source. Kafka errors
@@ -26,36 +31,50 @@ func (e *Engine) Run(ctx context.Context) error {
 	defer e.closing.Wait() // leave the group before the process exits
 	defer e.closeSource()
 	var backoff time.Duration
+	// pending is a step a pause or fence interrupted before the app
+	// acknowledged it: delivered again once the engine runs, unless its
+	// source was replaced meanwhile (the new one reads it again).
+	var pending *step
 	for {
 		src, gen, ok := e.current(ctx)
 		if !ok {
 			return nil
 		}
-		batch, err := e.fetch(ctx, src)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
+		var st step
+		if pending != nil {
+			st, ok = e.again(ctx, *pending, gen)
+			pending = nil
+		} else {
+			batch, err := e.fetch(ctx, src)
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				if e.stale(gen) {
+					continue // closed by a fence or a handover
+				}
+				e.kafkaError(fmt.Errorf("fetching from Kafka: %w", err))
+				backoff = nextBackoff(backoff)
+				if !sleepCtx(ctx, jitter(backoff)) {
+					return nil
+				}
+				continue
 			}
-			if e.stale(gen) {
-				continue // closed by a fence or a handover
-			}
-			e.kafkaError(fmt.Errorf("fetching from Kafka: %w", err))
-			backoff = nextBackoff(backoff)
-			if !sleepCtx(ctx, backoff) {
-				return nil
-			}
-			continue
+			backoff = 0
+			st, ok = e.begin(ctx, batch, gen)
 		}
-		backoff = 0
-		st, ok := e.begin(ctx, batch, gen)
 		if ctx.Err() != nil {
 			return nil
 		}
 		if !ok {
 			continue
 		}
-		err = e.process(ctx, src, st)
+		err := e.process(ctx, src, st)
 		e.end(st, err == nil)
+		if errors.Is(err, errInterrupted) {
+			pending = &st
+			continue
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -114,7 +133,7 @@ func (e *Engine) fetch(ctx context.Context, src Source) ([]kafka.Message, error)
 
 func (e *Engine) process(ctx context.Context, src Source, st step) error {
 	if len(st.deliver) > 0 {
-		if err := e.deliver.deliverAll(ctx, st.deliver, st.replayed); err != nil {
+		if err := e.deliverStep(ctx, st); err != nil {
 			return err
 		}
 	}
@@ -138,7 +157,7 @@ func (e *Engine) process(ctx context.Context, src Source, st step) error {
 		last := st.commit[len(st.commit)-1]
 		e.kafkaError(fmt.Errorf("committing %s/%d@%d: %w", last.Topic, last.Partition, last.Offset, err))
 		backoff = nextBackoff(backoff)
-		if !sleepCtx(ctx, backoff) {
+		if !sleepCtx(ctx, jitter(backoff)) {
 			return ctx.Err()
 		}
 	}
@@ -171,13 +190,10 @@ func (e *Engine) stale(gen int) bool {
 func (e *Engine) begin(ctx context.Context, batch []kafka.Message, gen int) (step, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	for e.paused && gen == e.gen && ctx.Err() == nil {
-		e.cond.Wait()
-	}
-	if ctx.Err() != nil || gen != e.gen {
+	if !e.admitLocked(ctx, gen) {
 		return step{}, false
 	}
-	st := step{replayed: e.mode == ModeReplay}
+	st := step{replayed: e.mode == ModeReplay, gen: gen}
 	for _, m := range batch {
 		if next, ok := e.next[m.Partition]; ok && m.Offset < next {
 			st.commit = append(st.commit, m)
@@ -194,14 +210,54 @@ func (e *Engine) begin(ctx context.Context, batch []kafka.Message, gen int) (ste
 	if len(st.deliver) == 0 && (st.replayed || len(st.commit) == 0) {
 		return step{}, false
 	}
-	e.inFlight = true
+	e.startLocked(&st)
 	return st, true
+}
+
+// again resumes an interrupted step once the engine runs, if its source is
+// still the current one.
+func (e *Engine) again(ctx context.Context, st step, gen int) (step, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if st.gen != gen || !e.admitLocked(ctx, gen) {
+		return step{}, false
+	}
+	e.startLocked(&st)
+	return st, true
+}
+
+// admitLocked waits while paused; it reports whether a step of source
+// generation gen may start.
+func (e *Engine) admitLocked(ctx context.Context, gen int) bool {
+	for e.paused && gen == e.gen && ctx.Err() == nil {
+		e.cond.Wait()
+	}
+	return ctx.Err() == nil && gen == e.gen
+}
+
+func (e *Engine) startLocked(st *step) {
+	e.inFlight = true
+	st.stop = make(chan struct{})
+	e.interrupt = st.stop
+}
+
+// interruptLocked asks the in-flight step to end at its next wait between
+// delivery attempts, unacknowledged: a pause or a fence must not wait for
+// an app that refuses a message, or is down.
+func (e *Engine) interruptLocked() {
+	if e.interrupt != nil {
+		close(e.interrupt)
+		e.interrupt = nil
+	}
 }
 
 func (e *Engine) end(st step, acked bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.inFlight = false
+	if e.interrupt == st.stop {
+		e.interrupt = nil
+	}
 	if acked {
 		for _, m := range st.deliver {
 			e.next[m.Partition] = m.Offset + 1

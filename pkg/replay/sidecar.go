@@ -48,6 +48,11 @@ const (
 	// empty: as the other variables say. The webhook sets it from the
 	// pod's migration.ms2m.io/sidecar-mode annotation.
 	EnvMode = "MS2M_MODE"
+	// EnvMaxAttempts (ms2m.io/max-delivery-attempts) is how many times a
+	// message the app refuses is delivered before it is dead-lettered.
+	EnvMaxAttempts = "MS2M_MAX_DELIVERY_ATTEMPTS"
+	// EnvDeadLetterTopic (ms2m.io/dead-letter-topic) receives them.
+	EnvDeadLetterTopic = "MS2M_DEAD_LETTER_TOPIC"
 	// EnvAllowedUsers lists (comma-separated) who may call the control API.
 	EnvAllowedUsers = "MS2M_CONTROL_ALLOWED_USERS"
 )
@@ -72,8 +77,12 @@ type Options struct {
 	// Fenced starts the sidecar fenced: out of the group until POST /resume.
 	Fenced bool
 	// BatchSize above 1 delivers batches (the app opted in).
-	BatchSize    int
-	AllowedUsers []string
+	BatchSize int
+	// MaxAttempts and DeadLetterTopic are the poison-message policy: a
+	// message the app refuses MaxAttempts times goes to DeadLetterTopic.
+	MaxAttempts     int
+	DeadLetterTopic string
+	AllowedUsers    []string
 }
 
 // OptionsFromEnv reads the options the webhook injected; an error names the
@@ -151,6 +160,18 @@ func OptionsFromEnv(getenv func(string) string) (Options, error) {
 		}
 		o.BatchSize = n
 	}
+	o.MaxAttempts = DefaultMaxAttempts
+	if v := getenv(EnvMaxAttempts); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > MaxDeliveryAttempts {
+			errs = append(errs, fmt.Errorf("%s: %q is not a number of attempts between 1 and %d", EnvMaxAttempts, v, MaxDeliveryAttempts))
+		}
+		o.MaxAttempts = n
+	}
+	o.DeadLetterTopic = strings.TrimSpace(getenv(EnvDeadLetterTopic))
+	if o.DeadLetterTopic == "" {
+		o.DeadLetterTopic = DefaultDeadLetterTopic(o.Topic)
+	}
 	o.AllowedUsers = []string{DefaultAllowedUser}
 	if v := getenv(EnvAllowedUsers); v != "" {
 		o.AllowedUsers = strings.Split(v, ",")
@@ -165,12 +186,12 @@ func Run(ctx context.Context, o Options, auth Authenticator) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	metrics := NewMetrics(reg)
-	d := &Deliverer{URL: o.AppURL, Client: &http.Client{Timeout: 30 * time.Second}, BatchSize: o.BatchSize,
+	d := &Deliverer{URL: o.AppURL, Client: &http.Client{Timeout: 30 * time.Second}, BatchSize: o.BatchSize, MaxAttempts: o.MaxAttempts,
 		OnAppError: func(m kafka.Message, err error) {
 			metrics.AppErrors.Inc()
 			logger.Info("app did not acknowledge; retrying", "partition", m.Partition, "offset", m.Offset, "error", err.Error())
 		}}
-	src := &Kafka{Brokers: o.Brokers, Topic: o.Topic, Group: o.Group, InstanceID: o.GroupInstanceID,
+	src := &Kafka{Brokers: o.Brokers, Topic: o.Topic, Group: o.Group, InstanceID: o.GroupInstanceID, DeadLetterTopic: o.DeadLetterTopic,
 		OnJoin: func(generation int, assigned []int) {
 			metrics.joined(generation, assigned)
 			logger.Info("joined the group as a static member", "group", o.Group, "instance", o.GroupInstanceID, "generation", generation, "partitions", assigned)
@@ -192,6 +213,20 @@ func Run(ctx context.Context, o Options, auth Authenticator) error {
 	}
 	e.Metrics = metrics
 	e.OnKafkaError = func(err error) { logger.Info("Kafka call failed; retrying", "error", err.Error()) }
+	e.OnPoison = func(p *PoisonError, deadLettered bool) {
+		m := p.Message
+		if deadLettered {
+			logger.Error(p.Err, "the app refused a message on every attempt; it is in the dead-letter topic and the partition goes on",
+				"partition", m.Partition, "offset", m.Offset, "attempts", p.Attempts, "deadLetterTopic", o.DeadLetterTopic)
+			return
+		}
+		logger.Info("the app refused a replayed message on every attempt; passed over (the live member dead-lettered it)",
+			"partition", m.Partition, "offset", m.Offset, "attempts", p.Attempts, "error", p.Err.Error())
+	}
+	e.OnRewind = func(p int, from, to int64, delivered int) {
+		logger.Info("the app lost state (it restarted from its image); gave it the messages it missed as replay",
+			"partition", p, "from", from, "to", to, "delivered", delivered)
+	}
 
 	ctl := &Control{Engine: e, Auth: auth, AllowedUsers: sets.New(o.AllowedUsers...), Metrics: metrics}
 	metricsMux := http.NewServeMux()

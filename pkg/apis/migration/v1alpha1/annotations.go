@@ -20,6 +20,14 @@ const (
 	// AnnotationAppBatchSize, above 1, is the app's opt-in to batches: the
 	// sidecar POSTs up to that many messages at once (1-1000, default 1).
 	AnnotationAppBatchSize = "ms2m.io/app-batch-size"
+	// AnnotationMaxDeliveryAttempts is how many times the sidecar delivers
+	// a message the app refuses (any answer but 2xx, 409 with a next
+	// offset, 429 and 502-504) before it writes it to the dead-letter topic
+	// and goes on (1-100, default 5).
+	AnnotationMaxDeliveryAttempts = "ms2m.io/max-delivery-attempts"
+	// AnnotationDeadLetterTopic is where those messages go (default
+	// <topic>.ms2m-dead-letter).
+	AnnotationDeadLetterTopic = "ms2m.io/dead-letter-topic"
 
 	// AnnotationCheckpointRestore is set to "enabled" by the webhook on the
 	// pods it prepared (sidecar injected); the controller migrates only those.
