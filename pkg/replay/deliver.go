@@ -104,7 +104,7 @@ func (d *Deliverer) retry(ctx context.Context, first kafka.Message, attempt func
 		if d.OnAppError != nil {
 			d.OnAppError(first, err)
 		}
-		if !sleepCtx(ctx, backoff) {
+		if !sleepCtx(ctx, jitter(backoff)) {
 			return ctx.Err()
 		}
 		backoff = min(2*backoff, maxBackoff)

@@ -41,7 +41,7 @@ func (e *Engine) Run(ctx context.Context) error {
 			}
 			e.kafkaError(fmt.Errorf("fetching from Kafka: %w", err))
 			backoff = nextBackoff(backoff)
-			if !sleepCtx(ctx, backoff) {
+			if !sleepCtx(ctx, jitter(backoff)) {
 				return nil
 			}
 			continue
@@ -138,7 +138,7 @@ func (e *Engine) process(ctx context.Context, src Source, st step) error {
 		last := st.commit[len(st.commit)-1]
 		e.kafkaError(fmt.Errorf("committing %s/%d@%d: %w", last.Topic, last.Partition, last.Offset, err))
 		backoff = nextBackoff(backoff)
-		if !sleepCtx(ctx, backoff) {
+		if !sleepCtx(ctx, jitter(backoff)) {
 			return ctx.Err()
 		}
 	}
