@@ -107,6 +107,10 @@ const MaxRequestBytes = 64 << 10
 // DefaultCallTimeout bounds a control call that sets no timeoutSeconds.
 const DefaultCallTimeout = 30 * time.Second
 
+// callSlack is the time a control call's connection has, past the call's
+// timeout, to write its answer.
+const callSlack = 10 * time.Second
+
 // Request is the body of the control calls that take one.
 type Request struct {
 	// TimeoutSeconds bounds the call (default 30).
@@ -258,6 +262,13 @@ func (c *Control) authorized(call func(context.Context, Call) (Position, error))
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
+		// The call may take up to its timeout, longer than the server's
+		// read and write timeouts: its connection's deadlines move past it
+		// (a read deadline passing meanwhile would cancel r's context).
+		deadline := time.Now().Add(req.Timeout + callSlack)
+		rc := http.NewResponseController(w)
+		_ = rc.SetReadDeadline(deadline)
+		_ = rc.SetWriteDeadline(deadline)
 		ctx, cancel := context.WithTimeout(r.Context(), req.Timeout)
 		defer cancel()
 		pos, err := call(ctx, req)

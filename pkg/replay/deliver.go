@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"strings"
@@ -242,15 +241,6 @@ func firstOffset(msgs []kafka.Message, p int) (int64, bool) {
 		}
 	}
 	return 0, false
-}
-
-// jitter spreads a backoff over [d/2, d) so that sidecars failing together
-// do not retry together.
-func jitter(d time.Duration) time.Duration {
-	if d < 2 {
-		return d
-	}
-	return d/2 + rand.N(d/2)
 }
 
 // sleepCtx waits for d or ctx's end; it reports whether d elapsed.

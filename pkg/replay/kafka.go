@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"slices"
 	"strconv"
 	"sync"
@@ -28,9 +27,16 @@ type Kafka struct {
 	// DeadLetterTopic receives the messages the app refused for good
 	// (default: DefaultDeadLetterTopic of Topic).
 	DeadLetterTopic string
+	// BufferBytes bounds what the replay source and the static member
+	// hold of fetched messages the engine has not taken, over all
+	// partitions (default DefaultBufferBytes; a fetch may exceed it by one
+	// record batch larger than the rest of the room).
+	BufferBytes int64
 
 	client *kafka.Client
 	tr     *kafka.Transport
+	buf    *budget
+	poll   *committedPoller
 	once   sync.Once
 	dlq    *kafka.Writer
 }
@@ -70,8 +76,19 @@ func (k *Kafka) transport() *kafka.Transport {
 		// before the original's offset is committed.
 		k.dlq = &kafka.Writer{Addr: kafka.TCP(k.Brokers...), Topic: dlq, Transport: k.tr, RequiredAcks: kafka.RequireAll,
 			BatchSize: 1, BatchTimeout: time.Millisecond, AllowAutoTopicCreation: true, WriteTimeout: 10 * time.Second}
+		limit := k.BufferBytes
+		if limit <= 0 {
+			limit = DefaultBufferBytes
+		}
+		k.buf = newBudget(limit)
+		k.poll = &committedPoller{committed: k.Committed, interval: k.maxWait() / 5}
 	})
 	return k.tr
+}
+
+func (k *Kafka) buffer() *budget {
+	k.transport()
+	return k.buf
 }
 
 func (k *Kafka) kafkaClient() *kafka.Client {
@@ -94,27 +111,25 @@ func (k *Kafka) Live() Source {
 	}
 	return kafka.NewReader(kafka.ReaderConfig{
 		Brokers: k.Brokers, Topic: k.Topic, GroupID: k.Group,
-		MinBytes: 1, MaxBytes: 10 << 20, MaxWait: k.maxWait(),
+		// A small queue and fetch: each partition's reader holds at most
+		// a fetch and a message (see pump for the static member, which
+		// shares one budget across partitions).
+		MinBytes: 1, MaxBytes: fetchBytes, MaxWait: k.maxWait(), QueueCapacity: 1,
 		StartOffset:       kafka.FirstOffset,
 		CommitInterval:    0, // synchronous: a commit returns once stored
 		HeartbeatInterval: time.Second, SessionTimeout: 10 * time.Second, RebalanceTimeout: 5 * time.Second,
 	})
 }
 
-// Replay implements Sources: one standalone reader per partition. Each
-// partition holds back a message until the live member has committed past
-// it, so a caught-up partition never blocks the others.
+// Replay implements Sources: one fetch loop per partition (see pump).
+// Each partition holds back a message until the live member has committed
+// past it, so a caught-up partition never blocks the others.
 func (k *Kafka) Replay(from map[int]int64) Source {
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &merged{out: make(chan fetched), closed: ctx.Done(), cancel: cancel}
 	for p, off := range from {
-		r := kafka.NewReader(kafka.ReaderConfig{
-			Brokers: k.Brokers, Topic: k.Topic, Partition: p,
-			MinBytes: 1, MaxBytes: 10 << 20, MaxWait: k.maxWait(),
-		})
-		m.readers = append(m.readers, r)
 		m.wg.Add(1)
-		go m.pump(ctx, r, off, k.waitCommittedPast)
+		go m.pump(ctx, k, p, off, k.waitCommittedPast)
 	}
 	return m
 }
@@ -123,13 +138,8 @@ func (k *Kafka) Replay(from map[int]int64) Source {
 func (k *Kafka) Read(partition int, from int64) Source {
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &merged{out: make(chan fetched), closed: ctx.Done(), cancel: cancel}
-	r := kafka.NewReader(kafka.ReaderConfig{
-		Brokers: k.Brokers, Topic: k.Topic, Partition: partition,
-		MinBytes: 1, MaxBytes: 10 << 20, MaxWait: k.maxWait(),
-	})
-	m.readers = append(m.readers, r)
 	m.wg.Add(1)
-	go m.pump(ctx, r, from, nil)
+	go m.pump(ctx, k, partition, from, nil)
 	return m
 }
 
@@ -196,62 +206,10 @@ type fetched struct {
 
 // merged reads several partitions; order within each partition is kept.
 type merged struct {
-	out     chan fetched
-	readers []*kafka.Reader
-	closed  <-chan struct{}
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
-}
-
-// waitCommittedPast returns the group's committed offset of partition once
-// it is past offset, or ctx's error.
-func (k *Kafka) waitCommittedPast(ctx context.Context, partition int, offset int64) (int64, error) {
-	for {
-		committed, err := k.Committed(ctx)
-		if err == nil && offset < committed[partition] {
-			return committed[partition], nil
-		}
-		t := time.NewTimer(k.maxWait() / 5)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return 0, ctx.Err()
-		case <-t.C:
-		}
-	}
-}
-
-// pump feeds r's messages from offset from into m, each once wait (when
-// not nil) says the group has committed past it.
-func (m *merged) pump(ctx context.Context, r *kafka.Reader, from int64, wait func(context.Context, int, int64) (int64, error)) {
-	defer m.wg.Done()
-	if err := r.SetOffset(from); err != nil {
-		select {
-		case m.out <- fetched{err: err}:
-		case <-ctx.Done():
-		}
-		return
-	}
-	var limit int64 // the committed offset last seen: below it, no need to ask again
-	for {
-		msg, err := r.FetchMessage(ctx)
-		if err == nil && wait != nil && msg.Offset >= limit {
-			limit, err = wait(ctx, msg.Partition, msg.Offset)
-		}
-		if ctx.Err() != nil {
-			return
-		}
-		select {
-		case m.out <- fetched{m: msg, err: err}:
-		case <-ctx.Done():
-			return
-		}
-		// A fetch error (the broker unreachable) is reported and the
-		// reader, which keeps its offset and reconnects, is asked again.
-		if errors.Is(err, io.EOF) {
-			return
-		}
-	}
+	out    chan fetched
+	closed <-chan struct{}
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 }
 
 func (m *merged) FetchMessage(ctx context.Context) (kafka.Message, error) {
@@ -270,9 +228,6 @@ func (m *merged) CommitMessages(context.Context, ...kafka.Message) error { retur
 
 func (m *merged) Close() error {
 	m.cancel()
-	for _, r := range m.readers {
-		_ = r.Close()
-	}
 	m.wg.Wait()
 	return nil
 }

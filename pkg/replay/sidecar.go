@@ -231,10 +231,7 @@ func Run(ctx context.Context, o Options, auth Authenticator) error {
 	ctl := &Control{Engine: e, Auth: auth, AllowedUsers: sets.New(o.AllowedUsers...), Metrics: metrics}
 	metricsMux := http.NewServeMux()
 	metricsMux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	servers := []*http.Server{
-		{Addr: o.ControlAddr, Handler: ctl.Handler(), ReadHeaderTimeout: 5 * time.Second},
-		{Addr: o.MetricsAddr, Handler: metricsMux, ReadHeaderTimeout: 5 * time.Second},
-	}
+	servers := []*http.Server{newServer(o.ControlAddr, ctl.Handler()), newServer(o.MetricsAddr, metricsMux)}
 	errc := make(chan error, len(servers)+1)
 	for _, s := range servers {
 		l, err := net.Listen("tcp", s.Addr)
@@ -278,4 +275,20 @@ func Run(ctx context.Context, o Options, auth Authenticator) error {
 		}
 	}
 	return err
+}
+
+// Timeouts of the sidecar's servers: a client that stalls or idles holds a
+// connection (and its buffers) this long at most. A control call may wait
+// longer, up to its timeoutSeconds: Control extends the deadlines of its
+// connection for it.
+const (
+	serverReadHeaderTimeout = 5 * time.Second
+	serverReadTimeout       = 10 * time.Second
+	serverWriteTimeout      = DefaultCallTimeout + callSlack
+	serverIdleTimeout       = 60 * time.Second
+)
+
+func newServer(addr string, h http.Handler) *http.Server {
+	return &http.Server{Addr: addr, Handler: h, ReadHeaderTimeout: serverReadHeaderTimeout,
+		ReadTimeout: serverReadTimeout, WriteTimeout: serverWriteTimeout, IdleTimeout: serverIdleTimeout}
 }

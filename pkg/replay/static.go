@@ -84,7 +84,7 @@ func (s *static) run(ctx context.Context) {
 		case rejoin(err):
 		default:
 			s.report(err)
-			if !sleepCtx(ctx, backoff) {
+			if !sleepCtx(ctx, jitter(backoff)) {
 				return
 			}
 			backoff = nextBackoff(backoff)
@@ -104,7 +104,7 @@ func (s *static) waitForTopic(ctx context.Context) {
 			!errors.Is(meta.Topics[0].Error, kafka.UnknownTopicOrPartition) {
 			return
 		}
-		if !sleepCtx(ctx, backoff) {
+		if !sleepCtx(ctx, jitter(backoff)) {
 			return
 		}
 		backoff = min(2*backoff, 500*time.Millisecond)
@@ -254,11 +254,8 @@ func (s *static) consume(ctx context.Context) error {
 			return fmt.Errorf("committed offsets of group %s: %w", s.k.Group, err)
 		}
 		for _, p := range parts {
-			r := kafka.NewReader(kafka.ReaderConfig{Brokers: s.k.Brokers, Topic: s.k.Topic, Partition: p,
-				MinBytes: 1, MaxBytes: 10 << 20, MaxWait: s.k.maxWait()})
-			m.readers = append(m.readers, r)
 			m.wg.Add(1)
-			go m.pump(gctx, r, committed[p], nil)
+			go m.pump(gctx, s.k, p, committed[p], nil)
 		}
 	}
 	t := time.NewTicker(staticHeartbeat)

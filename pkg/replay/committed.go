@@ -1,0 +1,92 @@
+package replay
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// committedPoller asks the broker for the group's committed offsets on
+// behalf of every partition waiting for them: one goroutine per Kafka (per
+// sidecar), polling only while someone waits. Replaying 64 partitions
+// behind the live member used to mean 64 pollers, each sending Metadata and
+// OffsetFetch every few milliseconds.
+type committedPoller struct {
+	committed func(context.Context) (map[int]int64, error)
+	interval  time.Duration
+
+	mu      sync.Mutex
+	waiters int
+	running bool
+	last    map[int]int64 // the offsets of the last successful poll
+	polled  chan struct{} // closed after each poll
+}
+
+// pollTimeout bounds one poll.
+const pollTimeout = 10 * time.Second
+
+// waitPast returns the committed offset of partition once it is past
+// offset, or ctx's error. Offsets seen in an earlier poll count: the
+// committed offsets only grow.
+func (p *committedPoller) waitPast(ctx context.Context, partition int, offset int64) (int64, error) {
+	p.mu.Lock()
+	p.waiters++
+	if p.polled == nil {
+		p.polled = make(chan struct{})
+	}
+	if !p.running {
+		p.running = true
+		go p.run()
+	}
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		p.waiters--
+		p.mu.Unlock()
+	}()
+	for {
+		p.mu.Lock()
+		c, ok := p.last[partition]
+		polled := p.polled
+		p.mu.Unlock()
+		if ok && offset < c {
+			return c, nil
+		}
+		select {
+		case <-polled:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+}
+
+// run polls until nobody waits.
+func (p *committedPoller) run() {
+	for {
+		p.mu.Lock()
+		if p.waiters == 0 {
+			p.running = false
+			p.mu.Unlock()
+			return
+		}
+		p.mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), pollTimeout)
+		committed, err := p.committed(ctx)
+		cancel()
+		p.mu.Lock()
+		if err == nil {
+			p.last = committed
+		}
+		close(p.polled)
+		p.polled = make(chan struct{})
+		p.mu.Unlock()
+		time.Sleep(p.interval)
+	}
+}
+
+// waitCommittedPast returns the group's committed offset of partition once
+// it is past offset, or ctx's error.
+func (k *Kafka) waitCommittedPast(ctx context.Context, partition int, offset int64) (int64, error) {
+	k.transport()
+	return k.poll.waitPast(ctx, partition, offset)
+}
