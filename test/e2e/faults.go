@@ -90,6 +90,51 @@ func SidecarRestartSpec(in SpecInput) features.Feature {
 	})
 }
 
+// AppRestartSpec: the restored pod's app is SIGKILLed after the handover,
+// under load. The runtime creates it again from its image, the checkpoint
+// (the sandbox restores it again, as CRI-O and containerd do for any
+// container whose image is a checkpoint), so it is back at the checkpoint's
+// offsets while the group has committed far past them. The app says so
+// (409, Ms2m-Next-Offset), the sidecar gives it the messages it lost as
+// replay, and then goes on live: the state is exact, nothing is lost and
+// no effect is emitted twice.
+func AppRestartSpec(in SpecInput) features.Feature {
+	return feature("a restored app killed after the handover", "comes back at the checkpoint, is given what it lost as replay; zero loss", func(ctx context.Context, t *testing.T) {
+		in.Cluster.sandboxOnly(t, "kills a process of a simulated node")
+		s := in.open(t, "appkill")
+		d := s.deploy(ctx, in.Load.Count/4)
+		got := s.completed(s.migrate(ctx, "move", d.Pod.Name, v1.StatefulMigrationSpec{}))
+		target, err := s.Client.CoreV1().Pods(s.NS).Get(ctx, got.Status.TargetPod, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ip := target.Status.PodIP
+		pid := killIn(t, "example-consumer", ip)
+		t.Logf("killed the restored app (pid %d) after the handover", pid)
+		restored := deploy.Deployed{Pod: target}
+		s.EventuallyIn(t, s.NS, "the app restarted from the checkpoint and was given what it lost", func(ctx context.Context) error {
+			p, err := s.Client.CoreV1().Pods(s.NS).Get(ctx, target.Name, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			for _, st := range p.Status.ContainerStatuses {
+				if st.Name == "app" && (st.RestartCount < 1 || !st.Ready) {
+					return fmt.Errorf("app restarts %d, ready %v", st.RestartCount, st.Ready)
+				}
+			}
+			sc, err := restored.Sidecar(ctx)
+			if err != nil {
+				return err
+			}
+			if sc.Rewinds < 1 || sc.Mode != string(replay.ModeLive) {
+				return fmt.Errorf("sidecar %s, %d rewinds", sc.Mode, sc.Rewinds)
+			}
+			return nil
+		})
+		s.verifyZeroLoss(ctx)
+	})
+}
+
 // sidecarMode reads a sidecar's mode from its metrics endpoint
 // (ms2m_replay_mode is 1 for the current mode).
 func sidecarMode(ctx context.Context, podIP string) (replay.Mode, error) {

@@ -25,3 +25,7 @@ func TestManagerRestart(t *testing.T) {
 func TestSidecarRestart(t *testing.T) {
 	testenv.Test(t, SidecarRestartSpec(SpecInput{Cluster: cluster, Load: Load{Rate: 30, Count: 300}}))
 }
+
+func TestAppRestart(t *testing.T) {
+	testenv.Test(t, AppRestartSpec(SpecInput{Cluster: cluster, Load: Load{Rate: 30, Count: 600}}))
+}

@@ -31,6 +31,9 @@ type Sidecar struct {
 	// Pauses and Fences count the pause and fence requests the sidecar
 	// served: a migration asks them only of the pod it moves.
 	Pauses, Fences int64
+	// Rewinds counts the app's requests for messages it lost (a restored
+	// app restarted from its checkpoint image).
+	Rewinds int64
 }
 
 func (s Sidecar) String() string {
@@ -88,6 +91,8 @@ func ReadSidecar(ctx context.Context, addr string) (Sidecar, error) {
 			s.Pauses = int64(f)
 		case "ms2m_replay_fence_duration_seconds_count":
 			s.Fences = int64(f)
+		case "ms2m_replay_rewinds_total":
+			s.Rewinds = int64(f)
 		default:
 			if m, ok := strings.CutPrefix(name, `ms2m_replay_mode{mode="`); ok && f == 1 {
 				s.Mode = strings.TrimSuffix(m, `"}`)
