@@ -17,3 +17,7 @@ func TestDrainWithoutTarget(t *testing.T) {
 func TestDisruptionBudget(t *testing.T) {
 	testenv.Test(t, DisruptionBudgetSpec(SpecInput{Cluster: cluster, Load: Load{Rate: 30, Count: 300}}))
 }
+
+func TestDrainTwoOfThree(t *testing.T) {
+	testenv.Test(t, DrainTwoOfThreeSpec(SpecInput{Cluster: cluster, Load: Load{Rate: 30, Count: 300}}))
+}
