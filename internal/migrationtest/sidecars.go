@@ -24,6 +24,8 @@ type Sidecars struct {
 	lag      int64
 	replayed int64
 	refuse   map[string]string
+	busy     map[string]string
+	busied   map[string]int
 	down     map[string]bool
 	calls    []string
 	// live: a handover was answered, so the target reports ModeLive.
@@ -55,7 +57,7 @@ func (s *Sidecars) SetIdle(committed map[int]int64) {
 
 // NewSidecars returns fake sidecars positioned at next.
 func NewSidecars(next map[int]int64) *Sidecars {
-	return &Sidecars{next: maps.Clone(next), refuse: map[string]string{}, down: map[string]bool{}}
+	return &Sidecars{next: maps.Clone(next), refuse: map[string]string{}, busy: map[string]string{}, busied: map[string]int{}, down: map[string]bool{}}
 }
 
 // SetReplay sets what a replaying target reports.
@@ -71,6 +73,21 @@ func (s *Sidecars) Refuse(call, message string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.refuse[call] = message
+}
+
+// Unavailable makes the named call answered 503 with message (the
+// sidecar could not reach Kafka) until Allow.
+func (s *Sidecars) Unavailable(call, message string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.busy[call] = message
+}
+
+// Busied is how many times call was answered 503 (see Unavailable).
+func (s *Sidecars) Busied(call string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.busied[call]
 }
 
 // Unreachable makes the named call get no answer (a connection error,
@@ -94,6 +111,7 @@ func (s *Sidecars) Allow(call string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.refuse, call)
+	delete(s.busy, call)
 	delete(s.down, call)
 }
 
@@ -123,6 +141,10 @@ func (s *Sidecars) answer(call string, mode replay.Mode, paused bool) (replay.Po
 	}
 	if msg, ok := s.refuse[call]; ok {
 		return replay.Position{}, &replay.CallError{Status: 409, Message: msg}
+	}
+	if msg, ok := s.busy[call]; ok {
+		s.busied[call]++
+		return replay.Position{}, &replay.CallError{Status: 503, Message: msg}
 	}
 	s.calls = append(s.calls, call)
 	if call == "Handover" {

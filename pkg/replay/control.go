@@ -241,6 +241,12 @@ type badRequest string
 
 func (b badRequest) Error() string { return string(b) }
 
+// unavailable is a call that could not be answered for now (Kafka
+// unreachable): 503, and the caller asks again.
+type unavailable struct{ error }
+
+func (u unavailable) Unwrap() error { return u.error }
+
 func (c *Control) authorized(call func(context.Context, Call) (Position, error)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
@@ -278,6 +284,9 @@ func (c *Control) authorized(call func(context.Context, Call) (Position, error))
 			return
 		case errors.Is(err, context.DeadlineExceeded):
 			http.Error(w, err.Error(), http.StatusGatewayTimeout)
+			return
+		case errors.As(err, new(unavailable)):
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return
 		case err != nil:
 			http.Error(w, err.Error(), http.StatusConflict)

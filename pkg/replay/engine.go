@@ -259,7 +259,7 @@ func (e *Engine) PositionWithLag(ctx context.Context) (Position, error) {
 	if limit == nil {
 		committed, err := e.sources.Committed(ctx)
 		if err != nil {
-			return pos, fmt.Errorf("reading the group's committed offsets: %w", err)
+			return pos, unavailable{fmt.Errorf("reading the group's committed offsets: %w", err)}
 		}
 		limit = committed
 	}

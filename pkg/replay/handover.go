@@ -69,7 +69,7 @@ func (e *Engine) Fence(ctx context.Context) (Position, error) {
 
 	committed, err := e.sources.Committed(ctx)
 	if err != nil {
-		return Position{}, fmt.Errorf("reading the fence from the group's committed offsets: %w", err)
+		return Position{}, unavailable{fmt.Errorf("reading the fence from the group's committed offsets: %w", err)}
 	}
 	for p, off := range pos.Next {
 		if committed[p] != off {

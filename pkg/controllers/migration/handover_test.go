@@ -113,3 +113,20 @@ func TestOneReplicaCheckpointsItsPartitionsOnly(t *testing.T) {
 		}
 	}
 }
+
+// A fence the sidecar cannot answer for now (503: it could not read the
+// group's committed offsets from Kafka) is asked again, not taken as a
+// refusal: the migration completes once Kafka answers.
+func TestUnavailableFenceIsAskedAgain(t *testing.T) {
+	w := newWorld(t)
+	w.sidecars.Unavailable("Fence", "reading the fence from the group's committed offsets: broker unreachable (FAKE)")
+	m := w.migrate("busy")
+	w.until(m, "the fence asked three times", func(got *v1.StatefulMigration) bool {
+		if got != nil && got.Status.Phase == v1.PhaseFailed {
+			t.Fatalf("failed on a 503 from the fence: %s", got.Status.FailureReason)
+		}
+		return w.sidecars.Busied("Fence") >= 3
+	})
+	w.sidecars.Allow("Fence")
+	w.until(m, "Completed", inPhase(v1.PhaseCompleted))
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -155,7 +156,9 @@ func fail(reason, format string, args ...any) (outcome, error) {
 // the phase's timeout, since every sidecar call is idempotent.
 func sidecarFailed(ctx context.Context, err error, reason, format string, args ...any) (outcome, error) {
 	var refused *replay.CallError
-	if ctx.Err() != nil || !errors.As(err, &refused) {
+	// 503: the sidecar could not answer for now (Kafka unreachable); the
+	// call is idempotent and is made again until the phase's deadline.
+	if ctx.Err() != nil || !errors.As(err, &refused) || refused.Status == http.StatusServiceUnavailable {
 		return outcome{}, fmt.Errorf(format+": %w", append(args, err)...)
 	}
 	return fail(reason, format+": %v", append(args, err)...)
