@@ -226,6 +226,10 @@ func sidecarContainer(b migratable.Binding, opts SidecarOptions) corev1.Containe
 	if len(opts.AllowedUsers) > 0 {
 		env = append(env, corev1.EnvVar{Name: replay.EnvAllowedUsers, Value: strings.Join(opts.AllowedUsers, ",")})
 	}
+	if _, ok := sidecarResources(opts.Resources).Limits[corev1.ResourceMemory]; ok {
+		env = append(env, corev1.EnvVar{Name: replay.EnvMemoryLimit, ValueFrom: &corev1.EnvVarSource{
+			ResourceFieldRef: &corev1.ResourceFieldSelector{ContainerName: v1.SidecarContainerName, Resource: "limits.memory"}}})
+	}
 	env = append(env,
 		fieldEnv(replay.EnvPodIP, "status.podIP"),
 		fieldEnv("POD_NAME", "metadata.name"),

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -53,6 +55,12 @@ const (
 	EnvMaxAttempts = "MS2M_MAX_DELIVERY_ATTEMPTS"
 	// EnvDeadLetterTopic (ms2m.io/dead-letter-topic) receives them.
 	EnvDeadLetterTopic = "MS2M_DEAD_LETTER_TOPIC"
+	// EnvMemoryLimit is the sidecar container's memory limit in bytes (the
+	// webhook sets it from limits.memory through the downward API): the Go
+	// runtime's soft limit is set to MemoryLimitShare of it, so the
+	// collector works harder before the kernel's OOM killer would act.
+	// GOMEMLIMIT, when set, wins.
+	EnvMemoryLimit = "MS2M_MEMORY_LIMIT"
 	// EnvAllowedUsers lists (comma-separated) who may call the control API.
 	EnvAllowedUsers = "MS2M_CONTROL_ALLOWED_USERS"
 )
@@ -82,8 +90,15 @@ type Options struct {
 	// message the app refuses MaxAttempts times goes to DeadLetterTopic.
 	MaxAttempts     int
 	DeadLetterTopic string
-	AllowedUsers    []string
+	// MemoryLimit is the container's memory limit in bytes (0: none known).
+	MemoryLimit  int64
+	AllowedUsers []string
 }
+
+// MemoryLimitShare of the container's limit is the Go runtime's soft
+// memory limit: the rest is for what the runtime does not count (the
+// binary's text, thread stacks outside the heap) and headroom.
+const MemoryLimitShare = 0.75
 
 // OptionsFromEnv reads the options the webhook injected; an error names the
 // variable at fault.
@@ -172,6 +187,13 @@ func OptionsFromEnv(getenv func(string) string) (Options, error) {
 	if o.DeadLetterTopic == "" {
 		o.DeadLetterTopic = DefaultDeadLetterTopic(o.Topic)
 	}
+	if v := getenv(EnvMemoryLimit); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			errs = append(errs, fmt.Errorf("%s: %q is not a number of bytes", EnvMemoryLimit, v))
+		}
+		o.MemoryLimit = n
+	}
 	o.AllowedUsers = []string{DefaultAllowedUser}
 	if v := getenv(EnvAllowedUsers); v != "" {
 		o.AllowedUsers = strings.Split(v, ",")
@@ -183,6 +205,11 @@ func OptionsFromEnv(getenv func(string) string) (Options, error) {
 // metrics endpoint.
 func Run(ctx context.Context, o Options, auth Authenticator) error {
 	logger := log.FromContext(ctx)
+	if o.MemoryLimit > 0 && os.Getenv("GOMEMLIMIT") == "" {
+		soft := int64(float64(o.MemoryLimit) * MemoryLimitShare)
+		debug.SetMemoryLimit(soft)
+		logger.Info("Go memory limit set from the container's", "containerLimit", o.MemoryLimit, "goMemLimit", soft)
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	metrics := NewMetrics(reg)

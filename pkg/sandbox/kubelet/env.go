@@ -4,10 +4,13 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
+	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 )
@@ -175,7 +178,44 @@ func (r envResolver) value(e corev1.EnvVar, vars map[string]string) (string, err
 		data, err := r.secret(src.SecretKeyRef.Name)
 		return pick(data, err, src.SecretKeyRef.Key, src.SecretKeyRef.Optional)
 	case src.ResourceFieldRef != nil:
-		return "", nil // resource limits are not enforced in the sandbox
+		return resourceValue(r.pod, src.ResourceFieldRef)
 	}
 	return "", nil
+}
+
+// resourceValue resolves a resourceFieldRef as the kubelet does for a
+// container with the resource set: the quantity divided by the divisor
+// (default 1), rounded up. The sandbox enforces no limit; a resource the
+// container does not set resolves empty (the kubelet would give the node's
+// allocatable).
+func resourceValue(pod *corev1.Pod, ref *corev1.ResourceFieldSelector) (string, error) {
+	if ref.ContainerName == "" {
+		return "", nil // the container's own: not known here
+	}
+	kind, name, ok := strings.Cut(ref.Resource, ".")
+	if !ok || (kind != "limits" && kind != "requests") {
+		return "", fmt.Errorf("resourceFieldRef %q: unsupported resource", ref.Resource)
+	}
+	for _, c := range pod.Spec.Containers {
+		if c.Name != ref.ContainerName {
+			continue
+		}
+		list := c.Resources.Limits
+		if kind == "requests" {
+			list = c.Resources.Requests
+		}
+		q, ok := list[corev1.ResourceName(name)]
+		if !ok {
+			return "", nil
+		}
+		divisor := ref.Divisor
+		if divisor.IsZero() {
+			divisor = resource.MustParse("1")
+		}
+		if name == string(corev1.ResourceCPU) {
+			return strconv.FormatInt(int64(math.Ceil(float64(q.MilliValue())/float64(divisor.MilliValue()))), 10), nil
+		}
+		return strconv.FormatInt(int64(math.Ceil(float64(q.Value())/float64(divisor.Value()))), 10), nil
+	}
+	return "", fmt.Errorf("resourceFieldRef: no container %q", ref.ContainerName)
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
 )
@@ -101,5 +102,29 @@ func TestRestartReadsTheDownwardAPIAgain(t *testing.T) {
 	pr.refreshFieldEnv(c, pod)
 	if want := []string{"PATH=/bin", "MODE=fenced", "KEEP=1"}; !slices.Equal(c.env, want) {
 		t.Fatalf("env after the restart %v; want %v", c.env, want)
+	}
+}
+
+// A container's limits and requests reach it through resourceFieldRef, as
+// the kubelet gives them (the sidecar sizes its Go memory limit from it).
+func TestResourceFieldRefResolvesTheContainersResources(t *testing.T) {
+	pod := &corev1.Pod{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "ms2m-replay", Resources: corev1.ResourceRequirements{
+		Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("64Mi"), corev1.ResourceCPU: resource.MustParse("250m")},
+		Requests: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("32Mi")},
+	}}}}}
+	for _, tc := range []struct {
+		ref  corev1.ResourceFieldSelector
+		want string
+	}{
+		{corev1.ResourceFieldSelector{ContainerName: "ms2m-replay", Resource: "limits.memory"}, "67108864"},
+		{corev1.ResourceFieldSelector{ContainerName: "ms2m-replay", Resource: "requests.memory", Divisor: resource.MustParse("1Mi")}, "32"},
+		{corev1.ResourceFieldSelector{ContainerName: "ms2m-replay", Resource: "limits.cpu", Divisor: resource.MustParse("1m")}, "250"},
+		{corev1.ResourceFieldSelector{ContainerName: "ms2m-replay", Resource: "limits.cpu"}, "1"},
+		{corev1.ResourceFieldSelector{ContainerName: "ms2m-replay", Resource: "requests.cpu"}, ""},
+	} {
+		got, err := resourceValue(pod, &tc.ref)
+		if err != nil || got != tc.want {
+			t.Errorf("%s /%s: %q, %v; want %q", tc.ref.Resource, tc.ref.Divisor.String(), got, err, tc.want)
+		}
 	}
 }
