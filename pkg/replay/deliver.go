@@ -171,8 +171,9 @@ func (d *Deliverer) deliverBatch(ctx context.Context, stop <-chan struct{}, ap a
 
 // retry makes attempts until one succeeds. Between attempts it backs off,
 // and stops with errInterrupted when stop closes. An app that asks for a
-// rewind (409 with HeaderNextOffset) is given it through rw and the attempt
-// is made again; a rewind that delivers nothing counts as a refusal.
+// rewind (409 with HeaderNextOffset) is given it through ap and the attempt
+// is made again at once; a rewind that finds nothing, or the same answer
+// after one, counts as a refusal.
 func (d *Deliverer) retry(ctx context.Context, stop <-chan struct{}, ap appPosition, msgs []kafka.Message, attempt func() error) error {
 	first := msgs[0]
 	backoff, maxBackoff := d.MinBackoff, d.MaxBackoff
