@@ -27,7 +27,6 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
-	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -53,6 +52,15 @@ type Options struct {
 	KubeletInsecureTLS bool
 	// Repository receives checkpoint images when a migration names none.
 	Repository string
+	// AllowedRegistries are the registry hosts (host[:port]) checkpoint
+	// images may be pushed to; empty: Repository's registry only.
+	AllowedRegistries []string
+	// PlainHTTPRegistries are reached without TLS (a registry on the
+	// node's loopback, the sandbox's); every other is TLS only.
+	PlainHTTPRegistries []string
+	// CheckpointDir is the kubelet's checkpoint directory (default
+	// DefaultCheckpointDir): the only place archives are read from.
+	CheckpointDir string
 	// Token is the bearer token for the kubelet (the agent's service
 	// account token).
 	Token func() (string, error)
@@ -124,6 +132,12 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	switch {
 	case m.Status.Phase == v1.PhaseCheckpointing && len(m.Status.CheckpointOffsets) > 0 && !haveCheckpoint:
 		archive, err := r.checkpoint(ctx, m)
+		if err == nil {
+			var ctr string
+			if ctr, err = r.appContainer(ctx, m); err == nil {
+				err = checkArchive(r.Opts.CheckpointDir, archive, m, ctr)
+			}
+		}
 		return reconcile.Result{}, r.report(ctx, m, v1.AnnotationAgentCheckpoint, v1.AgentResult{Archive: archive}, err)
 	case m.Status.Phase == v1.PhaseTransferring && haveCheckpoint && !haveImage:
 		res, err := r.push(ctx, m)
@@ -247,26 +261,30 @@ func (r *Reconciler) push(ctx context.Context, m *v1.StatefulMigration) (v1.Agen
 	if repo == "" {
 		return v1.AgentResult{}, errors.New("no checkpoint image repository: set spec.checkpointImageRepository or the agent's --checkpoint-image-repository")
 	}
-	ref, err := name.ParseReference(fmt.Sprintf("%s:%s-%s", repo, m.Spec.SourcePod, strings.ToLower(string(m.UID))[:8]), name.WeakValidation)
+	regs := r.Opts.registries()
+	ref, err := regs.reference(fmt.Sprintf("%s:%s-%s", repo, m.Spec.SourcePod, strings.ToLower(string(m.UID))[:8]))
 	if err != nil {
 		return v1.AgentResult{}, fmt.Errorf("checkpoint image repository %q: %w", repo, err)
 	}
-	f, err := os.Open(ck.Archive)
-	if err != nil {
-		return v1.AgentResult{}, fmt.Errorf("checkpoint archive: %w", err)
-	}
-	_ = f.Close()
 	ctr, err := r.appContainer(ctx, m)
 	if err != nil {
 		return v1.AgentResult{}, err
 	}
-	idx, err := checkpoint.Build(func() (io.ReadCloser, error) { return os.Open(ck.Archive) }, checkpoint.Metadata{
+	if err := checkArchive(r.Opts.CheckpointDir, ck.Archive, m, ctr); err != nil {
+		return v1.AgentResult{}, err
+	}
+	f, err := openArchive(ck.Archive)
+	if err != nil {
+		return v1.AgentResult{}, err
+	}
+	_ = f.Close()
+	idx, err := checkpoint.Build(func() (io.ReadCloser, error) { return openArchive(ck.Archive) }, checkpoint.Metadata{
 		Container: ctr, Pod: m.Spec.SourcePod, Namespace: m.Namespace, Runtime: r.runtime(ctx), Created: time.Now(),
 	})
 	if err != nil {
 		return v1.AgentResult{}, err
 	}
-	opts := append([]remote.Option{remote.WithAuthFromKeychain(authn.DefaultKeychain)}, r.Remote...)
+	opts := append([]remote.Option{remote.WithAuthFromKeychain(authn.DefaultKeychain), regs.transport(remote.DefaultTransport)}, r.Remote...)
 	digest, err := checkpoint.Push(ctx, ref, idx, opts...)
 	if err != nil {
 		return v1.AgentResult{}, err
@@ -299,6 +317,14 @@ func (r *Reconciler) runtime(ctx context.Context) string {
 func (r *Reconciler) cleanup(ctx context.Context, m *v1.StatefulMigration) {
 	var ck v1.AgentResult
 	if json.Unmarshal([]byte(m.Annotations[v1.AnnotationAgentCheckpoint]), &ck) != nil || ck.Archive == "" {
+		return
+	}
+	ctr, err := r.appContainer(ctx, m)
+	if err != nil {
+		return
+	}
+	if err := checkArchive(r.Opts.CheckpointDir, ck.Archive, m, ctr); err != nil {
+		log.FromContext(ctx).Error(err, "not removing the archive a finished migration names", "migration", m.Name)
 		return
 	}
 	if err := os.Remove(ck.Archive); err == nil {

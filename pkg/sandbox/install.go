@@ -127,6 +127,9 @@ func (s *Sandbox) applyAgent(ctx context.Context) error {
 							// Paths on the node (hostPath in a real cluster).
 							"--kubelet-ca-file=" + filepath.Join(s.opts.Dir, "pki", "kubelet-ca.crt"),
 							"--checkpoint-image-repository=" + s.Registry + "/checkpoints",
+							// The sandbox's registry is on loopback, without TLS.
+							"--plain-http-registries=" + s.Registry,
+							"--checkpoint-dir=" + filepath.Join(s.opts.Dir, "nodes", "$(NODE_NAME)", "checkpoints"),
 							"--health-probe-bind-address=$(POD_IP):8082",
 							"--probe-interval=1m",
 						},

@@ -1,0 +1,123 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
+)
+
+// DefaultCheckpointDir is where the kubelet writes checkpoint archives:
+// "checkpoints" under its --root-dir (/var/lib/kubelet).
+const DefaultCheckpointDir = "/var/lib/kubelet/checkpoints"
+
+// checkArchive refuses an archive path that is not one the kubelet wrote
+// for m's source container: directly in dir, named as the kubelet names it
+// (pkg/kubelet's CheckpointContainer: checkpoint-<pod>_<namespace>-
+// <container>-<RFC 3339 time>.tar). The path is read from an annotation of
+// the migration, which whoever may patch the migration can write: without
+// this, the agent (root on the node) would read any file a tenant names,
+// push it to the tenant's registry and delete it.
+func checkArchive(dir, path string, m *v1.StatefulMigration, container string) error {
+	if dir == "" {
+		dir = DefaultCheckpointDir
+	}
+	if !filepath.IsAbs(path) || filepath.Clean(path) != path || filepath.Dir(path) != filepath.Clean(dir) {
+		return fmt.Errorf("checkpoint archive %q: not a file directly in the kubelet's checkpoint directory %s", path, dir)
+	}
+	prefix := fmt.Sprintf("checkpoint-%s_%s-%s-", m.Spec.SourcePod, m.Namespace, container)
+	stamp, ok := strings.CutPrefix(filepath.Base(path), prefix)
+	if stamp, ok = strings.CutSuffix(stamp, ".tar"); !ok {
+		return fmt.Errorf("checkpoint archive %q: not the kubelet's archive of container %s of pod %s/%s (%s<time>.tar)",
+			path, container, m.Namespace, m.Spec.SourcePod, prefix)
+	}
+	if _, err := time.Parse(time.RFC3339, stamp); err != nil {
+		return fmt.Errorf("checkpoint archive %q: %q is not the kubelet's time stamp", path, stamp)
+	}
+	return nil
+}
+
+// openArchive opens a checked archive path without following a symbolic
+// link, and only if it is a regular file.
+func openArchive(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		if errors.Is(err, syscall.ELOOP) {
+			return nil, fmt.Errorf("checkpoint archive %s is a symbolic link: refused", path)
+		}
+		return nil, fmt.Errorf("checkpoint archive: %w", err)
+	}
+	st, err := f.Stat()
+	if err != nil || !st.Mode().IsRegular() {
+		_ = f.Close()
+		return nil, fmt.Errorf("checkpoint archive %s is not a regular file: refused", path)
+	}
+	return f, nil
+}
+
+// registries decides where checkpoint images may go, and how.
+type registries struct {
+	// allowed hosts (host[:port]); empty: the default repository's only.
+	allowed []string
+	// plainHTTP hosts are reached without TLS; any other never is.
+	plainHTTP []string
+}
+
+func (o Options) registries() registries {
+	r := registries{allowed: o.AllowedRegistries, plainHTTP: o.PlainHTTPRegistries}
+	if len(r.allowed) == 0 && o.Repository != "" {
+		if repo, err := name.NewRepository(o.Repository, name.WeakValidation); err == nil {
+			r.allowed = []string{repo.RegistryStr()}
+		}
+	}
+	return r
+}
+
+// reference parses the image reference and refuses a registry that is not
+// allowed. Checkpoint images hold a process's whole memory, its secrets
+// included: they go only where the operator said.
+func (r registries) reference(ref string) (name.Reference, error) {
+	opts := []name.Option{name.WeakValidation}
+	parsed, err := name.ParseReference(ref, opts...)
+	if err != nil {
+		return nil, err
+	}
+	host := parsed.Context().RegistryStr()
+	if !slices.Contains(r.allowed, host) {
+		return nil, fmt.Errorf("registry %s is not allowed: the agent pushes checkpoint images only to %s (--allowed-registries)",
+			host, strings.Join(r.allowed, ", "))
+	}
+	if slices.Contains(r.plainHTTP, host) {
+		return name.ParseReference(ref, append(opts, name.Insecure)...)
+	}
+	return parsed, nil
+}
+
+// transport refuses plain HTTP to every registry not named in plainHTTP:
+// go-containerregistry falls back to it for localhost and private
+// addresses when TLS fails.
+func (r registries) transport(base http.RoundTripper) remote.Option {
+	return remote.WithTransport(tlsOnly{base: base, plainHTTP: r.plainHTTP})
+}
+
+type tlsOnly struct {
+	base      http.RoundTripper
+	plainHTTP []string
+}
+
+func (t tlsOnly) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Scheme != "https" && !slices.Contains(t.plainHTTP, req.URL.Host) {
+		return nil, fmt.Errorf("plain HTTP to registry %s refused (--plain-http-registries)", req.URL.Host)
+	}
+	return t.base.RoundTrip(req)
+}
