@@ -234,7 +234,7 @@ func sidecarContainer(b migratable.Binding, opts SidecarOptions) corev1.Containe
 		fieldEnv(replay.EnvPodIP, "status.podIP"),
 		fieldEnv("POD_NAME", "metadata.name"),
 		fieldEnv(replay.EnvGroupInstanceID, "metadata.name"),
-		fieldEnv("POD_NAMESPACE", "metadata.namespace"),
+		fieldEnv(replay.EnvPodNamespace, "metadata.namespace"),
 		migratable.ModeEnv(),
 	)
 	return corev1.Container{

@@ -2,6 +2,8 @@ package replay
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -26,10 +28,13 @@ const (
 	EnvTopic   = "MS2M_KAFKA_TOPIC"
 	EnvGroup   = "MS2M_KAFKA_GROUP"
 	// EnvGroupInstanceID makes the sidecar a static member of the group
-	// with this group.instance.id (KIP-345): the webhook sets the pod's
-	// name, a migration's target keeps its source's, so the broker hands
-	// the target the source's place without a rebalance.
+	// (KIP-345): the webhook sets the pod's name, a migration's target
+	// keeps its source's, so the broker hands the target the source's
+	// place without a rebalance. The group.instance.id is it qualified by
+	// EnvPodNamespace (see InstanceID).
 	EnvGroupInstanceID = "MS2M_GROUP_INSTANCE_ID"
+	// EnvPodNamespace is the pod's namespace (downward API).
+	EnvPodNamespace = "POD_NAMESPACE"
 	EnvAppPort         = "MS2M_APP_PORT"
 	EnvDeliveryPath    = "MS2M_DELIVERY_PATH"
 	EnvControlPort     = "MS2M_CONTROL_PORT"
@@ -121,7 +126,8 @@ func OptionsFromEnv(getenv func(string) string) (Options, error) {
 		}
 		return v
 	}
-	o := Options{Topic: need(EnvTopic), Group: need(EnvGroup), GroupInstanceID: strings.TrimSpace(getenv(EnvGroupInstanceID))}
+	o := Options{Topic: need(EnvTopic), Group: need(EnvGroup),
+		GroupInstanceID: InstanceID(strings.TrimSpace(getenv(EnvGroupInstanceID)), strings.TrimSpace(getenv(EnvPodNamespace)))}
 	for _, b := range strings.Split(need(EnvBrokers), ",") {
 		if b = strings.TrimSpace(b); b != "" {
 			o.Brokers = append(o.Brokers, b)
@@ -199,6 +205,28 @@ func OptionsFromEnv(getenv func(string) string) (Options, error) {
 		o.AllowedUsers = strings.Split(v, ",")
 	}
 	return o, errors.Join(errs...)
+}
+
+// InstanceID is the group.instance.id of the pod named pod in namespace:
+// "<pod>_<namespace>", as the kubelet names a pod, since a pod's name is
+// unique only in its namespace and one consumer group may serve pods of
+// several (two static members with one id fence each other). Both names
+// are DNS names, without '_', and Kafka allows letters, digits, '.', '_'
+// and '-' in an instance id, at most 249 of them: a longer one keeps its
+// start and ends with a hash of the whole.
+func InstanceID(pod, namespace string) string {
+	if pod == "" {
+		return ""
+	}
+	id := pod
+	if namespace != "" {
+		id += "_" + namespace
+	}
+	if len(id) > 249 {
+		sum := sha256.Sum256([]byte(id))
+		id = id[:249-17] + "-" + hex.EncodeToString(sum[:8])
+	}
+	return id
 }
 
 // Run runs a sidecar until ctx ends: the engine, the control API and the

@@ -68,6 +68,29 @@ func TestOptionsFromEnvNamesTheVariable(t *testing.T) {
 	}
 }
 
+// Pods of one name in two namespaces, consuming in one group, are two
+// static members: the instance id is qualified by the namespace, in the
+// characters Kafka allows, and within its length.
+func TestInstanceIDIsUniqueAcrossNamespaces(t *testing.T) {
+	env := func(ns string) func(string) string {
+		m := map[string]string{EnvBrokers: "kafka:9092", EnvTopic: "orders", EnvGroup: "g", EnvAppPort: "8080", EnvPodIP: "127.0.0.5",
+			EnvGroupInstanceID: "orders-0", EnvPodNamespace: ns}
+		return func(k string) string { return m[k] }
+	}
+	staging, err1 := OptionsFromEnv(env("staging"))
+	prod, err2 := OptionsFromEnv(env("prod"))
+	if err1 != nil || err2 != nil || staging.GroupInstanceID == prod.GroupInstanceID || staging.GroupInstanceID != "orders-0_staging" {
+		t.Fatalf("instance ids %q and %q (%v, %v): want orders-0_staging and another", staging.GroupInstanceID, prod.GroupInstanceID, err1, err2)
+	}
+	long := InstanceID(strings.Repeat("p", 253), strings.Repeat("n", 63))
+	if len(long) != 249 || long == InstanceID(strings.Repeat("p", 253), strings.Repeat("m", 63)) {
+		t.Fatalf("a long id: %d characters, not unique", len(long))
+	}
+	if InstanceID("", "ns") != "" {
+		t.Fatal("no pod name must stay a dynamic member")
+	}
+}
+
 // The mode the controller recorded on the pod wins over how the sidecar
 // was first configured: a restored pod handed over consumes live although
 // its environment still names the checkpoint offsets; a fenced source

@@ -81,7 +81,9 @@ func (t *trial) measure(ctx context.Context, r *result) error {
 	t.ns = ns
 	defer func() { b.cleanup(ns, t.e) }()
 	t.e = deploy.Example{
-		Name: "orders", Brokers: []string{b.sb.Broker}, Topic: ns + "-orders",
+		// A group of its own: the previous trial's deleted static member
+		// would hold a shared group's next join for the rebalance timeout.
+		Name: "orders", Group: ns + "-orders", Brokers: []string{b.sb.Broker}, Topic: ns + "-orders",
 		ProcessTime: b.opts.ProcessTime, Rate: r.Rate, Count: int64(r.Rate * b.opts.Duration.Seconds()), Bare: true,
 	}
 	r.Input = int(t.e.Count)

@@ -39,6 +39,12 @@ type Example struct {
 	// Rate and Count of the producer.
 	Rate  float64
 	Count int64
+	// Group is the consumer group (default Name). A group shared by
+	// consumers that come and go, one after the other, keeps a deleted
+	// static member's place for the session timeout, and the next join
+	// waits for it up to the rebalance timeout: runs that must start at
+	// once use a group of their own.
+	Group string
 	// Replicas of the consumer Deployment (or StatefulSet), all in one
 	// consumer group, each given its share of the topic's partitions; 0
 	// means 1.
@@ -71,6 +77,14 @@ func (e Example) effects() string {
 	return e.Topic + "-effects"
 }
 
+// GroupName is the consumer group: Group, else Name.
+func (e Example) GroupName() string {
+	if e.Group != "" {
+		return e.Group
+	}
+	return e.Name
+}
+
 // ReplicaCount is the number of consumer pods: Replicas, at least 1.
 func (e Example) ReplicaCount() int { return max(e.Replicas, 1) }
 
@@ -93,7 +107,7 @@ func (e Example) Consumer() *appsv1.Deployment {
 					migrationv1alpha1.AnnotationMigratable:   "true",
 					migrationv1alpha1.AnnotationKafkaBrokers: strings.Join(e.Brokers, ","),
 					migrationv1alpha1.AnnotationKafkaTopic:   e.Topic,
-					migrationv1alpha1.AnnotationKafkaGroup:   e.Name,
+					migrationv1alpha1.AnnotationKafkaGroup:   e.GroupName(),
 					migrationv1alpha1.AnnotationAppPort:      "8080",
 				}},
 				Spec: corev1.PodSpec{

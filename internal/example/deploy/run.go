@@ -77,7 +77,7 @@ func DeployConsumers(ctx context.Context, c kubernetes.Interface, ns string, e E
 	if n == 1 {
 		say("deployed consumer %s/%s (migratable; the webhook injects the replay sidecar)", ns, e.Name)
 	} else {
-		say("deployed consumer %s/%s: %d replicas in consumer group %s (migratable; the webhook injects the replay sidecar)", ns, e.Name, n, e.Name)
+		say("deployed consumer %s/%s: %d replicas in consumer group %s (migratable; the webhook injects the replay sidecar)", ns, e.Name, n, e.GroupName())
 	}
 	ds, err := FindConsumers(ctx, c, ns, e)
 	if err != nil {
