@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/e2e-framework/pkg/features"
 
 	"github.com/ms2m/ms2m/examples/statefulapp"
@@ -17,19 +18,34 @@ import (
 	"github.com/ms2m/ms2m/pkg/replay"
 )
 
+// ReplicaOfThreeInput configures ReplicaOfThreeSpec.
+type ReplicaOfThreeInput struct {
+	SpecInput
+	// StatefulSet runs the replicas as a StatefulSet, whose pod is migrated
+	// with the Sequential strategy and keeps its name; otherwise a
+	// Deployment's, migrated with the ShadowPod strategy.
+	StatefulSet bool
+}
+
 // ReplicaOfThreeSpec: three replicas of the example consumer (one
-// Deployment) share one consumer group on a topic of six partitions, two
-// each. One replica is migrated live under load. The migration completes
-// and its fence covers exactly that replica's partitions; the target takes
-// its place in the group with the same partitions; nothing is lost or
-// processed twice live, and each replica's state is the fold of its own
-// partitions, no partition's state held by two. The other two replicas are
-// undisturbed: their group generation and partitions never change (no
-// rebalance), no pause or fence reaches them, they stay live and keep
-// delivering while the migration runs.
-func ReplicaOfThreeSpec(in SpecInput) features.Feature {
-	return feature("live migration of one replica of three in a consumer group", "the replica moves with its partitions, zero loss, the other two neither rebalanced nor paused", func(ctx context.Context, t *testing.T) {
-		s := in.open(t, "replicas", func(e *deploy.Example) { e.Replicas, e.Partitions = 3, 6 })
+// Deployment, or one StatefulSet) share one consumer group on a topic of
+// six partitions, two each. One replica is migrated live under load. The
+// migration completes and its checkpoint (O) and fence (F) cover exactly
+// that replica's partitions; the target, a new pod of the same owner (of
+// the same name, for a StatefulSet's), takes its place in the group with
+// the same partitions; nothing is lost or processed twice live, and each
+// replica's state is the fold of its own partitions, no partition's state
+// held by two. The other two replicas are undisturbed: their group
+// generation and partitions never change (no rebalance), no pause or fence
+// reaches them, they stay live and keep delivering while the migration
+// runs.
+func ReplicaOfThreeSpec(in ReplicaOfThreeInput) features.Feature {
+	kind, prefix := "Deployment, ShadowPod", "replicas"
+	if in.StatefulSet {
+		kind, prefix = "StatefulSet, Sequential", "replicas-sts"
+	}
+	return feature("live migration of one replica of three in a consumer group ("+kind+")", "the replica moves with its partitions, zero loss, the other two neither rebalanced nor paused", func(ctx context.Context, t *testing.T) {
+		s := in.open(t, prefix, func(e *deploy.Example) { e.Replicas, e.Partitions, e.StatefulSet = 3, 6, in.StatefulSet })
 		ds := deployConsumers(ctx, t, s.Cluster, s.NS, s.Example)
 		s.startProducer(ctx)
 		if err := deploy.WaitAppliedTotal(ctx, ds, in.Load.Count/3); err != nil {
@@ -49,17 +65,23 @@ func ReplicaOfThreeSpec(in SpecInput) features.Feature {
 		if err != nil {
 			t.Fatalf("reading the other replicas' sidecars during the migration: %v", err)
 		}
-		var fenced []int
-		for _, o := range m.Status.FenceOffsets {
-			fenced = append(fenced, int(o.Partition))
+		if m.Status.Downtime == nil {
+			t.Fatalf("migration %s reports no downtime", m.Name)
 		}
-		slices.Sort(fenced)
-		if !slices.Equal(fenced, movedParts) || len(fenced) != before[0].Partitions {
-			t.Fatalf("fence on partitions %v; want exactly the moved replica's %v (%d assigned)", fenced, movedParts, before[0].Partitions)
+		t.Logf("%s downtime (fence → target live): %s", m.Status.Strategy, m.Status.Downtime.Duration)
+		for what, offsets := range map[string][]v1.PartitionOffset{"checkpoint (O)": m.Status.CheckpointOffsets, "fence (F)": m.Status.FenceOffsets} {
+			if got := partitionsOf(offsets); !slices.Equal(got, movedParts) || len(got) != before[0].Partitions {
+				t.Fatalf("%s on partitions %v; want exactly the moved replica's %v (%d assigned)", what, got, movedParts, before[0].Partitions)
+			}
 		}
 
 		after, v := verifyReplicasZeroLoss(ctx, t, s.Cluster, s.NS, s.Example)
-		assertReplicasAfter(ctx, t, m, ds, after, before)
+		assertReplicasAfter(ctx, t, m, ds, after, before, in.StatefulSet)
+		for i, a := range after {
+			if a.Pod.Name == m.Status.TargetPod && !slices.Equal(v.Replicas[i].Partitions, movedParts) {
+				t.Fatalf("the target's state holds partitions %v; want the moved replica's %v", v.Replicas[i].Partitions, movedParts)
+			}
+		}
 		assertPartitionsApart(t, v, 6)
 		end := readSidecars(ctx, t, others)
 		for i, o := range others {
@@ -84,9 +106,11 @@ func readSidecars(ctx context.Context, t *testing.T, ds []deploy.Deployed) []dep
 }
 
 // assertReplicasAfter: the consumer is now the two other replicas, the
-// very same pods, and the migration's target, which joined the group at
-// the same generation with the moved replica's partition count.
-func assertReplicasAfter(ctx context.Context, t *testing.T, m *v1.StatefulMigration, before, after []deploy.Deployed, sidecars []deploy.Sidecar) {
+// very same pods, and the migration's target: a new pod of the moved
+// replica's owner on the target node, of the same name for a StatefulSet's
+// (Sequential), of another for a Deployment's (ShadowPod), which joined the
+// group at the same generation with the moved replica's partition count.
+func assertReplicasAfter(ctx context.Context, t *testing.T, m *v1.StatefulMigration, before, after []deploy.Deployed, sidecars []deploy.Sidecar, statefulSet bool) {
 	t.Helper()
 	var target *deploy.Deployed
 	kept := 0
@@ -100,6 +124,22 @@ func assertReplicasAfter(ctx context.Context, t *testing.T, m *v1.StatefulMigrat
 	}
 	if target == nil || kept != 2 || len(after) != 3 {
 		t.Fatalf("consumer pods after the migration %v; want the target %s and the two other replicas", names(after), m.Status.TargetPod)
+	}
+	src, p := before[0].Pod, target.Pod
+	ref, srcRef := metav1.GetControllerOf(p), metav1.GetControllerOf(src)
+	strategy, sameName := v1.StrategyShadowPod, false
+	if statefulSet {
+		strategy, sameName = v1.StrategySequential, true
+	}
+	switch {
+	case m.Status.Strategy != strategy || (p.Name == src.Name) != sameName:
+		t.Fatalf("strategy %s, target %s; want %s, the source's name %s kept: %t", m.Status.Strategy, p.Name, strategy, src.Name, sameName)
+	case p.UID == src.UID || m.Status.SourceUID != src.UID:
+		t.Fatalf("target %s has uid %s, the migration's source uid %s; want a new pod in place of %s (uid %s)", p.Name, p.UID, m.Status.SourceUID, src.Name, src.UID)
+	case p.Spec.NodeName != m.Status.TargetNode || p.Spec.NodeName == src.Spec.NodeName:
+		t.Fatalf("target on %s; want the target node %s (the source was on %s)", p.Spec.NodeName, m.Status.TargetNode, src.Spec.NodeName)
+	case ref == nil || srcRef == nil || ref.UID != srcRef.UID:
+		t.Fatalf("target owner %v; want the source's %v", ref, srcRef)
 	}
 	ts, err := target.Sidecar(ctx)
 	if err != nil {
@@ -205,6 +245,16 @@ func (w *sidecarWatch) stop() ([][]deploy.Sidecar, error) {
 	w.cancel()
 	<-w.done
 	return w.samples, w.err
+}
+
+// partitionsOf lists the partitions of offsets, sorted.
+func partitionsOf(offsets []v1.PartitionOffset) []int {
+	out := make([]int, 0, len(offsets))
+	for _, o := range offsets {
+		out = append(out, int(o.Partition))
+	}
+	slices.Sort(out)
+	return out
 }
 
 func names(ds []deploy.Deployed) []string {

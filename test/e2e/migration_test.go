@@ -19,7 +19,11 @@ func TestStatefulSetMigration(t *testing.T) {
 }
 
 func TestReplicaOfThree(t *testing.T) {
-	testenv.Test(t, ReplicaOfThreeSpec(SpecInput{Cluster: cluster, Load: Load{Rate: 30, Count: 300}}))
+	testenv.Test(t, ReplicaOfThreeSpec(ReplicaOfThreeInput{SpecInput: SpecInput{Cluster: cluster, Load: Load{Rate: 30, Count: 300}}}))
+}
+
+func TestStatefulSetReplicaOfThree(t *testing.T) {
+	testenv.Test(t, ReplicaOfThreeSpec(ReplicaOfThreeInput{SpecInput: SpecInput{Cluster: cluster, Load: Load{Rate: 30, Count: 300}}, StatefulSet: true}))
 }
 
 func TestPlugin(t *testing.T) {
