@@ -71,10 +71,16 @@ func HelmSandbox(ctx context.Context, t *testing.T, from *Cluster) *Cluster {
 		"checkpointImageRepository": sb.Registry + "/checkpoints",
 		"agent": map[string]any{
 			// The simulated kubelets' archives and serving CA live in the
-			// sandbox's directory, which its pods share with the host.
+			// sandbox's directory, which its pods share with the host:
+			// mounted whole, but each node's kubelet writes its own
+			// directory of it, where a real node's is the same path on
+			// every node (the kubelet expands $(NODE_NAME) in args).
 			"checkpointDir": filepath.Join(dir, "nodes"),
-			"hostPaths":     []string{},
-			"kubelet":       map[string]any{"caFile": filepath.Join(dir, "pki", "kubelet-ca.crt")},
+			"extraArgs":     []string{"--checkpoint-dir=" + filepath.Join(dir, "nodes", "$(NODE_NAME)", "checkpoints")},
+			// The sandbox's registry is on loopback, without TLS.
+			"plainHTTPRegistries": []string{sb.Registry},
+			"hostPaths":           []string{},
+			"kubelet":             map[string]any{"caFile": filepath.Join(dir, "pki", "kubelet-ca.crt")},
 		},
 		"manager": map[string]any{"log": map[string]any{"encoder": "console"}},
 	})
