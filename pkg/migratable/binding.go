@@ -108,22 +108,21 @@ func ParseBinding(annotations map[string]string) (Binding, field.ErrorList) {
 		}
 		b.DeliveryPath = v
 	}
-	if v, ok := annotations[v1.AnnotationAppBatchSize]; ok {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > replay.MaxBatchSize {
-			errs = append(errs, field.Invalid(annotationsPath.Key(v1.AnnotationAppBatchSize), v,
-				"must be a number of messages between 1 and "+strconv.Itoa(replay.MaxBatchSize)))
+	// count reads an optional annotation holding a number from 1 to most.
+	count := func(key, unit string, most int) int {
+		v, ok := annotations[key]
+		if !ok {
+			return 0
 		}
-		b.BatchSize = n
-	}
-	if v, ok := annotations[v1.AnnotationMaxDeliveryAttempts]; ok {
 		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > replay.MaxDeliveryAttempts {
-			errs = append(errs, field.Invalid(annotationsPath.Key(v1.AnnotationMaxDeliveryAttempts), v,
-				"must be a number of attempts between 1 and "+strconv.Itoa(replay.MaxDeliveryAttempts)))
+		if err != nil || n < 1 || n > most {
+			errs = append(errs, field.Invalid(annotationsPath.Key(key), v,
+				"must be a number of "+unit+" between 1 and "+strconv.Itoa(most)))
 		}
-		b.MaxAttempts = n
+		return n
 	}
+	b.BatchSize = count(v1.AnnotationAppBatchSize, "messages", replay.MaxBatchSize)
+	b.MaxAttempts = count(v1.AnnotationMaxDeliveryAttempts, "attempts", replay.MaxDeliveryAttempts)
 	if v, ok := annotations[v1.AnnotationDeadLetterTopic]; ok {
 		if !validKafkaName(v, 249) {
 			errs = append(errs, field.Invalid(annotationsPath.Key(v1.AnnotationDeadLetterTopic), v,

@@ -35,11 +35,11 @@ const (
 	EnvGroupInstanceID = "MS2M_GROUP_INSTANCE_ID"
 	// EnvPodNamespace is the pod's namespace (downward API).
 	EnvPodNamespace = "POD_NAMESPACE"
-	EnvAppPort         = "MS2M_APP_PORT"
-	EnvDeliveryPath    = "MS2M_DELIVERY_PATH"
-	EnvControlPort     = "MS2M_CONTROL_PORT"
-	EnvMetricsPort     = "MS2M_METRICS_PORT"
-	EnvPodIP           = "POD_IP"
+	EnvAppPort      = "MS2M_APP_PORT"
+	EnvDeliveryPath = "MS2M_DELIVERY_PATH"
+	EnvControlPort  = "MS2M_CONTROL_PORT"
+	EnvMetricsPort  = "MS2M_METRICS_PORT"
+	EnvPodIP        = "POD_IP"
 	// EnvReplayFrom, set on a migration target, holds the checkpoint
 	// offsets O as JSON ({"0": 1200, "1": 977}); the sidecar starts replaying.
 	EnvReplayFrom = "MS2M_REPLAY_FROM"

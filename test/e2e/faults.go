@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/e2e-framework/pkg/features"
 
@@ -55,12 +56,7 @@ func SidecarRestartSpec(in SpecInput) features.Feature {
 	return feature("a restored sidecar killed after the handover", "restarts live and consumes on; zero loss", func(ctx context.Context, t *testing.T) {
 		in.Cluster.sandboxOnly(t, "kills a process of a simulated node")
 		s := in.open(t, "sidecarkill")
-		d := s.deploy(ctx, in.Load.Count/4)
-		got := s.completed(s.migrate(ctx, "move", d.Pod.Name, v1.StatefulMigrationSpec{}))
-		target, err := s.Client.CoreV1().Pods(s.NS).Get(ctx, got.Status.TargetPod, metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
+		target := s.migratedUnderLoad(ctx, in.Load.Count/4)
 		if mode := target.Annotations[v1.AnnotationSidecarMode]; mode != v1.SidecarModeLive {
 			t.Fatalf("restored pod %s: sidecar mode %q; want %q", target.Name, mode, v1.SidecarModeLive)
 		}
@@ -102,12 +98,7 @@ func AppRestartSpec(in SpecInput) features.Feature {
 	return feature("a restored app killed after the handover", "comes back at the checkpoint, is given what it lost as replay; zero loss", func(ctx context.Context, t *testing.T) {
 		in.Cluster.sandboxOnly(t, "kills a process of a simulated node")
 		s := in.open(t, "appkill")
-		d := s.deploy(ctx, in.Load.Count/4)
-		got := s.completed(s.migrate(ctx, "move", d.Pod.Name, v1.StatefulMigrationSpec{}))
-		target, err := s.Client.CoreV1().Pods(s.NS).Get(ctx, got.Status.TargetPod, metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
+		target := s.migratedUnderLoad(ctx, in.Load.Count/4)
 		ip := target.Status.PodIP
 		pid := killIn(t, "example-consumer", ip)
 		t.Logf("killed the restored app (pid %d) after the handover", pid)
@@ -133,6 +124,19 @@ func AppRestartSpec(in SpecInput) features.Feature {
 		})
 		s.verifyZeroLoss(ctx)
 	})
+}
+
+// migratedUnderLoad deploys the consumer, migrates it once applied messages
+// were processed, and returns the restored pod.
+func (s *Spec) migratedUnderLoad(ctx context.Context, applied int64) *corev1.Pod {
+	s.t.Helper()
+	d := s.deploy(ctx, applied)
+	got := s.completed(s.migrate(ctx, "move", d.Pod.Name, v1.StatefulMigrationSpec{}))
+	target, err := s.Client.CoreV1().Pods(s.NS).Get(ctx, got.Status.TargetPod, metav1.GetOptions{})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return target
 }
 
 // sidecarMode reads a sidecar's mode from its metrics endpoint
