@@ -33,7 +33,7 @@ checkpoints. With --wait the command follows the migration as the controller
 writes its status: each phase with the time since the start, the replay lag
 and the replay (μ) and arrival (λ) rates while the target catches up, and a
 last line with the total time, the downtime, the messages replayed and
-"zero loss", or why the migration failed and what the rollback did. It exits
+the fence at which the source stopped and the target went live, or why the migration failed and what the rollback did. It exits
 with 1 when the migration fails.
 
 Interrupting --wait (or reaching --timeout) stops following, not the

@@ -107,7 +107,7 @@ func TestMigrateWaitFollowsEachStatusUpdate(t *testing.T) {
 			st.Downtime = &metav1.Duration{Duration: 41 * time.Millisecond}
 			condition(st, v1.ConditionHandedOver, true, v1.ReasonSucceeded, "target live from the fence offsets")
 			enter(st, v1.PhaseCompleted, 3*time.Second)
-		}, "Completed in 3.000s: downtime 41.0ms, 2400 messages replayed, zero loss (the target took over at the fence offsets)"},
+		}, "Completed in 3.000s: downtime 41.0ms, 2400 messages replayed, handed over at the fence 0@2400: the source stopped and the target went live there"},
 	} {
 		setStatus(t, key, step.change)
 		p.expectOutput(t, step.want)

@@ -46,7 +46,7 @@ func TestStatusSummary(t *testing.T) {
 	expectContains(t, "status", out,
 		"Name: done",
 		"Phase: Completed",
-		"Result: Completed in 3.000s: downtime 41.0ms, 2400 messages replayed, zero loss",
+		"Result: Completed in 3.000s: downtime 41.0ms, 2400 messages replayed, handed over at the fence",
 		"Source: pod orders-0 on node node-a",
 		"Target: node node-b (chosen by the controller), pod orders-0-ms2m-x1",
 		"Strategy: ShadowPod",

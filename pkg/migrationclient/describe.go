@@ -1,7 +1,9 @@
 package migrationclient
 
 import (
+	"cmp"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -86,16 +88,30 @@ func Held(m *v1.StatefulMigration) string {
 	return ""
 }
 
-// ZeroLoss reports whether a completed migration handed over exactly at the
-// fence offsets: the target processes live from where the source stopped,
-// having replayed everything in between, so no message is lost or
-// processed twice.
-func ZeroLoss(m *v1.StatefulMigration) bool {
-	return m.Status.Phase == v1.PhaseCompleted && meta.IsStatusConditionTrue(m.Status.Conditions, v1.ConditionHandedOver)
+// Handover says what the sidecars reported at a completed migration's
+// handover: the fence F, per partition, where the source's sidecar stopped
+// (the group's committed offsets, which it checked against what its app
+// acknowledged) and where the target's sidecar went live after replaying
+// up to it. That is what was observed; whether every message was processed
+// exactly once is for the app's own records to tell. "" when no handover
+// was recorded.
+func Handover(m *v1.StatefulMigration) string {
+	if m.Status.Phase != v1.PhaseCompleted || !meta.IsStatusConditionTrue(m.Status.Conditions, v1.ConditionHandedOver) {
+		return ""
+	}
+	if len(m.Status.FenceOffsets) == 0 {
+		return "handed over at the fence: the source stopped and the target went live there"
+	}
+	fence := slices.SortedFunc(slices.Values(m.Status.FenceOffsets), func(a, b v1.PartitionOffset) int { return cmp.Compare(a.Partition, b.Partition) })
+	offs := make([]string, len(fence))
+	for i, o := range fence {
+		offs[i] = fmt.Sprintf("%d@%d", o.Partition, o.Offset)
+	}
+	return "handed over at the fence " + strings.Join(offs, " ") + ": the source stopped and the target went live there"
 }
 
 // Summary is the one line that tells how a finished migration ended: total
-// time, downtime, messages replayed and zero loss, or why it failed and
+// time, downtime, messages replayed and the handover, or why it failed and
 // what the rollback did. For a running migration it tells the phase.
 func Summary(m *v1.StatefulMigration) string {
 	st := &m.Status
@@ -111,8 +127,8 @@ func Summary(m *v1.StatefulMigration) string {
 			replayed = st.Replay.Replayed
 		}
 		parts = append(parts, fmt.Sprintf("%d messages replayed", replayed))
-		if ZeroLoss(m) {
-			parts = append(parts, "zero loss (the target took over at the fence offsets)")
+		if h := Handover(m); h != "" {
+			parts = append(parts, h)
 		}
 		return fmt.Sprintf("Completed in %s: %s", total, strings.Join(parts, ", "))
 	case v1.PhaseFailed:

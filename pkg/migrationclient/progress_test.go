@@ -73,7 +73,7 @@ func TestProgressReportsEachChangeOnce(t *testing.T) {
 			m.Status.PhaseTransitions = append(m.Status.PhaseTransitions, v1.PhaseTransition{Phase: v1.PhaseCompleted, EnteredTime: at(3210 * time.Millisecond)})
 			m.Status.Downtime = &metav1.Duration{Duration: 41200 * time.Microsecond}
 			meta.SetStatusCondition(&m.Status.Conditions, metav1.Condition{Type: v1.ConditionHandedOver, Status: metav1.ConditionTrue, Reason: v1.ReasonSucceeded})
-		}, []string{"Completed in 3.210s: downtime 41.2ms, 1200 messages replayed, zero loss (the target took over at the fence offsets)"}},
+		}, []string{"Completed in 3.210s: downtime 41.2ms, 1200 messages replayed, handed over at the fence: the source stopped and the target went live there"}},
 		{"after the end", func() {}, []string{}},
 	}
 	for _, s := range steps {
@@ -117,7 +117,7 @@ func TestSummary(t *testing.T) {
 		m    *v1.StatefulMigration
 		want string
 	}{
-		{"completed with handover", completed(true), "Completed in 2.000s: downtime 80.0ms, 42 messages replayed, zero loss (the target took over at the fence offsets)"},
+		{"completed with handover", completed(true), "Completed in 2.000s: downtime 80.0ms, 42 messages replayed, handed over at the fence: the source stopped and the target went live there"},
 		{"completed, no handover recorded: no claim", completed(false), "Completed in 2.000s: downtime 80.0ms, 42 messages replayed"},
 		{"failed", failed, "Failed after 1.200s: CheckpointFailed: criu dump: permission denied; rolled back: the source serves again"},
 		{"not picked up", migration(), "not yet picked up by the ms2m controller"},
