@@ -97,7 +97,7 @@ func moveCold(ctx context.Context, t *trial, src *corev1.Pod, target string) (mo
 	}
 	t2 := time.Now()
 
-	fence, err := committedOffsets(ctx, t.e.Brokers, t.e.Topic, t.e.Name)
+	fence, err := committedOffsets(ctx, t.e.Brokers, t.e.Topic, t.e.GroupName())
 	if err != nil {
 		return moved{}, err
 	}
