@@ -123,5 +123,27 @@ func (c *Client) call(ctx context.Context, method, addr, path string, body *Requ
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 		return pos, &CallError{Status: resp.StatusCode, Message: strings.TrimSpace(string(msg))}
 	}
-	return pos, json.NewDecoder(resp.Body).Decode(&pos)
+	// A sidecar is in a tenant's pod: what it answers is bounded before it
+	// is decoded (into the controller's memory and the migration's status).
+	answer, err := io.ReadAll(io.LimitReader(resp.Body, MaxPositionBytes+1))
+	if err != nil {
+		return pos, fmt.Errorf("sidecar %s %s: %w", addr, path, err)
+	}
+	if len(answer) > MaxPositionBytes {
+		return pos, fmt.Errorf("sidecar %s %s: answer larger than %d bytes: refused", addr, path, MaxPositionBytes)
+	}
+	if err := json.Unmarshal(answer, &pos); err != nil {
+		return pos, fmt.Errorf("sidecar %s %s: %w", addr, path, err)
+	}
+	if n := len(pos.Next) + len(pos.From) + len(pos.Fence) + len(pos.Assigned); n > MaxPositionPartitions {
+		return Position{}, fmt.Errorf("sidecar %s %s: answer names %d partitions: refused (at most %d)", addr, path, n, MaxPositionPartitions)
+	}
+	return pos, nil
 }
+
+// Bounds on a sidecar's answer: a Position of a consumer with thousands of
+// partitions is a few hundred KiB.
+const (
+	MaxPositionBytes      = 1 << 20
+	MaxPositionPartitions = 4 * 10000
+)

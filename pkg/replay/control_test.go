@@ -3,7 +3,10 @@ package replay
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
 	"maps"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -139,4 +142,37 @@ func mustJSON(t *testing.T, v any) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// A sidecar runs in a tenant's pod: an answer too large to be a position
+// is refused before it reaches the controller's memory or a status.
+func TestClientRefusesAnOversizedAnswer(t *testing.T) {
+	for name, body := range map[string]string{
+		"a huge body":           `{"mode":"live","pad":"` + strings.Repeat("x", MaxPositionBytes) + `"}`,
+		"too many partitions":   `{"mode":"live","next":{` + manyPartitions(MaxPositionPartitions+1) + `}}`,
+		"a small honest answer": `{"mode":"live","next":{"0":12}}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, body) }))
+			defer srv.Close()
+			pos, err := (&Client{}).Position(context.Background(), strings.TrimPrefix(srv.URL, "http://"))
+			if name == "a small honest answer" {
+				if err != nil || pos.Next[0] != 12 {
+					t.Fatalf("%+v, %v", pos, err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), "refused") {
+				t.Fatalf("%s: %v; want refused", name, err)
+			}
+		})
+	}
+}
+
+func manyPartitions(n int) string {
+	parts := make([]string, n)
+	for i := range parts {
+		parts[i] = fmt.Sprintf(`"%d":1`, i)
+	}
+	return strings.Join(parts, ",")
 }
