@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/ms2m/ms2m/internal/expect"
@@ -90,6 +91,21 @@ func handoverStall(b *testing.B, static bool, i int) time.Duration {
 	}
 	fenced := time.Now()
 	b.StartTimer()
+	if !static {
+		// The source's reader leaves in the background; the controller's
+		// handover call comes tens of milliseconds later, by when it has
+		// left: the target joins an empty group.
+		expect.Eventually(b, "the source left the group", func() error {
+			resp, err := (&kafka.Client{Addr: kafka.TCP(br.addr)}).DescribeGroups(ctx, &kafka.DescribeGroupsRequest{GroupIDs: []string{"stall-" + strconv.Itoa(i)}})
+			if err != nil {
+				return err
+			}
+			if len(resp.Groups) != 1 || len(resp.Groups[0].Members) != 0 {
+				return fmt.Errorf("group %+v", resp.Groups)
+			}
+			return nil
+		})
+	}
 	br.produce(b, 20, 1)
 	if _, err := target.Handover(ctx, f.Fence); err != nil {
 		b.Fatal(err)

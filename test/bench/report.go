@@ -114,7 +114,7 @@ func markdown(t table, d runDesc, links pageLinks, micro []microResult) string {
 	if !d.Finished.IsZero() {
 		w("| run | %s, %s |\n", d.Started.UTC().Format("2006-01-02 15:04 MST"), d.Finished.Sub(d.Started).Round(time.Minute))
 	}
-	w("| cluster | the sandbox: real etcd, kube-apiserver, kube-controller-manager, kube-scheduler; kfake broker (2 partitions per topic); 3 simulated nodes; the ms2m manager in process; SIMULATED CRIU |\n")
+	w("| cluster | the sandbox: real etcd, kube-apiserver, kube-controller-manager, kube-scheduler; kfake broker (2 partitions per topic; Apache Kafka's 3 s initial rebalance delay of an empty group emulated, each trial its own consumer group of static members); 3 simulated nodes; the ms2m manager in process; SIMULATED CRIU |\n")
 	w("| workload | the example stateful consumer, %s per message (also when replaying), bare pod; producer at the rate for %s (rate × %s messages) |\n", d.ProcessTime, d.Duration, strings.TrimSuffix(d.Duration, "s")+" s")
 	w("| move | after %s of production, to another node; MS2M with `replayCutoffSeconds` = %s and the default downtime budget (100 ms) |\n", d.Warmup, strings.TrimSuffix(d.ReplayCutoff, "s"))
 	w("| runs | %d per rate and method, the two methods alternating |\n\n", d.Runs)
