@@ -11,8 +11,8 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
 	"github.com/ms2m/ms2m/internal/testenv"
+	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
 )
 
 // A tenant who may edit StatefulMigrations in its namespace cannot forge
