@@ -2,6 +2,7 @@ package charts_test
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 
@@ -11,6 +12,7 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/ms2m/ms2m/internal/expect"
 	"github.com/ms2m/ms2m/internal/testenv"
 	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
 )
@@ -62,7 +64,15 @@ func TestOnlyMs2mWritesAgentResultsAndStatus(t *testing.T) {
 
 	m := &v1.StatefulMigration{ObjectMeta: metav1.ObjectMeta{Namespace: tenantNS, Name: "move",
 		Annotations: map[string]string{v1.AnnotationAgentCheckpoint: forged}}, Spec: v1.StatefulMigrationSpec{SourcePod: "orders-0"}}
-	refused("a migration created with a forged archive", tenant.Create(ctx, m.DeepCopy()), v1.AnnotationAgentCheckpoint[:len("agent.migration.ms2m.io/")])
+	// The API server enforces a new policy once its informers have it:
+	// probe with dry runs until it does.
+	expect.Eventually(t, "the policy enforced", func() error {
+		if err := tenant.Create(ctx, m.DeepCopy(), client.DryRunAll); err == nil {
+			return errors.New("a forged archive is still admitted")
+		}
+		return nil
+	})
+	refused("a migration created with a forged archive", tenant.Create(ctx, m.DeepCopy()), "agent.migration.ms2m.io/")
 
 	m.Annotations = map[string]string{"team": "payments"}
 	if err := tenant.Create(ctx, m); err != nil {

@@ -35,8 +35,10 @@ func TestStatusSummary(t *testing.T) {
 	m := newMigration(t, ns, "done", withStatus(completedStatus()))
 	other := newMigration(t, ns, "other")
 	now := time.Now()
-	event(t, m, "Checkpointing", "pausing orders-0 to checkpoint it, then restoring on node-b", now.Add(-2*time.Minute))
-	event(t, m, "Completed", "orders-0 now runs as orders-0-ms2m-x1 on node-b", now.Add(-time.Minute))
+	// Ages of 10 minutes and more print in whole minutes, so a slow run
+	// (seconds between now and the command) prints the same.
+	event(t, m, "Checkpointing", "pausing orders-0 to checkpoint it, then restoring on node-b", now.Add(-20*time.Minute))
+	event(t, m, "Completed", "orders-0 now runs as orders-0-ms2m-x1 on node-b", now.Add(-15*time.Minute))
 	event(t, other, "SourcePodNotFound", "an event of another migration", now)
 
 	out, stderr, code := kms2m(t, "status", "done", "-n", ns)
@@ -62,8 +64,8 @@ func TestStatusSummary(t *testing.T) {
 		"TYPE STATUS REASON MESSAGE",
 		"HandedOver True Succeeded target live from the fence offsets",
 		"AGE TYPE REASON MESSAGE",
-		"2m Normal Checkpointing pausing orders-0",
-		"60s Normal Completed orders-0 now runs as orders-0-ms2m-x1 on node-b",
+		"20m Normal Checkpointing pausing orders-0",
+		"15m Normal Completed orders-0 now runs as orders-0-ms2m-x1 on node-b",
 	)
 	if strings.Contains(out, "another migration") {
 		t.Errorf("status shows another migration's event:\n%s", out)

@@ -19,5 +19,5 @@ func TestDisruptionBudget(t *testing.T) {
 }
 
 func TestDrainTwoOfThree(t *testing.T) {
-	testenv.Test(t, DrainTwoOfThreeSpec(SpecInput{Cluster: cluster, Load: Load{Rate: 30, Count: 300}}))
+	testenv.Test(t, DrainTwoOfThreeSpec(SpecInput{Cluster: cluster, Load: Load{Rate: 30, Count: 600}}))
 }
