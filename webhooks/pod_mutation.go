@@ -226,7 +226,8 @@ func sidecarContainer(b migratable.Binding, opts SidecarOptions) corev1.Containe
 	if len(opts.AllowedUsers) > 0 {
 		env = append(env, corev1.EnvVar{Name: replay.EnvAllowedUsers, Value: strings.Join(opts.AllowedUsers, ",")})
 	}
-	if _, ok := sidecarResources(opts.Resources).Limits[corev1.ResourceMemory]; ok {
+	resources := sidecarResources(opts.Resources)
+	if _, ok := resources.Limits[corev1.ResourceMemory]; ok {
 		env = append(env, corev1.EnvVar{Name: replay.EnvMemoryLimit, ValueFrom: &corev1.EnvVarSource{
 			ResourceFieldRef: &corev1.ResourceFieldSelector{ContainerName: v1.SidecarContainerName, Resource: "limits.memory"}}})
 	}
@@ -254,7 +255,7 @@ func sidecarContainer(b migratable.Binding, opts SidecarOptions) corev1.Containe
 			}},
 			PeriodSeconds: 1, FailureThreshold: 1,
 		},
-		Resources:                sidecarResources(opts.Resources),
+		Resources:                resources,
 		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 		SecurityContext: &corev1.SecurityContext{
 			RunAsNonRoot:             ptr.To(true),

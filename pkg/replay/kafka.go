@@ -125,21 +125,22 @@ func (k *Kafka) Live() Source {
 // Each partition holds back a message until the live member has committed
 // past it, so a caught-up partition never blocks the others.
 func (k *Kafka) Replay(from map[int]int64) Source {
-	ctx, cancel := context.WithCancel(context.Background())
-	m := &merged{out: make(chan fetched), closed: ctx.Done(), cancel: cancel}
-	for p, off := range from {
-		m.wg.Add(1)
-		go m.pump(ctx, k, p, off, k.waitCommittedPast)
-	}
-	return m
+	return k.pumps(from, k.waitCommittedPast)
 }
 
 // Read implements Sources: a standalone reader of one partition.
 func (k *Kafka) Read(partition int, from int64) Source {
+	return k.pumps(map[int]int64{partition: from}, nil)
+}
+
+// pumps reads the partitions of from, each from its offset (see pump).
+func (k *Kafka) pumps(from map[int]int64, wait func(context.Context, int, int64) (int64, error)) *merged {
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &merged{out: make(chan fetched), closed: ctx.Done(), cancel: cancel}
-	m.wg.Add(1)
-	go m.pump(ctx, k, partition, from, nil)
+	for p, off := range from {
+		m.wg.Add(1)
+		go m.pump(ctx, k, p, off, wait)
+	}
 	return m
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/segmentio/kafka-go"
 )
@@ -68,24 +67,12 @@ func (e *Engine) previous(m kafka.Message) int64 {
 // records it.
 func (e *Engine) deadLetter(ctx context.Context, stop <-chan struct{}, replayed bool, pe *PoisonError) error {
 	if !replayed {
-		var backoff time.Duration
-		for {
-			err := e.sources.DeadLetter(ctx, pe.Message, pe.Err)
-			if err == nil {
-				break
-			}
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			m := pe.Message
-			e.kafkaError(fmt.Errorf("dead-lettering %s/%d@%d: %w", m.Topic, m.Partition, m.Offset, err))
-			backoff = nextBackoff(backoff)
-			if !sleepStop(ctx, stop, jitter(backoff)) {
-				if ctx.Err() != nil {
-					return ctx.Err()
-				}
-				return errInterrupted
-			}
+		m := pe.Message
+		err := e.kafkaRetry(ctx, stop, func() error { return e.sources.DeadLetter(ctx, m, pe.Err) }, func(err error) error {
+			return fmt.Errorf("dead-lettering %s/%d@%d: %w", m.Topic, m.Partition, m.Offset, err)
+		})
+		if err != nil {
+			return err
 		}
 	}
 	e.mu.Lock()
@@ -115,19 +102,13 @@ func (e *Engine) rewind(ctx context.Context, stop <-chan struct{}, p int, from, 
 	e.prev[p] = from - 1 // where the app says it is
 	e.mu.Unlock()
 	n, passed := 0, 0
-	var backoff time.Duration
 	for next := from; next < to; {
-		m, err := src.FetchMessage(ctx)
+		var m kafka.Message
+		err := e.kafkaRetry(ctx, stop, func() (err error) { m, err = src.FetchMessage(ctx); return err }, func(err error) error {
+			return fmt.Errorf("rewinding partition %d from %d: %w", p, next, err)
+		})
 		if err != nil {
-			if ctx.Err() != nil {
-				return false, ctx.Err()
-			}
-			e.kafkaError(fmt.Errorf("rewinding partition %d from %d: %w", p, next, err))
-			backoff = nextBackoff(backoff)
-			if !sleepStop(ctx, stop, jitter(backoff)) {
-				return false, errInterrupted
-			}
-			continue
+			return false, err
 		}
 		if m.Offset >= to {
 			break

@@ -145,20 +145,32 @@ func (e *Engine) process(ctx context.Context, src Source, st step) error {
 	// A failed commit is retried, never given up: the app has the messages,
 	// and a later fetch of them is recognised by Next and not delivered
 	// again.
+	last := st.commit[len(st.commit)-1]
+	return e.kafkaRetry(ctx, nil, func() error { return src.CommitMessages(ctx, st.commit...) }, func(err error) error {
+		return fmt.Errorf("committing %s/%d@%d: %w", last.Topic, last.Partition, last.Offset, err)
+	})
+}
+
+// kafkaRetry makes a Kafka call until it succeeds, reporting each failure
+// (as what describes it) and backing off in between. It returns ctx's
+// error, or errInterrupted when stop (nil: never) closes during a wait.
+func (e *Engine) kafkaRetry(ctx context.Context, stop <-chan struct{}, call func() error, what func(error) error) error {
 	var backoff time.Duration
 	for {
-		err := src.CommitMessages(ctx, st.commit...)
+		err := call()
 		if err == nil {
 			return nil
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		last := st.commit[len(st.commit)-1]
-		e.kafkaError(fmt.Errorf("committing %s/%d@%d: %w", last.Topic, last.Partition, last.Offset, err))
+		e.kafkaError(what(err))
 		backoff = nextBackoff(backoff)
-		if !sleepCtx(ctx, jitter(backoff)) {
-			return ctx.Err()
+		if !sleepStop(ctx, stop, jitter(backoff)) {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return errInterrupted
 		}
 	}
 }
