@@ -223,6 +223,9 @@ func sidecarContainer(b migratable.Binding, opts SidecarOptions) corev1.Containe
 	if b.DeadLetterTopic != "" {
 		env = append(env, corev1.EnvVar{Name: replay.EnvDeadLetterTopic, Value: b.DeadLetterTopic})
 	}
+	if b.QuiescePath != "" {
+		env = append(env, corev1.EnvVar{Name: replay.EnvAppQuiescePath, Value: b.QuiescePath})
+	}
 	if len(opts.AllowedUsers) > 0 {
 		env = append(env, corev1.EnvVar{Name: replay.EnvAllowedUsers, Value: strings.Join(opts.AllowedUsers, ",")})
 	}

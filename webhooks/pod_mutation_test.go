@@ -107,6 +107,35 @@ func expectSchedulerMarker(t *testing.T, sc corev1.Container) {
 	}
 }
 
+// An app's opt-in to be told before a checkpoint reaches the sidecar as the
+// URL it POSTs to; without it the sidecar tells the app nothing.
+func TestMutatePassesTheQuiescePathToTheSidecar(t *testing.T) {
+	for path, want := range map[string]string{"/ms2m/quiesce": "http://10.0.0.9:8080/ms2m/quiesce", "": ""} {
+		pod := migratablePod()
+		if path != "" {
+			pod = migratablePod(withAnnotation(v1.AnnotationAppQuiescePath, path))
+		}
+		if errs := Mutate(pod, DefaultSidecarOptions()); len(errs) > 0 {
+			t.Fatal(errs)
+		}
+		o, err := replay.OptionsFromEnv(func(k string) string {
+			if k == replay.EnvPodIP {
+				return "10.0.0.9"
+			}
+			if v := envOf(pod.Spec.Containers[1], k); v != "<unset>" {
+				return v
+			}
+			return ""
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if o.QuiesceURL != want {
+			t.Errorf("%s=%q: the sidecar tells the app at %q, want %q", v1.AnnotationAppQuiescePath, path, o.QuiesceURL, want)
+		}
+	}
+}
+
 // The poison-message policy reaches the sidecar: the annotations' values,
 // or the sidecar's defaults, and a dead-letter topic that is the consumed
 // topic itself is refused (its messages would come back).
@@ -252,6 +281,8 @@ func TestMutateRefusesBadAnnotationsNamingThem(t *testing.T) {
 		{"no delivery attempt", migratablePod(withAnnotation(v1.AnnotationMaxDeliveryAttempts, "0")), []string{v1.AnnotationMaxDeliveryAttempts}},
 		{"delivery attempts not a number", migratablePod(withAnnotation(v1.AnnotationMaxDeliveryAttempts, "forever")), []string{v1.AnnotationMaxDeliveryAttempts}},
 		{"dead-letter topic with space", migratablePod(withAnnotation(v1.AnnotationDeadLetterTopic, "bad orders")), []string{v1.AnnotationDeadLetterTopic}},
+		{"relative quiesce path", migratablePod(withAnnotation(v1.AnnotationAppQuiescePath, "quiesce")), []string{v1.AnnotationAppQuiescePath}},
+		{"quiesce path is the delivery path", migratablePod(withAnnotation(v1.AnnotationAppQuiescePath, "/messages")), []string{v1.AnnotationAppQuiescePath, v1.AnnotationDeliveryPath}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -26,10 +26,10 @@ func main() {
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "Usage: ms2m-replay [flags]\n\nConfigured by the environment the ms2m webhook injects: %s, %s, %s, %s, %s,\n%s, %s, %s, %s, %s, %s; on a migration target %s or %s.\n\nFlags:\n",
+		fmt.Fprintf(flag.CommandLine.Output(), "Usage: ms2m-replay [flags]\n\nConfigured by the environment the ms2m webhook injects: %s, %s, %s, %s, %s,\n%s, %s, %s, %s, %s, %s, %s; on a migration target %s or %s.\n\nFlags:\n",
 			replay.EnvBrokers, replay.EnvTopic, replay.EnvGroup, replay.EnvAppPort, replay.EnvPodIP,
 			replay.EnvDeliveryPath, replay.EnvControlPort, replay.EnvMetricsPort, replay.EnvAppBatchSize,
-			replay.EnvMaxAttempts, replay.EnvDeadLetterTopic,
+			replay.EnvMaxAttempts, replay.EnvDeadLetterTopic, replay.EnvAppQuiescePath,
 			replay.EnvReplayFrom, replay.EnvStandby)
 		flag.PrintDefaults()
 	}

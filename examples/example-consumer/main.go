@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/ms2m/ms2m/examples/statefulapp"
+	"github.com/ms2m/ms2m/pkg/replay"
 	"github.com/ms2m/ms2m/pkg/simcriu"
 )
 
@@ -41,6 +42,9 @@ func run() error {
 	processTime := flag.Duration("process-time", 0, "Time spent per message, standing in for real work (env PROCESS_TIME).")
 	effectsBrokers := flag.String("effects-brokers", os.Getenv("EFFECTS_BROKERS"), "Brokers of the effects topic (env EFFECTS_BROKERS).")
 	effectsTopic := flag.String("effects-topic", os.Getenv("EFFECTS_TOPIC"), "Topic receiving one record per live-processed message (env EFFECTS_TOPIC); empty: none.")
+	holdConn := flag.Bool("hold-idle-connection", os.Getenv("HOLD_IDLE_CONNECTION") == "true",
+		"Test aid: keep one TCP connection to the app's own port open for good, ignoring "+replay.QuiescePath+
+			", as an app that does not follow the app contract (env HOLD_IDLE_CONNECTION=true). Its checkpoint is refused unless the node's CRIU configuration has tcp-close.")
 	flag.Parse()
 	if v := os.Getenv("PROCESS_TIME"); v != "" && *processTime == 0 {
 		d, err := time.ParseDuration(v)
@@ -79,6 +83,13 @@ func run() error {
 	l, err := net.Listen("tcp", net.JoinHostPort(host, *port))
 	if err != nil {
 		return err
+	}
+	if *holdConn {
+		c, err := net.Dial("tcp", l.Addr().String())
+		if err != nil {
+			return fmt.Errorf("--hold-idle-connection: %w", err)
+		}
+		defer func() { _ = c.Close() }()
 	}
 	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 5 * time.Second}
 	go func() {

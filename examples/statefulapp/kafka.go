@@ -77,15 +77,24 @@ func readPartition(ctx context.Context, brokers []string, topic string, partitio
 // EffectWriter publishes one record per live-processed message to the
 // effects topic: the app's observable side effect, which the verifier
 // checks for gaps and duplicates.
-type EffectWriter struct{ w *kafka.Writer }
+type EffectWriter struct {
+	w  *kafka.Writer
+	tr *kafka.Transport
+}
 
 // NewEffectWriter writes to topic on brokers.
 func NewEffectWriter(brokers []string, topic string) *EffectWriter {
-	return &EffectWriter{w: &kafka.Writer{
-		Addr: kafka.TCP(brokers...), Topic: topic, Balancer: &kafka.Hash{},
+	tr := &kafka.Transport{}
+	return &EffectWriter{tr: tr, w: &kafka.Writer{
+		Addr: kafka.TCP(brokers...), Topic: topic, Balancer: &kafka.Hash{}, Transport: tr,
 		RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond, AllowAutoTopicCreation: true,
 	}}
 }
+
+// CloseConnections closes the writer's broker connections (they are
+// reopened by the next write): the app's part of a checkpoint, which CRIU
+// refuses while a TCP connection is open.
+func (e *EffectWriter) CloseConnections() { e.tr.CloseIdleConnections() }
 
 // Write publishes r synchronously.
 func (e *EffectWriter) Write(ctx context.Context, r Record) error {

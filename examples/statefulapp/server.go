@@ -30,6 +30,14 @@ func (s *Server) Handler() http.Handler {
 		_ = json.NewEncoder(w).Encode(s.State.Summary())
 	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
+	// The sidecar's word that the container is checkpointed next: no TCP
+	// connection may be open (replay.QuiescePath).
+	mux.HandleFunc("POST "+replay.QuiescePath, func(w http.ResponseWriter, _ *http.Request) {
+		if s.Effects != nil {
+			s.Effects.CloseConnections()
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
 	return mux
 }
 

@@ -131,7 +131,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	_, haveImage := m.Annotations[v1.AnnotationAgentImage]
 	switch {
 	case m.Status.Phase == v1.PhaseCheckpointing && len(m.Status.CheckpointOffsets) > 0 && !haveCheckpoint:
-		archive, err := r.checkpoint(ctx, m)
+		archive, err := r.checkpointRetrying(ctx, m)
 		if err == nil {
 			var ctr string
 			if ctr, err = r.appContainer(ctx, m); err == nil {

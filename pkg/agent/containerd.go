@@ -45,7 +45,7 @@ func (h hostFS) containerdProblems(v version, raw string) []string {
 	case v.ok && v.less(2, 1, 0):
 		return []string{fmt.Sprintf("containerd %s cannot restore through the CRI (restore in CreateContainer arrived in containerd 2.1)", raw)}
 	case v.ok && !v.less(2, 4, 0):
-		return []string{fmt.Sprintf("containerd %s no longer restores in CreateContainer (deprecated in 2.3, removed in 2.4)", raw)}
+		return []string{fmt.Sprintf("containerd %s no longer restores in CreateContainer (deprecated in 2.3, removed in 2.4): run containerd 2.3 with %s = true, or CRI-O 1.37 or later, on the nodes migrations go to", raw, containerdRestoreCreate)}
 	}
 	files, err := h.containerdFiles()
 	if err != nil {

@@ -23,9 +23,10 @@ const (
 // false before, and is deprecated in favour of the second switch.
 //
 // [crio.checkpoint_restore] container_level_enabled is "none",
-// "checkpoint_only" or "checkpoint_restore" (cri-o/cri-o#10248). The
-// releases that have it default it to "checkpoint_only": restore is off
-// unless it says "checkpoint_restore". It arrived in 1.34.14, 1.35.9 and
+// "checkpoint_only" or "checkpoint_restore" (cri-o/cri-o#10248). Before
+// 1.37 the releases that have it default it to "checkpoint_only": restore
+// is off unless it says "checkpoint_restore"; 1.37.0 and later default it
+// to "checkpoint_restore". It arrived in 1.34.14, 1.35.9 and
 // 1.36.6 and is in every later minor release; it was also backported to
 // the 1.30 to 1.33 branches (#10336 to #10339) in releases this code does
 // not know, so there the agent asks for the setting explicitly (releases
@@ -39,6 +40,7 @@ const crioLevelRestore = "checkpoint_restore"
 
 // crioLevelSince is the first patch release of each minor release
 // where container_level_enabled exists (and defaults to "checkpoint_only").
+// From 1.37.0 it defaults to "checkpoint_restore".
 var crioLevelSince = map[int]int{34: 14, 35: 9, 36: 6}
 
 // crioLevelDefault is what an unset container_level_enabled means in a
@@ -49,6 +51,7 @@ const (
 	crioNoLevel crioLevelDefault = iota
 	crioLevelCheckpointOnly
 	crioLevelMaybe
+	crioLevelRestoreByDefault
 )
 
 func crioLevelDefaultIn(v version) crioLevelDefault {
@@ -63,8 +66,9 @@ func crioLevelDefaultIn(v version) crioLevelDefault {
 		if v.patch < crioLevelSince[v.minor] {
 			return crioNoLevel
 		}
+		return crioLevelCheckpointOnly
 	}
-	return crioLevelCheckpointOnly
+	return crioLevelRestoreByDefault
 }
 
 // crioProblems explains why CRI-O, as configured, does not restore.

@@ -8,8 +8,6 @@ import (
 	"k8s.io/client-go/tools/record"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
-
-	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
 )
 
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
@@ -58,7 +56,7 @@ func (l *Labeler) label(ctx context.Context) error {
 	want := c.Labels()
 	patch := client.MergeFrom(n.DeepCopy())
 	changed := false
-	for _, k := range []string{v1.LabelCheckpointRestore, v1.LabelRuntime, v1.LabelRuntimeVersion, v1.LabelCRIUVersion} {
+	for _, k := range labelKeys {
 		v, ok := want[k]
 		if cur, has := n.Labels[k]; (ok && cur != v) || (!ok && has) {
 			changed = true

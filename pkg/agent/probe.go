@@ -23,6 +23,9 @@ type Capability struct {
 	// Why explains a node that cannot restore: every problem found, each
 	// with the setting or file to change.
 	Why string
+	// ConnectedTCP is what the node's CRIU configuration does with a
+	// connected TCP socket at a checkpoint (empty Option: CRIU refuses it).
+	ConnectedTCP criuTCP
 }
 
 // Labels are the node labels the scheduler extender reads.
@@ -30,10 +33,28 @@ func (c Capability) Labels() map[string]string {
 	if !c.CanRestore {
 		return map[string]string{v1.LabelCheckpointRestore: "false"}
 	}
-	return map[string]string{
+	l := map[string]string{
 		v1.LabelCheckpointRestore: "true", v1.LabelRuntime: c.Runtime,
 		v1.LabelRuntimeVersion: c.RuntimeVersion, v1.LabelCRIUVersion: c.CRIUVersion,
 	}
+	if c.ConnectedTCP.Option != "" {
+		l[v1.LabelCRIUConnectedTCP] = c.ConnectedTCP.Option
+	}
+	return l
+}
+
+// labelKeys are the labels Labels may set.
+var labelKeys = []string{v1.LabelCheckpointRestore, v1.LabelRuntime, v1.LabelRuntimeVersion, v1.LabelCRIUVersion, v1.LabelCRIUConnectedTCP}
+
+// tcpSummary says what a checkpoint does with the app's TCP connections.
+func (c Capability) tcpSummary() string {
+	switch c.ConnectedTCP.Option {
+	case "tcp-close":
+		return fmt.Sprintf("; connected TCP sockets are checkpointed and restored closed (tcp-close in %s)", c.ConnectedTCP.File)
+	case "tcp-established":
+		return fmt.Sprintf("; connected TCP sockets are checkpointed, but their restore in a new pod fails (tcp-established in %s: use tcp-close)", c.ConnectedTCP.File)
+	}
+	return "; a checkpoint of a container holding a connected TCP socket is refused (CRIU's default; tcp-close in /etc/criu/runc.conf allows it)"
 }
 
 // Summary is one line on the capability, for Events and logs.
@@ -42,13 +63,13 @@ func (c Capability) Summary() string {
 		return c.Why
 	}
 	if c.CRIUPath == "" {
-		return fmt.Sprintf("restores checkpoints: runtime %s %s, CRIU %s", c.Runtime, c.RuntimeVersion, c.CRIUVersion)
+		return fmt.Sprintf("restores checkpoints: runtime %s %s, CRIU %s", c.Runtime, c.RuntimeVersion, c.CRIUVersion) + c.tcpSummary()
 	}
 	from := "version unknown: no package metadata describes it"
 	if c.CRIUVersionFrom != "" {
 		from = "version from " + c.CRIUVersionFrom
 	}
-	return fmt.Sprintf("restores checkpoints: runtime %s %s, CRIU %s (%s, %s)", c.Runtime, c.RuntimeVersion, c.CRIUVersion, c.CRIUPath, from)
+	return fmt.Sprintf("restores checkpoints: runtime %s %s, CRIU %s (%s, %s)", c.Runtime, c.RuntimeVersion, c.CRIUVersion, c.CRIUPath, from) + c.tcpSummary()
 }
 
 // Prober finds out whether a node can restore checkpoints, from the host's
@@ -82,6 +103,7 @@ func (p Prober) Probe(node *corev1.Node) Capability {
 		root = "/"
 	}
 	h := hostFS{root: root}
+	c.ConnectedTCP = h.criuConnectedTCP()
 	var problems []string
 	switch rt {
 	case "ms2m-sim":

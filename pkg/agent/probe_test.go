@@ -151,6 +151,7 @@ func TestProbe(t *testing.T) {
 		host    [][]hostFile
 		restore bool
 		criu    string // the criu-version label, when restore
+		tcp     string // the criu-connected-tcp label, when restore
 		why     []string
 	}{
 		{name: "sandbox node", runtime: "ms2m-sim://0.1.0", restore: true, criu: "simulated"},
@@ -162,6 +163,11 @@ func TestProbe(t *testing.T) {
 		{name: "cri-o with only enable_criu_support (restore at its checkpoint_only default)", runtime: "cri-o://1.34.14",
 			host: [][]hostFile{criuDeb, crioCRIUOnly, crioPackaged},
 			why:  []string{`CRI-O 1.34.14 defaults [crio.checkpoint_restore] container_level_enabled to "checkpoint_only"`, `set it to "checkpoint_restore"`}},
+		{name: "cri-o 1.37 restores at its default (checkpoint_restore)", runtime: "cri-o://1.37.0",
+			host: [][]hostFile{criuDeb, crioPackaged}, restore: true, criu: "4.1"},
+		{name: "cri-o 1.37 with checkpoint_only set", runtime: "cri-o://1.37.2",
+			host: [][]hostFile{criuDeb, some(file("/etc/crio/crio.conf.d/20-ckpt.conf", "[crio.checkpoint_restore]\ncontainer_level_enabled = \"checkpoint_only\"\n"))},
+			why:  []string{`container_level_enabled = "checkpoint_only" (/etc/crio/crio.conf.d/20-ckpt.conf)`, `set it to "checkpoint_restore"`}},
 		{name: "cri-o with checkpoint_only set", runtime: "cri-o://1.36.6",
 			host: [][]hostFile{criuDeb, some(file("/etc/crio/crio.conf", "[crio.checkpoint_restore]\ncontainer_level_enabled = 'checkpoint_only'\n"))},
 			why:  []string{`container_level_enabled = "checkpoint_only" (/etc/crio/crio.conf) allows checkpoints but no restore`}},
@@ -270,7 +276,18 @@ func TestProbe(t *testing.T) {
 		{name: "containerd 1.7 cannot restore", runtime: "containerd://1.7.24-0ubuntu1~24.04.1", host: [][]hostFile{criuDeb, containerdOptIn},
 			why: []string{"containerd 1.7.24-0ubuntu1~24.04.1 cannot restore"}},
 		{name: "containerd 2.4 removed restore via create", runtime: "containerd://2.4.0", host: [][]hostFile{criuDeb, containerdOptIn},
-			why: []string{"removed in 2.4"}},
+			why: []string{"removed in 2.4", "run containerd 2.3 with enable_experimental_restore_via_create = true, or CRI-O 1.37 or later"}},
+
+		// What CRIU does with a connected TCP socket, from its configuration.
+		{name: "runc.conf with tcp-close", runtime: "cri-o://1.37.0",
+			host: [][]hostFile{criuDeb, some(file("/etc/criu/runc.conf", "# restore connections closed\ntcp-close\n"))}, restore: true, criu: "4.1", tcp: "tcp-close"},
+		{name: "crun.conf with tcp-established", runtime: "cri-o://1.37.0",
+			host: [][]hostFile{criuDeb, some(file("/etc/criu/crun.conf", "tcp-established\n"))}, restore: true, criu: "4.1", tcp: "tcp-established"},
+		{name: "tcp-close wins over tcp-established", runtime: "containerd://2.1.4",
+			host:    [][]hostFile{criuDeb, containerdPlain, some(file("/etc/criu/default.conf", "tcp-close\n"), file("/etc/criu/runc.conf", "tcp-established\n"))},
+			restore: true, criu: "4.1", tcp: "tcp-close"},
+		{name: "a commented-out option does not count", runtime: "cri-o://1.37.0",
+			host: [][]hostFile{criuDeb, some(file("/etc/criu/runc.conf", "#tcp-close\n  # tcp-established\n"))}, restore: true, criu: "4.1"},
 
 		{name: "docker", runtime: "docker://27.0.0", host: [][]hostFile{criuDeb}, why: []string{`container runtime "docker" cannot restore`}},
 	} {
@@ -300,6 +317,12 @@ func TestProbe(t *testing.T) {
 			}
 			if c.Why != "" {
 				t.Errorf("a node that restores says why not: %s", c.Why)
+			}
+			if got := l[v1.LabelCRIUConnectedTCP]; got != tc.tcp {
+				t.Errorf("label %s = %q, want %q", v1.LabelCRIUConnectedTCP, got, tc.tcp)
+			}
+			if want := map[string]string{"": "is refused", "tcp-close": "restored closed", "tcp-established": "fails"}[tc.tcp]; !strings.Contains(c.Summary(), want) {
+				t.Errorf("summary %q does not say what a connected socket does (%q)", c.Summary(), want)
 			}
 		})
 	}

@@ -32,6 +32,9 @@ type Binding struct {
 	// values take the sidecar's defaults.
 	MaxAttempts     int
 	DeadLetterTopic string
+	// QuiescePath is where the app is told that a checkpoint is next; ""
+	// when it did not opt in.
+	QuiescePath string
 }
 
 var annotationsPath = field.NewPath("metadata", "annotations")
@@ -100,13 +103,25 @@ func ParseBinding(annotations map[string]string) (Binding, field.ErrorList) {
 		}
 		b.AppPort = int32(port)
 	}
-	b.DeliveryPath = DefaultDeliveryPath
-	if v, ok := annotations[v1.AnnotationDeliveryPath]; ok {
-		if !strings.HasPrefix(v, "/") || strings.ContainsAny(v, " ?#\t\n") {
-			errs = append(errs, field.Invalid(annotationsPath.Key(v1.AnnotationDeliveryPath), v,
-				"must be an absolute URL path such as /messages, without query or fragment"))
+	// urlPath reads an optional annotation holding an absolute URL path.
+	urlPath := func(key, example string) (string, bool) {
+		v, ok := annotations[key]
+		if ok && (!strings.HasPrefix(v, "/") || strings.ContainsAny(v, " ?#\t\n")) {
+			errs = append(errs, field.Invalid(annotationsPath.Key(key), v,
+				"must be an absolute URL path such as "+example+", without query or fragment"))
 		}
+		return v, ok
+	}
+	b.DeliveryPath = DefaultDeliveryPath
+	if v, ok := urlPath(v1.AnnotationDeliveryPath, "/messages"); ok {
 		b.DeliveryPath = v
+	}
+	if v, ok := urlPath(v1.AnnotationAppQuiescePath, replay.QuiescePath); ok {
+		if v == b.DeliveryPath {
+			errs = append(errs, field.Invalid(annotationsPath.Key(v1.AnnotationAppQuiescePath), v,
+				"must differ from "+v1.AnnotationDeliveryPath+" (default "+DefaultDeliveryPath+"): the app would take it for a message"))
+		}
+		b.QuiescePath = v
 	}
 	// count reads an optional annotation holding a number from 1 to most.
 	count := func(key, unit string, most int) int {

@@ -54,6 +54,9 @@ type Deliverer struct {
 	// URL is the app's delivery endpoint, e.g. http://<pod IP>:8080/messages.
 	URL    string
 	Client *http.Client
+	// QuiesceURL, when set, is where the app is told, at a pause, that its
+	// container is checkpointed next (see Quiesce).
+	QuiesceURL string
 	// BatchSize above 1 is the app's opt-in to batches: the engine gathers
 	// up to BatchSize messages and they are POSTed together as a Batch (see
 	// batch.go). 0 or 1: one message per POST, the body being its value.

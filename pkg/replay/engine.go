@@ -110,6 +110,9 @@ type Engine struct {
 	// it was dead-lettered (deadLettered) or, replaying, passed over (the
 	// live member dead-lettered it already).
 	OnPoison func(p *PoisonError, deadLettered bool)
+	// OnQuiesceError is called when the app did not confirm, at a pause,
+	// that it closed its connections for the checkpoint (see QuiescePath).
+	OnQuiesceError func(error)
 	// OnRewind is called when the app asked for a rewind (it restarted
 	// from a checkpoint image) and was given [from, to) of partition p.
 	OnRewind func(p int, from, to int64, delivered int)
@@ -213,8 +216,21 @@ func (e *Engine) waitIdleLocked(ctx context.Context) error {
 }
 
 // Pause lets the in-flight message finish, stops delivering and reports the
-// position. Pausing a paused engine reports the same position.
+// position. Pausing a paused engine reports the same position. The app's
+// container is checkpointed next, so the sidecar closes its connections to
+// the app and asks the app to close its own (see QuiescePath).
 func (e *Engine) Pause(ctx context.Context) (Position, error) {
+	pos, err := e.pause(ctx)
+	if err != nil {
+		return Position{}, err
+	}
+	if err := e.deliver.Quiesce(ctx); err != nil && e.OnQuiesceError != nil {
+		e.OnQuiesceError(err)
+	}
+	return pos, nil
+}
+
+func (e *Engine) pause(ctx context.Context) (Position, error) {
 	stop := context.AfterFunc(ctx, e.wake)
 	defer stop()
 	e.mu.Lock()

@@ -49,6 +49,10 @@ const (
 	// EnvAppBatchSize above 1 (the ms2m.io/app-batch-size annotation) makes
 	// the sidecar POST up to that many messages at once as a Batch.
 	EnvAppBatchSize = "MS2M_APP_BATCH_SIZE"
+	// EnvAppQuiescePath (ms2m.io/app-quiesce-path) is where the app is
+	// told, at a pause, that its container is checkpointed next (see
+	// QuiescePath).
+	EnvAppQuiescePath = "MS2M_APP_QUIESCE_PATH"
 	// EnvMode is where the sidecar starts, whatever the other variables say:
 	// "fenced" consumes nothing until POST /resume (a migration's source
 	// was fenced), "live" consumes live (a restored pod was handed over);
@@ -80,7 +84,10 @@ type Options struct {
 	// GroupInstanceID, when set, makes the live consumer a static member.
 	GroupInstanceID string
 	// AppURL is where messages are POSTed.
-	AppURL      string
+	AppURL string
+	// QuiesceURL is where the app is told that a checkpoint is next; ""
+	// when it did not opt in.
+	QuiesceURL  string
 	ControlAddr string
 	MetricsAddr string
 	// ReplayFrom, when set, starts the sidecar as a migration target.
@@ -142,6 +149,12 @@ func OptionsFromEnv(getenv func(string) string) (Options, error) {
 		path = "/messages"
 	}
 	o.AppURL = "http://" + net.JoinHostPort(ip, port(EnvAppPort, "")) + path
+	if q := getenv(EnvAppQuiescePath); q != "" {
+		if !strings.HasPrefix(q, "/") {
+			errs = append(errs, fmt.Errorf("%s: %q is not an absolute URL path", EnvAppQuiescePath, q))
+		}
+		o.QuiesceURL = "http://" + net.JoinHostPort(ip, port(EnvAppPort, "")) + q
+	}
 	o.ControlAddr = net.JoinHostPort(ip, port(EnvControlPort, "9901"))
 	o.MetricsAddr = net.JoinHostPort(ip, port(EnvMetricsPort, "9902"))
 	if v := getenv(EnvReplayFrom); v != "" {
@@ -241,7 +254,7 @@ func Run(ctx context.Context, o Options, auth Authenticator) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	metrics := NewMetrics(reg)
-	d := &Deliverer{URL: o.AppURL, Client: &http.Client{Timeout: 30 * time.Second}, BatchSize: o.BatchSize, MaxAttempts: o.MaxAttempts,
+	d := &Deliverer{URL: o.AppURL, QuiesceURL: o.QuiesceURL, Client: &http.Client{Timeout: 30 * time.Second}, BatchSize: o.BatchSize, MaxAttempts: o.MaxAttempts,
 		OnAppError: func(m kafka.Message, err error) {
 			metrics.AppErrors.Inc()
 			logger.Info("app did not acknowledge; retrying", "partition", m.Partition, "offset", m.Offset, "error", err.Error())
@@ -277,6 +290,9 @@ func Run(ctx context.Context, o Options, auth Authenticator) error {
 		}
 		logger.Info("the app refused a replayed message on every attempt; passed over (the live member dead-lettered it)",
 			"partition", m.Partition, "offset", m.Offset, "attempts", p.Attempts, "error", p.Err.Error())
+	}
+	e.OnQuiesceError = func(err error) {
+		logger.Info("paused for a checkpoint; the app did not confirm it closed its connections (a connection still open fails the checkpoint)", "error", err.Error())
 	}
 	e.OnRewind = func(p int, from, to int64, delivered int) {
 		logger.Info("the app lost state (it restarted from its image); gave it the messages it missed as replay",

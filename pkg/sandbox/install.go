@@ -130,6 +130,9 @@ func (s *Sandbox) applyAgent(ctx context.Context) error {
 							// The sandbox's registry is on loopback, without TLS.
 							"--plain-http-registries=" + s.Registry,
 							"--checkpoint-dir=" + filepath.Join(s.opts.Dir, "nodes", "$(NODE_NAME)", "checkpoints"),
+							// The node's directory stands for its root filesystem
+							// (its CRIU configuration is etc/criu/*.conf there).
+							"--host-root=" + filepath.Join(s.opts.Dir, "nodes", "$(NODE_NAME)"),
 							"--health-probe-bind-address=$(POD_IP):8082",
 							"--probe-interval=1m",
 						},

@@ -455,3 +455,21 @@ func (s *Sandbox) RestartBroker() error {
 	s.kafka.Close()
 	return s.startBroker(port)
 }
+
+// SetCRIUConfig writes a simulated node's /etc/criu/runc.conf, as an
+// administrator configures CRIU on a node ("" removes it): the SIMULATED
+// CRIU reads it at each dump and restore (simcriu.ReadCRIUOptions), and the
+// agent's probe reports it.
+func (s *Sandbox) SetCRIUConfig(node, conf string) error {
+	p := filepath.Join(s.opts.Dir, "nodes", node, "etc", "criu", "runc.conf")
+	if conf == "" {
+		if err := os.Remove(p); err != nil && !os.IsNotExist(err) {
+			return err
+		}
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(p, []byte(conf), 0o644)
+}

@@ -18,6 +18,10 @@ const (
 	FileRootfsDiff = "rootfs-diff.tar"
 	FileStats      = "stats-dump"
 	FileLog        = "dump.log"
+	// FileSockets lists the connected TCP sockets dumped (under
+	// --tcp-established or --tcp-close): CRIU keeps them in its inetsk and
+	// tcp-stream images; the simulation keeps their addresses only.
+	FileSockets = "checkpoint/inetsk-SIMULATED.json"
 
 	// RuntimeName is what the simulated runtime calls itself in archives,
 	// node info and logs.
@@ -59,6 +63,9 @@ type Archive struct {
 	Memory []byte
 	// DumpDuration is how long the dump took (stats-dump).
 	DumpDuration time.Duration
+	// ConnectedTCP are the connected TCP sockets dumped ("local -> remote
+	// STATE"); a restore needs tcp-close or tcp-established for them.
+	ConnectedTCP []string
 }
 
 type stats struct {
@@ -87,6 +94,12 @@ func (a *Archive) Write(w io.Writer) error {
 		{FileMemory, a.Memory},
 		{FileRootfsDiff, empty.Bytes()},
 		{FileLog, []byte(logText)},
+	}
+	if len(a.ConnectedTCP) > 0 {
+		files = append(files, struct {
+			name string
+			data any
+		}{FileSockets, a.ConnectedTCP})
 	}
 	mtime := a.Config.CheckpointedTime
 	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: "checkpoint/", Mode: 0o700, ModTime: mtime}); err != nil {
@@ -134,6 +147,8 @@ func ReadArchive(r io.Reader) (*Archive, error) {
 			err = json.NewDecoder(tr).Decode(&a.Spec)
 		case FileMemory:
 			a.Memory, err = io.ReadAll(tr)
+		case FileSockets:
+			err = json.NewDecoder(tr).Decode(&a.ConnectedTCP)
 		case FileStats:
 			var s stats
 			if err = json.NewDecoder(tr).Decode(&s); err == nil {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -224,6 +225,45 @@ func BrokerRestartSpec(in SpecInput) features.Feature {
 		s.allowDisruptions(ctx)
 		got := s.completed(m)
 		t.Logf("completed after the broker restart, downtime %s", got.Status.Downtime.Duration)
+		s.verifyZeroLoss(ctx)
+	})
+}
+
+// TCPConnectionSpec: an app that keeps a TCP connection open across the
+// checkpoint (against the app contract) is refused by the SIMULATED CRIU
+// as real CRIU refuses it under CRI-O's and containerd's defaults: the
+// migration fails with CRIU's reason and what to change, and the source
+// serves on. Once the nodes' CRIU configuration has tcp-close, the same
+// pod migrates (its connection restored closed) with zero loss. The
+// sidecar's own connections to the app never cause a refusal: every other
+// spec's migration is checked by the same simulated CRIU.
+func TCPConnectionSpec(in SpecInput) features.Feature {
+	return feature("app holding a TCP connection", "refused with the cause and the fix, source serving; migrates with tcp-close; zero loss", func(ctx context.Context, t *testing.T) {
+		in.Cluster.sandboxOnly(t, "writes the simulated nodes' CRIU configuration")
+		s := in.open(t, "tcpconn", func(e *deploy.Example) {
+			e.AppEnv = map[string]string{"HOLD_IDLE_CONNECTION": "true"}
+		})
+		src := s.deploy(ctx, in.Load.Count/6).Pod
+		m := s.migrate(ctx, "refused", src.Name, v1.StatefulMigrationSpec{})
+		got := s.rolledBack(m, v1.ReasonCheckpointFailed, "Connected TCP socket")
+		for _, fix := range []string{"/ms2m/quiesce", "tcp-close"} {
+			if !strings.Contains(got.Status.FailureReason, fix) {
+				t.Errorf("the failure does not say what to change (%q): %s", fix, got.Status.FailureReason)
+			}
+		}
+
+		nodes := s.Sandbox.Fleet.Nodes()
+		for _, n := range nodes {
+			if err := s.Sandbox.SetCRIUConfig(n, "# restore connections closed\ntcp-close\n"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		t.Cleanup(func() {
+			for _, n := range nodes {
+				_ = s.Sandbox.SetCRIUConfig(n, "")
+			}
+		})
+		s.completed(s.migrate(ctx, "allowed", src.Name, v1.StatefulMigrationSpec{}))
 		s.verifyZeroLoss(ctx)
 	})
 }

@@ -29,3 +29,7 @@ func TestSidecarRestart(t *testing.T) {
 func TestAppRestart(t *testing.T) {
 	testenv.Test(t, AppRestartSpec(SpecInput{Cluster: cluster, Load: Load{Rate: 30, Count: 600}}))
 }
+
+func TestTCPConnection(t *testing.T) {
+	testenv.Test(t, TCPConnectionSpec(SpecInput{Cluster: cluster, Load: Load{Rate: 30, Count: 600}}))
+}

@@ -10,6 +10,8 @@ package deploy
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -22,6 +24,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	migrationv1alpha1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
+	"github.com/ms2m/ms2m/pkg/replay"
 )
 
 // Image is the project image; the command names the binary.
@@ -68,6 +71,8 @@ type Example struct {
 	ProducerNode string
 	// Annotations are added to the consumer's pod (template).
 	Annotations map[string]string
+	// AppEnv is added to the consumer's app container's environment.
+	AppEnv map[string]string
 }
 
 func (e Example) effects() string {
@@ -109,6 +114,9 @@ func (e Example) Consumer() *appsv1.Deployment {
 					migrationv1alpha1.AnnotationKafkaTopic:   e.Topic,
 					migrationv1alpha1.AnnotationKafkaGroup:   e.GroupName(),
 					migrationv1alpha1.AnnotationAppPort:      "8080",
+					// The example closes its effect writer's broker
+					// connections there before a checkpoint.
+					migrationv1alpha1.AnnotationAppQuiescePath: replay.QuiescePath,
 				}},
 				Spec: corev1.PodSpec{
 					ServiceAccountName:            e.Name,
@@ -133,6 +141,10 @@ func (e Example) Consumer() *appsv1.Deployment {
 	}
 	for k, v := range e.Annotations {
 		d.Spec.Template.Annotations[k] = v
+	}
+	app := &d.Spec.Template.Spec.Containers[0]
+	for _, k := range slices.Sorted(maps.Keys(e.AppEnv)) {
+		app.Env = append(app.Env, env(k, e.AppEnv[k]))
 	}
 	return d
 }

@@ -112,6 +112,10 @@ func (n *node) checkpoint(w http.ResponseWriter, req *http.Request) {
 func (n *node) dump(ctx context.Context, pr *podRuntime, c *container, ns, pod string) (string, error) {
 	pr.mu.Lock()
 	running, processless, socket := c.st.running, c.processless, c.hookSocket
+	pid := 0
+	if c.cmd != nil && c.cmd.Process != nil {
+		pid = c.cmd.Process.Pid
+	}
 	a := &simcriu.Archive{
 		Config: simcriu.ContainerConfig{
 			ID: c.st.containerID, Name: c.spec.Name, RootfsImage: c.spec.Image, RootfsImageRef: c.st.imageID,
@@ -132,6 +136,23 @@ func (n *node) dump(ctx context.Context, pr *podRuntime, c *container, ns, pod s
 	}
 	start := time.Now()
 	if !processless {
+		// CRIU refuses connected TCP sockets unless the node's CRIU
+		// configuration allows them.
+		opts, err := simcriu.ReadCRIUOptions(n.root())
+		if err != nil {
+			return "", err
+		}
+		socks, err := simcriu.TCPSockets(pid)
+		if err != nil {
+			return "", err
+		}
+		connected, err := opts.CheckDump(socks)
+		if err != nil {
+			return "", err
+		}
+		for _, s := range connected {
+			a.ConnectedTCP = append(a.ConnectedTCP, s.String())
+		}
 		mem, err := simcriu.Dump(ctx, socket)
 		if err != nil {
 			return "", err
@@ -140,7 +161,7 @@ func (n *node) dump(ctx context.Context, pr *podRuntime, c *container, ns, pod s
 	}
 	a.DumpDuration = time.Since(start)
 	a.Config.CheckpointedTime = time.Now().UTC()
-	dir := filepath.Join(n.f.opts.Dir, n.spec.Name, "checkpoints")
+	dir := filepath.Join(n.root(), "checkpoints")
 	if err := mkdir(dir); err != nil {
 		return "", err
 	}
@@ -155,6 +176,21 @@ func (n *node) dump(ctx context.Context, pr *podRuntime, c *container, ns, pod s
 		return "", err
 	}
 	return path, f.Close()
+}
+
+// root is the node's directory, which stands for its root filesystem
+// where the sandbox reads node files: etc/criu/*.conf (see
+// simcriu.CRIUConfigFiles), checkpoints/.
+func (n *node) root() string { return filepath.Join(n.f.opts.Dir, n.spec.Name) }
+
+// restoreSockets applies the node's CRIU configuration to the connected
+// sockets a checkpoint holds, as CRIU's restore does.
+func (n *node) restoreSockets(connected []string, podIP string) error {
+	opts, err := simcriu.ReadCRIUOptions(n.root())
+	if err != nil {
+		return err
+	}
+	return opts.CheckRestore(connected, podIP)
 }
 
 // AnnotationFailCheckpoint on a pod makes the SIMULATED CRIU fail its

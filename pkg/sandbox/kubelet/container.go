@@ -96,6 +96,8 @@ type restored struct {
 	env       []string
 	binary    string // "" for a container that ran without a process
 	memory    string // the memory image written for the process
+	// connectedTCP are the connected sockets the checkpoint holds.
+	connectedTCP []string
 }
 
 // restore pulls a checkpoint image and prepares the start from it: the
@@ -120,7 +122,7 @@ func (rt *Runtime) restore(ctx context.Context, ref name.Reference, dir, ctrName
 		return r, false, fmt.Errorf("checkpoint image %s: %w", ref, err)
 	}
 	r = restored{imageID: ref.Context().Digest(p.Digest.String()).String(), baseImage: a.Config.RootfsImageName,
-		argv: a.Spec.Process.Args, env: a.Spec.Process.Env}
+		argv: a.Spec.Process.Args, env: a.Spec.Process.Env, connectedTCP: a.ConnectedTCP}
 	bin, project, err := rt.projectBinary(r.baseImage, r.argv)
 	if err != nil || !project {
 		return r, true, err
@@ -226,6 +228,11 @@ func resolvePort(port intstr.IntOrString, ports []corev1.ContainerPort) string {
 	return port.StrVal
 }
 
+// probeClient opens a connection per probe and closes it, as the kubelet's
+// HTTP prober does (pkg/probe/http: DisableKeepAlives): a kept-alive probe
+// connection would be a connected socket in every checkpoint.
+var probeClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+
 func probeOnce(ctx context.Context, p *corev1.Probe, ports []corev1.ContainerPort, podIP string, timeout time.Duration) bool {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -244,7 +251,7 @@ func probeOnce(ctx context.Context, p *corev1.Probe, ports []corev1.ContainerPor
 		if err != nil {
 			return false
 		}
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := probeClient.Do(req)
 		if err != nil {
 			return false
 		}

@@ -110,6 +110,11 @@ func (pr *podRuntime) prepare(ctx context.Context, pod *corev1.Pod) error {
 				return err
 			}
 			if isCheckpoint {
+				if err := pr.node.restoreSockets(r.connectedTCP, pr.ip); err != nil {
+					err = fmt.Errorf("restoring container %s from checkpoint image %s (SIMULATED CRIU): %w", c.spec.Name, c.spec.Image, err)
+					pr.setWaiting("CreateContainerError", err.Error())
+					return err
+				}
 				pr.mu.Lock()
 				c.st.imageID, c.baseImage, c.argv = r.imageID, r.baseImage, r.argv
 				c.binary, c.processless, c.restoreFrom = r.binary, r.binary == "", r.memory

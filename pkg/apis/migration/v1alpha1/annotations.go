@@ -28,6 +28,12 @@ const (
 	// AnnotationDeadLetterTopic is where those messages go (default
 	// <topic>.ms2m-dead-letter).
 	AnnotationDeadLetterTopic = "ms2m.io/dead-letter-topic"
+	// AnnotationAppQuiescePath is the app's opt-in to be told before its
+	// container is checkpointed: once deliveries are paused the sidecar
+	// POSTs to this path, and the app closes the TCP connections it holds
+	// (CRIU refuses to checkpoint a connected socket) before it answers
+	// 2xx. Without it the sidecar only closes its own connections.
+	AnnotationAppQuiescePath = "ms2m.io/app-quiesce-path"
 
 	// AnnotationCheckpointRestore is set to "enabled" by the webhook on the
 	// pods it prepared (sidecar injected); the controller migrates only those.
@@ -43,6 +49,12 @@ const (
 	LabelRuntimeVersion = "ms2m.io/runtime-version"
 	// LabelCRIUVersion is the CRIU version found on the node.
 	LabelCRIUVersion = "ms2m.io/criu-version"
+	// LabelCRIUConnectedTCP is what the node's CRIU configuration does with
+	// a connected TCP socket at a checkpoint: "tcp-close" (dumped, restored
+	// closed) or "tcp-established" (dumped; its restore needs the old
+	// address, so it fails in a new pod). Absent: CRIU refuses the
+	// checkpoint, as it does by default.
+	LabelCRIUConnectedTCP = "ms2m.io/criu-connected-tcp"
 
 	// AnnotationSourceNode is set by the controller on a migration's target
 	// pod: the node the checkpoint was taken on. The scheduler extender
