@@ -282,7 +282,7 @@ func TestMutateRefusesBadAnnotationsNamingThem(t *testing.T) {
 		{"delivery attempts not a number", migratablePod(withAnnotation(v1.AnnotationMaxDeliveryAttempts, "forever")), []string{v1.AnnotationMaxDeliveryAttempts}},
 		{"dead-letter topic with space", migratablePod(withAnnotation(v1.AnnotationDeadLetterTopic, "bad orders")), []string{v1.AnnotationDeadLetterTopic}},
 		{"relative quiesce path", migratablePod(withAnnotation(v1.AnnotationAppQuiescePath, "quiesce")), []string{v1.AnnotationAppQuiescePath}},
-		{"quiesce path is the delivery path", migratablePod(withAnnotation(v1.AnnotationAppQuiescePath, "/messages")), []string{v1.AnnotationAppQuiescePath, v1.AnnotationDeliveryPath}},
+		{"quiesce path is the delivery path", migratablePod(withAnnotation(v1.AnnotationAppQuiescePath, "/messages")), []string{v1.AnnotationAppQuiescePath}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
