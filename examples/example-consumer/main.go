@@ -92,6 +92,7 @@ func run() error {
 		defer func() { _ = c.Close() }()
 	}
 	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	srv.HTTP = hs
 	go func() {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/ms2m/ms2m/pkg/replay"
@@ -19,6 +20,13 @@ type Server struct {
 	ProcessTime time.Duration
 	// Effects, when set, receives one record per live message.
 	Effects *EffectWriter
+	// HTTP, when set, is the server serving Handler: a quiesce closes its
+	// idle keep-alive connections (a client such as a metrics scraper or
+	// a test keeps them open) and serves without keep-alive until the next
+	// message.
+	HTTP interface{ SetKeepAlivesEnabled(bool) }
+
+	quiesced atomic.Bool
 }
 
 // Handler serves /messages, /state and /healthz.
@@ -36,12 +44,19 @@ func (s *Server) Handler() http.Handler {
 		if s.Effects != nil {
 			s.Effects.CloseConnections()
 		}
+		if s.HTTP != nil {
+			s.quiesced.Store(true)
+			s.HTTP.SetKeepAlivesEnabled(false) // closes the idle ones now
+		}
 		w.WriteHeader(http.StatusNoContent)
 	})
 	return mux
 }
 
 func (s *Server) message(w http.ResponseWriter, req *http.Request) {
+	if s.HTTP != nil && s.quiesced.CompareAndSwap(true, false) {
+		s.HTTP.SetKeepAlivesEnabled(true) // deliveries resumed
+	}
 	partition, err1 := strconv.Atoi(req.Header.Get(replay.HeaderPartition))
 	offset, err2 := strconv.ParseInt(req.Header.Get(replay.HeaderOffset), 10, 64)
 	if err1 != nil || err2 != nil {
