@@ -90,7 +90,7 @@ func (r *Reconciler) checkpointRetrying(ctx context.Context, m *v1.StatefulMigra
 		}
 		if attempt == checkpointAttempts {
 			return "", fmt.Errorf("%w: the app container holds a TCP connection at the checkpoint (%d attempts), and CRIU refuses to checkpoint one unless its configuration says tcp-close; "+
-				"make the app close its connections when the sidecar POSTs /ms2m/quiesce (docs/app-contract.md, \"Connections\"), or allow them on the node (docs/install.md, \"CRIU configuration\")",
+				"make the app close its connections before a checkpoint (annotate the pod ms2m.io/app-quiesce-path, e.g. /ms2m/quiesce, and close them when the sidecar POSTs there; docs/app-contract.md, \"Connections\"), or allow them on the node (tcp-close in /etc/criu/runc.conf; docs/install.md, \"CRIU configuration\")",
 				err, attempt)
 		}
 		log.FromContext(ctx).Info("CRIU refused the checkpoint for a TCP connection; trying again", "migration", m.Name, "attempt", attempt, "error", err.Error())

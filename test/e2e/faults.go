@@ -246,7 +246,7 @@ func TCPConnectionSpec(in SpecInput) features.Feature {
 		src := s.deploy(ctx, in.Load.Count/6).Pod
 		m := s.migrate(ctx, "refused", src.Name, v1.StatefulMigrationSpec{})
 		got := s.rolledBack(m, v1.ReasonCheckpointFailed, "Connected TCP socket")
-		for _, fix := range []string{"/ms2m/quiesce", "tcp-close"} {
+		for _, fix := range []string{"ms2m.io/app-quiesce-path", "tcp-close"} {
 			if !strings.Contains(got.Status.FailureReason, fix) {
 				t.Errorf("the failure does not say what to change (%q): %s", fix, got.Status.FailureReason)
 			}
