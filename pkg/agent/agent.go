@@ -277,9 +277,14 @@ func (r *Reconciler) push(ctx context.Context, m *v1.StatefulMigration) (v1.Agen
 	if err != nil {
 		return v1.AgentResult{}, err
 	}
+	info, err := checkpoint.ReadContainerInfo(f)
 	_ = f.Close()
+	if err != nil {
+		return v1.AgentResult{}, fmt.Errorf("checkpoint archive %s: %w", ck.Archive, err)
+	}
 	idx, err := checkpoint.Build(func() (io.ReadCloser, error) { return openArchive(ck.Archive) }, checkpoint.Metadata{
 		Container: ctr, Pod: m.Spec.SourcePod, Namespace: m.Namespace, Runtime: r.runtime(ctx), Created: time.Now(),
+		BaseImage: info.BaseImage, User: info.User, WorkingDir: info.WorkingDir,
 	})
 	if err != nil {
 		return v1.AgentResult{}, err

@@ -41,6 +41,10 @@ const (
 	AnnotationCRIUPodName       = "org.criu.checkpoint.pod.name"
 	AnnotationCRIUPodNamespace  = "org.criu.checkpoint.pod.namespace"
 	AnnotationCreated           = "org.opencontainers.image.created"
+	// The base image, on the manifest: CRI-O's name and the one
+	// checkpointctl and containerd's tooling use.
+	AnnotationCRIORootfsImageName = "io.kubernetes.cri-o.annotations.checkpoint.rootfsImageName"
+	AnnotationCRIURootfsImageName = "org.criu.checkpoint.rootfsImageName"
 )
 
 // Metadata describes the checkpointed container.
@@ -52,6 +56,11 @@ type Metadata struct {
 	BaseImage string
 	Runtime   string
 	Created   time.Time
+	// User ("uid:gid") and WorkingDir are the checkpointed process's, put
+	// into the image's config: the kubelet checks a runAsNonRoot container
+	// without runAsUser against the image's User, and an image config
+	// without one means root.
+	User, WorkingDir string
 }
 
 // ErrNotCheckpoint is returned by Pull for an image that carries no
@@ -81,13 +90,19 @@ func Build(open func() (io.ReadCloser, error), m Metadata) (v1.ImageIndex, error
 	}
 	cf = cf.DeepCopy()
 	cf.Architecture, cf.OS, cf.Created = runtime.GOARCH, "linux", v1.Time{Time: created}
+	cf.Config.User, cf.Config.WorkingDir = m.User, m.WorkingDir
 	if img, err = mutate.ConfigFile(img, cf); err != nil {
 		return nil, err
 	}
-	img = mutate.Annotations(img, map[string]string{
+	manifestAnn := map[string]string{
 		AnnotationCRIOCheckpointName: m.Container,
 		AnnotationCreated:            created.Format(time.RFC3339),
-	}).(v1.Image)
+	}
+	if m.BaseImage != "" {
+		manifestAnn[AnnotationCRIORootfsImageName] = m.BaseImage
+		manifestAnn[AnnotationCRIURootfsImageName] = m.BaseImage
+	}
+	img = mutate.Annotations(img, manifestAnn).(v1.Image)
 	idx := mutate.AppendManifests(mutate.IndexMediaType(empty.Index, types.OCIImageIndex), mutate.IndexAddendum{
 		Add:        img,
 		Descriptor: v1.Descriptor{Platform: &v1.Platform{Architecture: runtime.GOARCH, OS: "linux"}},

@@ -47,11 +47,19 @@ type Spec struct {
 	Annotations map[string]string `json:"annotations,omitempty"`
 }
 
-// Process is the checkpointed process's command line and environment.
+// Process is the checkpointed process's command line, environment, user
+// and working directory (the OCI runtime spec's process).
 type Process struct {
+	User User     `json:"user"`
 	Args []string `json:"args"`
 	Env  []string `json:"env,omitempty"`
-	Cwd  string   `json:"cwd,omitempty"`
+	Cwd  string   `json:"cwd"`
+}
+
+// User is the process's user, as the OCI runtime spec gives it.
+type User struct {
+	UID uint32 `json:"uid"`
+	GID uint32 `json:"gid"`
 }
 
 // Archive is one container's checkpoint.

@@ -37,3 +37,7 @@ func TestBadInput(t *testing.T) {
 func TestRollback(t *testing.T) {
 	testenv.Test(t, RollbackSpec(SpecInput{Cluster: cluster, Load: Load{Rate: 30, Count: 450}}))
 }
+
+func TestRunAsNonRoot(t *testing.T) {
+	testenv.Test(t, RunAsNonRootSpec(SpecInput{Cluster: cluster, Load: Load{Rate: 30, Count: 300}}))
+}

@@ -73,6 +73,9 @@ type Example struct {
 	Annotations map[string]string
 	// AppEnv is added to the consumer's app container's environment.
 	AppEnv map[string]string
+	// RunAsNonRoot sets the consumer pod's runAsNonRoot, without a
+	// runAsUser: the kubelet then verifies the image's user.
+	RunAsNonRoot bool
 }
 
 func (e Example) effects() string {
@@ -141,6 +144,9 @@ func (e Example) Consumer() *appsv1.Deployment {
 	}
 	for k, v := range e.Annotations {
 		d.Spec.Template.Annotations[k] = v
+	}
+	if e.RunAsNonRoot {
+		d.Spec.Template.Spec.SecurityContext = &corev1.PodSecurityContext{RunAsNonRoot: ptr.To(true)}
 	}
 	app := &d.Spec.Template.Spec.Containers[0]
 	for _, k := range slices.Sorted(maps.Keys(e.AppEnv)) {

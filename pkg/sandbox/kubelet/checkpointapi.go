@@ -121,7 +121,8 @@ func (n *node) dump(ctx context.Context, pr *podRuntime, c *container, ns, pod s
 			ID: c.st.containerID, Name: c.spec.Name, RootfsImage: c.spec.Image, RootfsImageRef: c.st.imageID,
 			RootfsImageName: c.spec.Image, Runtime: simcriu.RuntimeName, CreatedTime: c.st.startedAt,
 		},
-		Spec: simcriu.Spec{OCIVersion: "1.0.2", Process: simcriu.Process{Args: c.argv, Env: c.env},
+		Spec: simcriu.Spec{OCIVersion: "1.0.2", Process: simcriu.Process{Args: c.argv, Env: c.env, Cwd: "/",
+			User: simcriu.User{UID: c.uid, GID: c.gid}},
 			Annotations: map[string]string{
 				"io.kubernetes.pod.name": pod, "io.kubernetes.pod.namespace": ns,
 				"io.kubernetes.pod.uid": string(pr.uid), "io.kubernetes.container.name": c.spec.Name,

@@ -9,12 +9,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"syscall"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
@@ -35,6 +38,7 @@ type container struct {
 	hookSocket  string
 	restoreFrom string // memory image of a restored container
 	baseImage   string // the image a checkpoint image was taken from
+	uid, gid    uint32 // the user the process runs as (see runAs)
 
 	cmd         *exec.Cmd
 	done        chan struct{}
@@ -98,6 +102,8 @@ type restored struct {
 	memory    string // the memory image written for the process
 	// connectedTCP are the connected sockets the checkpoint holds.
 	connectedTCP []string
+	// user is the checkpoint image config's User.
+	user string
 }
 
 // restore pulls a checkpoint image and prepares the start from it: the
@@ -123,6 +129,17 @@ func (rt *Runtime) restore(ctx context.Context, ref name.Reference, dir, ctrName
 	}
 	r = restored{imageID: ref.Context().Digest(p.Digest.String()).String(), baseImage: a.Config.RootfsImageName,
 		argv: a.Spec.Process.Args, env: a.Spec.Process.Env, connectedTCP: a.ConnectedTCP}
+	// The image config, as the kubelet reads it (ImageStatus) to verify
+	// runAsNonRoot.
+	img, err := remote.Image(ref, remote.WithContext(ctx), remote.WithPlatform(v1.Platform{OS: "linux", Architecture: runtime.GOARCH}))
+	if err != nil {
+		return r, true, fmt.Errorf("checkpoint image %s: %w", ref, err)
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return r, true, fmt.Errorf("checkpoint image %s config: %w", ref, err)
+	}
+	r.user = cf.Config.User
 	bin, project, err := rt.projectBinary(r.baseImage, r.argv)
 	if err != nil || !project {
 		return r, true, err

@@ -2,8 +2,10 @@ package kubelet
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -110,6 +112,9 @@ func (pr *podRuntime) prepare(ctx context.Context, pod *corev1.Pod) error {
 				return err
 			}
 			if isCheckpoint {
+				if err := pr.runAs(pod, c, r.user, true); err != nil {
+					return err
+				}
 				if err := pr.node.restoreSockets(r.connectedTCP, pr.ip); err != nil {
 					err = fmt.Errorf("restoring container %s from checkpoint image %s (SIMULATED CRIU): %w", c.spec.Name, c.spec.Image, err)
 					pr.setWaiting("CreateContainerError", err.Error())
@@ -131,11 +136,86 @@ func (pr *podRuntime) prepare(ctx context.Context, pod *corev1.Pod) error {
 			pr.setWaiting("RunContainerError", err.Error())
 			return err
 		}
+		if err := pr.runAs(pod, c, ProjectImageUser, project); err != nil {
+			return err
+		}
 		pr.mu.Lock()
 		c.binary, c.processless = bin, !project
 		pr.mu.Unlock()
 	}
 	return nil
+}
+
+// ProjectImageUser is the user of the project's image (the Dockerfile's
+// USER): the sandbox's stand-in for reading the image config, which it
+// does not pull.
+const ProjectImageUser = "65532:65532"
+
+// runAs decides the user c runs as, as the kubelet and the runtime do:
+// runAsUser (the container's, else the pod's), else the image config's
+// User. A runAsNonRoot container without runAsUser is verified against the
+// image's User, with the kubelet's errors (pkg/kubelet/kuberuntime,
+// verifyRunAsNonRoot): no User means root. imageUserKnown is false for an
+// image whose config the sandbox does not read (any other image run
+// without a process): no verification.
+func (pr *podRuntime) runAs(pod *corev1.Pod, c *container, imageUser string, imageUserKnown bool) error {
+	psc, csc := pod.Spec.SecurityContext, c.spec.SecurityContext
+	var runAsUser, runAsGroup *int64
+	var nonRoot *bool
+	if psc != nil {
+		runAsUser, runAsGroup, nonRoot = psc.RunAsUser, psc.RunAsGroup, psc.RunAsNonRoot
+	}
+	if csc != nil {
+		if csc.RunAsUser != nil {
+			runAsUser = csc.RunAsUser
+		}
+		if csc.RunAsGroup != nil {
+			runAsGroup = csc.RunAsGroup
+		}
+		if csc.RunAsNonRoot != nil {
+			nonRoot = csc.RunAsNonRoot
+		}
+	}
+	uid, gid, numeric := parseImageUser(imageUser)
+	var err error
+	switch {
+	case runAsUser != nil:
+		uid = uint32(*runAsUser)
+		if nonRoot != nil && *nonRoot && *runAsUser == 0 {
+			err = errors.New("container's runAsUser breaks non-root policy (pod: " + pr.key + ", container: " + c.spec.Name + ")")
+		}
+	case !imageUserKnown:
+	case nonRoot != nil && *nonRoot && !numeric:
+		err = fmt.Errorf("container has runAsNonRoot and image has non-numeric user (%s), cannot verify user is non-root (pod: %s, container: %s)", imageUser, pr.key, c.spec.Name)
+	case nonRoot != nil && *nonRoot && uid == 0:
+		err = fmt.Errorf("container has runAsNonRoot and image will run as root (pod: %s, container: %s)", pr.key, c.spec.Name)
+	}
+	if err != nil {
+		pr.setWaiting("CreateContainerConfigError", err.Error())
+		return err
+	}
+	if runAsGroup != nil {
+		gid = uint32(*runAsGroup)
+	}
+	pr.mu.Lock()
+	c.uid, c.gid = uid, gid
+	pr.mu.Unlock()
+	return nil
+}
+
+// parseImageUser reads an image config's User ("uid", "uid:gid"; "" is
+// root); numeric is false for a user name.
+func parseImageUser(u string) (uid, gid uint32, numeric bool) {
+	if u == "" {
+		return 0, 0, true
+	}
+	us, gs, _ := strings.Cut(u, ":")
+	n, err := strconv.ParseUint(us, 10, 32)
+	if err != nil {
+		return 0, 0, false
+	}
+	g, _ := strconv.ParseUint(gs, 10, 32)
+	return uint32(n), uint32(g), true
 }
 
 func (pr *podRuntime) setWaiting(reason, msg string) {
