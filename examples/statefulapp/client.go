@@ -15,6 +15,9 @@ func FetchSummary(ctx context.Context, base string) (Summary, error) {
 	if err != nil {
 		return s, err
 	}
+	// No connection is kept: the consumer may be checkpointed next, and
+	// CRIU refuses a process holding one.
+	req.Close = true
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return s, fmt.Errorf("consumer state: %w", err)

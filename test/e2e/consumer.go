@@ -47,6 +47,7 @@ func Deliver(ctx context.Context, base string, partition int, fromOffset int64, 
 		req.Header.Set(replay.HeaderPartition, strconv.Itoa(partition))
 		req.Header.Set(replay.HeaderOffset, strconv.FormatInt(fromOffset+int64(i), 10))
 		replay.SetKey(req.Header, fmt.Appendf(nil, "k%03d", seq%7))
+		req.Close = true // the consumer may be checkpointed next: CRIU refuses a connection
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			return err

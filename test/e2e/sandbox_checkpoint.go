@@ -119,6 +119,10 @@ func CheckpointRestoreSpec(in CheckpointInput) features.Feature {
 			if a.Config.Name != "app" || len(a.Memory) == 0 || a.Spec.Annotations["io.kubernetes.pod.name"] != "source" {
 				t.Fatalf("archive describes %q (pod %q) with %d bytes of memory", a.Config.Name, a.Spec.Annotations["io.kubernetes.pod.name"], len(a.Memory))
 			}
+			got := readWithCheckpointctl(t, archive)
+			if want := (checkpointctlView{Engine: "CRI-O", Pod: "source", Namespace: ns, Container: "app", BaseImage: ConsumerContainer().Image}); got != want {
+				t.Fatalf("checkpointctl's library reads %+v, want %+v", got, want)
+			}
 			return ctx
 		}).
 		Assess("a pod restored from the checkpoint image resumes with the same state", func(ctx context.Context, t *testing.T, _ *envconf.Config) context.Context {

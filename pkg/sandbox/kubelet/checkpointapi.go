@@ -116,20 +116,18 @@ func (n *node) dump(ctx context.Context, pr *podRuntime, c *container, ns, pod s
 	if c.cmd != nil && c.cmd.Process != nil {
 		pid = c.cmd.Process.Pid
 	}
+	base := c.spec.Image
+	if c.baseImage != "" { // a restored container checkpointed again
+		base = c.baseImage
+	}
 	a := &simcriu.Archive{
 		Config: simcriu.ContainerConfig{
-			ID: c.st.containerID, Name: c.spec.Name, RootfsImage: c.spec.Image, RootfsImageRef: c.st.imageID,
-			RootfsImageName: c.spec.Image, Runtime: simcriu.RuntimeName, CreatedTime: c.st.startedAt,
+			ID: c.st.containerID, Name: c.spec.Name, RootfsImage: base, RootfsImageRef: simulatedImageID(base),
+			RootfsImageName: base, Runtime: simcriu.RuntimeName, CreatedTime: c.st.startedAt,
 		},
 		Spec: simcriu.Spec{OCIVersion: "1.0.2", Process: simcriu.Process{Args: c.argv, Env: c.env, Cwd: "/",
 			User: simcriu.User{UID: c.uid, GID: c.gid}},
-			Annotations: map[string]string{
-				"io.kubernetes.pod.name": pod, "io.kubernetes.pod.namespace": ns,
-				"io.kubernetes.pod.uid": string(pr.uid), "io.kubernetes.container.name": c.spec.Name,
-			}},
-	}
-	if c.baseImage != "" { // a restored container checkpointed again
-		a.Config.RootfsImageName = c.baseImage
+			Annotations: crioSpecAnnotations(pod, ns, string(pr.uid), c.spec.Name, base, simulatedImageID(base), pr.ip, c.st.restartCount, c.st.startedAt)},
 	}
 	pr.mu.Unlock()
 	if !running {

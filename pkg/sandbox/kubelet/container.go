@@ -2,6 +2,7 @@ package kubelet
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -21,7 +22,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
-	"github.com/ms2m/ms2m/pkg/checkpoint"
 	"github.com/ms2m/ms2m/pkg/simcriu"
 )
 
@@ -110,31 +110,59 @@ type restored struct {
 // binary and command line recorded in the archive, the memory image written
 // where the process reads it (SIMULATED CRIU restore). ok is false for an
 // ordinary image.
+//
+// It reads the image as CRI-O does (server/container_create.go and
+// container_restore.go), not through the project's pkg/checkpoint: the
+// image for the node's platform is a checkpoint when its manifest carries
+// io.kubernetes.cri-o.annotations.checkpoint.name; its one layer is the
+// archive; spec.dump must carry the CRI-O annotations CRI-O rebuilds the
+// container from (io.kubernetes.cri-o.Annotations, .Labels, .Metadata, as
+// JSON), and config.dump names the base image (rootfsImageName).
 func (rt *Runtime) restore(ctx context.Context, ref name.Reference, dir, ctrName string) (r restored, ok bool, err error) {
-	p, err := checkpoint.Pull(ctx, ref)
-	if errors.Is(err, checkpoint.ErrNotCheckpoint) {
-		return r, false, nil
-	}
+	img, err := remote.Image(ref, remote.WithContext(ctx), remote.WithPlatform(v1.Platform{OS: "linux", Architecture: runtime.GOARCH}))
 	if err != nil {
-		return r, false, err
+		return r, false, fmt.Errorf("pulling %s: %w", ref, err)
 	}
-	rc, err := p.Archive()
+	m, err := img.Manifest()
 	if err != nil {
-		return r, false, err
+		return r, false, fmt.Errorf("pulling %s: %w", ref, err)
+	}
+	if m.Annotations[crioCheckpointAnnotation] == "" {
+		return r, false, nil // an ordinary image
+	}
+	layers, err := img.Layers()
+	if err != nil {
+		return r, true, err
+	}
+	if len(layers) != 1 {
+		return r, true, fmt.Errorf("checkpoint image %s has %d layers: CRI-O restores from one", ref, len(layers))
+	}
+	rc, err := layers[0].Uncompressed()
+	if err != nil {
+		return r, true, err
 	}
 	defer func() { _ = rc.Close() }()
 	a, err := simcriu.ReadArchive(rc)
 	if err != nil {
-		return r, false, fmt.Errorf("checkpoint image %s: %w", ref, err)
+		return r, true, fmt.Errorf("checkpoint image %s: %w", ref, err)
 	}
-	r = restored{imageID: ref.Context().Digest(p.Digest.String()).String(), baseImage: a.Config.RootfsImageName,
+	for _, k := range []string{crioAnnotations, crioLabels, crioMetadata} {
+		var v any
+		if err := json.Unmarshal([]byte(a.Spec.Annotations[k]), &v); err != nil {
+			return r, true, fmt.Errorf("checkpoint image %s: failed to read %q from spec.dump: %w", ref, k, err)
+		}
+	}
+	if a.Config.RootfsImageName == "" {
+		return r, true, fmt.Errorf("checkpoint image %s: config.dump names no base image (rootfsImageName)", ref)
+	}
+	digest, err := img.Digest()
+	if err != nil {
+		return r, true, err
+	}
+	r = restored{imageID: ref.Context().Digest(digest.String()).String(), baseImage: a.Config.RootfsImageName,
 		argv: a.Spec.Process.Args, env: a.Spec.Process.Env, connectedTCP: a.ConnectedTCP}
 	// The image config, as the kubelet reads it (ImageStatus) to verify
 	// runAsNonRoot.
-	img, err := remote.Image(ref, remote.WithContext(ctx), remote.WithPlatform(v1.Platform{OS: "linux", Architecture: runtime.GOARCH}))
-	if err != nil {
-		return r, true, fmt.Errorf("checkpoint image %s: %w", ref, err)
-	}
 	cf, err := img.ConfigFile()
 	if err != nil {
 		return r, true, fmt.Errorf("checkpoint image %s config: %w", ref, err)
