@@ -9,10 +9,12 @@ import (
 	"flag"
 	"fmt"
 	"log"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -28,6 +30,9 @@ func main() {
 		os.Exit(1)
 	}
 }
+
+// ballast is memory held for the process's lifetime (--ballast-mib).
+var ballast []byte
 
 func env(name, def string) string {
 	if v := os.Getenv(name); v != "" {
@@ -45,7 +50,18 @@ func run() error {
 	holdConn := flag.Bool("hold-idle-connection", os.Getenv("HOLD_IDLE_CONNECTION") == "true",
 		"Test aid: keep one TCP connection to the app's own port open for good, ignoring "+replay.QuiescePath+
 			", as an app that does not follow the app contract (env HOLD_IDLE_CONNECTION=true). Its checkpoint is refused unless the node's CRIU configuration has tcp-close.")
+	ballastMiB := flag.Int("ballast-mib", 0, "Test aid: hold this many MiB of touched memory, standing in for a large state (env BALLAST_MIB): the checkpoint copies it.")
 	flag.Parse()
+	if v := os.Getenv("BALLAST_MIB"); v != "" && *ballastMiB == 0 {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return fmt.Errorf("BALLAST_MIB=%q: want a number of MiB", v)
+		}
+		*ballastMiB = n
+	}
+	// Random bytes: resident, and no more compressible than real state.
+	ballast = make([]byte, *ballastMiB<<20)
+	_, _ = rand.NewChaCha8([32]byte{}).Read(ballast)
 	if v := os.Getenv("PROCESS_TIME"); v != "" && *processTime == 0 {
 		d, err := time.ParseDuration(v)
 		if err != nil {

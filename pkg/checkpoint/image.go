@@ -61,6 +61,9 @@ type Metadata struct {
 	// without runAsUser against the image's User, and an image config
 	// without one means root.
 	User, WorkingDir string
+	// Gzip compresses the layer; by default it is the uncompressed tar
+	// (see rawLayer).
+	Gzip bool
 }
 
 // ErrNotCheckpoint is returned by Pull for an image that carries no
@@ -74,9 +77,12 @@ func Build(open func() (io.ReadCloser, error), m Metadata) (v1.ImageIndex, error
 	if m.Container == "" {
 		return nil, errors.New("checkpoint image: the container name is required")
 	}
-	layer, err := tarball.LayerFromOpener(open, tarball.WithMediaType(types.OCILayer), tarball.WithCompressionLevel(gzip.BestSpeed))
-	if err != nil {
-		return nil, fmt.Errorf("checkpoint image layer: %w", err)
+	var layer v1.Layer = &rawLayer{open: open}
+	var err error
+	if m.Gzip {
+		if layer, err = tarball.LayerFromOpener(open, tarball.WithMediaType(types.OCILayer), tarball.WithCompressionLevel(gzip.BestSpeed)); err != nil {
+			return nil, fmt.Errorf("checkpoint image layer: %w", err)
+		}
 	}
 	img := mutate.ConfigMediaType(mutate.MediaType(empty.Image, types.OCIManifestSchema1), types.OCIConfigJSON)
 	img, err = mutate.AppendLayers(img, layer)

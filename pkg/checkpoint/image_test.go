@@ -44,11 +44,24 @@ func archiveBytes(tb testing.TB, memory []byte) []byte {
 	return buf.Bytes()
 }
 
+// The image goes through a real registry and back with its archive, its
+// annotations and OCI media types: an uncompressed layer by default, gzip
+// when asked.
 func TestCheckpointImageRoundTripThroughRegistry(t *testing.T) {
+	for _, gz := range []bool{false, true} {
+		t.Run(fmt.Sprintf("gzip=%v", gz), func(t *testing.T) { roundTrip(t, gz) })
+	}
+}
+
+func roundTrip(t *testing.T, gz bool) {
 	reg := startRegistry(t)
 	ctx := context.Background()
 	meta := Metadata{Container: "app", Pod: "consumer-0", Namespace: "demo", BaseImage: "ghcr.io/ms2m/ms2m:v0.1.0",
-		Runtime: simcriu.RuntimeName, Created: time.Date(2026, 11, 25, 22, 0, 0, 0, time.UTC)}
+		Runtime: simcriu.RuntimeName, Created: time.Date(2026, 11, 25, 22, 0, 0, 0, time.UTC), Gzip: gz}
+	wantLayer := types.OCIUncompressedLayer
+	if gz {
+		wantLayer = types.OCILayer
+	}
 	archive := archiveBytes(t, []byte(`{"digest":"d1"}`))
 	idx, err := Build(BytesOpener(archive), meta)
 	if err != nil {
@@ -75,11 +88,12 @@ func TestCheckpointImageRoundTripThroughRegistry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	meta.Gzip = false // not read back
 	if got.Metadata != meta {
 		t.Errorf("metadata after pull:\n got %+v\nwant %+v", got.Metadata, meta)
 	}
 	img, _ := got.image.Manifest()
-	if img.MediaType != types.OCIManifestSchema1 || img.Config.MediaType != types.OCIConfigJSON || img.Layers[0].MediaType != types.OCILayer {
+	if img.MediaType != types.OCIManifestSchema1 || img.Config.MediaType != types.OCIConfigJSON || img.Layers[0].MediaType != wantLayer {
 		t.Errorf("manifest media types %s / %s / %s, want OCI", img.MediaType, img.Config.MediaType, img.Layers[0].MediaType)
 	}
 	rc, err := got.Archive()
@@ -117,15 +131,19 @@ func TestBuildNeedsContainerName(t *testing.T) {
 // and pushing it to the on-disk registry, per MiB of memory state.
 func BenchmarkBuildAndPush(b *testing.B) {
 	reg := startRegistry(b)
-	for _, mib := range []int{1, 16} {
-		b.Run(fmt.Sprintf("%dMiB", mib), func(b *testing.B) {
+	for _, c := range []struct {
+		mib int
+		gz  bool
+	}{{1, false}, {16, false}, {16, true}} {
+		mib, gz := c.mib, c.gz
+		b.Run(fmt.Sprintf("%dMiB/gzip=%v", mib, gz), func(b *testing.B) {
 			mem := make([]byte, mib<<20)
-			_, _ = io.ReadFull(rand.Reader, mem[:len(mem)/2]) // half incompressible
+			_, _ = io.ReadFull(rand.Reader, mem) // memory pages: incompressible, as the worst case
 			archive := archiveBytes(b, mem)
 			b.SetBytes(int64(len(archive)))
 			b.ResetTimer()
 			for i := 0; b.Loop(); i++ {
-				idx, err := Build(BytesOpener(archive), Metadata{Container: "app", Created: time.Unix(int64(i), 0)})
+				idx, err := Build(BytesOpener(archive), Metadata{Container: "app", Created: time.Unix(int64(i), 0), Gzip: gz})
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -14,7 +14,12 @@ import (
 const (
 	FileConfig     = "config.dump"
 	FileSpec       = "spec.dump"
-	FileMemory     = "checkpoint/pages-1.img"
+	// FilePages holds the resident pages of the process's anonymous
+	// memory, as CRIU's pages-1.img (see DumpPages).
+	FilePages = "checkpoint/pages-1.img"
+	// FileMemory is the app's state from the hook, which the simulated
+	// restore starts the process from.
+	FileMemory     = "checkpoint/SIMULATED-state.img"
 	FileRootfsDiff = "rootfs-diff.tar"
 	FileStats      = "stats-dump"
 	FileLog        = "dump.log"
@@ -69,6 +74,11 @@ type Archive struct {
 	// Memory is the process's memory state, from its hook; empty for a
 	// container the sandbox runs without a process.
 	Memory []byte
+	// Pages, when set, is the process's resident pages (DumpPages), of
+	// PagesSize bytes, written as FilePages. Read back, only PagesSize is
+	// kept.
+	Pages     io.Reader
+	PagesSize int64
 	// DumpDuration is how long the dump took (stats-dump).
 	DumpDuration time.Duration
 	// ConnectedTCP are the connected TCP sockets dumped ("local -> remote
@@ -77,9 +87,10 @@ type Archive struct {
 }
 
 type stats struct {
-	Simulated   bool  `json:"simulated"`
-	DumpTimeUS  int64 `json:"dump_time_us"`
-	MemoryBytes int   `json:"memory_bytes"`
+	Simulated    bool  `json:"simulated"`
+	DumpTimeUS   int64 `json:"dump_time_us"`
+	MemoryBytes  int   `json:"memory_bytes"`
+	PagesWritten int64 `json:"pages_written"`
 }
 
 // Write writes the archive as an uncompressed tar, as the kubelet's
@@ -90,15 +101,16 @@ func (a *Archive) Write(w io.Writer) error {
 	if err := tar.NewWriter(&empty).Close(); err != nil {
 		return err
 	}
-	logText := fmt.Sprintf("SIMULATED CRIU (ms2m sandbox): memory state of %q dumped through the runtime-only hook, %d bytes.\n"+
-		"No CRIU ran; on a real node this archive comes from CRIU.\n", a.Config.Name, len(a.Memory))
+	logText := fmt.Sprintf("SIMULATED CRIU (ms2m sandbox): memory state of %q dumped through the runtime-only hook, %d bytes; "+
+		"%d bytes of resident anonymous pages copied from the frozen process.\n"+
+		"No CRIU ran; on a real node this archive comes from CRIU.\n", a.Config.Name, len(a.Memory), a.PagesSize)
 	files := []struct {
 		name string
 		data any
 	}{
 		{FileConfig, a.Config},
 		{FileSpec, a.Spec},
-		{FileStats, stats{Simulated: true, DumpTimeUS: a.DumpDuration.Microseconds(), MemoryBytes: len(a.Memory)}},
+		{FileStats, stats{Simulated: true, DumpTimeUS: a.DumpDuration.Microseconds(), MemoryBytes: len(a.Memory), PagesWritten: a.PagesSize / 4096}},
 		{FileMemory, a.Memory},
 		{FileRootfsDiff, empty.Bytes()},
 		{FileLog, []byte(logText)},
@@ -112,6 +124,14 @@ func (a *Archive) Write(w io.Writer) error {
 	mtime := a.Config.CheckpointedTime
 	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: "checkpoint/", Mode: 0o700, ModTime: mtime}); err != nil {
 		return err
+	}
+	if a.Pages != nil {
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: FilePages, Mode: 0o600, Size: a.PagesSize, ModTime: mtime}); err != nil {
+			return err
+		}
+		if _, err := io.CopyN(tw, a.Pages, a.PagesSize); err != nil {
+			return fmt.Errorf("writing %s: %w", FilePages, err)
+		}
 	}
 	for _, f := range files {
 		b, ok := f.data.([]byte)
@@ -155,6 +175,8 @@ func ReadArchive(r io.Reader) (*Archive, error) {
 			err = json.NewDecoder(tr).Decode(&a.Spec)
 		case FileMemory:
 			a.Memory, err = io.ReadAll(tr)
+		case FilePages:
+			a.PagesSize = h.Size // read past, as a restore reads them
 		case FileSockets:
 			err = json.NewDecoder(tr).Decode(&a.ConnectedTCP)
 		case FileStats:

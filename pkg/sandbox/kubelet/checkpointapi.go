@@ -1,9 +1,11 @@
 package kubelet
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -133,37 +135,27 @@ func (n *node) dump(ctx context.Context, pr *podRuntime, c *container, ns, pod s
 	if !running {
 		return "", fmt.Errorf("container is not running")
 	}
+	dir := filepath.Join(n.root(), "checkpoints")
+	if err := mkdir(dir); err != nil {
+		return "", err
+	}
 	start := time.Now()
 	if !processless {
-		// CRIU refuses connected TCP sockets unless the node's CRIU
-		// configuration allows them.
-		opts, err := simcriu.ReadCRIUOptions(n.root())
-		if err != nil {
-			return "", err
-		}
-		socks, err := simcriu.TCPSockets(pid)
-		if err != nil {
-			return "", err
-		}
-		connected, err := opts.CheckDump(socks)
-		if err != nil {
-			return "", err
-		}
-		for _, s := range connected {
-			a.ConnectedTCP = append(a.ConnectedTCP, s.String())
-		}
+		// The app's state, through the hook (the process must run for it).
 		mem, err := simcriu.Dump(ctx, socket)
 		if err != nil {
 			return "", err
 		}
 		a.Memory = mem
+		pages, err := n.freezeAndDump(pid, dir, a)
+		if err != nil {
+			return "", err
+		}
+		defer func() { _ = pages.Close(); _ = os.Remove(pages.Name()) }()
+		a.Pages = pages
 	}
 	a.DumpDuration = time.Since(start)
 	a.Config.CheckpointedTime = time.Now().UTC()
-	dir := filepath.Join(n.root(), "checkpoints")
-	if err := mkdir(dir); err != nil {
-		return "", err
-	}
 	path := filepath.Join(dir, fmt.Sprintf("checkpoint-%s_%s-%s-%s.tar", pod, ns, c.spec.Name, a.Config.CheckpointedTime.Format("2006-01-02T15:04:05.000000000Z")))
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err != nil {
@@ -175,6 +167,52 @@ func (n *node) dump(ctx context.Context, pr *podRuntime, c *container, ns, pod s
 		return "", err
 	}
 	return path, f.Close()
+}
+
+// freezeAndDump does what CRIU does with the frozen process: it refuses
+// connected TCP sockets unless the node's CRIU configuration allows them,
+// and copies the resident pages into an image file (returned, at offset 0;
+// a.PagesSize set), then lets the process run on (--leave-running).
+func (n *node) freezeAndDump(pid int, dir string, a *simcriu.Archive) (*os.File, error) {
+	opts, err := simcriu.ReadCRIUOptions(n.root())
+	if err != nil {
+		return nil, err
+	}
+	thaw, err := simcriu.Frozen(pid)
+	if err != nil {
+		return nil, err
+	}
+	defer thaw()
+	socks, err := simcriu.TCPSockets(pid)
+	if err != nil {
+		return nil, err
+	}
+	connected, err := opts.CheckDump(socks)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range connected {
+		a.ConnectedTCP = append(a.ConnectedTCP, s.String())
+	}
+	f, err := os.CreateTemp(dir, ".pages-*.img")
+	if err != nil {
+		return nil, err
+	}
+	w := bufio.NewWriterSize(f, 1<<20)
+	n64, err := simcriu.DumpPages(pid, w)
+	if err == nil {
+		err = w.Flush()
+	}
+	if err == nil {
+		_, err = f.Seek(0, io.SeekStart)
+	}
+	if err != nil {
+		_ = f.Close()
+		_ = os.Remove(f.Name())
+		return nil, err
+	}
+	a.PagesSize = n64
+	return f, nil
 }
 
 // root is the node's directory, which stands for its root filesystem
