@@ -79,7 +79,7 @@ docker-build: ## Build the image where a Docker engine runs; skipped, saying so,
 	  else echo "docker-build: no Docker engine here; skipped (no image is needed for the tests)"; fi
 
 .PHONY: bench
-bench: bench-micro bench-migration bench-drain ## Every benchmark: micro-benchmarks, the sandbox migration benchmark (regenerates docs/benchmarks.md), the drain of a node with 50 migratable pods.
+bench: bench-micro bench-migration bench-memory bench-drain ## Every benchmark: micro-benchmarks, the sandbox migration benchmark (regenerates docs/benchmarks.md), the checkpoint's cost against memory, the drain of a node with 50 migratable pods.
 
 # Only the packages that have benchmarks: others' TestMain (e2e starts a
 # whole sandbox) need not run for -run '^$$'.
@@ -98,6 +98,13 @@ bench-micro: control-plane ## Micro-benchmarks (benchstat-friendly), with the re
 	KUBEBUILDER_ASSETS="$$(hack/build-control-plane.sh)" $(GO) test -run '^$$' -bench . -benchmem -count 5 $(BENCH_PKGS) >$(BIN)/bench/micro-raw.txt; \
 	  rc=$$?; cat $(BIN)/bench/micro-raw.txt; \
 	  awk '$(BENCH_CLEAN)' $(BIN)/bench/micro-raw.txt >docs/benchmarks/micro.txt; exit $$rc
+
+.PHONY: bench-memory
+bench-memory: control-plane ## Checkpoint cost against the app's memory (16/64/256 MiB): the simulated dump and a migration per size; output in docs/benchmarks/memory.txt, rendered on docs/benchmarks.md.
+	@mkdir -p docs/benchmarks
+	{ $(GO) test ./pkg/simcriu -run '^$$' -bench DumpPages -count 3 && \
+	  KUBEBUILDER_ASSETS="$$(hack/build-control-plane.sh)" $(GO) test ./test/e2e -run '^$$' -bench MigrationByMemory -benchtime 1x -v -timeout 30m; } >docs/benchmarks/memory.txt; \
+	  rc=$$?; cat docs/benchmarks/memory.txt; $(GO) run ./test/bench --report-only; exit $$rc
 
 .PHONY: bench-drain
 bench-drain: control-plane ## kubectl drain of a sandbox node holding 50 migratable pods (E2E_DRAIN_PODS), per-node limit 5 (docs/drain.md).

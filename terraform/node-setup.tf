@@ -48,6 +48,10 @@ resource "kubernetes_daemon_set_v1" "node_setup" {
             name  = "CRIU_APT_SOURCE"
             value = var.criu_apt_source
           }
+          env {
+            name  = "CRIU_TCP_CLOSE"
+            value = tostring(var.criu_tcp_close)
+          }
           security_context {
             privileged = true
           }

@@ -25,6 +25,7 @@ import (
 
 	"github.com/ms2m/ms2m/internal/testenv"
 	"github.com/ms2m/ms2m/pkg/agent"
+	v1alpha1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
 )
 
 func dir() string {
@@ -404,4 +405,48 @@ func switchesIn(config, section string) int {
 		}
 	}
 	return n
+}
+
+// The node setup's CRIU configuration is what the agent reports as a node
+// that checkpoints connected TCP sockets and restores them closed; the
+// edit keeps what was there and changes nothing a second time.
+func TestNodeSetupAllowsConnectionsAsTheAgentReadsThem(t *testing.T) {
+	for _, in := range []string{"", "tcp-established\n", "# tcp-close\nlog-file /var/log/criu.log\n", "tcp-close\n"} {
+		out := criuConfig(t, in)
+		if again := criuConfig(t, out); again != out {
+			t.Errorf("a second run changes %q to %q", out, again)
+		}
+		for line := range strings.Lines(in) {
+			if !strings.Contains(out, line) {
+				t.Errorf("the edit lost %q: %q", line, out)
+			}
+		}
+		root := t.TempDir()
+		for p, data := range map[string]string{"etc/criu/runc.conf": out, "usr/sbin/criu": "#!/bin/true\n",
+			"etc/containerd/config.toml": "version = 3\n[plugins.\"io.containerd.cri.v1.runtime\"]\n  enable_experimental_restore_via_create = true\n"} {
+			if err := os.MkdirAll(filepath.Join(root, filepath.Dir(p)), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(root, p), []byte(data), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		n := &corev1.Node{Status: corev1.NodeStatus{NodeInfo: corev1.NodeSystemInfo{ContainerRuntimeVersion: "containerd://2.2.7"}}}
+		c := (agent.Prober{HostRoot: root}).Probe(n)
+		if got := c.Labels()[v1alpha1.LabelCRIUConnectedTCP]; !c.CanRestore || got != "tcp-close" {
+			t.Errorf("from %q: the agent labels %s=%q (restore %v, %s), want tcp-close", in, v1alpha1.LabelCRIUConnectedTCP, got, c.CanRestore, c.Why)
+		}
+	}
+}
+
+// criuConfig runs the node setup's edit of the CRIU configuration.
+func criuConfig(t *testing.T, in string) string {
+	t.Helper()
+	cmd := exec.Command("sh", filepath.Join(dir(), "scripts", "enable-checkpoint-restore.sh"), "criu-config")
+	cmd.Stdin = strings.NewReader(in)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(out)
 }

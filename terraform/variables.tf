@@ -82,6 +82,12 @@ variable "criu_apt_source" {
   default     = "ppa:criu/ppa"
 }
 
+variable "criu_tcp_close" {
+  description = "Whether the node setup adds tcp-close to /etc/criu/runc.conf: a checkpoint may then hold connected TCP sockets, restored closed (the app sees them drop), where CRIU refuses such a checkpoint by default. Apps that close their connections on the sidecar's quiesce call (ms2m.io/app-quiesce-path) need neither. The agent labels each node with what its CRIU configuration does (ms2m.io/criu-connected-tcp)."
+  type        = bool
+  default     = true
+}
+
 variable "node_setup_image" {
   description = "Image of the node setup DaemonSet's init container, which needs only a shell and nsenter: it installs CRIU on the node and enables restore in containerd's config.toml (enable_experimental_restore_via_create, enable_criu), then restarts containerd. Every command, awk included, runs on the host."
   type        = string

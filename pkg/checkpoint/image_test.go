@@ -134,7 +134,7 @@ func BenchmarkBuildAndPush(b *testing.B) {
 	for _, c := range []struct {
 		mib int
 		gz  bool
-	}{{1, false}, {16, false}, {16, true}} {
+	}{{1, false}, {16, false}, {16, true}, {256, false}} {
 		mib, gz := c.mib, c.gz
 		b.Run(fmt.Sprintf("%dMiB/gzip=%v", mib, gz), func(b *testing.B) {
 			mem := make([]byte, mib<<20)

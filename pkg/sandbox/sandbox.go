@@ -279,12 +279,18 @@ func (s *Sandbox) startRegistry(port int) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	s.Registry = l.Addr().String()
-	s.registry = &http.Server{
-		Handler: registry.New(registry.WithBlobHandler(registry.NewDiskBlobHandler(dir)),
-			registry.Logger(log.New(io.Discard, "", 0))),
-		ReadHeaderTimeout: 10 * time.Second,
+	manifests := filepath.Join(s.opts.Dir, "registry-manifests")
+	if err := os.MkdirAll(manifests, 0o700); err != nil {
+		return err
 	}
+	reg := &persistentManifests{dir: manifests, next: registry.New(registry.WithBlobHandler(registry.NewDiskBlobHandler(dir)),
+		registry.Logger(log.New(io.Discard, "", 0)))}
+	if err := reg.restoreManifests(); err != nil {
+		_ = l.Close()
+		return err
+	}
+	s.Registry = l.Addr().String()
+	s.registry = &http.Server{Handler: reg, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = s.registry.Serve(l) }()
 	return nil
 }

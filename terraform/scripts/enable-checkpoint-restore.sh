@@ -15,7 +15,12 @@
 #      enable_experimental_restore_via_create = true (containerd 2.2.7 and
 #      2.3.4 and later ship restore off) and enable_criu = true where it is
 #      set otherwise; then restarts containerd if the file changed. Running
-#      containers keep running.
+#      containers keep running;
+#   3. with CRIU_TCP_CLOSE=true (the default), makes sure /etc/criu/runc.conf
+#      (the CRIU configuration runc, containerd's runtime, names) has the
+#      option tcp-close: a checkpoint may then hold connected TCP sockets,
+#      which are restored closed (CRIU refuses them otherwise). CRIU reads
+#      the file on each dump and restore: nothing restarts.
 #
 # These are what the ms2m agent checks (pkg/agent) before it labels the node
 # ms2m.io/checkpoint-restore=true; a file containerd imports can still
@@ -25,10 +30,19 @@
 #   enable-checkpoint-restore.sh restore-config   reads a containerd
 #       configuration on stdin and writes it with restore enabled, as step 2
 #       does (terraform_test.go checks it against the agent)
+#   enable-checkpoint-restore.sh criu-config      reads a CRIU configuration
+#       on stdin and writes it with tcp-close, as step 3 does
 set -eu
 
 CRIU_APT_SOURCE="${CRIU_APT_SOURCE:-ppa:criu/ppa}"
+CRIU_TCP_CLOSE="${CRIU_TCP_CLOSE:-true}"
 CONFIG=/etc/containerd/config.toml
+CRIU_CONFIG=/etc/criu/runc.conf
+
+# The edit of step 3: CRIU's configuration is one option per line, named
+# without its dashes, "#" starting a comment (criu(8)); tcp-close is added
+# unless a line already gives it.
+TCP_CLOSE_AWK='{ print } $1 == "tcp-close" { found = 1 } END { if (!found) print "tcp-close" }'
 
 # The edit of step 2, in POSIX awk. TOML puts a file's root keys (version)
 # before its first table, so the section is known at the first header. A key
@@ -79,9 +93,10 @@ END {
 EOF
 )
 
-if [ "${1:-}" = restore-config ]; then
-  exec awk "${RESTORE_AWK}"
-fi
+case "${1:-}" in
+  restore-config) exec awk "${RESTORE_AWK}" ;;
+  criu-config) exec awk "${TCP_CLOSE_AWK}" ;;
+esac
 
 host() { nsenter --target 1 --mount --uts --ipc --net --pid -- "$@"; }
 apt() { host env DEBIAN_FRONTEND=noninteractive apt-get -y -q "$@"; }
@@ -101,6 +116,15 @@ host criu --version
 # the node and labels it, and the scheduler extender admits only capable
 # nodes.
 host criu check || echo "warning: 'criu check' failed on this node; restores may fail"
+
+if [ "${CRIU_TCP_CLOSE}" = true ]; then
+  old="$(host sh -c 'cat "$1" 2>/dev/null || true' sh "${CRIU_CONFIG}")"
+  new="$(printf '%s\n' "${old}" | host awk "${TCP_CLOSE_AWK}")"
+  if [ "${new}" != "$(printf '%s\n' "${old}")" ]; then
+    echo "CRIU: tcp-close in ${CRIU_CONFIG} (connected TCP sockets are checkpointed and restored closed)"
+    printf '%s\n' "${new}" | host sh -c 'mkdir -p "$(dirname "$1")" && cat > "$1"' sh "${CRIU_CONFIG}"
+  fi
+fi
 
 # "containerd github.com/containerd/containerd/v2 v2.2.7 <commit>", split
 # into words.

@@ -40,6 +40,9 @@ type Options struct {
 	// Micro is `make bench-micro`'s output, rendered on the page when it
 	// exists.
 	Micro string
+	// Memory is `make bench-memory`'s output (the checkpoint's cost against
+	// the app's memory), rendered on the page when it exists.
+	Memory string
 	// ReportOnly regenerates the page and the plot from the CSV.
 	ReportOnly bool
 

@@ -51,6 +51,7 @@ func parseFlags(args []string) (Options, error) {
 	fs.StringVar(&o.Run, "run-file", "docs/benchmarks/migration-run.json", "The machine and settings of the run.")
 	fs.StringVar(&o.Plot, "plot", "docs/benchmarks/migration.png", "Downtime and total time against rate.")
 	fs.StringVar(&o.Micro, "micro", "docs/benchmarks/micro.txt", "`go test -bench` output (make bench-micro) to render on the page, when it exists.")
+	fs.StringVar(&o.Memory, "memory", "docs/benchmarks/memory.txt", "`make bench-memory` output to render on the page, when it exists.")
 	fs.BoolVar(&o.ReportOnly, "report-only", false, "Regenerate the page and the plot from the CSV and run file; run nothing.")
 	fs.StringVar(&o.Dir, "dir", filepath.Join(os.TempDir(), "ms2m-bench-sandbox"), "The sandbox's state directory.")
 	fs.StringVar(&o.ControlPlaneDir, "control-plane-dir", sandbox.DefaultControlPlaneDir(), "Directory with etcd and the Kubernetes control plane (make control-plane).")

@@ -81,7 +81,7 @@ func migrateWithMemory(ctx context.Context, b *testing.B, c *Cluster, mib int) {
 	b.ReportMetric(ms(restore), "restoring-ms")
 	b.ReportMetric(total.Seconds(), "migration-s")
 	b.ReportMetric(float64(m.Status.CheckpointSizeBytes)/(1<<20), "image-MiB")
-	b.Logf("%d MiB: checkpointing %s, transferring %s, restoring %s, migration %s, image %.1f MiB (compressed layer); zero loss",
+	b.Logf("%d MiB: checkpointing %s, transferring %s, restoring %s, migration %s, image %.1f MiB (the layer as pushed); zero loss",
 		mib, ckpt.Round(time.Millisecond), transfer.Round(time.Millisecond), restore.Round(time.Millisecond), total.Round(time.Millisecond),
 		float64(m.Status.CheckpointSizeBytes)/(1<<20))
 }
