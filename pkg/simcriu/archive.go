@@ -12,8 +12,8 @@ import (
 
 // Files of a checkpoint archive, named as CRI-O names them.
 const (
-	FileConfig     = "config.dump"
-	FileSpec       = "spec.dump"
+	FileConfig = "config.dump"
+	FileSpec   = "spec.dump"
 	// FilePages holds the resident pages of the process's anonymous
 	// memory, as CRIU's pages-1.img (see DumpPages).
 	FilePages = "checkpoint/pages-1.img"
