@@ -12,6 +12,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"io"
 	"os"
 
 	"sigs.k8s.io/controller-runtime/pkg/client/config"
@@ -33,7 +34,19 @@ func main() {
 			replay.EnvReplayFrom, replay.EnvStandby)
 		flag.PrintDefaults()
 	}
+	installTo := flag.String("install-to", "", "Copy this executable to the given path (mode 0755) and exit: the first of a restored pod's two base-image init containers (see migratable.BaseImageInitContainers).")
+	noop := flag.Bool("noop", false, "Exit at once: run from a restored pod's base image, so that the kubelet pulls that image onto the node before the app container is restored from the checkpoint.")
 	flag.Parse()
+	switch {
+	case *noop:
+		return
+	case *installTo != "":
+		if err := installSelf(*installTo); err != nil {
+			fmt.Fprintln(os.Stderr, "ms2m-replay --install-to:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	log.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 	logger := log.Log.WithName("ms2m-replay")
 
@@ -57,4 +70,27 @@ func main() {
 		logger.Error(err, "sidecar stopped")
 		os.Exit(1)
 	}
+}
+
+// installSelf copies the running executable (static: it runs in any Linux
+// image of the same architecture) to path.
+func installSelf(path string) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	in, err := os.Open(self)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = in.Close() }()
+	out, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o755)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		_ = out.Close()
+		return err
+	}
+	return out.Close()
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
@@ -98,16 +99,80 @@ func restoreInto(p *corev1.Pod, m *v1.StatefulMigration, app string) {
 	p.Annotations[v1.AnnotationSourceNode] = m.Status.SourceNode
 	delete(p.Annotations, v1.AnnotationSidecarMode) // the source's "fenced", or an earlier handover's "live"
 	p.Spec.Affinity = pinned(unpinned(p.Spec.Affinity, m.Status.SourceNode), m.Status.TargetNode)
+	var tools *corev1.Container
+	for i := range p.Spec.Containers {
+		if p.Spec.Containers[i].Name == v1.SidecarContainerName {
+			tools = &p.Spec.Containers[i]
+		}
+	}
 	for i := range p.Spec.Containers {
 		c := &p.Spec.Containers[i]
 		switch c.Name {
 		case app:
+			base := c.Image
+			if b, _, _ := strings.Cut(p.Annotations[v1.AnnotationBaseImages], ","); strings.TrimSpace(b) != "" {
+				base = strings.TrimSpace(b) // migrated before: c.Image is a checkpoint image
+			}
+			p.Annotations[v1.AnnotationBaseImages] = base
+			if tools != nil {
+				withBaseImagePull(p, *tools, base, c.ImagePullPolicy)
+			}
 			c.Image = m.Status.CheckpointImage
 		case v1.SidecarContainerName:
 			c.Env = append(withoutEnv(withoutEnv(c.Env, replay.EnvReplayFrom), replay.EnvMode),
 				corev1.EnvVar{Name: replay.EnvReplayFrom, Value: ReplayFromEnv(m.Status.CheckpointOffsets)}, ModeEnv())
 			c.Env = keepInstanceID(c.Env, m.Spec.SourcePod)
 		}
+	}
+}
+
+// Names of the restored pod's base-image init containers and their volume.
+const (
+	InitInstallNoop  = "ms2m-install-noop"
+	InitPullBase     = "ms2m-pull-base-image"
+	volumeBaseImage  = "ms2m-base-image-tools"
+	baseImageToolDir = "/ms2m-base-image-tools"
+)
+
+// withBaseImagePull gives p two init containers that put the app's base
+// image on the node before the app container is restored from the
+// checkpoint image: CRI-O looks the base image up in the node's store
+// without pulling it, and containerd pulls it without the pod's pull
+// secrets. The kubelet pulls an init container's image as any other, with
+// the pod's imagePullSecrets and the app's pull policy. The base image
+// need not hold a shell: the first init container (the sidecar's image)
+// copies its static ms2m-replay into an emptyDir, and the second runs that
+// copy, from the base image, with --noop. Both run as non-root with no
+// privileges, so they pass the "restricted" Pod Security Standard.
+func withBaseImagePull(p *corev1.Pod, tools corev1.Container, base string, policy corev1.PullPolicy) {
+	bin := "/ms2m/ms2m-replay"
+	if len(tools.Command) > 0 {
+		bin = tools.Command[0]
+	}
+	copied := baseImageToolDir + "/ms2m-replay"
+	mount := []corev1.VolumeMount{{Name: volumeBaseImage, MountPath: baseImageToolDir}}
+	sc := &corev1.SecurityContext{
+		RunAsNonRoot: ptr.To(true), RunAsUser: ptr.To(int64(65532)), RunAsGroup: ptr.To(int64(65532)),
+		AllowPrivilegeEscalation: ptr.To(false), ReadOnlyRootFilesystem: ptr.To(true),
+		Capabilities:   &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+		SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+	}
+	res := corev1.ResourceRequirements{
+		Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("16Mi")},
+		Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("64Mi")},
+	}
+	ours := []corev1.Container{
+		{Name: InitInstallNoop, Image: tools.Image, ImagePullPolicy: tools.ImagePullPolicy, Command: []string{bin, "--install-to=" + copied},
+			VolumeMounts: mount, SecurityContext: sc, Resources: res},
+		{Name: InitPullBase, Image: base, ImagePullPolicy: policy, Command: []string{copied, "--noop"},
+			VolumeMounts: mount, SecurityContext: sc, Resources: res},
+	}
+	p.Spec.InitContainers = append(ours, slices.DeleteFunc(p.Spec.InitContainers, func(c corev1.Container) bool {
+		return c.Name == InitInstallNoop || c.Name == InitPullBase
+	})...)
+	if !slices.ContainsFunc(p.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == volumeBaseImage }) {
+		p.Spec.Volumes = append(p.Spec.Volumes, corev1.Volume{Name: volumeBaseImage,
+			VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: ptr.To(resource.MustParse("64Mi"))}}})
 	}
 }
 

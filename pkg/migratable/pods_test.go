@@ -2,6 +2,7 @@ package migratable
 
 import (
 	"slices"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -98,4 +99,68 @@ func TestBuildTargetKeepsTheSourcesInstanceID(t *testing.T) {
 	if e := Sidecar(src).Env[0]; e.ValueFrom == nil {
 		t.Fatal("building the target changed the source's environment")
 	}
+}
+
+// The restored pod pulls the app's base image onto its node before the app
+// container is restored (CRI-O does not pull it; containerd pulls it
+// without the pod's pull secrets): with the pod's own pull policy and
+// secrets, through init containers that need nothing from the base image
+// but to exist. Migrating the restored pod again pulls the same base
+// image, not the checkpoint image, and does not stack init containers.
+func TestBuildTargetPullsTheBaseImageFirst(t *testing.T) {
+	m := &v1.StatefulMigration{ObjectMeta: metav1.ObjectMeta{Name: "a", UID: "aaaaaaaa-1"},
+		Status: v1.StatefulMigrationStatus{TargetNode: "node-2", CheckpointImage: "reg.example/ck@sha256:" + strings.Repeat("1", 64)}}
+	src := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "orders", Namespace: "ns"},
+		Spec: corev1.PodSpec{NodeName: "node-1", ImagePullSecrets: []corev1.LocalObjectReference{{Name: "private"}},
+			InitContainers: []corev1.Container{{Name: "migrate-db", Image: "busybox"}},
+			Containers: []corev1.Container{
+				{Name: "app", Image: "private.example/shop/orders:1.4", ImagePullPolicy: corev1.PullAlways},
+				{Name: v1.SidecarContainerName, Image: "ghcr.io/ms2m/ms2m:v0.1.0", Command: []string{"/ms2m/ms2m-replay"}},
+			}},
+	}
+	check := func(p *corev1.Pod) {
+		t.Helper()
+		names := []string{}
+		for _, c := range p.Spec.InitContainers {
+			names = append(names, c.Name)
+		}
+		if !slices.Equal(names, []string{InitInstallNoop, InitPullBase, "migrate-db"}) {
+			t.Fatalf("init containers %v", names)
+		}
+		install, pull := p.Spec.InitContainers[0], p.Spec.InitContainers[1]
+		if install.Image != "ghcr.io/ms2m/ms2m:v0.1.0" || !slices.Equal(install.Command, []string{"/ms2m/ms2m-replay", "--install-to=/ms2m-base-image-tools/ms2m-replay"}) {
+			t.Errorf("install: %s %v", install.Image, install.Command)
+		}
+		if pull.Image != "private.example/shop/orders:1.4" || pull.ImagePullPolicy != corev1.PullAlways ||
+			!slices.Equal(pull.Command, []string{"/ms2m-base-image-tools/ms2m-replay", "--noop"}) {
+			t.Errorf("pull: %s %s %v", pull.Image, pull.ImagePullPolicy, pull.Command)
+		}
+		for _, c := range []corev1.Container{install, pull} {
+			sc := c.SecurityContext
+			if sc == nil || !*sc.RunAsNonRoot || *sc.AllowPrivilegeEscalation || sc.Capabilities == nil || len(sc.Capabilities.Drop) != 1 {
+				t.Errorf("%s is not restricted: %+v", c.Name, sc)
+			}
+		}
+		if p.Spec.Containers[0].Image != m.Status.CheckpointImage || len(p.Spec.ImagePullSecrets) != 1 {
+			t.Errorf("app image %s, pull secrets %v", p.Spec.Containers[0].Image, p.Spec.ImagePullSecrets)
+		}
+		if n := len(slices.DeleteFunc(slices.Clone(p.Spec.Volumes), func(v corev1.Volume) bool { return v.Name != volumeBaseImage })); n != 1 {
+			t.Errorf("%d %s volumes", n, volumeBaseImage)
+		}
+	}
+	moved, err := BuildTarget(m, src, nil, "app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(moved)
+	second := m.DeepCopy()
+	second.Name, second.UID, second.Status.TargetNode = "b", "bbbbbbbb-2", "node-3"
+	second.Status.CheckpointImage = "reg.example/ck@sha256:" + strings.Repeat("2", 64)
+	m = second
+	again, err := BuildTarget(second, moved, nil, "app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(again)
 }

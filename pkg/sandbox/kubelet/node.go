@@ -10,10 +10,12 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -45,6 +47,38 @@ type node struct {
 	// partitioned cuts the node's kubelet off from the API server (see
 	// Fleet.SimulateKubeletPartition).
 	partitioned atomic.Bool
+
+	// images is the node's image store: every image a container on this
+	// node was started from (pulled), by repository and tag or digest.
+	imagesMu sync.Mutex
+	images   map[string]bool
+}
+
+// pulled records that the node holds image, as after the kubelet pulled it.
+func (n *node) pulled(image string) {
+	n.imagesMu.Lock()
+	defer n.imagesMu.Unlock()
+	if n.images == nil {
+		n.images = map[string]bool{}
+	}
+	n.images[imageKey(image)] = true
+}
+
+// holds reports whether the node's image store has image.
+func (n *node) holds(image string) bool {
+	n.imagesMu.Lock()
+	defer n.imagesMu.Unlock()
+	return n.images[imageKey(image)]
+}
+
+// imageKey names an image as the store does: fully qualified
+// ("nginx" is docker.io/library/nginx:latest).
+func imageKey(image string) string {
+	ref, err := name.ParseReference(image, name.WeakValidation)
+	if err != nil {
+		return image
+	}
+	return ref.Name()
 }
 
 func kernelVersion() string {

@@ -106,12 +106,21 @@ func (pr *podRuntime) prepare(ctx context.Context, pod *corev1.Pod) error {
 		c.st.imageID = "sandbox://" + c.spec.Image
 		pr.mu.Unlock()
 		if ref, ok := f.opts.Runtime.fromRegistry(c.spec.Image); ok {
+			pr.node.pulled(c.spec.Image)
 			r, isCheckpoint, err := f.opts.Runtime.restore(ctx, ref, pr.dir, c.spec.Name)
 			if err != nil {
 				pr.setWaiting("ErrImagePull", err.Error())
 				return err
 			}
 			if isCheckpoint {
+				// CRI-O looks the base image up in the node's store and
+				// does not pull it (server/container_restore.go).
+				if !pr.node.holds(r.baseImage) {
+					err := fmt.Errorf("restoring container %s from checkpoint image %s: its base image %s is not on node %s, and CRI-O does not pull it for a restore: pull it first (ms2m's restored pods do, in their %s init container)",
+						c.spec.Name, c.spec.Image, r.baseImage, pr.node.spec.Name, "ms2m-pull-base-image")
+					pr.setWaiting("CreateContainerError", err.Error())
+					return err
+				}
 				if err := pr.runAs(pod, c, r.user, true); err != nil {
 					return err
 				}
@@ -131,6 +140,7 @@ func (pr *podRuntime) prepare(ctx context.Context, pod *corev1.Pod) error {
 				continue
 			}
 		}
+		pr.node.pulled(c.spec.Image)
 		bin, project, err := f.opts.Runtime.projectBinary(c.spec.Image, argv)
 		if err != nil {
 			pr.setWaiting("RunContainerError", err.Error())

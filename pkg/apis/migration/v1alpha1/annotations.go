@@ -79,7 +79,9 @@ const (
 	// AnnotationBaseImages lists, comma-separated, the images the
 	// checkpointed containers were started from. A node that already holds
 	// them restores without pulling the root filesystem, and the extender
-	// scores it higher.
+	// scores it higher. The controller sets it on a restored pod, whose
+	// base-image init container pulls it onto the node (its app image is a
+	// checkpoint image, so a later migration reads the base image here).
 	AnnotationBaseImages = "migration.ms2m.io/base-images"
 
 	// ResourceCheckpointRestore is the extended resource the webhook requests
