@@ -16,6 +16,7 @@ const (
 	ReasonSourceNode                   = "SourceNode"
 	ReasonCheckpointRestoreUnsupported = "CheckpointRestoreUnsupported"
 	ReasonPlatformMismatch             = "PlatformMismatch"
+	ReasonRuntimeMismatch              = "RuntimeMismatch"
 	ReasonKernelTooOld                 = "KernelTooOld"
 	ReasonVolumeNodeAffinity           = "VolumeNodeAffinity"
 	ReasonNodeNotReady                 = "NodeNotReady"
@@ -75,6 +76,7 @@ func DefaultChecks() Chain {
 		{Name: "source-node", Unresolvable: true, Func: checkNotSource},
 		{Name: "checkpoint-restore", Unresolvable: true, Func: checkCanRestore},
 		{Name: "platform", Unresolvable: true, Func: checkPlatform},
+		{Name: "runtime", Unresolvable: true, Func: checkRuntime},
 		{Name: "kernel", Unresolvable: true, Func: checkKernel},
 		{Name: "volume-topology", Unresolvable: true, Func: checkVolumeTopology},
 		{Name: "ready", Func: checkReady},
@@ -112,6 +114,20 @@ func checkPlatform(p *PodInfo, n *NodeInfo) (string, string, bool) {
 			orUnknown(n.OS), orUnknown(n.Arch), orUnknown(s.OS), orUnknown(s.Arch)), true
 	}
 	return "", "", false
+}
+
+// checkRuntime: a checkpoint restores only in the container runtime that
+// wrote it. CRI-O and containerd write different archives (CRI-O's
+// spec.dump carries io.kubernetes.cri-o.* annotations and no status.dump;
+// containerd's carries io.kubernetes.cri.* and needs status.dump), and each
+// refuses the other's. The agent labels the runtime (ms2m.io/runtime);
+// without the source's label nothing is compared.
+func checkRuntime(p *PodInfo, n *NodeInfo) (string, string, bool) {
+	if p.Source == nil || p.Source.Runtime == "" || n.Runtime == p.Source.Runtime {
+		return "", "", false
+	}
+	return ReasonRuntimeMismatch, fmt.Sprintf("node runs %s, the checkpoint was taken by %s (a checkpoint restores only in the runtime that wrote it)",
+		orUnknown(n.Runtime), p.Source.Runtime), true
 }
 
 // checkKernel: CRIU restores a process into the kernel it finds. A kernel

@@ -136,6 +136,7 @@ type NodeInfo struct {
 	// pointers without reading the bytes, which for thousands of nodes
 	// would each be a separate allocation to load.
 	Arch, OS     string
+	Runtime      string // the ms2m.io/runtime label: cri-o, containerd
 	Kernel       kernelVersion
 	Zone, Region string
 	Allocatable  Resources
@@ -162,6 +163,7 @@ func NewNodeInfo(node *corev1.Node, indexImages bool) *NodeInfo {
 		RestoreProblem: restoreProblem(l),
 		Arch:           intern(l[corev1.LabelArchStable]),
 		OS:             intern(l[corev1.LabelOSStable]),
+		Runtime:        intern(l[v1.LabelRuntime]),
 		Zone:           intern(l[corev1.LabelTopologyZone]),
 		Region:         intern(l[corev1.LabelTopologyRegion]),
 		Kernel:         parseKernel(node.Status.NodeInfo.KernelVersion),
