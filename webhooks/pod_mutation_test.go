@@ -107,6 +107,28 @@ func expectSchedulerMarker(t *testing.T, sc corev1.Container) {
 	}
 }
 
+// mutatedSidecarOptions mutates pod and reads the injected sidecar's
+// configuration as the sidecar does, on pod IP 10.0.0.9.
+func mutatedSidecarOptions(t *testing.T, pod *corev1.Pod) replay.Options {
+	t.Helper()
+	if errs := Mutate(pod, DefaultSidecarOptions()); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	o, err := replay.OptionsFromEnv(func(k string) string {
+		if k == replay.EnvPodIP {
+			return "10.0.0.9"
+		}
+		if v := envOf(pod.Spec.Containers[1], k); v != "<unset>" {
+			return v
+		}
+		return ""
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return o
+}
+
 // An app's opt-in to be told before a checkpoint reaches the sidecar as the
 // URL it POSTs to; without it the sidecar tells the app nothing.
 func TestMutatePassesTheQuiescePathToTheSidecar(t *testing.T) {
@@ -115,22 +137,7 @@ func TestMutatePassesTheQuiescePathToTheSidecar(t *testing.T) {
 		if path != "" {
 			pod = migratablePod(withAnnotation(v1.AnnotationAppQuiescePath, path))
 		}
-		if errs := Mutate(pod, DefaultSidecarOptions()); len(errs) > 0 {
-			t.Fatal(errs)
-		}
-		o, err := replay.OptionsFromEnv(func(k string) string {
-			if k == replay.EnvPodIP {
-				return "10.0.0.9"
-			}
-			if v := envOf(pod.Spec.Containers[1], k); v != "<unset>" {
-				return v
-			}
-			return ""
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if o.QuiesceURL != want {
+		if o := mutatedSidecarOptions(t, pod); o.QuiesceURL != want {
 			t.Errorf("%s=%q: the sidecar tells the app at %q, want %q", v1.AnnotationAppQuiescePath, path, o.QuiesceURL, want)
 		}
 	}
@@ -151,23 +158,7 @@ func TestMutatePassesThePoisonPolicyToTheSidecar(t *testing.T) {
 	if got := envOf(sc, replay.EnvDeadLetterTopic); got != "orders-dlq" {
 		t.Errorf("%s = %q, want orders-dlq", replay.EnvDeadLetterTopic, got)
 	}
-	plain := migratablePod()
-	if errs := Mutate(plain, DefaultSidecarOptions()); len(errs) > 0 {
-		t.Fatal(errs)
-	}
-	o, err := replay.OptionsFromEnv(func(k string) string {
-		if k == replay.EnvPodIP {
-			return "10.0.0.9"
-		}
-		if v := envOf(plain.Spec.Containers[1], k); v != "<unset>" {
-			return v
-		}
-		return ""
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if o.MaxAttempts != replay.DefaultMaxAttempts || o.DeadLetterTopic != replay.DefaultDeadLetterTopic(o.Topic) {
+	if o := mutatedSidecarOptions(t, migratablePod()); o.MaxAttempts != replay.DefaultMaxAttempts || o.DeadLetterTopic != replay.DefaultDeadLetterTopic(o.Topic) {
 		t.Errorf("defaults: %d attempts, topic %q", o.MaxAttempts, o.DeadLetterTopic)
 	}
 	self := migratablePod()

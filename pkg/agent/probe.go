@@ -108,9 +108,15 @@ func (p Prober) Probe(node *corev1.Node) Capability {
 	switch rt {
 	case "ms2m-sim":
 		// The sandbox's simulated runtime: restore works unless the node
-		// was started without it.
+		// was started without it; it simulates the runtime it names
+		// ("ms2m-sim://0.1.0 (simulating cri-o 1.37.0)").
 		c.CanRestore = !strings.Contains(ver, "restore disabled")
 		c.CRIUVersion = "simulated"
+		if _, sim, ok := strings.Cut(ver, "(simulating "); ok {
+			if f := strings.Fields(strings.TrimSuffix(strings.SplitN(sim, ")", 2)[0], ")")); len(f) == 2 {
+				c.Runtime, c.RuntimeVersion = labelValue(f[0]), labelValue(f[1])
+			}
+		}
 		if !c.CanRestore {
 			c.Why = "the sandbox node was started without restore"
 		}

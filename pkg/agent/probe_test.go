@@ -152,9 +152,14 @@ func TestProbe(t *testing.T) {
 		restore bool
 		criu    string // the criu-version label, when restore
 		tcp     string // the criu-connected-tcp label, when restore
-		why     []string
+		// labelRuntime is the runtime label, when not the version
+		// string's scheme.
+		labelRuntime string
+		why          []string
 	}{
 		{name: "sandbox node", runtime: "ms2m-sim://0.1.0", restore: true, criu: "simulated"},
+		{name: "sandbox node simulating containerd", runtime: "ms2m-sim://0.1.0 (simulating containerd 2.2.7)", restore: true, criu: "simulated", labelRuntime: "containerd"},
+		{name: "sandbox node simulating cri-o without restore", runtime: "ms2m-sim://0.1.0 (simulating cri-o 1.37.0) (restore disabled)", why: []string{"without restore"}},
 		{name: "sandbox node without restore", runtime: "ms2m-sim://0.1.0 (restore disabled)", why: []string{"without restore"}},
 
 		// CRI-O.
@@ -312,6 +317,9 @@ func TestProbe(t *testing.T) {
 				return
 			}
 			rt, _, _ := strings.Cut(tc.runtime, "://")
+			if tc.labelRuntime != "" {
+				rt = tc.labelRuntime
+			}
 			if l[v1.LabelCheckpointRestore] != "true" || l[v1.LabelRuntime] != rt || l[v1.LabelRuntimeVersion] == "" || l[v1.LabelCRIUVersion] != tc.criu {
 				t.Errorf("labels %v, want checkpoint-restore=true, runtime=%s, a runtime version and criu-version=%s", l, rt, tc.criu)
 			}

@@ -56,6 +56,10 @@ type Options struct {
 	// NodesWithoutRestore of them (the last ones) cannot restore
 	// checkpoints, as nodes whose runtime has restore disabled.
 	NodesWithoutRestore int
+	// The nodes that restore simulate CRI-O, or, from four of them on, the
+	// first half CRI-O and the second half containerd (nodeRuntimes): a
+	// checkpoint restores only in the runtime that wrote it, so each
+	// runtime needs two nodes for its pods to have somewhere to go.
 	// Partitions of topics the broker creates on first use (default 2).
 	Partitions int
 	// KafkaInitialRebalanceDelay is the broker's
@@ -232,6 +236,7 @@ func Start(ctx context.Context, opts Options) (s *Sandbox, err error) {
 		nodes = append(nodes, kubelet.NodeSpec{
 			Name:       "node-" + strconv.Itoa(i+1),
 			CanRestore: i < opts.Nodes-opts.NodesWithoutRestore,
+			Runtime:    nodeRuntime(i, opts.Nodes-opts.NodesWithoutRestore),
 			Labels:     map[string]string{"topology.kubernetes.io/zone": zones[i%len(zones)], "topology.kubernetes.io/region": "sandbox"},
 		})
 	}
@@ -478,4 +483,13 @@ func (s *Sandbox) SetCRIUConfig(node, conf string) error {
 		return err
 	}
 	return os.WriteFile(p, []byte(conf), 0o644)
+}
+
+// nodeRuntime is the runtime node i simulates, of restoring nodes that
+// restore (see Options.NodesWithoutRestore).
+func nodeRuntime(i, restoring int) string {
+	if restoring >= 4 && i >= restoring/2 && i < restoring {
+		return kubelet.FlavourContainerd
+	}
+	return kubelet.FlavourCRIO
 }

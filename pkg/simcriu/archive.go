@@ -14,6 +14,10 @@ import (
 const (
 	FileConfig = "config.dump"
 	FileSpec   = "spec.dump"
+	// FileStatus is containerd's record of the container's state
+	// (containerd writes it, CRI-O does not; containerd's restore reads
+	// it).
+	FileStatus = "status.dump"
 	// FilePages holds the resident pages of the process's anonymous
 	// memory, as CRIU's pages-1.img (see DumpPages).
 	FilePages = "checkpoint/pages-1.img"
@@ -84,6 +88,18 @@ type Archive struct {
 	// ConnectedTCP are the connected TCP sockets dumped ("local -> remote
 	// STATE"); a restore needs tcp-close or tcp-established for them.
 	ConnectedTCP []string
+	// Status, when set, is written as status.dump (a containerd archive);
+	// read back, it is the file's JSON.
+	Status any
+}
+
+// ContainerdStatus is containerd's status.dump (checkpointctl's
+// metadata.ContainerdStatus).
+type ContainerdStatus struct {
+	CreatedAt, StartedAt, FinishedAt int64
+	ExitCode                         int32
+	Pid                              uint32
+	Reason, Message                  string
 }
 
 type stats struct {
@@ -114,6 +130,12 @@ func (a *Archive) Write(w io.Writer) error {
 		{FileMemory, a.Memory},
 		{FileRootfsDiff, empty.Bytes()},
 		{FileLog, []byte(logText)},
+	}
+	if a.Status != nil {
+		files = append(files, struct {
+			name string
+			data any
+		}{FileStatus, a.Status})
 	}
 	if len(a.ConnectedTCP) > 0 {
 		files = append(files, struct {
@@ -177,6 +199,11 @@ func ReadArchive(r io.Reader) (*Archive, error) {
 			a.Memory, err = io.ReadAll(tr)
 		case FilePages:
 			a.PagesSize = h.Size // read past, as a restore reads them
+		case FileStatus:
+			var raw json.RawMessage
+			if err = json.NewDecoder(tr).Decode(&raw); err == nil {
+				a.Status = raw
+			}
 		case FileSockets:
 			err = json.NewDecoder(tr).Decode(&a.ConnectedTCP)
 		case FileStats:

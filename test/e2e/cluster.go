@@ -109,7 +109,7 @@ func setupSandbox(ctx context.Context, c *Cluster, workDir string) error {
 	mgr := manager.DefaultOptions()
 	sb, err := sandbox.Start(ctx, sandbox.Options{
 		// Four nodes, one of which cannot restore checkpoints.
-		Dir: filepath.Join(workDir, "sandbox"), ControlPlaneDir: sandbox.DefaultControlPlaneDir(), BinDir: bin, Nodes: 4, NodesWithoutRestore: 1,
+		Dir: filepath.Join(workDir, "sandbox"), ControlPlaneDir: sandbox.DefaultControlPlaneDir(), BinDir: bin, Nodes: 5, NodesWithoutRestore: 1,
 		CRDDirs: []string{filepath.Join(repoRoot(), "charts", "ms2m", "crds")}, Log: sandboxLog(),
 		Manager: &mgr, WebhookManifests: filepath.Join(repoRoot(), "config", "webhook"), RBACDir: filepath.Join(repoRoot(), "config", "rbac"),
 	})

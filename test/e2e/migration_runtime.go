@@ -4,11 +4,13 @@ import (
 	"context"
 	"testing"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/e2e-framework/pkg/features"
 
 	"github.com/ms2m/ms2m/internal/example/deploy"
 	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
 	"github.com/ms2m/ms2m/pkg/migratable"
+	"github.com/ms2m/ms2m/pkg/sandbox/kubelet"
 )
 
 // RunAsNonRootSpec: a pod with runAsNonRoot and no runAsUser migrates. The
@@ -36,4 +38,52 @@ func RunAsNonRootSpec(in SpecInput) features.Feature {
 			t.Errorf("the target %s did not run %s from the base image %s: %+v", after.Pod.Name, migratable.InitPullBase, src.Spec.Containers[0].Image, after.Pod.Status.InitContainerStatuses)
 		}
 	})
+}
+
+// BaseImagePullSpec: the app's image is one no node holds until a pod uses
+// it. A pod on a CRI-O node and one on a containerd node each migrate to
+// the other node of their runtime, which does not hold it: CRI-O restores
+// only from a base image in the node's store and does not pull it
+// (containerd pulls it). Both complete with zero loss, the target having
+// pulled the base image in its init container first.
+func BaseImagePullSpec(in SpecInput) features.Feature {
+	return feature("target without the base image", "a CRI-O and a containerd target pull it first; both complete, zero loss", func(ctx context.Context, t *testing.T) {
+		in.Cluster.sandboxOnly(t, "reads the simulated nodes' image stores")
+		image := kubelet.SecondProjectImage + ":v0.1.0"
+		for _, runtime := range []string{kubelet.FlavourCRIO, kubelet.FlavourContainerd} {
+			nodes := nodesOfRuntime(ctx, t, in.Cluster, runtime)
+			if len(nodes) < 2 {
+				t.Fatalf("needs two nodes that restore as %s, have %v", runtime, nodes)
+			}
+			src, dst := nodes[0], nodes[1]
+			if in.Cluster.Sandbox.Fleet.Holds(dst, image) {
+				t.Fatalf("%s holds %s already: nothing to check", dst, image)
+			}
+			s := in.open(t, "baseimg", func(e *deploy.Example) { e.AppImage, e.Bare, e.Node = image, true, src })
+			pod := s.deploy(ctx, in.Load.Count/4).Pod
+			got := s.completed(s.migrate(ctx, "move", pod.Name, v1.StatefulMigrationSpec{TargetNode: dst}))
+			s.verifyZeroLoss(ctx)
+			if !in.Cluster.Sandbox.Fleet.Holds(dst, image) {
+				t.Errorf("%s: the target node %s does not hold the base image after the restore", runtime, dst)
+			}
+			t.Logf("%s: %s/%s moved from %s to %s, which did not hold %s; restored after its %s init container, zero loss",
+				runtime, s.NS, pod.Name, src, got.Status.TargetNode, image, migratable.InitPullBase)
+		}
+	})
+}
+
+// nodesOfRuntime are the Ready nodes that restore as runtime.
+func nodesOfRuntime(ctx context.Context, t *testing.T, c *Cluster, runtime string) []string {
+	t.Helper()
+	nodes, err := c.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: v1.LabelCheckpointRestore + "=true," + v1.LabelRuntime + "=" + runtime})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, n := range nodes.Items {
+		if nodeReady(&n) && !n.Spec.Unschedulable {
+			out = append(out, n.Name)
+		}
+	}
+	return out
 }

@@ -41,3 +41,7 @@ func TestRollback(t *testing.T) {
 func TestRunAsNonRoot(t *testing.T) {
 	testenv.Test(t, RunAsNonRootSpec(SpecInput{Cluster: cluster, Load: Load{Rate: 30, Count: 300}}))
 }
+
+func TestBaseImagePull(t *testing.T) {
+	testenv.Test(t, BaseImagePullSpec(SpecInput{Cluster: cluster, Load: Load{Rate: 30, Count: 300}}))
+}

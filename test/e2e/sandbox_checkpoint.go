@@ -24,7 +24,9 @@ import (
 	"sigs.k8s.io/e2e-framework/pkg/features"
 
 	"github.com/ms2m/ms2m/examples/statefulapp"
+	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
 	"github.com/ms2m/ms2m/pkg/checkpoint"
+	"github.com/ms2m/ms2m/pkg/sandbox/kubelet"
 	"github.com/ms2m/ms2m/pkg/simcriu"
 )
 
@@ -51,7 +53,8 @@ func CheckpointRestoreSpec(in CheckpointInput) features.Feature {
 			c := in.Cluster
 			ns = c.Namespace(t, "checkpoint")
 			pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "source", Labels: map[string]string{"app": "source"}},
-				Spec: corev1.PodSpec{Containers: []corev1.Container{ConsumerContainer()}, TerminationGracePeriodSeconds: ptr.To(int64(5))}}
+				Spec: corev1.PodSpec{Containers: []corev1.Container{ConsumerContainer()}, TerminationGracePeriodSeconds: ptr.To(int64(5)),
+					NodeSelector: map[string]string{v1.LabelCheckpointRestore: "true"}}}
 			if _, err := c.Client.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
 				t.Fatal(err)
 			}
@@ -119,8 +122,10 @@ func CheckpointRestoreSpec(in CheckpointInput) features.Feature {
 			if a.Config.Name != "app" || len(a.Memory) == 0 || a.Spec.Annotations["io.kubernetes.pod.name"] != "source" {
 				t.Fatalf("archive describes %q (pod %q) with %d bytes of memory", a.Config.Name, a.Spec.Annotations["io.kubernetes.pod.name"], len(a.Memory))
 			}
+			// The engine that wrote it is the one the source node simulates.
+			engine := map[string]string{kubelet.FlavourCRIO: "CRI-O", kubelet.FlavourContainerd: "containerd"}[nodeRuntime(ctx, t, in.Cluster, source.Spec.NodeName)]
 			got := readWithCheckpointctl(t, archive)
-			if want := (checkpointctlView{Engine: "CRI-O", Pod: "source", Namespace: ns, Container: "app", BaseImage: ConsumerContainer().Image}); got != want {
+			if want := (checkpointctlView{Engine: engine, Pod: "source", Namespace: ns, Container: "app", BaseImage: ConsumerContainer().Image}); got != want {
 				t.Fatalf("checkpointctl's library reads %+v, want %+v", got, want)
 			}
 			return ctx
@@ -147,7 +152,7 @@ func CheckpointRestoreSpec(in CheckpointInput) features.Feature {
 			ctr.Image = digest.String()
 			restored := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "restored", Labels: map[string]string{"app": "restored"}},
 				Spec: corev1.PodSpec{Containers: []corev1.Container{ctr}, TerminationGracePeriodSeconds: ptr.To(int64(5)),
-					Affinity: notOnNode(source.Spec.NodeName)}}
+					Affinity: notOnNode(source.Spec.NodeName, nodeRuntime(ctx, t, c, source.Spec.NodeName))}}
 			if _, err := c.Client.CoreV1().Pods(ns).Create(ctx, restored, metav1.CreateOptions{}); err != nil {
 				t.Fatal(err)
 			}
@@ -180,12 +185,26 @@ func CheckpointRestoreSpec(in CheckpointInput) features.Feature {
 		}).Feature()
 }
 
-func notOnNode(node string) *corev1.Affinity {
+// notOnNode requires another node than node, of the given runtime (a
+// checkpoint restores only in the runtime that wrote it; the ms2m
+// extender enforces it for migrations, this plain pod bypasses it).
+func notOnNode(node, runtime string) *corev1.Affinity {
 	return &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{
-		NodeSelectorTerms: []corev1.NodeSelectorTerm{{MatchExpressions: []corev1.NodeSelectorRequirement{{
-			Key: corev1.LabelHostname, Operator: corev1.NodeSelectorOpNotIn, Values: []string{node},
-		}}}},
+		NodeSelectorTerms: []corev1.NodeSelectorTerm{{MatchExpressions: []corev1.NodeSelectorRequirement{
+			{Key: corev1.LabelHostname, Operator: corev1.NodeSelectorOpNotIn, Values: []string{node}},
+			{Key: v1.LabelRuntime, Operator: corev1.NodeSelectorOpIn, Values: []string{runtime}},
+		}}},
 	}}}
+}
+
+// nodeRuntime is the runtime label of a node (ms2m.io/runtime).
+func nodeRuntime(ctx context.Context, t *testing.T, c *Cluster, node string) string {
+	t.Helper()
+	n, err := c.Client.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n.Labels[v1.LabelRuntime]
 }
 
 // checkpointerToken makes a service account allowed to create

@@ -73,6 +73,8 @@ type Example struct {
 	Annotations map[string]string
 	// AppEnv is added to the consumer's app container's environment.
 	AppEnv map[string]string
+	// AppImage is the consumer's app image (default Image).
+	AppImage string
 	// RunAsNonRoot sets the consumer pod's runAsNonRoot, without a
 	// runAsUser: the kubelet then verifies the image's user.
 	RunAsNonRoot bool
@@ -149,6 +151,9 @@ func (e Example) Consumer() *appsv1.Deployment {
 		d.Spec.Template.Spec.SecurityContext = &corev1.PodSecurityContext{RunAsNonRoot: ptr.To(true)}
 	}
 	app := &d.Spec.Template.Spec.Containers[0]
+	if e.AppImage != "" {
+		app.Image = e.AppImage
+	}
 	for _, k := range slices.Sorted(maps.Keys(e.AppEnv)) {
 		app.Env = append(app.Env, env(k, e.AppEnv[k]))
 	}

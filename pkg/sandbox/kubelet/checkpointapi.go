@@ -131,6 +131,10 @@ func (n *node) dump(ctx context.Context, pr *podRuntime, c *container, ns, pod s
 			User: simcriu.User{UID: c.uid, GID: c.gid}},
 			Annotations: crioSpecAnnotations(pod, ns, string(pr.uid), c.spec.Name, base, simulatedImageID(base), pr.ip, c.st.restartCount, c.st.startedAt)},
 	}
+	if n.spec.flavour() == FlavourContainerd {
+		a.Spec.Annotations = containerdSpecAnnotations(pod, ns, string(pr.uid), c.spec.Name, base)
+		a.Status = simcriu.ContainerdStatus{CreatedAt: c.st.startedAt.UnixNano(), StartedAt: c.st.startedAt.UnixNano(), Pid: uint32(pid)}
+	}
 	pr.mu.Unlock()
 	if !running {
 		return "", fmt.Errorf("container is not running")

@@ -111,15 +111,43 @@ type restored struct {
 // where the process reads it (SIMULATED CRIU restore). ok is false for an
 // ordinary image.
 //
-// It reads the image as CRI-O does (server/container_create.go and
-// container_restore.go), not through the project's pkg/checkpoint: the
-// image for the node's platform is a checkpoint when its manifest carries
-// io.kubernetes.cri-o.annotations.checkpoint.name; its one layer is the
-// archive; spec.dump must carry the CRI-O annotations CRI-O rebuilds the
-// container from (io.kubernetes.cri-o.Annotations, .Labels, .Metadata, as
-// JSON), and config.dump names the base image (rootfsImageName).
-func (rt *Runtime) restore(ctx context.Context, ref name.Reference, dir, ctrName string) (r restored, ok bool, err error) {
-	img, err := remote.Image(ref, remote.WithContext(ctx), remote.WithPlatform(v1.Platform{OS: "linux", Architecture: runtime.GOARCH}))
+// It reads the image as the node's runtime does, not through the
+// project's pkg/checkpoint:
+//   - CRI-O (server/container_create.go and container_restore.go): the
+//     image for the node's platform is a checkpoint when its manifest
+//     carries io.kubernetes.cri-o.annotations.checkpoint.name; spec.dump
+//     must carry the CRI-O annotations CRI-O rebuilds the container from
+//     (io.kubernetes.cri-o.Annotations, .Labels, .Metadata, as JSON).
+//   - containerd (2.1-2.3, restore in CreateContainer): the image is a
+//     checkpoint when its index carries org.criu.checkpoint.container.name;
+//     the archive must hold status.dump, which containerd writes and CRI-O
+//     does not.
+//
+// For both the one layer is the archive and config.dump names the base
+// image (rootfsImageName).
+func (rt *Runtime) restore(ctx context.Context, ref name.Reference, dir, ctrName, flavour string) (r restored, ok bool, err error) {
+	opts := []remote.Option{remote.WithContext(ctx), remote.WithPlatform(v1.Platform{OS: "linux", Architecture: runtime.GOARCH})}
+	if flavour == FlavourContainerd {
+		desc, err := remote.Get(ref, opts...)
+		if err != nil {
+			return r, false, fmt.Errorf("pulling %s: %w", ref, err)
+		}
+		if !desc.MediaType.IsIndex() {
+			return r, false, nil // containerd reads the checkpoint annotations on an index
+		}
+		idx, err := desc.ImageIndex()
+		if err != nil {
+			return r, false, err
+		}
+		im, err := idx.IndexManifest()
+		if err != nil {
+			return r, false, err
+		}
+		if im.Annotations[containerdCheckpointAnnotation] == "" {
+			return r, false, nil // an ordinary image
+		}
+	}
+	img, err := remote.Image(ref, opts...)
 	if err != nil {
 		return r, false, fmt.Errorf("pulling %s: %w", ref, err)
 	}
@@ -127,7 +155,7 @@ func (rt *Runtime) restore(ctx context.Context, ref name.Reference, dir, ctrName
 	if err != nil {
 		return r, false, fmt.Errorf("pulling %s: %w", ref, err)
 	}
-	if m.Annotations[crioCheckpointAnnotation] == "" {
+	if flavour != FlavourContainerd && m.Annotations[crioCheckpointAnnotation] == "" {
 		return r, false, nil // an ordinary image
 	}
 	layers, err := img.Layers()
@@ -146,10 +174,17 @@ func (rt *Runtime) restore(ctx context.Context, ref name.Reference, dir, ctrName
 	if err != nil {
 		return r, true, fmt.Errorf("checkpoint image %s: %w", ref, err)
 	}
-	for _, k := range []string{crioAnnotations, crioLabels, crioMetadata} {
-		var v any
-		if err := json.Unmarshal([]byte(a.Spec.Annotations[k]), &v); err != nil {
-			return r, true, fmt.Errorf("checkpoint image %s: failed to read %q from spec.dump: %w", ref, k, err)
+	switch flavour {
+	case FlavourContainerd:
+		if a.Status == nil {
+			return r, true, fmt.Errorf("checkpoint image %s: containerd: no %s in the checkpoint (an archive CRI-O wrote?)", ref, simcriu.FileStatus)
+		}
+	default:
+		for _, k := range []string{crioAnnotations, crioLabels, crioMetadata} {
+			var v any
+			if err := json.Unmarshal([]byte(a.Spec.Annotations[k]), &v); err != nil {
+				return r, true, fmt.Errorf("checkpoint image %s: CRI-O: failed to read %q from spec.dump: %w", ref, k, err)
+			}
 		}
 	}
 	if a.Config.RootfsImageName == "" {

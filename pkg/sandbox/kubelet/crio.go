@@ -14,15 +14,18 @@ import (
 // (io.container.manager) classifies the archive as CRI-O's.
 const (
 	crioCheckpointAnnotation = "io.kubernetes.cri-o.annotations.checkpoint.name"
-	crioContainerManager     = "io.container.manager"
-	crioAnnotations          = "io.kubernetes.cri-o.Annotations"
-	crioLabels               = "io.kubernetes.cri-o.Labels"
-	crioMetadata             = "io.kubernetes.cri-o.Metadata"
-	crioContainerName        = "io.kubernetes.cri-o.ContainerName"
-	crioCreated              = "io.kubernetes.cri-o.Created"
-	crioIP                   = "io.kubernetes.cri-o.IP.0"
-	crioImageName            = "io.kubernetes.cri-o.ImageName"
-	crioImageRef             = "io.kubernetes.cri-o.ImageRef"
+	// containerdCheckpointAnnotation on an index makes containerd 2.1-2.3
+	// restore the container from it (restore in CreateContainer).
+	containerdCheckpointAnnotation = "org.criu.checkpoint.container.name"
+	crioContainerManager           = "io.container.manager"
+	crioAnnotations                = "io.kubernetes.cri-o.Annotations"
+	crioLabels                     = "io.kubernetes.cri-o.Labels"
+	crioMetadata                   = "io.kubernetes.cri-o.Metadata"
+	crioContainerName              = "io.kubernetes.cri-o.ContainerName"
+	crioCreated                    = "io.kubernetes.cri-o.Created"
+	crioIP                         = "io.kubernetes.cri-o.IP.0"
+	crioImageName                  = "io.kubernetes.cri-o.ImageName"
+	crioImageRef                   = "io.kubernetes.cri-o.ImageRef"
 )
 
 // crioSpecAnnotations are the annotations CRI-O puts on a container's OCI
@@ -49,6 +52,20 @@ func crioSpecAnnotations(pod, ns, uid, ctr, image, imageID, podIP string, attemp
 		crioImageRef:             imageID,
 		"io.kubernetes.pod.name": pod, "io.kubernetes.pod.namespace": ns,
 		"io.kubernetes.pod.uid": uid, "io.kubernetes.container.name": ctr,
+	}
+}
+
+// containerdSpecAnnotations are the annotations containerd's CRI plugin
+// puts on a container's OCI spec (pkg/cri/annotations in
+// containerd/containerd), as its spec.dump holds them.
+func containerdSpecAnnotations(pod, ns, uid, ctr, image string) map[string]string {
+	return map[string]string{
+		"io.kubernetes.cri.container-type":    "container",
+		"io.kubernetes.cri.container-name":    ctr,
+		"io.kubernetes.cri.image-name":        image,
+		"io.kubernetes.cri.sandbox-name":      pod,
+		"io.kubernetes.cri.sandbox-namespace": ns,
+		"io.kubernetes.cri.sandbox-uid":       uid,
 	}
 }
 

@@ -31,6 +31,33 @@ type NodeSpec struct {
 	// CanRestore says whether the node's (simulated) runtime restores
 	// checkpoints; nodes that cannot are the ones the extender must avoid.
 	CanRestore bool
+	// Runtime is the runtime the node simulates, whose archives it writes
+	// and whose rules its restores follow: FlavourCRIO (the default) or
+	// FlavourContainerd.
+	Runtime string
+}
+
+// SecondProjectImage is a repository of the project's binaries that no
+// node holds until a pod uses it (the sandbox's own components use
+// ghcr.io/ms2m/ms2m, which every node holds): a spec's app image whose
+// absence from a node's image store it can observe.
+const SecondProjectImage = "ghcr.io/ms2m/ms2m-app"
+
+// The runtimes a simulated node can behave as, with the release each
+// simulates.
+const (
+	FlavourCRIO       = "cri-o"
+	FlavourContainerd = "containerd"
+)
+
+var flavourVersions = map[string]string{FlavourCRIO: "1.37.0", FlavourContainerd: "2.2.7"}
+
+// flavour is the runtime the node simulates.
+func (s NodeSpec) flavour() string {
+	if s.Runtime == FlavourContainerd {
+		return FlavourContainerd
+	}
+	return FlavourCRIO
 }
 
 // Runtime says how containers run.
@@ -95,7 +122,7 @@ type Fleet struct {
 // begins running the pods bound to them.
 func Start(ctx context.Context, opts Options) (*Fleet, error) {
 	if len(opts.Runtime.ProjectImages) == 0 {
-		opts.Runtime.ProjectImages = []string{"ghcr.io/ms2m/ms2m"}
+		opts.Runtime.ProjectImages = []string{"ghcr.io/ms2m/ms2m", SecondProjectImage}
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	f := &Fleet{
@@ -171,6 +198,13 @@ func (f *Fleet) Nodes() []string {
 		out = append(out, spec.Name)
 	}
 	return out
+}
+
+// Holds reports whether a node's image store holds image (a container on
+// the node was started from it), and false for an unknown node.
+func (f *Fleet) Holds(nodeName, image string) bool {
+	n, ok := f.nodes[nodeName]
+	return ok && n.holds(image)
 }
 
 // KubeletAddress returns the host:port of a node's kubelet API.

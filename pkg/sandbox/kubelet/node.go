@@ -153,8 +153,8 @@ func (n *node) labels() map[string]string {
 	}
 	if n.spec.CanRestore {
 		l[migrationv1alpha1.LabelCheckpointRestore] = "true"
-		l[migrationv1alpha1.LabelRuntime] = "ms2m-sim"
-		l[migrationv1alpha1.LabelRuntimeVersion] = "0.1.0"
+		l[migrationv1alpha1.LabelRuntime] = n.spec.flavour()
+		l[migrationv1alpha1.LabelRuntimeVersion] = flavourVersions[n.spec.flavour()]
 		l[migrationv1alpha1.LabelCRIUVersion] = "simulated"
 	}
 	for k, v := range n.spec.Labels {
@@ -163,13 +163,15 @@ func (n *node) labels() map[string]string {
 	return l
 }
 
-// runtimeVersion says, as a runtime's version string would, whether the
-// node restores checkpoints (the agent's probe reads it).
+// runtimeVersion says, as a runtime's version string would, which runtime
+// the node simulates and whether it restores checkpoints (the agent's
+// probe reads it): "ms2m-sim://0.1.0 (simulating cri-o 1.37.0)".
 func (n *node) runtimeVersion() string {
+	v := fmt.Sprintf("%s (simulating %s %s)", RuntimeVersion, n.spec.flavour(), flavourVersions[n.spec.flavour()])
 	if n.spec.CanRestore {
-		return RuntimeVersion
+		return v
 	}
-	return RuntimeVersion + " (restore disabled)"
+	return v + " (restore disabled)"
 }
 
 func (n *node) status(now metav1.Time) corev1.NodeStatus {

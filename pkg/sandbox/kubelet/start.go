@@ -107,14 +107,19 @@ func (pr *podRuntime) prepare(ctx context.Context, pod *corev1.Pod) error {
 		pr.mu.Unlock()
 		if ref, ok := f.opts.Runtime.fromRegistry(c.spec.Image); ok {
 			pr.node.pulled(c.spec.Image)
-			r, isCheckpoint, err := f.opts.Runtime.restore(ctx, ref, pr.dir, c.spec.Name)
+			r, isCheckpoint, err := f.opts.Runtime.restore(ctx, ref, pr.dir, c.spec.Name, pr.node.spec.flavour())
 			if err != nil {
 				pr.setWaiting("ErrImagePull", err.Error())
 				return err
 			}
 			if isCheckpoint {
 				// CRI-O looks the base image up in the node's store and
-				// does not pull it (server/container_restore.go).
+				// does not pull it (server/container_restore.go);
+				// containerd pulls it, with the node's credentials only
+				// (the sandbox's images need none).
+				if pr.node.spec.flavour() == FlavourContainerd {
+					pr.node.pulled(r.baseImage)
+				}
 				if !pr.node.holds(r.baseImage) {
 					err := fmt.Errorf("restoring container %s from checkpoint image %s: its base image %s is not on node %s, and CRI-O does not pull it for a restore: pull it first (ms2m's restored pods do, in their %s init container)",
 						c.spec.Name, c.spec.Image, r.baseImage, pr.node.spec.Name, "ms2m-pull-base-image")
