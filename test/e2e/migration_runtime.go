@@ -59,7 +59,8 @@ func BaseImagePullSpec(in SpecInput) features.Feature {
 			if in.Cluster.Sandbox.Fleet.Holds(dst, image) {
 				t.Fatalf("%s holds %s already: nothing to check", dst, image)
 			}
-			s := in.open(t, "baseimg", func(e *deploy.Example) { e.AppImage, e.Bare, e.Node = image, true, src })
+			// A group of its own: the first pod still consumes when the second starts.
+			s := in.open(t, "baseimg", func(e *deploy.Example) { e.AppImage, e.Bare, e.Node, e.Group = image, true, src, "orders-"+runtime })
 			pod := s.deploy(ctx, in.Load.Count/4).Pod
 			got := s.completed(s.migrate(ctx, "move", pod.Name, v1.StatefulMigrationSpec{TargetNode: dst}))
 			s.verifyZeroLoss(ctx)
