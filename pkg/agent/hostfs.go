@@ -12,12 +12,12 @@ import (
 
 // HostPaths are the host directories the prober reads, each to be mounted
 // read-only at the same path under --host-root: the runtimes'
-// configuration, the directories criu is looked for in and dpkg's database
-// (criu's version). A file a containerd configuration imports from
+// configuration, CRIU's (/etc/criu: what it does with TCP connections), the
+// directories criu is looked for in and dpkg's database (criu's version). A file a containerd configuration imports from
 // elsewhere is read only where its directory is mounted too. The Helm
 // chart mounts these by default (agent.hostPaths), and its tests check it.
 func HostPaths() []string {
-	paths := []string{path.Dir(containerdConfig), path.Dir(crioConfig)}
+	paths := []string{path.Dir(containerdConfig), path.Dir(crioConfig), path.Dir(criuConfigFiles[0])}
 	paths = append(paths, criuDirs...)
 	return append(paths, path.Dir(dpkgStatus))
 }
