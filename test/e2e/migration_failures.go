@@ -33,14 +33,24 @@ func BadInputSpec(in SpecInput) features.Feature {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var cordoned, cannotRestore string
+		// The cordoned target is one the pod could otherwise go to: a
+		// checkpoint restores only in the runtime that wrote it.
+		var cordoned, cannotRestore, runtime string
+		for _, n := range nodes.Items {
+			if n.Name == d.Pod.Spec.NodeName {
+				runtime = n.Labels[v1.LabelRuntime]
+			}
+		}
 		for _, n := range nodes.Items {
 			switch {
 			case n.Labels[v1.LabelCheckpointRestore] != "true" && cannotRestore == "":
 				cannotRestore = n.Name
-			case n.Name != d.Pod.Spec.NodeName && cordoned == "":
+			case n.Name != d.Pod.Spec.NodeName && n.Labels[v1.LabelRuntime] == runtime && cordoned == "":
 				cordoned = n.Name
 			}
+		}
+		if cordoned == "" {
+			t.Fatalf("needs another node that restores as %s, as the source's %s does", runtime, d.Pod.Spec.NodeName)
 		}
 		if out, err := c.Kubectl(ctx, "cordon", cordoned); err != nil {
 			t.Fatalf("cordon: %v %s", err, out)
