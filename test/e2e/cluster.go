@@ -308,16 +308,7 @@ func waitingReason(p *corev1.Pod) string {
 // restoreNodes are the Ready nodes that can restore checkpoints.
 func (c *Cluster) restoreNodes(t testing.TB) []string {
 	t.Helper()
-	nodes, err := c.Client.CoreV1().Nodes().List(context.Background(), metav1.ListOptions{LabelSelector: v1.LabelCheckpointRestore + "=true"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, n := range nodes.Items {
-		if nodeReady(&n) && !n.Spec.Unschedulable {
-			out = append(out, n.Name)
-		}
-	}
+	out := c.schedulableNodes(t, v1.LabelCheckpointRestore+"=true")
 	if len(out) < 2 {
 		t.Fatalf("need two Ready nodes that can restore checkpoints, have %v", out)
 	}
@@ -331,6 +322,22 @@ func nodeReady(n *corev1.Node) bool {
 		}
 	}
 	return false
+}
+
+// schedulableNodes are the Ready, uncordoned nodes that selector selects.
+func (c *Cluster) schedulableNodes(t testing.TB, selector string) []string {
+	t.Helper()
+	nodes, err := c.Client.CoreV1().Nodes().List(context.Background(), metav1.ListOptions{LabelSelector: selector})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, n := range nodes.Items {
+		if nodeReady(&n) && !n.Spec.Unschedulable {
+			out = append(out, n.Name)
+		}
+	}
+	return out
 }
 
 // otherNode is a Ready, schedulable node other than not.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"testing"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/e2e-framework/pkg/features"
 
 	"github.com/ms2m/ms2m/internal/example/deploy"
@@ -51,7 +50,7 @@ func BaseImagePullSpec(in SpecInput) features.Feature {
 		in.Cluster.sandboxOnly(t, "reads the simulated nodes' image stores")
 		image := kubelet.SecondProjectImage + ":v0.1.0"
 		for _, runtime := range []string{kubelet.FlavourCRIO, kubelet.FlavourContainerd} {
-			nodes := nodesOfRuntime(ctx, t, in.Cluster, runtime)
+			nodes := in.Cluster.schedulableNodes(t, v1.LabelCheckpointRestore+"=true,"+v1.LabelRuntime+"="+runtime)
 			if len(nodes) < 2 {
 				t.Fatalf("needs two nodes that restore as %s, have %v", runtime, nodes)
 			}
@@ -71,20 +70,4 @@ func BaseImagePullSpec(in SpecInput) features.Feature {
 				runtime, s.NS, pod.Name, src, got.Status.TargetNode, image, migratable.InitPullBase)
 		}
 	})
-}
-
-// nodesOfRuntime are the Ready nodes that restore as runtime.
-func nodesOfRuntime(ctx context.Context, t *testing.T, c *Cluster, runtime string) []string {
-	t.Helper()
-	nodes, err := c.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: v1.LabelCheckpointRestore + "=true," + v1.LabelRuntime + "=" + runtime})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, n := range nodes.Items {
-		if nodeReady(&n) && !n.Spec.Unschedulable {
-			out = append(out, n.Name)
-		}
-	}
-	return out
 }
