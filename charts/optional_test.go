@@ -5,8 +5,10 @@ import (
 	"strings"
 	"testing"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	configv1 "k8s.io/kube-scheduler/config/v1"
@@ -93,10 +95,49 @@ func TestOptionalComponents(t *testing.T) {
 			t.Errorf("DOCKER_CONFIG=%q is not where the Secret %s is mounted", dockerConfig, secret.Name)
 		}
 	})
-	t.Run("token reviewers", func(t *testing.T) {
-		b := as(t, objs.get(t, "ClusterRoleBinding", release+"-replay-sidecar-token-review"), &rbacv1.ClusterRoleBinding{})
-		if b.RoleRef.Name != "system:auth-delegator" || len(b.Subjects) != 1 || b.Subjects[0].Namespace != "shop" || b.Subjects[0].Name != "orders" {
-			t.Errorf("binding %+v", b)
+	t.Run("control NetworkPolicy lets the manager's pods, and no other, reach the sidecar's control port", func(t *testing.T) {
+		pod := &corev1.Pod{}
+		pod.Annotations = map[string]string{
+			"ms2m.io/migratable": "true", "ms2m.io/kafka-brokers": "kafka:9092",
+			"ms2m.io/kafka-topic": "t", "ms2m.io/kafka-group": "g", "ms2m.io/app-port": "8080",
+		}
+		pod.Spec.Containers = []corev1.Container{{Name: "app"}}
+		opts := webhooks.DefaultSidecarOptions()
+		if errs := webhooks.Mutate(pod, opts); len(errs) > 0 {
+			t.Fatal(errs)
+		}
+		var controlPort string
+		for _, c := range pod.Spec.Containers {
+			for _, p := range c.Ports {
+				if p.ContainerPort == opts.ControlPort {
+					controlPort = p.Name
+				}
+			}
+		}
+		manager := as(t, objs.get(t, "Deployment", release+"-manager"), &appsv1.Deployment{})
+		var inNamespaces []string
+		for _, u := range objs.ofKind("NetworkPolicy") {
+			np := as(t, u, &networkingv1.NetworkPolicy{})
+			inNamespaces = append(inNamespaces, np.Namespace)
+			if len(np.Spec.Ingress) != 1 || len(np.Spec.Ingress[0].From) != 1 || len(np.Spec.Ingress[0].Ports) != 1 {
+				t.Fatalf("%s/%s: want one rule, from one peer, to one port: %+v", np.Namespace, np.Name, np.Spec.Ingress)
+			}
+			rule := np.Spec.Ingress[0]
+			if p := rule.Ports[0].Port; p == nil || p.String() != controlPort || controlPort == "" {
+				t.Errorf("%s: opens port %v; the sidecar's control port is named %q", np.Namespace, p, controlPort)
+			}
+			peer := rule.From[0]
+			ns, err := metav1.LabelSelectorAsSelector(peer.NamespaceSelector)
+			if err != nil || !ns.Matches(labels.Set{"kubernetes.io/metadata.name": namespace}) || ns.Matches(labels.Set{"kubernetes.io/metadata.name": np.Namespace}) {
+				t.Errorf("%s: namespace selector %v does not select exactly the release namespace %s", np.Namespace, peer.NamespaceSelector, namespace)
+			}
+			pods, err := metav1.LabelSelectorAsSelector(peer.PodSelector)
+			if err != nil || pods.Empty() || !pods.Matches(labels.Set(manager.Spec.Template.Labels)) {
+				t.Errorf("%s: pod selector %v does not select the manager's pods %v", np.Namespace, peer.PodSelector, manager.Spec.Template.Labels)
+			}
+		}
+		if slices.Sort(inNamespaces); !slices.Equal(inNamespaces, []string{"billing", "shop"}) {
+			t.Errorf("NetworkPolicies in %v; want billing and shop", inNamespaces)
 		}
 	})
 }

@@ -3,6 +3,7 @@ package charts_test
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -22,9 +23,15 @@ func TestClusterRolesEqualGeneratedRBAC(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := &rbacv1.ClusterRole{}
-			if err := yaml.UnmarshalStrict(raw, want); err != nil {
-				t.Fatal(err)
+			want, wantRole := &rbacv1.ClusterRole{}, &rbacv1.Role{}
+			for _, doc := range strings.Split(string(raw), "\n---\n") {
+				var into any = want
+				if strings.Contains(doc, "\nkind: Role\n") {
+					into = wantRole
+				}
+				if err := yaml.UnmarshalStrict([]byte(doc), into); err != nil {
+					t.Fatal(err)
+				}
 			}
 			name := release + "-" + tc.component
 			got := as(t, objs.get(t, "ClusterRole", name), &rbacv1.ClusterRole{})
@@ -41,6 +48,34 @@ func TestClusterRolesEqualGeneratedRBAC(t *testing.T) {
 				t.Errorf("ClusterRoleBinding %s binds %v; the %s runs as %s", name, binding.Subjects, tc.saOf, sa)
 			}
 			objs.get(t, "ServiceAccount", sa)
+
+			// Rights in ms2m-system only: a Role in the release namespace,
+			// naming the component's service account where the markers name
+			// ms2m-<component>.
+			roles := objs.ofKind("Role")
+			if wantRole.Name == "" {
+				return
+			}
+			for i, r := range wantRole.Rules {
+				for j, n := range r.ResourceNames {
+					if n == "ms2m-"+tc.component {
+						wantRole.Rules[i].ResourceNames[j] = sa
+					}
+				}
+			}
+			var gotRole *rbacv1.Role
+			for _, u := range roles {
+				if u.GetName() == name {
+					gotRole = as(t, u, &rbacv1.Role{})
+				}
+			}
+			if gotRole == nil || gotRole.Namespace != namespace || !equality.Semantic.DeepEqual(gotRole.Rules, wantRole.Rules) {
+				t.Fatalf("Role %s differs from config/rbac/%s/role.yaml (run `make generate`):\ngot  %+v\nwant %v", name, tc.component, gotRole, wantRole.Rules)
+			}
+			rb := as(t, objs.get(t, "RoleBinding", name), &rbacv1.RoleBinding{})
+			if rb.Namespace != namespace || rb.RoleRef.Kind != "Role" || rb.RoleRef.Name != name || len(rb.Subjects) != 1 || rb.Subjects[0] != want1 {
+				t.Errorf("RoleBinding %s/%s binds %s %s to %v; want Role %s to %v", rb.Namespace, name, rb.RoleRef.Kind, rb.RoleRef.Name, rb.Subjects, name, want1)
+			}
 		})
 	}
 }

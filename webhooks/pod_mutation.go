@@ -239,6 +239,7 @@ func sidecarContainer(b migratable.Binding, opts SidecarOptions) corev1.Containe
 		fieldEnv("POD_NAME", "metadata.name"),
 		fieldEnv(replay.EnvGroupInstanceID, "metadata.name"),
 		fieldEnv(replay.EnvPodNamespace, "metadata.namespace"),
+		fieldEnv(replay.EnvPodUID, "metadata.uid"),
 		migratable.ModeEnv(),
 	)
 	return corev1.Container{

@@ -1,6 +1,7 @@
 package webhooks
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"strings"
@@ -59,6 +60,33 @@ func envOf(c corev1.Container, name string) string {
 	return "<unset>"
 }
 
+// sidecarGetenv is the environment of the mutated pod's sidecar as the
+// kubelet gives it: values, and the downward API's fields of a pod with IP
+// 10.0.0.9, namespace shop and UID 1234 (when the pod names none).
+func sidecarGetenv(pod *corev1.Pod) func(string) string {
+	return func(k string) string {
+		for _, e := range pod.Spec.Containers[1].Env {
+			if e.Name != k {
+				continue
+			}
+			if e.ValueFrom == nil || e.ValueFrom.FieldRef == nil {
+				return e.Value
+			}
+			switch e.ValueFrom.FieldRef.FieldPath {
+			case "status.podIP":
+				return "10.0.0.9"
+			case "metadata.name":
+				return pod.Name
+			case "metadata.namespace":
+				return cmp.Or(pod.Namespace, "shop")
+			case "metadata.uid":
+				return cmp.Or(string(pod.UID), "1234")
+			}
+		}
+		return ""
+	}
+}
+
 func TestMutateInjectsSidecarAndAnnotation(t *testing.T) {
 	pod := migratablePod(withAnnotation(v1.AnnotationDeliveryPath, "/v1/events"))
 	if errs := Mutate(pod, DefaultSidecarOptions()); len(errs) > 0 {
@@ -114,15 +142,7 @@ func mutatedSidecarOptions(t *testing.T, pod *corev1.Pod) replay.Options {
 	if errs := Mutate(pod, DefaultSidecarOptions()); len(errs) > 0 {
 		t.Fatal(errs)
 	}
-	o, err := replay.OptionsFromEnv(func(k string) string {
-		if k == replay.EnvPodIP {
-			return "10.0.0.9"
-		}
-		if v := envOf(pod.Spec.Containers[1], k); v != "<unset>" {
-			return v
-		}
-		return ""
-	})
+	o, err := replay.OptionsFromEnv(sidecarGetenv(pod))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,15 +207,7 @@ func TestMutatePassesTheAppBatchSizeToTheSidecar(t *testing.T) {
 			if got := envOf(tc.pod.Spec.Containers[1], replay.EnvAppBatchSize); got != tc.want {
 				t.Fatalf("sidecar %s = %q, want %q", replay.EnvAppBatchSize, got, tc.want)
 			}
-			o, err := replay.OptionsFromEnv(func(k string) string {
-				if k == replay.EnvPodIP {
-					return "10.0.0.9" // from the downward API in a real pod
-				}
-				if v := envOf(tc.pod.Spec.Containers[1], k); v != "<unset>" {
-					return v
-				}
-				return ""
-			})
+			o, err := replay.OptionsFromEnv(sidecarGetenv(tc.pod))
 			if err != nil {
 				t.Fatalf("the sidecar refuses the environment the webhook gave it: %v", err)
 			}

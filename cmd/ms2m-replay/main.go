@@ -27,8 +27,8 @@ func main() {
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "Usage: ms2m-replay [flags]\n\nConfigured by the environment the ms2m webhook injects: %s, %s, %s, %s, %s,\n%s, %s, %s, %s, %s, %s, %s; on a migration target %s or %s.\n\nFlags:\n",
-			replay.EnvBrokers, replay.EnvTopic, replay.EnvGroup, replay.EnvAppPort, replay.EnvPodIP,
+		fmt.Fprintf(flag.CommandLine.Output(), "Usage: ms2m-replay [flags]\n\nConfigured by the environment the ms2m webhook injects: %s, %s, %s, %s, %s, %s, %s,\n%s, %s, %s, %s, %s, %s, %s; on a migration target %s or %s.\n\nFlags:\n",
+			replay.EnvBrokers, replay.EnvTopic, replay.EnvGroup, replay.EnvAppPort, replay.EnvPodIP, replay.EnvPodNamespace, replay.EnvPodUID,
 			replay.EnvDeliveryPath, replay.EnvControlPort, replay.EnvMetricsPort, replay.EnvAppBatchSize,
 			replay.EnvMaxAttempts, replay.EnvDeadLetterTopic, replay.EnvAppQuiescePath,
 			replay.EnvReplayFrom, replay.EnvStandby)
@@ -60,13 +60,16 @@ func main() {
 		logger.Error(err, "no Kubernetes API access for authenticating the control API")
 		os.Exit(1)
 	}
-	reviews, err := replay.NewRESTTokenReviews(cfg)
+	// The control API accepts tokens for this pod's audience signed by the
+	// cluster's service-account issuer, checked offline against the keys
+	// the API server publishes to every service account.
+	keys, err := replay.NewIssuerKeys(cfg)
 	if err != nil {
 		logger.Error(err, "no Kubernetes API access for authenticating the control API")
 		os.Exit(1)
 	}
 	ctx := log.IntoContext(signals.SetupSignalHandler(), logger)
-	if err := replay.Run(ctx, opts, replay.TokenReviewer{Client: reviews}); err != nil {
+	if err := replay.Run(ctx, opts, &replay.TokenVerifier{Audience: opts.ControlAudience, Keys: keys}); err != nil {
 		logger.Error(err, "sidecar stopped")
 		os.Exit(1)
 	}

@@ -63,8 +63,9 @@ func benchResidentMemory(b *testing.B, bin string, batch int) {
 	_, appPort, _ := net.SplitHostPort(app.Listener.Addr().String())
 	port := func() string { _, p, _ := net.SplitHostPort(testenv.FreeAddr(b)); return p }
 
-	// The control API authenticates with TokenReview; it is not called
-	// here, so the API server the kubeconfig names need not exist.
+	// The control API checks tokens against the issuer keys it reads from
+	// the API server on the first call; none is made here, so the API
+	// server the kubeconfig names need not exist.
 	kubeconfig := filepath.Join(b.TempDir(), "kubeconfig")
 	if err := os.WriteFile(kubeconfig, []byte(`apiVersion: v1
 kind: Config
@@ -81,7 +82,7 @@ current-context: none
 		"KUBECONFIG="+kubeconfig,
 		replay.EnvBrokers+"="+brokerAddr, replay.EnvTopic+"="+topic, replay.EnvGroup+"=rss",
 		replay.EnvAppPort+"="+appPort, replay.EnvDeliveryPath+"=/", replay.EnvPodIP+"=127.0.0.1",
-		replay.EnvControlPort+"="+port(), replay.EnvMetricsPort+"="+metricsPort,
+		replay.EnvPodNamespace+"=bench", replay.EnvPodUID+"=1234", replay.EnvControlPort+"="+port(), replay.EnvMetricsPort+"="+metricsPort,
 		replay.EnvAppBatchSize+"="+strconv.Itoa(batch),
 	)
 	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard

@@ -166,28 +166,28 @@ func (s *Sidecars) answer(call string, mode replay.Mode, paused bool) (replay.Po
 }
 
 // Position implements the controller's Sidecars.
-func (s *Sidecars) Position(context.Context, string) (replay.Position, error) {
+func (s *Sidecars) Position(context.Context, replay.Endpoint) (replay.Position, error) {
 	return s.answer("Position", replay.ModeLive, false)
 }
 
 // Pause implements the controller's Sidecars.
-func (s *Sidecars) Pause(context.Context, string) (replay.Position, error) {
+func (s *Sidecars) Pause(context.Context, replay.Endpoint) (replay.Position, error) {
 	return s.answer("Pause", replay.ModeLive, true)
 }
 
 // Resume implements the controller's Sidecars.
-func (s *Sidecars) Resume(context.Context, string) (replay.Position, error) {
+func (s *Sidecars) Resume(context.Context, replay.Endpoint) (replay.Position, error) {
 	return s.answer("Resume", replay.ModeLive, false)
 }
 
 // Fence implements the controller's Sidecars.
-func (s *Sidecars) Fence(context.Context, string) (replay.Position, error) {
+func (s *Sidecars) Fence(context.Context, replay.Endpoint) (replay.Position, error) {
 	return s.answer("Fence", replay.ModeFenced, false)
 }
 
 // Abort implements the controller's Sidecars: a target handed over says it
 // is live, any other stops for good (later Handovers are refused).
-func (s *Sidecars) Abort(context.Context, string) (replay.Position, error) {
+func (s *Sidecars) Abort(context.Context, replay.Endpoint) (replay.Position, error) {
 	s.mu.Lock()
 	live := s.live
 	if !live {
@@ -201,7 +201,7 @@ func (s *Sidecars) Abort(context.Context, string) (replay.Position, error) {
 }
 
 // Handover implements the controller's Sidecars.
-func (s *Sidecars) Handover(context.Context, string, map[int]int64) (replay.Position, error) {
+func (s *Sidecars) Handover(context.Context, replay.Endpoint, map[int]int64) (replay.Position, error) {
 	return s.answer("Handover", replay.ModeLive, false)
 }
 

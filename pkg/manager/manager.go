@@ -206,9 +206,13 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 	return mgr.Start(ctx)
 }
 
-// The manager's leader lease and the events it records.
-// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch
+// The events the manager records (cluster-wide) and, in its own namespace
+// only (a Role: the chart renders it in the release namespace, with the
+// manager's service-account name), its leader lease and the tokens of its
+// own service account it gives the sidecars (clientconfig.AudienceTokens).
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups=coordination.k8s.io,namespace=ms2m-system,resources=leases,verbs=get;list;watch;create;update;patch
+// +kubebuilder:rbac:groups="",namespace=ms2m-system,resources=serviceaccounts/token,verbs=create,resourceNames=ms2m-manager
 
 // setup is the one list of everything the manager runs. The migration and
 // evacuation controllers are added here as they land.
@@ -251,9 +255,16 @@ func setup(mgr ctrl.Manager, opts Options) error {
 		}
 	}
 	ctl := controllerOptions(opts)
+	// Each sidecar gets a token of the manager's service account bound to
+	// that sidecar's pod (replay.ControlAudience), never the manager's
+	// own API credential: sidecars run in tenants' pods.
+	sidecarTokens, err := clientconfig.NewAudienceTokens(mgr.GetConfig())
+	if err != nil {
+		return err
+	}
 	migrations := &migration.Reconciler{
 		Client: mgr.GetClient(), Scheme: mgr.GetScheme(), Recorder: mgr.GetEventRecorderFor("ms2m-controller"),
-		Sidecars: &replay.Client{Token: clientconfig.TokenSource(mgr.GetConfig())}, Offsets: migration.KafkaOffsets{},
+		Sidecars: &replay.Client{Token: sidecarTokens.Token}, Offsets: migration.KafkaOffsets{},
 		Nodes: nodes, Opts: ctl, Metrics: controllerMetrics(),
 	}
 	if err := migrations.SetupWithManager(mgr); err != nil {

@@ -17,55 +17,66 @@ import (
 type Client struct {
 	// HTTP defaults to a client with a 60 s timeout.
 	HTTP *http.Client
-	// Token returns the bearer token to present (the controller's service
-	// account token, re-read on every call so rotation works).
-	Token func() (string, error)
+	// Token returns the bearer token to present to the sidecar that
+	// accepts audience (the manager's service account's, for that
+	// audience only: see ControlAudience).
+	Token func(ctx context.Context, audience string) (string, error)
 }
 
-// Addr is a sidecar's control endpoint: the pod IP and control port.
-func Addr(podIP string, port int32) string {
-	return net.JoinHostPort(podIP, strconv.Itoa(int(port)))
+// Endpoint is one sidecar's control API: where it listens and the audience
+// of the tokens it accepts.
+type Endpoint struct {
+	Addr     string
+	Audience string
 }
+
+// EndpointOf is the control endpoint of the sidecar in the pod with this
+// IP, namespace and UID.
+func EndpointOf(podIP string, port int32, namespace, uid string) Endpoint {
+	return Endpoint{Addr: net.JoinHostPort(podIP, strconv.Itoa(int(port))), Audience: ControlAudience(namespace, uid)}
+}
+
+func (e Endpoint) String() string { return e.Addr }
 
 // Position asks where the sidecar stands, with the replay lag.
-func (c *Client) Position(ctx context.Context, addr string) (Position, error) {
-	return c.call(ctx, http.MethodGet, addr, "/position", nil)
+func (c *Client) Position(ctx context.Context, ep Endpoint) (Position, error) {
+	return c.call(ctx, http.MethodGet, ep, "/position", nil)
 }
 
 // Pause stops delivery after the in-flight message.
-func (c *Client) Pause(ctx context.Context, addr string) (Position, error) {
-	return c.call(ctx, http.MethodPost, addr, "/pause", nil)
+func (c *Client) Pause(ctx context.Context, ep Endpoint) (Position, error) {
+	return c.call(ctx, http.MethodPost, ep, "/pause", nil)
 }
 
 // Resume continues delivery (and, after a fence, rejoins the group).
-func (c *Client) Resume(ctx context.Context, addr string) (Position, error) {
-	return c.call(ctx, http.MethodPost, addr, "/resume", nil)
+func (c *Client) Resume(ctx context.Context, ep Endpoint) (Position, error) {
+	return c.call(ctx, http.MethodPost, ep, "/resume", nil)
 }
 
 // Fence stops live consumption and reports F.
-func (c *Client) Fence(ctx context.Context, addr string) (Position, error) {
-	return c.call(ctx, http.MethodPost, addr, "/fence", nil)
+func (c *Client) Fence(ctx context.Context, ep Endpoint) (Position, error) {
+	return c.call(ctx, http.MethodPost, ep, "/fence", nil)
 }
 
 // Handover replays to exactly fence, then goes live.
-func (c *Client) Handover(ctx context.Context, addr string, fence map[int]int64) (Position, error) {
+func (c *Client) Handover(ctx context.Context, ep Endpoint, fence map[int]int64) (Position, error) {
 	req := Request{Fence: wireOffsets(fence)}
 	if dl, ok := ctx.Deadline(); ok {
 		req.TimeoutSeconds = max(1, int(time.Until(dl).Seconds()))
 	}
-	return c.call(ctx, http.MethodPost, addr, "/handover", &req)
+	return c.call(ctx, http.MethodPost, ep, "/handover", &req)
 }
 
 // Abort makes a target that is not live never go live, and reports its
 // mode: aborted, or live when the handover already happened.
-func (c *Client) Abort(ctx context.Context, addr string) (Position, error) {
-	return c.call(ctx, http.MethodPost, addr, "/abort", nil)
+func (c *Client) Abort(ctx context.Context, ep Endpoint) (Position, error) {
+	return c.call(ctx, http.MethodPost, ep, "/abort", nil)
 }
 
 // Replay makes a standby sidecar replay from the given offsets, up to fence
 // when it is not nil. It returns once the replay started.
-func (c *Client) Replay(ctx context.Context, addr string, from, fence map[int]int64) (Position, error) {
-	return c.call(ctx, http.MethodPost, addr, "/replay", &Request{From: wireOffsets(from), Fence: wireOffsets(fence)})
+func (c *Client) Replay(ctx context.Context, ep Endpoint, from, fence map[int]int64) (Position, error) {
+	return c.call(ctx, http.MethodPost, ep, "/replay", &Request{From: wireOffsets(from), Fence: wireOffsets(fence)})
 }
 
 func wireOffsets(in map[int]int64) map[string]int64 {
@@ -89,7 +100,7 @@ func (e *CallError) Error() string {
 	return fmt.Sprintf("sidecar answered %d: %s", e.Status, e.Message)
 }
 
-func (c *Client) call(ctx context.Context, method, addr, path string, body *Request) (Position, error) {
+func (c *Client) call(ctx context.Context, method string, ep Endpoint, path string, body *Request) (Position, error) {
 	var pos Position
 	var rd io.Reader
 	if body != nil {
@@ -99,12 +110,13 @@ func (c *Client) call(ctx context.Context, method, addr, path string, body *Requ
 		}
 		rd = bytes.NewReader(b)
 	}
+	addr := ep.Addr
 	req, err := http.NewRequestWithContext(ctx, method, "http://"+addr+path, rd)
 	if err != nil {
 		return pos, err
 	}
 	if c.Token != nil {
-		tok, err := c.Token()
+		tok, err := c.Token(ctx, ep.Audience)
 		if err != nil {
 			return pos, fmt.Errorf("token for the sidecar: %w", err)
 		}

@@ -1,7 +1,6 @@
 package replay
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,93 +11,12 @@ import (
 	"strings"
 	"time"
 
-	authenticationv1 "k8s.io/api/authentication/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/sets"
-	"k8s.io/client-go/rest"
 )
 
 // Authenticator says who presented a bearer token.
 type Authenticator interface {
 	Authenticate(ctx context.Context, token string) (user string, err error)
-}
-
-// TokenReviews creates TokenReviews. A clientset's
-// AuthenticationV1().TokenReviews() satisfies it, and so does
-// RESTTokenReviews, which the sidecar uses.
-type TokenReviews interface {
-	Create(ctx context.Context, tr *authenticationv1.TokenReview, opts metav1.CreateOptions) (*authenticationv1.TokenReview, error)
-}
-
-// TokenReviewer authenticates Kubernetes service-account tokens with the
-// TokenReview API (the sidecar's service account needs
-// system:auth-delegator), so only the ms2m manager can steer the sidecar.
-type TokenReviewer struct {
-	Client TokenReviews
-}
-
-// Authenticate implements Authenticator.
-func (r TokenReviewer) Authenticate(ctx context.Context, token string) (string, error) {
-	tr, err := r.Client.Create(ctx, &authenticationv1.TokenReview{Spec: authenticationv1.TokenReviewSpec{Token: token}}, metav1.CreateOptions{})
-	if err != nil {
-		return "", fmt.Errorf("token review: %w", err)
-	}
-	if !tr.Status.Authenticated {
-		return "", errors.New("token not authenticated")
-	}
-	return tr.Status.User.Username, nil
-}
-
-// RESTTokenReviews posts TokenReviews to the API server as plain JSON. It
-// exists to keep the sidecar small: client-go's typed clients register every
-// Kubernetes API group, which made up more than a third of the sidecar's
-// resident memory (see docs/sidecar.md).
-type RESTTokenReviews struct {
-	HTTP *http.Client
-	URL  string // .../apis/authentication.k8s.io/v1/tokenreviews
-}
-
-// NewRESTTokenReviews uses cfg's server, credentials and TLS settings.
-func NewRESTTokenReviews(cfg *rest.Config) (*RESTTokenReviews, error) {
-	hc, err := rest.HTTPClientFor(cfg)
-	if err != nil {
-		return nil, err
-	}
-	u, _, err := rest.DefaultServerUrlFor(cfg)
-	if err != nil {
-		return nil, err
-	}
-	return &RESTTokenReviews{HTTP: hc, URL: u.JoinPath("apis", authenticationv1.GroupName, "v1", "tokenreviews").String()}, nil
-}
-
-// Create implements TokenReviews.
-func (r *RESTTokenReviews) Create(ctx context.Context, tr *authenticationv1.TokenReview, _ metav1.CreateOptions) (*authenticationv1.TokenReview, error) {
-	in := *tr
-	in.APIVersion, in.Kind = authenticationv1.SchemeGroupVersion.String(), "TokenReview"
-	body, err := json.Marshal(&in)
-	if err != nil {
-		return nil, err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.URL, bytes.NewReader(body))
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "application/json")
-	resp, err := r.HTTP.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer func() { _ = resp.Body.Close() }()
-	if resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusOK {
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
-		return nil, fmt.Errorf("API server answered %s: %s", resp.Status, strings.TrimSpace(string(msg)))
-	}
-	out := &authenticationv1.TokenReview{}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(out); err != nil {
-		return nil, fmt.Errorf("decoding the TokenReview: %w", err)
-	}
-	return out, nil
 }
 
 // MaxRequestBytes bounds a control request's body.
@@ -190,7 +108,8 @@ func partitionOffsets(field string, in map[string]int64) (map[int]int64, error) 
 //	POST /replay {"from", "fence"?}  a standby sidecar replays from offsets
 //	GET  /readyz              unauthenticated: 200 only while live
 //
-// Every call but /readyz needs a bearer token of one of AllowedUsers.
+// Every call but /readyz needs a bearer token of one of AllowedUsers,
+// for this sidecar (see ControlAudience and TokenVerifier).
 type Control struct {
 	Engine       *Engine
 	Auth         Authenticator

@@ -17,40 +17,51 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/client-go/kubernetes"
-	authnclient "k8s.io/client-go/kubernetes/typed/authentication/v1"
+	"k8s.io/client-go/rest"
 
 	"github.com/ms2m/ms2m/internal/testenv"
 )
 
-// TestControlAPIAuthenticatesWithTokenReview runs the control API with the
-// real TokenReview of a real kube-apiserver: only the manager's service
-// account may steer the sidecar.
-func TestControlAPIAuthenticatesWithTokenReview(t *testing.T) {
+// TestControlAPIAcceptsOnlyTokensForThisSidecar runs the control API with
+// tokens and keys of a real kube-apiserver: only the manager's service
+// account, with a token for this sidecar's pod, may steer the sidecar; the
+// sidecar reads the issuer's keys with a service account that has no role.
+func TestControlAPIAcceptsOnlyTokensForThisSidecar(t *testing.T) {
 	env := testenv.Start(t, testenv.Options{})
 	cs := kubernetes.NewForConfigOrDie(env.Config)
 	ctx := context.Background()
-	token := func(sa string) string {
+	account := func(sa string) {
 		if _, err := cs.CoreV1().ServiceAccounts("default").Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		tr, err := cs.CoreV1().ServiceAccounts("default").CreateToken(ctx, sa, &authenticationv1.TokenRequest{}, metav1.CreateOptions{})
+	}
+	token := func(sa string, audiences ...string) string {
+		tr, err := cs.CoreV1().ServiceAccounts("default").CreateToken(ctx, sa, &authenticationv1.TokenRequest{
+			Spec: authenticationv1.TokenRequestSpec{Audiences: audiences}}, metav1.CreateOptions{})
 		if err != nil {
 			t.Fatalf("TokenRequest: %v", err)
 		}
 		return tr.Status.Token
 	}
-	managerToken, intruderToken := token("ms2m-manager"), token("intruder")
+	for _, sa := range []string{"ms2m-manager", "intruder", "orders"} {
+		account(sa)
+	}
+	this, other := ControlAudience("default", "uid-of-this-pod"), ControlAudience("default", "uid-of-another-pod")
+	managerToken, intruderToken := token("ms2m-manager", this), token("intruder", this)
+	otherPodsToken, apiToken := token("ms2m-manager", other), token("ms2m-manager")
 
 	a := newApp()
 	h := start(t, a)
 	h.b.produce(t, 0, 10)
 	expectExactly(t, a, 10)
-	reviews, err := NewRESTTokenReviews(env.Config) // what the sidecar uses
+	// What the sidecar uses: the app's service account ("orders", bound to
+	// no role) reads the issuer's keys.
+	keys, err := NewIssuerKeys(&rest.Config{Host: env.Config.Host, TLSClientConfig: rest.TLSClientConfig{CAData: env.Config.CAData}, BearerToken: token("orders")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctl := &Control{Engine: h.engine, Auth: TokenReviewer{Client: reviews},
-		AllowedUsers: sets.New("system:serviceaccount:default:ms2m-manager")}
+	verifier := &TokenVerifier{Audience: this, Keys: keys}
+	ctl := &Control{Engine: h.engine, Auth: verifier, AllowedUsers: sets.New("system:serviceaccount:default:ms2m-manager")}
 	srv := httptest.NewServer(ctl.Handler())
 	t.Cleanup(srv.Close)
 
@@ -65,7 +76,10 @@ func TestControlAPIAuthenticatesWithTokenReview(t *testing.T) {
 	}{
 		{"no token", "POST", "/pause", "", "", 401, "bearer token required"},
 		{"forged token", "POST", "/pause", "not-a-token", "", 401, "unauthenticated"},
+		{"the manager's token for another sidecar", "POST", "/pause", otherPodsToken, "", 401, "not for this sidecar"},
+		{"the manager's API credential", "POST", "/pause", apiToken, "", 401, "not for this sidecar"},
 		{"another service account", "POST", "/pause", intruderToken, "", 403, "system:serviceaccount:default:intruder"},
+		{"a token whose signature is another's", "POST", "/pause", resign(managerToken, intruderToken), "", 401, "not signed by the cluster"},
 		{"ready while live", "GET", "/readyz", "", "", 200, "ok"},
 		{"position", "GET", "/position", managerToken, "", 200, `"next":{"0":10}`},
 		{"pause", "POST", "/pause", managerToken, `{"timeoutSeconds":5}`, 200, `"paused":true`},
@@ -88,6 +102,12 @@ func TestControlAPIAuthenticatesWithTokenReview(t *testing.T) {
 		}
 	}
 
+	// A token is good until it expires (TokenRequest's default: an hour).
+	later := &TokenVerifier{Audience: this, Keys: keys, Now: func() time.Time { return time.Now().Add(2 * time.Hour) }}
+	if user, err := later.Authenticate(ctx, managerToken); err == nil || !strings.Contains(err.Error(), "expired") {
+		t.Errorf("the manager's token two hours later: %q, %v; want expired", user, err)
+	}
+
 	// Fence through the API reports F = everything acknowledged.
 	status, body := call("POST", "/fence", managerToken, "")
 	var pos Position
@@ -99,8 +119,11 @@ func TestControlAPIAuthenticatesWithTokenReview(t *testing.T) {
 	}
 }
 
-// A clientset's TokenReviews client fits TokenReviewer too.
-var _ TokenReviews = authnclient.TokenReviewInterface(nil)
+// resign is token with the signature of from: a token whose claims were
+// changed after it was signed.
+func resign(token, from string) string {
+	return token[:strings.LastIndex(token, ".")] + from[strings.LastIndex(from, "."):]
+}
 
 func FuzzDecodeRequest(f *testing.F) {
 	f.Add(`{"timeoutSeconds":5}`)
@@ -155,7 +178,7 @@ func TestClientRefusesAnOversizedAnswer(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, body) }))
 			defer srv.Close()
-			pos, err := (&Client{}).Position(context.Background(), strings.TrimPrefix(srv.URL, "http://"))
+			pos, err := (&Client{}).Position(context.Background(), Endpoint{Addr: strings.TrimPrefix(srv.URL, "http://")})
 			if name == "a small honest answer" {
 				if err != nil || pos.Next[0] != 12 {
 					t.Fatalf("%+v, %v", pos, err)

@@ -132,7 +132,7 @@ func BenchmarkReplayDelivery(b *testing.B) {
 
 // BenchmarkControlLatency measures pause and fence as the controller calls
 // them: an authenticated POST to the control API (a static authenticator
-// stands in for TokenReview), the sidecar live on one partition with an idle
+// stands in for TokenVerifier), the sidecar live on one partition with an idle
 // app. It reports p50 and p99 of the round trip.
 func BenchmarkControlLatency(b *testing.B) {
 	b.Run("pause", func(b *testing.B) {

@@ -110,7 +110,7 @@ func sidecarMemory(b *testing.B, mode string) (float64, float64) {
 
 	heapFile := filepath.Join(b.TempDir(), "heap")
 	cmd := exec.Command(os.Args[0], "-test.run=^TestSidecarMemoryChild$", "-test.bench=^$")
-	env := map[string]string{EnvBrokers: br.addr, EnvTopic: topic, EnvGroup: group, EnvPodIP: "127.0.0.1",
+	env := map[string]string{EnvBrokers: br.addr, EnvTopic: topic, EnvGroup: group, EnvPodIP: "127.0.0.1", EnvPodNamespace: "bench", EnvPodUID: "1234",
 		EnvAppPort: appPort, EnvDeliveryPath: "/", EnvControlPort: freePort(b), EnvMetricsPort: freePort(b),
 		envMemChild: heapFile, EnvMemoryLimit: strconv.Itoa(64 << 20)} // the webhook's default limit
 	if mode == "live" {

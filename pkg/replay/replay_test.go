@@ -17,8 +17,8 @@ import (
 	"github.com/ms2m/ms2m/internal/expect"
 )
 
-// staticAuth accepts one token as one user; the TokenReview path is tested
-// against a real apiserver in control_test.go.
+// staticAuth accepts one token as one user; the token check is tested
+// against a real apiserver in control_test.go and token_test.go.
 type staticAuth struct{ token, user string }
 
 func (a staticAuth) Authenticate(_ context.Context, token string) (string, error) {

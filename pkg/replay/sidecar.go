@@ -35,6 +35,9 @@ const (
 	EnvGroupInstanceID = "MS2M_GROUP_INSTANCE_ID"
 	// EnvPodNamespace is the pod's namespace (downward API).
 	EnvPodNamespace = "POD_NAMESPACE"
+	// EnvPodUID is the pod's UID (downward API): with the namespace, the
+	// audience of the tokens the control API accepts (ControlAudience).
+	EnvPodUID       = "POD_UID"
 	EnvAppPort      = "MS2M_APP_PORT"
 	EnvDeliveryPath = "MS2M_DELIVERY_PATH"
 	EnvControlPort  = "MS2M_CONTROL_PORT"
@@ -105,6 +108,9 @@ type Options struct {
 	// MemoryLimit is the container's memory limit in bytes (0: none known).
 	MemoryLimit  int64
 	AllowedUsers []string
+	// ControlAudience is the audience a control call's token must be for:
+	// this pod's (ControlAudience of its namespace and UID).
+	ControlAudience string
 }
 
 // MemoryLimitShare of the container's limit is the Go runtime's soft
@@ -213,6 +219,7 @@ func OptionsFromEnv(getenv func(string) string) (Options, error) {
 		}
 		o.MemoryLimit = n
 	}
+	o.ControlAudience = ControlAudience(need(EnvPodNamespace), need(EnvPodUID))
 	o.AllowedUsers = []string{DefaultAllowedUser}
 	if v := getenv(EnvAllowedUsers); v != "" {
 		o.AllowedUsers = strings.Split(v, ",")

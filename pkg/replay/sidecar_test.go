@@ -17,12 +17,14 @@ import (
 func TestOptionsFromEnvNamesTheVariable(t *testing.T) {
 	valid := map[string]string{
 		EnvBrokers: "kafka:9092", EnvTopic: "orders", EnvGroup: "g", EnvAppPort: "8080", EnvPodIP: "127.0.0.5",
+		EnvPodNamespace: "shop", EnvPodUID: "1234",
 	}
 	o, err := OptionsFromEnv(func(k string) string { return valid[k] })
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.AppURL != "http://127.0.0.5:8080/messages" || o.ControlAddr != "127.0.0.5:9901" || o.ReplayFrom != nil || o.BatchSize != 1 || o.Standby {
+	if o.AppURL != "http://127.0.0.5:8080/messages" || o.ControlAddr != "127.0.0.5:9901" || o.ReplayFrom != nil || o.BatchSize != 1 || o.Standby ||
+		o.ControlAudience != "ms2m-replay/shop/1234" {
 		t.Fatalf("options = %+v", o)
 	}
 	for _, tc := range []struct{ name, key, value, want string }{
@@ -35,6 +37,8 @@ func TestOptionsFromEnvNamesTheVariable(t *testing.T) {
 		{"batch size zero", EnvAppBatchSize, "0", EnvAppBatchSize},
 		{"batch size too large", EnvAppBatchSize, "100000", EnvAppBatchSize},
 		{"standby typo", EnvStandby, "yes", EnvStandby},
+		{"no pod UID (the control API's audience)", EnvPodUID, "", EnvPodUID},
+		{"no namespace", EnvPodNamespace, "", EnvPodNamespace},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			env := map[string]string{}
@@ -74,7 +78,7 @@ func TestOptionsFromEnvNamesTheVariable(t *testing.T) {
 func TestInstanceIDIsUniqueAcrossNamespaces(t *testing.T) {
 	env := func(ns string) func(string) string {
 		m := map[string]string{EnvBrokers: "kafka:9092", EnvTopic: "orders", EnvGroup: "g", EnvAppPort: "8080", EnvPodIP: "127.0.0.5",
-			EnvGroupInstanceID: "orders-0", EnvPodNamespace: ns}
+			EnvGroupInstanceID: "orders-0", EnvPodNamespace: ns, EnvPodUID: "1234"}
 		return func(k string) string { return m[k] }
 	}
 	staging, err1 := OptionsFromEnv(env("staging"))
@@ -98,7 +102,7 @@ func TestInstanceIDIsUniqueAcrossNamespaces(t *testing.T) {
 func TestModeFromThePodWinsAfterARestart(t *testing.T) {
 	env := map[string]string{
 		EnvBrokers: "kafka:9092", EnvTopic: "orders", EnvGroup: "g", EnvAppPort: "8080", EnvPodIP: "127.0.0.5",
-		EnvReplayFrom: `{"0":12}`,
+		EnvPodNamespace: "shop", EnvPodUID: "1234", EnvReplayFrom: `{"0":12}`,
 	}
 	get := func(k string) string { return env[k] }
 	env[EnvMode] = "live"

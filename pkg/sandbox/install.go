@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -27,7 +28,7 @@ const SystemNamespace = "ms2m-system"
 const Image = "ghcr.io/ms2m/ms2m:v0.1.0"
 
 // install creates ms2m's namespace, service accounts and their generated
-// ClusterRoles (config/rbac), and the agent DaemonSet; it returns a client
+// ClusterRoles and Roles (config/rbac), and the agent DaemonSet; it returns a client
 // configuration carrying the manager service account's token, so the
 // in-process manager runs with exactly the permissions the chart grants.
 func (s *Sandbox) install(ctx context.Context) (*rest.Config, error) {
@@ -46,7 +47,7 @@ func (s *Sandbox) install(ctx context.Context) (*rest.Config, error) {
 		}); err != nil {
 			return nil, err
 		}
-		if err := applyClusterRole(ctx, c, filepath.Join(s.opts.RBACDir, name, "role.yaml"), sa); err != nil {
+		if err := applyRoles(ctx, c, filepath.Join(s.opts.RBACDir, name, "role.yaml"), sa); err != nil {
 			return nil, err
 		}
 	}
@@ -73,37 +74,84 @@ func create(_ context.Context, fn func() error) error {
 	return nil
 }
 
-// applyClusterRole creates (or updates) the generated ClusterRole in file
-// and binds it to the service account.
-func applyClusterRole(ctx context.Context, c kubernetes.Interface, file, sa string) error {
+// applyRoles creates (or updates) the generated ClusterRole in file and,
+// when the file has one, its Role in ms2m-system, and binds them to the
+// service account.
+func applyRoles(ctx context.Context, c kubernetes.Interface, file, sa string) error {
 	b, err := os.ReadFile(file)
 	if err != nil {
 		return fmt.Errorf("sandbox: RBAC for %s: %w (run `make generate`)", sa, err)
 	}
-	role := &rbacv1.ClusterRole{}
-	if err := yaml.Unmarshal(b, role); err != nil {
-		return fmt.Errorf("sandbox: %s: %w", file, err)
+	subjects := []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: sa, Namespace: SystemNamespace}}
+	for _, doc := range strings.Split(string(b), "\n---\n") {
+		var meta metav1.TypeMeta
+		if err := yaml.Unmarshal([]byte(doc), &meta); err != nil {
+			return fmt.Errorf("sandbox: %s: %w", file, err)
+		}
+		switch meta.Kind {
+		case "ClusterRole":
+			role := &rbacv1.ClusterRole{}
+			if err := yaml.Unmarshal([]byte(doc), role); err != nil {
+				return fmt.Errorf("sandbox: %s: %w", file, err)
+			}
+			roles := c.RbacV1().ClusterRoles()
+			if err := upsert(ctx, role.Name, role, roles.Create, roles.Get, roles.Update, func(cur *rbacv1.ClusterRole) { cur.Rules = role.Rules }); err != nil {
+				return err
+			}
+			if err := create(ctx, func() error {
+				_, err := c.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{
+					ObjectMeta: metav1.ObjectMeta{Name: role.Name},
+					RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
+					Subjects:   subjects,
+				}, metav1.CreateOptions{})
+				return err
+			}); err != nil {
+				return err
+			}
+		case "Role":
+			role := &rbacv1.Role{}
+			if err := yaml.Unmarshal([]byte(doc), role); err != nil {
+				return fmt.Errorf("sandbox: %s: %w", file, err)
+			}
+			if role.Namespace != SystemNamespace {
+				return fmt.Errorf("sandbox: %s: a Role in %q; the markers may ask for rights in %s only", file, role.Namespace, SystemNamespace)
+			}
+			roles := c.RbacV1().Roles(SystemNamespace)
+			if err := upsert(ctx, role.Name, role, roles.Create, roles.Get, roles.Update, func(cur *rbacv1.Role) { cur.Rules = role.Rules }); err != nil {
+				return err
+			}
+			if err := create(ctx, func() error {
+				_, err := c.RbacV1().RoleBindings(SystemNamespace).Create(ctx, &rbacv1.RoleBinding{
+					ObjectMeta: metav1.ObjectMeta{Name: role.Name},
+					RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name},
+					Subjects:   subjects,
+				}, metav1.CreateOptions{})
+				return err
+			}); err != nil {
+				return err
+			}
+		}
 	}
-	if _, err := c.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); apierrors.IsAlreadyExists(err) {
-		cur, err := c.RbacV1().ClusterRoles().Get(ctx, role.Name, metav1.GetOptions{})
-		if err != nil {
-			return err
-		}
-		cur.Rules = role.Rules
-		if _, err := c.RbacV1().ClusterRoles().Update(ctx, cur, metav1.UpdateOptions{}); err != nil {
-			return err
-		}
-	} else if err != nil {
+	return nil
+}
+
+// upsert creates obj, or sets what it carries on the existing one.
+func upsert[T any](ctx context.Context, name string, obj *T,
+	createFn func(context.Context, *T, metav1.CreateOptions) (*T, error),
+	get func(context.Context, string, metav1.GetOptions) (*T, error),
+	update func(context.Context, *T, metav1.UpdateOptions) (*T, error),
+	set func(cur *T)) error {
+	_, err := createFn(ctx, obj, metav1.CreateOptions{})
+	if !apierrors.IsAlreadyExists(err) {
 		return err
 	}
-	return create(ctx, func() error {
-		_, err := c.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{
-			ObjectMeta: metav1.ObjectMeta{Name: role.Name},
-			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
-			Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: sa, Namespace: SystemNamespace}},
-		}, metav1.CreateOptions{})
+	cur, err := get(ctx, name, metav1.GetOptions{})
+	if err != nil {
 		return err
-	})
+	}
+	set(cur)
+	_, err = update(ctx, cur, metav1.UpdateOptions{})
+	return err
 }
 
 // applyAgent runs the node agent on every node, as the chart's DaemonSet.

@@ -9,11 +9,9 @@ import (
 	"time"
 
 	"github.com/go-logr/logr/funcr"
-	authenticationv1 "k8s.io/api/authentication/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/ms2m/ms2m/pkg/clientconfig"
 	"github.com/ms2m/ms2m/pkg/manager"
 	"github.com/ms2m/ms2m/pkg/migrationclient"
 	"github.com/ms2m/ms2m/pkg/sandbox"
@@ -52,10 +50,10 @@ type Options struct {
 }
 
 type bench struct {
-	opts  Options
-	sb    *sandbox.Sandbox
-	mc    client.WithWatch
-	token string
+	opts   Options
+	sb     *sandbox.Sandbox
+	mc     client.WithWatch
+	tokens *clientconfig.AudienceTokens
 }
 
 func (b *bench) logf(format string, args ...any) {
@@ -110,8 +108,8 @@ func Run(ctx context.Context, o Options) error {
 }
 
 // start brings up the sandbox (three simulated nodes, the ms2m manager
-// in process) and gets a token of the manager's identity, which the cold
-// baseline presents to the sidecar as the controller does.
+// in process), and issues tokens of the manager's identity, which the cold
+// baseline presents to the sidecars as the controller does.
 func (b *bench) start(ctx context.Context) error {
 	o := b.opts
 	if killed := sandbox.Reap(o.Dir); len(killed) > 0 {
@@ -144,13 +142,7 @@ func (b *bench) start(ctx context.Context) error {
 	if b.mc, err = migrationclient.New(sb.Config); err != nil {
 		return err
 	}
-	tr, err := sb.Client.CoreV1().ServiceAccounts(sandbox.SystemNamespace).CreateToken(ctx, "ms2m-manager", &authenticationv1.TokenRequest{
-		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To(int64(24 * 3600))},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		return fmt.Errorf("token for the cold baseline's sidecar calls: %w", err)
-	}
-	b.token = tr.Status.Token
+	b.tokens = clientconfig.AudienceTokensOf(sb.Client, sandbox.SystemNamespace, "ms2m-manager")
 	return nil
 }
 

@@ -50,9 +50,9 @@ var cold = method{Name: "cold", Move: moveCold}
 func moveCold(ctx context.Context, t *trial, src *corev1.Pod, target string) (moved, error) {
 	c := t.b.sb.Client
 	pods := c.CoreV1().Pods(t.ns)
-	sidecars := &replay.Client{Token: func() (string, error) { return t.b.token, nil }}
+	sidecars := &replay.Client{Token: t.b.tokens.Token}
 	t0 := time.Now()
-	srcAddr := replay.Addr(src.Status.PodIP, 9901)
+	srcAddr := replay.EndpointOf(src.Status.PodIP, 9901, src.Namespace, string(src.UID))
 	if _, err := sidecars.Pause(ctx, srcAddr); err != nil {
 		return moved{}, fmt.Errorf("stopping the source's delivery: %w", err)
 	}
@@ -80,7 +80,7 @@ func moveCold(ctx context.Context, t *trial, src *corev1.Pod, target string) (mo
 	if _, err := pods.Create(ctx, p, metav1.CreateOptions{}); err != nil {
 		return moved{}, fmt.Errorf("creating the cold pod: %w", err)
 	}
-	var addr string
+	var addr replay.Endpoint
 	if err := poll(ctx, 2*time.Minute, func(ctx context.Context) error {
 		p, err := pods.Get(ctx, p.Name, metav1.GetOptions{})
 		if err != nil {
@@ -89,7 +89,7 @@ func moveCold(ctx context.Context, t *trial, src *corev1.Pod, target string) (mo
 		if p.Status.PodIP == "" {
 			return fmt.Errorf("cold pod %s is %s without an IP", p.Name, p.Status.Phase)
 		}
-		addr = replay.Addr(p.Status.PodIP, 9901)
+		addr = replay.EndpointOf(p.Status.PodIP, 9901, p.Namespace, string(p.UID))
 		_, err = sidecars.Position(ctx, addr)
 		return err
 	}); err != nil {

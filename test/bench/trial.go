@@ -277,7 +277,6 @@ func (b *bench) cleanup(ns string, e deploy.Example) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	c := b.sb.Client
-	_ = c.RbacV1().ClusterRoleBindings().Delete(ctx, e.AuthDelegator(ns).Name, metav1.DeleteOptions{})
 	if err := c.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
 		b.logf("deleting namespace %s: %v", ns, err)
 		return

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/ms2m/ms2m/internal/example/deploy"
@@ -62,9 +61,6 @@ func drainOnce(ctx context.Context, b *testing.B, c *Cluster, n int) {
 		e := deploy.Example{Name: fmt.Sprintf("c%02d", i), Brokers: c.Brokers, Topic: fmt.Sprintf("%s-c%02d", ns, i),
 			Rate: 2, Count: 60, ProcessTime: time.Millisecond, Bare: true, Node: drained, ProducerNode: producers}
 		examples[i] = e
-		b.Cleanup(func() {
-			_ = c.Client.RbacV1().ClusterRoleBindings().Delete(context.Background(), e.AuthDelegator(ns).Name, metav1.DeleteOptions{})
-		})
 		// Not deployConsumer: b.Fatal must not be called from these goroutines.
 		g.Go(func() error {
 			d, err := deploy.DeployConsumer(gctx, c.Client, ns, e, func(string, ...any) {})

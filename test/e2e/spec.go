@@ -63,8 +63,7 @@ func (in SpecInput) open(t *testing.T, name string, change ...func(*deploy.Examp
 	return &Spec{Cluster: c, t: t, NS: ns, Example: e, CR: c.CRClient(t)}
 }
 
-// deployConsumer deploys the spec's example consumer (its cluster-scoped
-// auth-delegator binding removed when the test ends) and returns it Ready.
+// deployConsumer deploys the spec's example consumer and returns it Ready.
 func (s *Spec) deployConsumer(ctx context.Context) deploy.Deployed {
 	s.t.Helper()
 	return deployConsumer(ctx, s.t, s.Cluster, s.NS, s.Example)
@@ -89,9 +88,8 @@ func (s *Spec) startProducer(ctx context.Context) {
 	}
 }
 
-// deployConsumer deploys the example consumer e into ns, its cluster-scoped
-// auth-delegator binding removed when the test ends, and returns it Ready
-// (its first replica, when it has several).
+// deployConsumer deploys the example consumer e into ns and returns it
+// Ready (its first replica, when it has several).
 func deployConsumer(ctx context.Context, tb testing.TB, c *Cluster, ns string, e deploy.Example) deploy.Deployed {
 	tb.Helper()
 	return deployConsumers(ctx, tb, c, ns, e)[0]
@@ -101,9 +99,6 @@ func deployConsumer(ctx context.Context, tb testing.TB, c *Cluster, ns string, e
 // the consumer group has given each its partitions.
 func deployConsumers(ctx context.Context, tb testing.TB, c *Cluster, ns string, e deploy.Example) []deploy.Deployed {
 	tb.Helper()
-	tb.Cleanup(func() {
-		_ = c.Client.RbacV1().ClusterRoleBindings().Delete(context.Background(), e.AuthDelegator(ns).Name, metav1.DeleteOptions{})
-	})
 	ds, err := deploy.DeployConsumers(ctx, c.Client, ns, e, tb.Logf)
 	if err != nil {
 		tb.Fatal(err)

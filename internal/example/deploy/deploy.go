@@ -18,7 +18,6 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
@@ -176,21 +175,10 @@ func (e Example) BarePod() *corev1.Pod {
 	return p
 }
 
-// ServiceAccount is the consumer's identity. Its replay sidecar checks
-// the controller's token with the TokenReview API, which needs
-// system:auth-delegator (AuthDelegator).
+// ServiceAccount is the consumer's identity. It needs no role: the replay
+// sidecar checks the manager's tokens offline (replay.TokenVerifier).
 func (e Example) ServiceAccount() *corev1.ServiceAccount {
 	return &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: e.Name}}
-}
-
-// AuthDelegator binds system:auth-delegator to the consumer's service
-// account in namespace ns.
-func (e Example) AuthDelegator(ns string) *rbacv1.ClusterRoleBinding {
-	return &rbacv1.ClusterRoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: "ms2m-example-" + ns + "-" + e.Name, Labels: map[string]string{"ms2m.io/example-namespace": ns}},
-		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "system:auth-delegator"},
-		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: e.Name, Namespace: ns}},
-	}
 }
 
 // Producer is a Job writing Count numbered messages at Rate.

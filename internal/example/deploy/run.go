@@ -59,9 +59,6 @@ func DeployConsumers(ctx context.Context, c kubernetes.Interface, ns string, e E
 	if _, err := c.CoreV1().ServiceAccounts(ns).Create(ctx, e.ServiceAccount(), metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return nil, err
 	}
-	if _, err := c.RbacV1().ClusterRoleBindings().Create(ctx, e.AuthDelegator(ns), metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		return nil, err
-	}
 	var err error
 	switch {
 	case e.Bare:

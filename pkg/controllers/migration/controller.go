@@ -38,12 +38,12 @@ import (
 // Sidecars is the replay sidecars' control API (replay.Client in
 // production).
 type Sidecars interface {
-	Position(ctx context.Context, addr string) (replay.Position, error)
-	Pause(ctx context.Context, addr string) (replay.Position, error)
-	Resume(ctx context.Context, addr string) (replay.Position, error)
-	Fence(ctx context.Context, addr string) (replay.Position, error)
-	Handover(ctx context.Context, addr string, fence map[int]int64) (replay.Position, error)
-	Abort(ctx context.Context, addr string) (replay.Position, error)
+	Position(ctx context.Context, ep replay.Endpoint) (replay.Position, error)
+	Pause(ctx context.Context, ep replay.Endpoint) (replay.Position, error)
+	Resume(ctx context.Context, ep replay.Endpoint) (replay.Position, error)
+	Fence(ctx context.Context, ep replay.Endpoint) (replay.Position, error)
+	Handover(ctx context.Context, ep replay.Endpoint, fence map[int]int64) (replay.Position, error)
+	Abort(ctx context.Context, ep replay.Endpoint) (replay.Position, error)
 }
 
 // Options are the controller's limits and defaults (manager flags).

@@ -196,8 +196,8 @@ func podReady(p *corev1.Pod) bool {
 }
 
 // sidecarAddr is the control endpoint of a pod's replay sidecar.
-func (w *work) sidecarAddr(pod *corev1.Pod) string {
-	return replay.Addr(pod.Status.PodIP, w.r.Opts.SidecarControlPort)
+func (w *work) sidecarAddr(pod *corev1.Pod) replay.Endpoint {
+	return replay.EndpointOf(pod.Status.PodIP, w.r.Opts.SidecarControlPort, pod.Namespace, string(pod.UID))
 }
 
 // agentResult reads the agent's report in annotation key (nil: none yet).
