@@ -3,17 +3,22 @@ package charts_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/ms2m/ms2m/internal/expect"
 	"github.com/ms2m/ms2m/internal/testenv"
+	"github.com/ms2m/ms2m/pkg/agent"
 	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
 )
 
@@ -107,4 +112,150 @@ func TestOnlyMs2mWritesAgentResultsAndStatus(t *testing.T) {
 	if err := manager.Status().Patch(ctx, fresh, patch); err != nil {
 		t.Fatalf("the manager writing the status: %v", err)
 	}
+}
+
+// A compromised agent (root, with host mounts) holds its pod's token: the
+// agent's service account, bound to a pod on node-a. With it it keeps
+// labelling node-a as the Labeler does, and can do nothing else to nodes:
+// not another node, not node-a's other labels, taints, cordon or
+// annotations; a token of the same account bound to no pod changes no node.
+// Everyone else is left alone. Against a real API server with the chart's
+// ValidatingAdmissionPolicy installed.
+func TestAgentChangesOnlyItsOwnNodesMs2mLabels(t *testing.T) {
+	env := testenv.Start(t, testenv.Options{})
+	ctx := context.Background()
+	if _, err := runHelm(t, "install", release, chartDir(), "--namespace", namespace, "--create-namespace", "--skip-crds",
+		"--kubeconfig", env.KubeconfigFile(t)); err != nil {
+		t.Fatal(err)
+	}
+	agentSA := release + "-agent"
+	for _, name := range []string{"node-a", "node-b"} {
+		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"topology.kubernetes.io/zone": "z1"}}}
+		if err := env.Client.Create(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+		n.Status.NodeInfo.ContainerRuntimeVersion = "ms2m-sim://0.1.0 (simulating cri-o 1.37.0)"
+		if err := env.Client.Status().Update(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: "agent-a"}, Spec: corev1.PodSpec{
+		NodeName: "node-a", ServiceAccountName: agentSA, Containers: []corev1.Container{{Name: "agent", Image: "ms2m"}}}}
+	if err := env.Client.Create(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	cs, err := kubernetes.NewForConfig(env.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	withToken := func(bound *authenticationv1.BoundObjectReference) client.Client {
+		tr, err := cs.CoreV1().ServiceAccounts(namespace).CreateToken(ctx, agentSA,
+			&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{BoundObjectRef: bound}}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := rest.AnonymousClientConfig(env.Config)
+		cfg.BearerToken = tr.Status.Token
+		c, err := client.New(cfg, client.Options{Scheme: env.Scheme})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	// As the kubelet mounts it into the agent's pod.
+	agentA := withToken(&authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID})
+	unbound := withToken(nil)
+
+	change := func(c client.Client, node string, mutate func(*corev1.Node), opts ...client.PatchOption) error {
+		n := &corev1.Node{}
+		if err := env.Client.Get(ctx, client.ObjectKey{Name: node}, n); err != nil {
+			t.Fatal(err)
+		}
+		patch := client.MergeFrom(n.DeepCopy())
+		mutate(n)
+		return c.Patch(ctx, n, patch, opts...)
+	}
+	label := func(k, v string) func(*corev1.Node) { return func(n *corev1.Node) { n.Labels[k] = v } }
+
+	// The API server enforces a new policy once its informers have it:
+	// probe with dry runs until it does.
+	expect.Eventually(t, "the policy enforced", func() error {
+		err := change(agentA, "node-b", label("ms2m.io/checkpoint-restore", "true"), client.DryRunAll)
+		switch {
+		case err == nil:
+			return errors.New("the agent of node-a still labels node-b")
+		case !strings.Contains(err.Error(), "may not change node node-b"):
+			return err
+		}
+		return nil
+	})
+
+	t.Run("the agent labels its own node", func(t *testing.T) {
+		runCtx, stop := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		l := &agent.Labeler{Client: agentA, NodeName: "node-a", Interval: time.Hour}
+		go func() { done <- l.Start(runCtx) }()
+		expect.Eventually(t, "node-a labelled by its agent", func() error {
+			n := &corev1.Node{}
+			if err := env.Client.Get(ctx, client.ObjectKey{Name: "node-a"}, n); err != nil {
+				return err
+			}
+			if n.Labels[v1.LabelCheckpointRestore] != "true" || n.Labels[v1.LabelRuntime] != "cri-o" {
+				return fmt.Errorf("labels %v", n.Labels)
+			}
+			return nil
+		})
+		stop()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+		if err := change(agentA, "node-a", func(n *corev1.Node) { delete(n.Labels, v1.LabelRuntime) }); err != nil {
+			t.Errorf("the agent removing its node's %s label: %v", v1.LabelRuntime, err)
+		}
+	})
+
+	for _, tc := range []struct {
+		name   string
+		c      client.Client
+		node   string
+		mutate func(*corev1.Node)
+		want   []string
+	}{
+		{"labelling another node", agentA, "node-b", label("ms2m.io/checkpoint-restore", "true"),
+			[]string{"ms2m agent of node node-a may not change node node-b"}},
+		{"another label of its node", agentA, "node-a", label("node-role.kubernetes.io/control-plane", ""),
+			[]string{"only ms2m.io/* labels of node node-a", "node-role.kubernetes.io/control-plane"}},
+		{"removing another label of its node", agentA, "node-a", func(n *corev1.Node) { delete(n.Labels, "topology.kubernetes.io/zone") },
+			[]string{"only ms2m.io/* labels of node node-a", "topology.kubernetes.io/zone"}},
+		{"tainting its node", agentA, "node-a", func(n *corev1.Node) {
+			n.Spec.Taints = append(n.Spec.Taints, corev1.Taint{Key: "ms2m.io/drain", Effect: corev1.TaintEffectNoSchedule})
+		}, []string{"only ms2m.io/* labels of node node-a", "not its spec"}},
+		{"cordoning its node", agentA, "node-a", func(n *corev1.Node) { n.Spec.Unschedulable = true },
+			[]string{"only ms2m.io/* labels of node node-a", "not its spec"}},
+		{"annotating its node", agentA, "node-a", func(n *corev1.Node) { n.Annotations = map[string]string{"ms2m.io/x": "y"} },
+			[]string{"only ms2m.io/* labels of node node-a", "not its annotations"}},
+		{"a token bound to no pod", unbound, "node-a", label("ms2m.io/checkpoint-restore", "true"),
+			[]string{"ms2m agent may change node node-a only with a token bound to its pod", "authentication.kubernetes.io/node-name"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := change(tc.c, tc.node, tc.mutate)
+			if err == nil {
+				t.Fatal("admitted")
+			}
+			for _, want := range tc.want {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("refused with %q; want it to say %q", err, want)
+				}
+			}
+		})
+	}
+
+	t.Run("others are left alone", func(t *testing.T) {
+		if err := change(env.Client, "node-b", func(n *corev1.Node) {
+			n.Labels["team"] = "payments"
+			n.Spec.Taints = append(n.Spec.Taints, corev1.Taint{Key: "ms2m.io/drain", Effect: corev1.TaintEffectNoSchedule})
+		}); err != nil {
+			t.Errorf("an administrator labelling and tainting a node: %v", err)
+		}
+	})
 }

@@ -13,7 +13,10 @@ import (
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 
 // Labeler keeps the node's capability labels current, and says why in an
-// Event on the node and in its log whenever the outcome changes.
+// Event on the node and in its log whenever the outcome changes. Its own
+// node's ms2m.io/* labels are all the agent may change of any node: the
+// chart's ValidatingAdmissionPolicy <release>-agent-node-labels refuses it
+// the rest, whatever its ClusterRole allows.
 type Labeler struct {
 	Client   client.Client
 	NodeName string
