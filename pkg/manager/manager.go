@@ -39,7 +39,11 @@ type Options struct {
 	CheckpointImageRepository string
 	MaxParallelMigrations     int
 	MaxOutboundPerNode        int
-	DefaultReplayCutoff       time.Duration
+	// MaxParallelPerNamespace: 0 is one less than MaxParallelMigrations.
+	MaxParallelPerNamespace int
+	MigrationWorkers        int
+	DisruptionBudgetTimeout time.Duration
+	DefaultReplayCutoff     time.Duration
 	// WebhookPort serves the admission webhooks over TLS; 0 disables them.
 	WebhookPort int
 	// WebhookHost is the address the webhooks listen on ("": every one).
@@ -67,17 +71,19 @@ const schedulerExtenderFlag = "scheduler-extender"
 // DefaultOptions are the defaults documented in --help.
 func DefaultOptions() Options {
 	return Options{
-		MetricsAddr:           ":8080",
-		ProbeAddr:             ":8081",
-		LeaderElection:        true,
-		MaxParallelMigrations: 5,
-		MaxOutboundPerNode:    2,
-		DefaultReplayCutoff:   120 * time.Second,
-		WebhookPort:           9443,
-		Sidecar:               webhooks.DefaultSidecarOptions(),
-		EvictionFallback:      string(webhooks.FallbackDeny),
-		Evacuate:              true,
-		SchedulerExtender:     scheduler.ServerOptions{BindAddress: "0", MaxRequestBytes: scheduler.DefaultMaxRequestBytes},
+		MetricsAddr:             ":8080",
+		ProbeAddr:               ":8081",
+		LeaderElection:          true,
+		MaxParallelMigrations:   5,
+		MaxOutboundPerNode:      2,
+		MigrationWorkers:        8,
+		DisruptionBudgetTimeout: 10 * time.Minute,
+		DefaultReplayCutoff:     120 * time.Second,
+		WebhookPort:             9443,
+		Sidecar:                 webhooks.DefaultSidecarOptions(),
+		EvictionFallback:        string(webhooks.FallbackDeny),
+		Evacuate:                true,
+		SchedulerExtender:       scheduler.ServerOptions{BindAddress: "0", MaxRequestBytes: scheduler.DefaultMaxRequestBytes},
 	}
 }
 
@@ -91,6 +97,12 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 		"Repository checkpoint images are pushed to when a StatefulMigration sets no spec.checkpointImageRepository.")
 	fs.IntVar(&o.MaxParallelMigrations, "max-parallel-migrations", o.MaxParallelMigrations, "Migrations running at once in the cluster; more wait in Pending.")
 	fs.IntVar(&o.MaxOutboundPerNode, "max-outbound-migrations-per-node", o.MaxOutboundPerNode, "Migrations leaving one node at once; more wait in Pending.")
+	fs.IntVar(&o.MaxParallelPerNamespace, "max-parallel-migrations-per-namespace", o.MaxParallelPerNamespace,
+		"Migrations running at once in one namespace; more wait in Pending, so one tenant cannot take every slot (0: one less than --max-parallel-migrations, at least 1).")
+	fs.IntVar(&o.MigrationWorkers, "migration-workers", o.MigrationWorkers,
+		"Migrations reconciled at once: one whose sidecar or broker does not answer holds one worker, not the others.")
+	fs.DurationVar(&o.DisruptionBudgetTimeout, "disruption-budget-timeout", o.DisruptionBudgetTimeout,
+		"How long a handover waits for a PodDisruptionBudget to allow a disruption before the migration fails (the source serves on; a drain's eviction then follows --eviction-fallback).")
 	fs.IntVar(&o.WebhookPort, "webhook-port", o.WebhookPort, "Port of the admission webhooks (TLS); 0 disables them.")
 	fs.StringVar(&o.WebhookHost, "webhook-host", o.WebhookHost, "Address the admission webhooks listen on, e.g. the pod IP (default: every address).")
 	fs.StringVar(&o.WebhookCertDir, "webhook-cert-dir", o.WebhookCertDir, "Directory with tls.crt and tls.key for the webhooks (default: the system temp dir's k8s-webhook-server/serving-certs).")
@@ -155,6 +167,15 @@ func (o Options) Validate() error {
 	}
 	if o.MaxOutboundPerNode < 1 {
 		errs = append(errs, fmt.Errorf("--max-outbound-migrations-per-node must be at least 1, got %d", o.MaxOutboundPerNode))
+	}
+	if o.MaxParallelPerNamespace < 0 || o.MaxParallelPerNamespace > o.MaxParallelMigrations {
+		errs = append(errs, fmt.Errorf("--max-parallel-migrations-per-namespace must be between 0 and --max-parallel-migrations (%d), got %d", o.MaxParallelMigrations, o.MaxParallelPerNamespace))
+	}
+	if o.MigrationWorkers < 1 {
+		errs = append(errs, fmt.Errorf("--migration-workers must be at least 1, got %d", o.MigrationWorkers))
+	}
+	if o.DisruptionBudgetTimeout < time.Second {
+		errs = append(errs, fmt.Errorf("--disruption-budget-timeout must be at least 1s, got %s", o.DisruptionBudgetTimeout))
 	}
 	if o.DefaultReplayCutoff < time.Second {
 		errs = append(errs, fmt.Errorf("--default-replay-cutoff must be at least 1s, got %s", o.DefaultReplayCutoff))
@@ -284,6 +305,7 @@ func setup(mgr ctrl.Manager, opts Options) error {
 func controllerOptions(opts Options) migration.Options {
 	ctl := migration.DefaultOptions()
 	ctl.MaxParallel, ctl.MaxOutboundPerNode = opts.MaxParallelMigrations, opts.MaxOutboundPerNode
+	ctl.MaxParallelPerNamespace, ctl.Workers, ctl.DisruptionBudgetTimeout = opts.MaxParallelPerNamespace, opts.MigrationWorkers, opts.DisruptionBudgetTimeout
 	ctl.DefaultRepository, ctl.SidecarControlPort = opts.CheckpointImageRepository, opts.Sidecar.ControlPort
 	ctl.DefaultReplayCutoff = opts.DefaultReplayCutoff
 	return ctl

@@ -33,6 +33,9 @@ func TestValidateNamesTheFlag(t *testing.T) {
 	}{
 		{"no parallel migrations", func(o *Options) { o.MaxParallelMigrations = 0 }, "--max-parallel-migrations"},
 		{"no outbound migrations", func(o *Options) { o.MaxOutboundPerNode = -1 }, "--max-outbound-migrations-per-node"},
+		{"per-namespace limit above the cluster's", func(o *Options) { o.MaxParallelPerNamespace = o.MaxParallelMigrations + 1 }, "--max-parallel-migrations-per-namespace"},
+		{"no workers", func(o *Options) { o.MigrationWorkers = 0 }, "--migration-workers"},
+		{"no disruption-budget wait", func(o *Options) { o.DisruptionBudgetTimeout = 0 }, "--disruption-budget-timeout"},
 		{"sub-second cutoff", func(o *Options) { o.DefaultReplayCutoff = time.Millisecond }, "--default-replay-cutoff"},
 		{"webhook port out of range", func(o *Options) { o.WebhookPort = 70000 }, "--webhook-port"},
 		{"no sidecar image", func(o *Options) { o.Sidecar.Image = "" }, "--sidecar-image"},
@@ -63,11 +66,13 @@ func TestFlagsReachTheController(t *testing.T) {
 	o := DefaultOptions()
 	o.BindFlags(fs)
 	if err := fs.Parse([]string{"--default-replay-cutoff=45s", "--max-parallel-migrations=7", "--max-outbound-migrations-per-node=3",
-		"--checkpoint-image-repository=registry.example.com/ckpt"}); err != nil {
+		"--checkpoint-image-repository=registry.example.com/ckpt", "--max-parallel-migrations-per-namespace=2", "--migration-workers=3",
+		"--disruption-budget-timeout=90s"}); err != nil {
 		t.Fatal(err)
 	}
 	got := controllerOptions(o)
-	if got.DefaultReplayCutoff != 45*time.Second || got.MaxParallel != 7 || got.MaxOutboundPerNode != 3 || got.DefaultRepository != "registry.example.com/ckpt" {
+	if got.DefaultReplayCutoff != 45*time.Second || got.MaxParallel != 7 || got.MaxOutboundPerNode != 3 || got.DefaultRepository != "registry.example.com/ckpt" ||
+		got.MaxParallelPerNamespace != 2 || got.Workers != 3 || got.DisruptionBudgetTimeout != 90*time.Second {
 		t.Fatalf("controller options %+v", got)
 	}
 }

@@ -34,13 +34,16 @@ func BenchmarkDrainNode(b *testing.B) {
 		}
 	}
 	ctx := context.Background()
-	if err := c.Sandbox.ReconfigureManager(ctx, func(o *manager.Options) { o.MaxOutboundPerNode, o.MaxParallelMigrations = 5, n }); err != nil {
+	if err := c.Sandbox.ReconfigureManager(ctx, func(o *manager.Options) {
+		// All n pods are in one namespace: it may use every slot.
+		o.MaxOutboundPerNode, o.MaxParallelMigrations, o.MaxParallelPerNamespace = 5, n, n
+	}); err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() {
 		_ = c.Sandbox.ReconfigureManager(context.Background(), func(o *manager.Options) {
 			d := manager.DefaultOptions()
-			o.MaxOutboundPerNode, o.MaxParallelMigrations = d.MaxOutboundPerNode, d.MaxParallelMigrations
+			o.MaxOutboundPerNode, o.MaxParallelMigrations, o.MaxParallelPerNamespace = d.MaxOutboundPerNode, d.MaxParallelMigrations, d.MaxParallelPerNamespace
 		})
 	})
 	for range b.N {

@@ -24,6 +24,7 @@ import (
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -52,6 +53,16 @@ type Options struct {
 	MaxParallel int
 	// MaxOutboundPerNode migrations leaving one node; more wait.
 	MaxOutboundPerNode int
+	// MaxParallelPerNamespace migrations in one namespace; more wait, so
+	// one tenant cannot take every slot. 0: MaxParallel-1 (at least 1).
+	MaxParallelPerNamespace int
+	// Workers reconcile migrations at once: a migration whose sidecar or
+	// broker does not answer holds one worker, not every migration.
+	Workers int
+	// DisruptionBudgetTimeout bounds how long a handover waits for a
+	// PodDisruptionBudget to allow a disruption; then the migration fails
+	// and the source serves on.
+	DisruptionBudgetTimeout time.Duration
 	// DefaultRepository receives checkpoint images when the spec names none.
 	DefaultRepository string
 	// SidecarControlPort is the sidecar's control API port.
@@ -76,7 +87,8 @@ type PhaseTimeouts struct {
 // DefaultOptions are the manager's defaults.
 func DefaultOptions() Options {
 	return Options{
-		MaxParallel: 5, MaxOutboundPerNode: 2, SidecarControlPort: 9901, ReplaySample: 250 * time.Millisecond, DisruptionRetry: time.Second,
+		MaxParallel: 5, MaxOutboundPerNode: 2, Workers: 8, SidecarControlPort: 9901, ReplaySample: 250 * time.Millisecond,
+		DisruptionRetry: time.Second, DisruptionBudgetTimeout: 10 * time.Minute,
 		DefaultReplayCutoff: 120 * time.Second,
 		Timeouts:            PhaseTimeouts{Checkpoint: 2 * time.Minute, Transfer: 10 * time.Minute, Restore: 5 * time.Minute, Finalize: 2 * time.Minute},
 	}
@@ -97,7 +109,8 @@ type Reconciler struct {
 	Opts    Options
 	Metrics *Metrics
 
-	samples sampleCache
+	samples    sampleCache
+	admissions admissions
 }
 
 // +kubebuilder:rbac:groups=migration.ms2m.io,resources=statefulmigrations,verbs=get;list;watch;update;patch
@@ -120,6 +133,7 @@ func (r *Reconciler) SetupWithManager(mgr manager.Manager) error {
 	return ctrl.ControllerManagedBy(mgr).
 		For(&v1.StatefulMigration{}).
 		Named("statefulmigration").
+		WithOptions(controller.Options{MaxConcurrentReconciles: max(1, r.Opts.Workers)}).
 		// A migration's pods: the target (labelled) and the source (found
 		// through the index on spec.sourcePod).
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(r.migrationsOfPod)).

@@ -6,11 +6,13 @@ import (
 	"net"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
@@ -208,30 +210,78 @@ func targetReason(extender string) string {
 	return v1.ReasonNoEligibleTarget
 }
 
-// overLimits holds the migration in Pending while the cluster or the
-// source node already runs as many migrations as allowed.
+// overLimits holds the migration in Pending while the cluster, the source
+// node or the namespace already runs as many migrations as allowed.
 func (w *work) overLimits(ctx context.Context) (bool, string, error) {
 	var list v1.StatefulMigrationList
 	if err := w.r.Client.List(ctx, &list); err != nil {
 		return false, "", err
 	}
-	active, outbound := 0, 0
-	for _, o := range list.Items {
-		switch o.Status.Phase {
-		case "", v1.PhasePending, v1.PhaseCompleted, v1.PhaseFailed:
+	return w.r.admissions.admit(w.m, list.Items, w.r.Opts)
+}
+
+// admissions remembers the migrations this manager let out of Pending
+// until its cache shows them running: reconciles run side by side, and
+// two of them reading the same cache would otherwise both take the last
+// slot.
+type admissions struct {
+	mu sync.Mutex
+	m  map[types.UID]admitted
+}
+
+type admitted struct{ namespace, sourceNode string }
+
+// admit counts the running migrations (the cache's, and those admitted
+// here that it does not show yet) other than m and, when m fits every
+// limit, records it as admitted.
+func (a *admissions) admit(m *v1.StatefulMigration, cached []v1.StatefulMigration, o Options) (bool, string, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.m == nil {
+		a.m = map[types.UID]admitted{}
+	}
+	running := map[types.UID]admitted{}
+	pending := map[types.UID]bool{}
+	for _, c := range cached {
+		switch c.Status.Phase {
+		case "", v1.PhasePending:
+			pending[c.UID] = true
+		case v1.PhaseCompleted, v1.PhaseFailed:
+		default:
+			running[c.UID] = admitted{namespace: c.Namespace, sourceNode: c.Status.SourceNode}
+		}
+	}
+	for uid, ad := range a.m {
+		if !pending[uid] { // running in the cache by now, finished, or gone
+			delete(a.m, uid)
 			continue
 		}
-		active++
-		if o.Status.SourceNode == w.m.Status.SourceNode {
+		running[uid] = ad
+	}
+	delete(running, m.UID)
+	active, outbound, inNamespace := len(running), 0, 0
+	for _, r := range running {
+		if r.sourceNode == m.Status.SourceNode {
 			outbound++
 		}
+		if r.namespace == m.Namespace {
+			inNamespace++
+		}
 	}
-	if active >= w.r.Opts.MaxParallel {
-		return true, fmt.Sprintf("waiting: %d migrations running in the cluster (--max-parallel-migrations=%d)", active, w.r.Opts.MaxParallel), nil
+	perNamespace := o.MaxParallelPerNamespace
+	if perNamespace <= 0 {
+		perNamespace = max(1, o.MaxParallel-1)
 	}
-	if outbound >= w.r.Opts.MaxOutboundPerNode {
+	switch {
+	case active >= o.MaxParallel:
+		return true, fmt.Sprintf("waiting: %d migrations running in the cluster (--max-parallel-migrations=%d)", active, o.MaxParallel), nil
+	case outbound >= o.MaxOutboundPerNode:
 		return true, fmt.Sprintf("waiting: %d migrations leaving node %s (--max-outbound-migrations-per-node=%d)",
-			outbound, w.m.Status.SourceNode, w.r.Opts.MaxOutboundPerNode), nil
+			outbound, m.Status.SourceNode, o.MaxOutboundPerNode), nil
+	case inNamespace >= perNamespace:
+		return true, fmt.Sprintf("waiting: %d migrations running in namespace %s (--max-parallel-migrations-per-namespace=%d)",
+			inNamespace, m.Namespace, perNamespace), nil
 	}
+	a.m[m.UID] = admitted{namespace: m.Namespace, sourceNode: m.Status.SourceNode}
 	return false, "", nil
 }

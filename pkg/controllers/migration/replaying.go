@@ -7,6 +7,7 @@ import (
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
@@ -73,11 +74,16 @@ func replaying(ctx context.Context, w *work) (outcome, error) {
 	if src == nil {
 		return o, err
 	}
-	tpos, err := w.r.Sidecars.Position(ctx, w.sidecarAddr(target))
+	// The samples are not on the downtime's path: a sidecar that does not
+	// answer within positionTimeout is asked again at the next sample, and
+	// holds this worker no longer.
+	sctx, cancel := context.WithTimeout(ctx, positionTimeout)
+	defer cancel()
+	tpos, err := w.r.Sidecars.Position(sctx, w.sidecarAddr(target))
 	if err != nil {
 		return after(w.r.Opts.ReplaySample) // the sidecar may be starting; the restore timeout does not apply any more
 	}
-	spos, err := w.r.Sidecars.Position(ctx, w.sidecarAddr(src))
+	spos, err := w.r.Sidecars.Position(sctx, w.sidecarAddr(src))
 	if err != nil {
 		return sidecarFailed(ctx, err, v1.ReasonHandoverFailed, "the source's sidecar")
 	}
@@ -114,7 +120,14 @@ func replaying(ctx context.Context, w *work) (outcome, error) {
 		return outcome{}, err
 	} else if pdb != "" {
 		// The handover would take the workload below its budget: replay on
-		// (the source serves) until the budget allows one disruption.
+		// (the source serves) until the budget allows one disruption, for
+		// at most DisruptionBudgetTimeout: a budget that never allows one
+		// would hold a migration slot (and a drain) forever.
+		since := w.waitingForBudgetSince(now)
+		if waited := now.Sub(since); w.r.Opts.DisruptionBudgetTimeout > 0 && waited >= w.r.Opts.DisruptionBudgetTimeout {
+			return fail(v1.ReasonDisruptionBudgetTimedOut, "PodDisruptionBudget %s allowed no disruption for %s (--disruption-budget-timeout=%s); "+
+				"the source serves on: raise the budget's allowance or migrate when the workload has spare replicas", pdb, waited.Round(time.Second), w.r.Opts.DisruptionBudgetTimeout)
+		}
 		setCondition(&m.Status, m.Generation, v1.ConditionReplayCaughtUp, false, v1.ReasonDisruptionBudget,
 			fmt.Sprintf("%s; waiting for PodDisruptionBudget %s to allow a disruption before the handover", c.Message, pdb))
 		return after(w.r.Opts.DisruptionRetry)
@@ -125,6 +138,25 @@ func replaying(ctx context.Context, w *work) (outcome, error) {
 	}
 	w.r.samples.forget(m.UID)
 	return w.next(fmt.Sprintf("source fenced at %v; the target replays to exactly there and goes live", fromOffsets(m.Status.FenceOffsets))), nil
+}
+
+// positionTimeout bounds a replay sample's sidecar calls.
+const positionTimeout = 5 * time.Second
+
+// waitingForBudgetSince is when the handover began waiting for a
+// PodDisruptionBudget: the transition time of ReplayCaughtUp with reason
+// WaitingForDisruptionBudget, which it records now when the condition has
+// another reason (a condition keeps its transition time while its status
+// stays False).
+func (w *work) waitingForBudgetSince(now time.Time) time.Time {
+	st := &w.m.Status
+	if c := meta.FindStatusCondition(st.Conditions, v1.ConditionReplayCaughtUp); c != nil && c.Reason == v1.ReasonDisruptionBudget {
+		return c.LastTransitionTime.Time
+	}
+	meta.RemoveStatusCondition(&st.Conditions, v1.ConditionReplayCaughtUp)
+	meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: v1.ConditionReplayCaughtUp, Status: metav1.ConditionFalse,
+		Reason: v1.ReasonDisruptionBudget, ObservedGeneration: w.m.Generation, LastTransitionTime: metav1.NewTime(now)})
+	return now
 }
 
 // replayingToFence is Replaying for Sequential: the source was fenced

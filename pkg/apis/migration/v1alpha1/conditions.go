@@ -57,4 +57,8 @@ const (
 	ReasonPhaseTimedOut       = "PhaseTimedOut"
 	ReasonCancelled           = "Cancelled"
 	ReasonDisruptionBudget    = "WaitingForDisruptionBudget"
+	// ReasonDisruptionBudgetTimedOut: a PodDisruptionBudget allowed no
+	// disruption for the handover within the manager's
+	// --disruption-budget-timeout; the source serves on.
+	ReasonDisruptionBudgetTimedOut = "DisruptionBudgetTimedOut"
 )
