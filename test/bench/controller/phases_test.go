@@ -21,8 +21,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -61,7 +64,7 @@ func BenchmarkPhaseTransitions(b *testing.B) {
 	for i := range b.N {
 		name := fmt.Sprintf("bench-%d-%d", time.Now().UnixNano(), i)
 		b.StopTimer()
-		if err := w.sourcePod(ctx, name); err != nil {
+		if err := w.sourcePod(ctx, ns, name); err != nil {
 			b.Fatal(err)
 		}
 		b.StartTimer()
@@ -91,6 +94,7 @@ type world struct {
 	broker  string
 	mu      sync.Mutex
 	waiters map[string]chan *v1.StatefulMigration
+	stop    context.CancelFunc
 }
 
 var (
@@ -100,39 +104,68 @@ var (
 )
 
 func startWorld(b *testing.B) *world {
-	startOnce.Do(func() { theWorld, startErr = newWorld() })
+	startOnce.Do(func() {
+		theWorld, startErr = newWorld(worldOptions{namespaces: []string{ns}, sidecars: migrationtest.NewSidecars(map[int]int64{0: 100, 1: 100})})
+	})
 	if startErr != nil {
 		b.Fatal(startErr)
 	}
 	return theWorld
 }
 
-func newWorld() (*world, error) {
+// worldOptions shape a world: the namespaces its manager watches (worlds
+// of other namespaces run side by side without touching each other's
+// migrations), its sidecars and the controller's workers (0: default).
+type worldOptions struct {
+	namespaces []string
+	sidecars   migration.Sidecars
+	workers    int
+}
+
+func newWorld(o worldOptions) (w *world, err error) {
 	log.SetLogger(zap.New(zap.WriteTo(devNull{})))
-	ctx := context.Background()
+	ctx, stop := context.WithCancel(context.Background())
+	defer func() {
+		if err != nil {
+			stop()
+		}
+	}()
 	// The controller checks that the brokers answer a TCP dial; nothing
 	// else talks Kafka here (the offsets come from the fake sidecar).
 	l, err := migrationtest.Broker()
 	if err != nil {
 		return nil, err
 	}
+	context.AfterFunc(ctx, func() { _ = l.Close() })
+	namespaces := map[string]cache.Config{}
+	for _, n := range o.namespaces {
+		namespaces[n] = cache.Config{}
+		if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: n}}); err != nil && !apierrors.IsAlreadyExists(err) {
+			return nil, err
+		}
+	}
 	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
 		Scheme: env.Scheme, Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
+		Cache:      cache.Options{DefaultNamespaces: namespaces},
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
 	})
 	if err != nil {
 		return nil, err
 	}
-	w := &world{c: mgr.GetClient(), broker: l.Addr().String(), waiters: map[string]chan *v1.StatefulMigration{}}
+	w = &world{c: mgr.GetClient(), broker: l.Addr().String(), waiters: map[string]chan *v1.StatefulMigration{}, stop: stop}
 	nodes := scheduler.NewCache(mgr.GetCache())
 	if err := mgr.Add(nodes); err != nil {
 		return nil, err
 	}
 	opts := migration.DefaultOptions()
 	opts.DefaultRepository = "registry.invalid/checkpoints"
-	opts.MaxParallel, opts.MaxOutboundPerNode = 100, 100
+	opts.MaxParallel, opts.MaxOutboundPerNode, opts.MaxParallelPerNamespace = 100, 100, 100
+	if o.workers > 0 {
+		opts.Workers = o.workers
+	}
 	r := &migration.Reconciler{
 		Client: mgr.GetClient(), Scheme: mgr.GetScheme(), Recorder: mgr.GetEventRecorderFor("bench"),
-		Sidecars: migrationtest.NewSidecars(map[int]int64{0: 100, 1: 100}), Offsets: migrationtest.Offsets{}, Nodes: nodes, Opts: opts,
+		Sidecars: o.sidecars, Offsets: migrationtest.Offsets{}, Nodes: nodes, Opts: opts,
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		return nil, err
@@ -144,7 +177,7 @@ func newWorld() (*world, error) {
 		return nil, err
 	}
 	for _, n := range []string{sourceNode, targetNode} {
-		if _, err := migrationtest.CreateNode(ctx, env.Client, n); err != nil {
+		if _, err := migrationtest.CreateNode(ctx, env.Client, n); err != nil && !apierrors.IsAlreadyExists(err) {
 			return nil, err
 		}
 	}
@@ -219,8 +252,8 @@ func (w *world) fakeKubelet(ctx context.Context, req reconcile.Request) (reconci
 
 // sourcePod creates a migratable bare pod on the source node, as the
 // webhook would have prepared it, and reports it Running and Ready.
-func (w *world) sourcePod(ctx context.Context, name string) error {
-	p := migrationtest.SourcePod(ns, name, sourceNode, w.broker)
+func (w *world) sourcePod(ctx context.Context, namespace, name string) error {
+	p := migrationtest.SourcePod(namespace, name, sourceNode, w.broker)
 	if err := env.Client.Create(ctx, p); err != nil {
 		return err
 	}
