@@ -32,10 +32,11 @@ test: control-plane ## Run unit, integration (real apiserver) and e2e tests.
 	KUBEBUILDER_ASSETS="$$(hack/build-control-plane.sh)" $(GO) test $(TEST_FLAGS) $(PKGS)
 
 .PHONY: generate
-generate: $(CONTROLLER_GEN) ## Regenerate deepcopy, CRDs, RBAC and webhook configuration from the markers, and their copies in the chart.
+generate: $(CONTROLLER_GEN) ## Regenerate deepcopy, CRDs, RBAC and webhook configuration (markers, then webhooks.Scopes) and their copies in the chart.
 	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./pkg/apis/...
 	$(CONTROLLER_GEN) crd paths=./pkg/apis/... output:crd:artifacts:config=$(CRD_DIR)
 	$(CONTROLLER_GEN) webhook paths=./webhooks/... output:webhook:artifacts:config=$(WEBHOOK_DIR)
+	$(GO) run ./hack/webhook-scope $(WEBHOOK_DIR)/manifests.yaml
 	$(CONTROLLER_GEN) rbac:roleName=ms2m-manager paths=./pkg/controllers/... paths=./pkg/manager/... paths=./webhooks/... paths=./scheduler/... output:rbac:artifacts:config=$(RBAC_DIR)/manager
 	$(CONTROLLER_GEN) rbac:roleName=ms2m-agent paths=./pkg/agent/... output:rbac:artifacts:config=$(RBAC_DIR)/agent
 	hack/chart-generate.sh

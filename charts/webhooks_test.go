@@ -3,13 +3,19 @@ package charts_test
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"testing"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/utils/ptr"
 
 	"github.com/ms2m/ms2m/webhooks"
 )
@@ -69,5 +75,69 @@ func TestWebhooksReachTheManager(t *testing.T) {
 	}
 	if n < len(served) {
 		t.Errorf("the chart registers %d webhooks; the manager serves %d", n, len(served))
+	}
+}
+
+// The pod webhook fails closed only for the pods it acts on, the eviction
+// webhook fails open, neither sees kube-system, and each has an alert for
+// the calls the API server could not make: the metric that counts them
+// depends on the failure policy (a refused creation, or an eviction let
+// through).
+func TestWebhooksAreScopedAndAlerted(t *testing.T) {
+	all := objs(t)
+	rendered := map[string]admissionregistrationv1.MutatingWebhook{}
+	mwc := as(t, all.get(t, "MutatingWebhookConfiguration", release+"-mutating-webhook-configuration"), &admissionregistrationv1.MutatingWebhookConfiguration{})
+	for _, h := range mwc.Webhooks {
+		rendered[h.Name] = h
+	}
+	vwc := as(t, all.get(t, "ValidatingWebhookConfiguration", release+"-validating-webhook-configuration"), &admissionregistrationv1.ValidatingWebhookConfiguration{})
+	for _, h := range vwc.Webhooks {
+		rendered[h.Name] = admissionregistrationv1.MutatingWebhook{Name: h.Name, FailurePolicy: h.FailurePolicy,
+			NamespaceSelector: h.NamespaceSelector, MatchConditions: h.MatchConditions}
+	}
+	wantPolicy := map[string]admissionregistrationv1.FailurePolicyType{
+		webhooks.PodMutationWebhook: admissionregistrationv1.Fail,
+		webhooks.PodEvictionWebhook: admissionregistrationv1.Ignore,
+	}
+	kubeSystem := labels.Set{corev1.LabelMetadataName: metav1.NamespaceSystem}
+	apps := labels.Set{corev1.LabelMetadataName: "shop"}
+
+	rule := all.get(t, "PrometheusRule", release)
+	groups, _, _ := unstructured.NestedSlice(rule.Object, "spec", "groups")
+	var exprs []string
+	for _, g := range groups {
+		rules, _, _ := unstructured.NestedSlice(g.(map[string]any), "rules")
+		for _, r := range rules {
+			e, _, _ := unstructured.NestedString(r.(map[string]any), "expr")
+			exprs = append(exprs, e)
+		}
+	}
+
+	for name, scope := range webhooks.Scopes() {
+		h, ok := rendered[name]
+		if !ok {
+			t.Errorf("the chart does not register webhook %s", name)
+			continue
+		}
+		if h.FailurePolicy == nil || *h.FailurePolicy != wantPolicy[name] {
+			t.Errorf("webhook %s: failurePolicy %s; want %s", name, ptr.Deref(h.FailurePolicy, "unset"), wantPolicy[name])
+		}
+		if !equality.Semantic.DeepEqual(h.MatchConditions, scope.MatchConditions) {
+			t.Errorf("webhook %s: matchConditions %+v; want webhooks.Scopes' %+v (run `make generate`)", name, h.MatchConditions, scope.MatchConditions)
+		}
+		sel, err := metav1.LabelSelectorAsSelector(h.NamespaceSelector)
+		if h.NamespaceSelector == nil || err != nil || sel.Matches(kubeSystem) || !sel.Matches(apps) {
+			t.Errorf("webhook %s: namespaceSelector %v (%v); want every namespace but kube-system", name, h.NamespaceSelector, err)
+		}
+		metric := `apiserver_admission_webhook_rejection_count{name="` + name + `",error_type="calling_webhook_error"}`
+		if wantPolicy[name] == admissionregistrationv1.Ignore {
+			metric = `apiserver_admission_webhook_fail_open_count{name="` + name + `"}`
+		}
+		if !slices.ContainsFunc(exprs, func(e string) bool { return strings.Contains(e, metric) }) {
+			t.Errorf("no alert on %s: the API server failing to call webhook %s goes unnoticed", metric, name)
+		}
+	}
+	if h := rendered[webhooks.PodMutationWebhook]; len(h.MatchConditions) != 1 || h.MatchConditions[0].Expression != webhooks.PodMutationCondition {
+		t.Errorf("webhook %s is called for pods that do not need it: matchConditions %+v", webhooks.PodMutationWebhook, h.MatchConditions)
 	}
 }

@@ -75,7 +75,9 @@ roles agent "and .Values.rbac.create .Values.agent.enabled"
 # Webhook configurations: controller-gen's, with the Service and namespace
 # of the release, the CA bundle (or cert-manager's cainjector annotation)
 # and the chart's names and labels. Everything else (rules, failurePolicy,
-# sideEffects, timeouts, reinvocation) is kept as generated.
+# sideEffects, timeouts, reinvocation, and the namespaceSelector and
+# matchConditions hack/webhook-scope wrote from webhooks.Scopes) is kept as
+# generated.
 src="config/webhook/manifests.yaml"
 [ -f "${root}/${src}" ] || fail "${src} is missing (run controller-gen first)"
 {

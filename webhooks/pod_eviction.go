@@ -26,9 +26,10 @@ const PodEvictionPath = "/validate-v1-pod-eviction"
 // starts the pod's evacuation migration; once the source pod is gone the
 // retried eviction finds nothing left and drain moves on.
 //
-// failurePolicy=Ignore, deliberately: the API server sends every eviction in
-// the cluster here (no selector can pick out migratable pods), so Fail would
-// stop every drain while the manager is down. With the manager down a
+// failurePolicy=Ignore, deliberately: the API server sends every eviction
+// outside kube-system here (Scopes; the Eviction does not carry the pod's
+// annotations, so no match condition can pick out migratable pods), so Fail
+// would stop every drain while the manager is down. With the manager down a
 // migratable pod is evicted as an ordinary one: its PodDisruptionBudget
 // still holds, and no message is lost (the group resumes from its commits),
 // only the in-memory state is rebuilt.

@@ -27,14 +27,14 @@ import (
 // PodMutationPath is where the API server sends pod CREATEs.
 const PodMutationPath = "/mutate-v1-pod"
 
-// failurePolicy=Ignore, deliberately: the webhook sees every pod created in
-// the cluster (the opt-in is an annotation, which no selector can match), so
-// Fail would make the manager a single point of failure for all pod creation.
-// A migratable pod admitted while the webhook was down lacks the
-// ms2m.io/checkpoint-restore annotation and the controller refuses to
-// migrate it, naming why; recreating it fixes it.
+// failurePolicy=Fail: a migratable pod is never created without its
+// sidecar. The API server calls the webhook only for the pods it acts on
+// (Scopes: PodMutationCondition, and no pod in kube-system), so a manager
+// that is down refuses those pods' creation, naming pods.ms2m.io, and their
+// controllers retry; every other pod in the cluster is created as if ms2m
+// were not installed.
 //
-// +kubebuilder:webhook:path=/mutate-v1-pod,mutating=true,failurePolicy=ignore,sideEffects=None,groups="",resources=pods,verbs=create,versions=v1,name=pods.ms2m.io,admissionReviewVersions=v1,timeoutSeconds=5,reinvocationPolicy=IfNeeded
+// +kubebuilder:webhook:path=/mutate-v1-pod,mutating=true,failurePolicy=fail,sideEffects=None,groups="",resources=pods,verbs=create,versions=v1,name=pods.ms2m.io,admissionReviewVersions=v1,timeoutSeconds=5,reinvocationPolicy=IfNeeded
 
 // SidecarOptions configure the injected replay sidecar.
 type SidecarOptions struct {
@@ -91,9 +91,10 @@ func (m *PodMutator) Handle(ctx context.Context, req admission.Request) admissio
 	if err := m.decoder.Decode(req, pod); err != nil {
 		return admission.Errored(http.StatusBadRequest, err)
 	}
-	// Every pod in the cluster passes here: let the ones that did not opt in
-	// through without building a patch.
-	if _, opted := pod.Annotations[v1.AnnotationMigratable]; !opted {
+	// The API server's match condition keeps other pods away; a pod that
+	// gets here anyway (a configuration without it) is let through
+	// untouched, as the condition would have.
+	if !NeedsMutation(pod) {
 		return admission.Allowed("")
 	}
 	before := podParts{containers: slices.Clone(pod.Spec.Containers), annotations: maps.Clone(pod.Annotations)}

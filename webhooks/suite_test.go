@@ -50,8 +50,9 @@ func startWebhookServer(e *testenv.Env) (stop func(), err error) {
 	srv.Register(PodEvictionPath, &webhook.Admission{Handler: evictor})
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { _ = srv.Start(ctx) }()
-	// failurePolicy is Ignore, so tests must not start before the server
-	// answers, or the API server would admit pods unmutated.
+	// Tests must not start before the server answers: the API server
+	// would refuse migratable pods (pods.ms2m.io fails closed) and let
+	// evictions through (evictions.ms2m.io fails open).
 	addr := net.JoinHostPort(wio.LocalServingHost, strconv.Itoa(wio.LocalServingPort))
 	err = wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
 		conn, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // readiness probe of a local test server

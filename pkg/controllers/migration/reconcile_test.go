@@ -10,15 +10,18 @@ import (
 	"testing"
 	"time"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	kwait "k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/ms2m/ms2m/internal/migrationtest"
+	"github.com/ms2m/ms2m/internal/testenv"
 	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
 	"github.com/ms2m/ms2m/pkg/migratable"
 	"github.com/ms2m/ms2m/scheduler"
@@ -488,5 +491,51 @@ func TestSequentialWithoutTheRestoreFails(t *testing.T) {
 	}
 	if c := condition(got, v1.ConditionRolledBack); c == nil || !strings.Contains(c.Message, "the source was already released") {
 		t.Fatalf("RolledBack %+v: want it to say the source was already released", c)
+	}
+}
+
+// The pod webhook fails closed, so while no manager answers it the API
+// server refuses the target pod. That is no reason to roll back: the
+// creation is tried again within Restoring's timeout, and the migration
+// completes once the webhook answers.
+func TestTargetRefusedWhileThePodWebhookIsDownIsRetried(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	down := &admissionregistrationv1.MutatingWebhookConfiguration{
+		ObjectMeta: metav1.ObjectMeta{Name: w.ns + "-down"},
+		Webhooks: []admissionregistrationv1.MutatingWebhook{{
+			Name:                    "pods.ms2m.io",
+			ClientConfig:            admissionregistrationv1.WebhookClientConfig{URL: ptr.To("https://" + testenv.FreeAddr(t) + "/mutate-v1-pod")},
+			Rules:                   []admissionregistrationv1.RuleWithOperations{{Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create}, Rule: admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}}}},
+			NamespaceSelector:       &metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: w.ns}},
+			FailurePolicy:           ptr.To(admissionregistrationv1.Fail),
+			SideEffects:             ptr.To(admissionregistrationv1.SideEffectClassNone),
+			AdmissionReviewVersions: []string{"v1"},
+		}},
+	}
+	must(t, api.Create(ctx, down))
+	t.Cleanup(func() { _ = api.Delete(context.Background(), down) })
+
+	m := w.until(w.migrate("down"), "Restoring", inPhase(v1.PhaseRestoring))
+	var refused error
+	_ = kwait.PollUntilContextTimeout(ctx, 5*time.Millisecond, 20*time.Second, true, func(context.Context) (bool, error) {
+		_, refused = w.reconcile(m)
+		return refused != nil || w.get(m).Status.Phase.IsTerminal(), nil
+	})
+	if refused == nil {
+		got := w.get(m)
+		t.Fatalf("no target creation was refused by the webhook: phase %s %s", got.Status.Phase, got.Status.FailureReason)
+	}
+	if !strings.Contains(refused.Error(), "pods.ms2m.io") {
+		t.Fatalf("reconcile error %v; want the webhook's refusal", refused)
+	}
+	if got := w.get(m); got.Status.Phase != v1.PhaseRestoring {
+		t.Fatalf("after the webhook refused the target: phase %s (%s); want it still Restoring", got.Status.Phase, got.Status.FailureReason)
+	}
+
+	must(t, api.Delete(ctx, down))
+	ended := func(m *v1.StatefulMigration) bool { return m != nil && m.Status.Phase.IsTerminal() }
+	if got := w.until(m, "ended", ended); got.Status.Phase != v1.PhaseCompleted {
+		t.Fatalf("once the webhook answers: phase %s (%s); want Completed", got.Status.Phase, got.Status.FailureReason)
 	}
 }

@@ -42,6 +42,12 @@ func restoring(ctx context.Context, w *work) (outcome, error) {
 			return outcome{}, err
 		}
 		if err := w.r.Client.Create(ctx, target); err != nil && !apierrors.IsAlreadyExists(err) {
+			if unavailable(err) {
+				// The pod webhook fails closed: while no manager answers
+				// it, the API server refuses the target. Tried again,
+				// within the phase's timeout, rather than rolled back.
+				return outcome{}, fmt.Errorf("creating the target pod: %w", err)
+			}
 			return fail(v1.ReasonRestoreFailed, "creating the target pod: %v", err)
 		}
 		m.Status.TargetPod = target.Name
@@ -107,10 +113,19 @@ func restoringInPlace(ctx context.Context, w *work) (outcome, error) {
 		return after(w.remaining())
 	}
 	if pod.Annotations[v1.AnnotationMigrationName] != m.Name {
-		return fail(v1.ReasonRestoreFailed, "the StatefulSet recreated %s without the checkpoint (was the ms2m webhook unavailable?): "+
-			"it starts with empty state from the group's offsets at the fence", pod.Name)
+		return fail(v1.ReasonRestoreFailed, "the StatefulSet recreated %s without the checkpoint (admitted without the ms2m webhook's restore: "+
+			"is its template still annotated %s, and pods.ms2m.io's failurePolicy Fail?): "+
+			"it starts with empty state from the group's offsets at the fence", pod.Name, v1.AnnotationMigratable)
 	}
 	return w.whenRunning(pod,
 		fmt.Sprintf("pod %s (same name, recreated by its StatefulSet) runs on %s, replaying from the checkpoint offsets", pod.Name, pod.Spec.NodeName),
 		fmt.Sprintf("%s replays to the fence", pod.Name))
+}
+
+// unavailable says whether the API server refused a request for want of
+// something it calls (an admission webhook it could not reach answers 500)
+// or for load, rather than for the request itself.
+func unavailable(err error) bool {
+	return apierrors.IsInternalError(err) || apierrors.IsServiceUnavailable(err) || apierrors.IsTimeout(err) ||
+		apierrors.IsServerTimeout(err) || apierrors.IsTooManyRequests(err)
 }
