@@ -1,7 +1,15 @@
 # ms2m itself, from the chart in this repository (docs/install.md).
 
+locals {
+  release_name = "ms2m"
+  # The agent's ServiceAccount as the chart names it: <fullname>-agent,
+  # and the fullname of a release whose name contains "ms2m" is the
+  # release name. The Workload Identity binding (registry.tf) names it.
+  agent_service_account = "${local.release_name}-agent"
+}
+
 resource "helm_release" "ms2m" {
-  name      = "ms2m"
+  name      = local.release_name
   chart     = local.chart_path
   namespace = kubernetes_namespace_v1.ms2m.metadata[0].name
 
@@ -29,11 +37,20 @@ resource "helm_release" "ms2m" {
       kubelet = {
         insecureTLS = var.kubelet_insecure_tls
       }
-      registryAuth = {
-        existingSecret = kubernetes_secret_v1.registry_auth.metadata[0].name
+      # The agent pushes checkpoint images as the pusher (registry.tf),
+      # with tokens from the GKE metadata server: no registry Secret.
+      serviceAccount = {
+        annotations = {
+          "iam.gke.io/gcp-service-account" = google_service_account.checkpoint_pusher.email
+        }
       }
     }
   })]
 
-  depends_on = [kubernetes_daemon_set_v1.node_setup]
+  # The agent can push from its first migration on.
+  depends_on = [
+    kubernetes_daemon_set_v1.node_setup,
+    google_service_account_iam_member.agent_workload_identity,
+    google_artifact_registry_repository_iam_member.checkpoint_pusher,
+  ]
 }

@@ -1,7 +1,9 @@
 # Checkpoint images: an Artifact Registry repository that forgets them after
-# checkpoint_image_ttl_days, and a service account that may push there and
-# nowhere else. The agents push with its key; the nodes pull with their own
-# identity (roles/artifactregistry.reader).
+# checkpoint_image_ttl_days, and a Google service account that may push
+# there and nowhere else. The agents push as that account through Workload
+# Identity (short-lived tokens from the GKE metadata server: no key, nothing
+# in the Terraform state); the nodes pull with their own identity
+# (roles/artifactregistry.reader).
 
 resource "google_artifact_registry_repository" "checkpoints" {
   repository_id = "${var.cluster_name}-checkpoints"
@@ -24,41 +26,45 @@ resource "google_service_account" "checkpoint_pusher" {
   display_name = "ms2m agent: pushes checkpoint images"
 }
 
+# What a push needs and no more. Artifact Registry has no predefined
+# push-only role: roles/artifactregistry.writer also lists and reads
+# everything in the repository (images, tags, versions, files, packages).
+# Reading cannot be left out: the agent's client (go-containerregistry,
+# like docker) asks the registry's token service for the scope "push,pull"
+# and checks with a HEAD whether each blob is already there before
+# uploading it, and Artifact Registry grants pull only with
+# downloadArtifacts. tags.create/update: the image is pushed under a tag
+# (<pod>-<migration UID>), which a retried push sets again.
+resource "google_project_iam_custom_role" "checkpoint_push" {
+  role_id     = "${replace(var.cluster_name, "-", "_")}_checkpointPush"
+  title       = "ms2m checkpoint image push"
+  description = "Push (and the reads a Docker push makes) checkpoint images into one Artifact Registry repository; granted on that repository only."
+  permissions = [
+    "artifactregistry.repositories.uploadArtifacts",
+    "artifactregistry.repositories.downloadArtifacts",
+    "artifactregistry.tags.create",
+    "artifactregistry.tags.update",
+  ]
+}
+
+# On the checkpoint repository only, not the project.
 resource "google_artifact_registry_repository_iam_member" "checkpoint_pusher" {
   repository = google_artifact_registry_repository.checkpoints.name
   location   = google_artifact_registry_repository.checkpoints.location
-  role       = "roles/artifactregistry.writer"
+  role       = google_project_iam_custom_role.checkpoint_push.name
   member     = "serviceAccount:${google_service_account.checkpoint_pusher.email}"
 }
 
-# The agent's registry client reads a Docker config.json; Artifact Registry
-# accepts a service account key as the password of the user _json_key. The
-# key is in the Terraform state: keep the state private.
-resource "google_service_account_key" "checkpoint_pusher" {
+# Workload Identity: the agent's Kubernetes ServiceAccount, and no other,
+# may act as the pusher. The chart's ServiceAccount carries the annotation
+# iam.gke.io/gcp-service-account (ms2m.tf).
+resource "google_service_account_iam_member" "agent_workload_identity" {
   service_account_id = google_service_account.checkpoint_pusher.name
+  role               = "roles/iam.workloadIdentityUser"
+  member             = "serviceAccount:${google_container_cluster.ms2m.workload_identity_config[0].workload_pool}[${kubernetes_namespace_v1.ms2m.metadata[0].name}/${local.agent_service_account}]"
 }
 
 locals {
-  registry_host                 = "${var.region}-docker.pkg.dev"
-  checkpoint_image_repository   = "${local.registry_host}/${var.project_id}/${google_artifact_registry_repository.checkpoints.repository_id}/images"
-  checkpoint_pusher_credentials = base64decode(google_service_account_key.checkpoint_pusher.private_key)
-}
-
-resource "kubernetes_secret_v1" "registry_auth" {
-  metadata {
-    name      = "ms2m-checkpoint-registry"
-    namespace = kubernetes_namespace_v1.ms2m.metadata[0].name
-  }
-  type = "kubernetes.io/dockerconfigjson"
-  data = {
-    ".dockerconfigjson" = jsonencode({
-      auths = {
-        (local.registry_host) = {
-          username = "_json_key"
-          password = local.checkpoint_pusher_credentials
-          auth     = base64encode("_json_key:${local.checkpoint_pusher_credentials}")
-        }
-      }
-    })
-  }
+  registry_host               = "${var.region}-docker.pkg.dev"
+  checkpoint_image_repository = "${local.registry_host}/${var.project_id}/${google_artifact_registry_repository.checkpoints.repository_id}/images"
 }

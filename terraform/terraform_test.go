@@ -2,8 +2,10 @@
 // account or provider downloads: every .tf file parses, every variable used
 // is declared and documented and every declared one is used, the chart
 // values it sets exist in the chart's schema, the node setup script is
-// valid shell and configures containerd as the agent checks it, and
-// `terraform fmt` has nothing to change.
+// valid shell and configures containerd as the agent checks it, the agent
+// pushes checkpoint images through Workload Identity with a push-only
+// role and no key (identity_test.go), and `terraform fmt` has nothing to
+// change.
 package terraform_test
 
 import (

@@ -26,7 +26,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -289,7 +288,7 @@ func (r *Reconciler) push(ctx context.Context, m *v1.StatefulMigration) (v1.Agen
 	if err != nil {
 		return v1.AgentResult{}, err
 	}
-	opts := append([]remote.Option{remote.WithAuthFromKeychain(authn.DefaultKeychain), regs.transport(remote.DefaultTransport)}, r.Remote...)
+	opts := append([]remote.Option{remote.WithAuthFromKeychain(registryKeychain), regs.transport(remote.DefaultTransport)}, r.Remote...)
 	digest, err := checkpoint.Push(ctx, ref, idx, opts...)
 	if err != nil {
 		return v1.AgentResult{}, err
