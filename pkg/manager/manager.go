@@ -244,6 +244,7 @@ func setup(mgr ctrl.Manager, opts Options) error {
 	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
 		return err
 	}
+	registerCertExpiry(opts)
 	if opts.WebhookPort != 0 {
 		hooks := mgr.GetWebhookServer()
 		mutator := webhooks.NewPodMutator(admission.NewDecoder(mgr.GetScheme()), opts.Sidecar)
