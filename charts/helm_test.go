@@ -148,6 +148,7 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 		{"string for a boolean", "metrics.enabled=maybe", "/metrics/enabled"},
 		{"bad log level", "manager.log.level=loud", "/manager/log/level"},
 		{"unknown eviction fallback", "manager.evictionFallback=ignore", "/manager/evictionFallback"},
+		{"checkpoint repository on Docker Hub by default", "checkpointImageRepository=team/checkpoints", "/checkpointImageRepository"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := runHelm(t, "template", release, chartDir(), "--namespace", namespace, "--kube-version", kubeVersion, "--set", tc.set)

@@ -68,6 +68,9 @@ func run(o agent.Options, probeAddr, metricsAddr, hostRoot string, interval time
 	if o.KubeletCAFile == "" && !o.KubeletInsecureTLS {
 		return fmt.Errorf("set --kubelet-ca-file, or --kubelet-insecure-tls for self-signed kubelets")
 	}
+	if err := o.ValidateRepository(); err != nil {
+		return fmt.Errorf("--checkpoint-image-repository: %w", err)
+	}
 	cfg, err := ctrl.GetConfig()
 	if err != nil {
 		return err

@@ -260,6 +260,9 @@ func (r *Reconciler) push(ctx context.Context, m *v1.StatefulMigration) (v1.Agen
 	if repo == "" {
 		return v1.AgentResult{}, errors.New("no checkpoint image repository: set spec.checkpointImageRepository or the agent's --checkpoint-image-repository")
 	}
+	if _, err := explicitRepository(repo); err != nil {
+		return v1.AgentResult{}, err
+	}
 	regs := r.Opts.registries()
 	ref, err := regs.reference(fmt.Sprintf("%s:%s-%s", repo, m.Spec.SourcePod, strings.ToLower(string(m.UID))[:8]))
 	if err != nil {

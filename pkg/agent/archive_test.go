@@ -103,6 +103,16 @@ func TestCheckpointImagesGoOnlyWhereAllowed(t *testing.T) {
 		}
 	}
 
+	// A repository without a registry host would go to Docker Hub.
+	for _, repo := range []string{"checkpoints", "team/checkpoints"} {
+		if err := (Options{Repository: repo}).ValidateRepository(); err == nil || !strings.Contains(err.Error(), "Docker Hub") {
+			t.Errorf("--checkpoint-image-repository=%s: %v; want refused, naming Docker Hub", repo, err)
+		}
+		if regs := (Options{Repository: repo}).registries(); len(regs.allowed) != 0 {
+			t.Errorf("--checkpoint-image-repository=%s allows pushing to %v", repo, regs.allowed)
+		}
+	}
+
 	// A registry on loopback speaks plain HTTP: refused unless named.
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) }))
 	defer srv.Close()

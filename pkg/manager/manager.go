@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -167,6 +168,12 @@ func (o Options) Validate() error {
 	}
 	if o.MaxOutboundPerNode < 1 {
 		errs = append(errs, fmt.Errorf("--max-outbound-migrations-per-node must be at least 1, got %d", o.MaxOutboundPerNode))
+	}
+	if o.CheckpointImageRepository != "" {
+		if _, err := name.NewRepository(o.CheckpointImageRepository, name.StrictValidation); err != nil {
+			errs = append(errs, fmt.Errorf("--checkpoint-image-repository %q must name its registry host (registry.example.com/team/checkpoints): "+
+				"without one the images, whole process memory, would go to Docker Hub", o.CheckpointImageRepository))
+		}
 	}
 	if o.MaxParallelPerNamespace < 0 || o.MaxParallelPerNamespace > o.MaxParallelMigrations {
 		errs = append(errs, fmt.Errorf("--max-parallel-migrations-per-namespace must be between 0 and --max-parallel-migrations (%d), got %d", o.MaxParallelMigrations, o.MaxParallelPerNamespace))

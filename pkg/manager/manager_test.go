@@ -34,6 +34,7 @@ func TestValidateNamesTheFlag(t *testing.T) {
 		{"no parallel migrations", func(o *Options) { o.MaxParallelMigrations = 0 }, "--max-parallel-migrations"},
 		{"no outbound migrations", func(o *Options) { o.MaxOutboundPerNode = -1 }, "--max-outbound-migrations-per-node"},
 		{"per-namespace limit above the cluster's", func(o *Options) { o.MaxParallelPerNamespace = o.MaxParallelMigrations + 1 }, "--max-parallel-migrations-per-namespace"},
+		{"repository without a registry host", func(o *Options) { o.CheckpointImageRepository = "team/checkpoints" }, "--checkpoint-image-repository"},
 		{"no workers", func(o *Options) { o.MigrationWorkers = 0 }, "--migration-workers"},
 		{"no disruption-budget wait", func(o *Options) { o.DisruptionBudgetTimeout = 0 }, "--disruption-budget-timeout"},
 		{"sub-second cutoff", func(o *Options) { o.DefaultReplayCutoff = time.Millisecond }, "--default-replay-cutoff"},

@@ -134,6 +134,7 @@ type StatefulMigrationSpec struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=255
 	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-zA-Z0-9.-]+(:[0-9]+)?(/[a-z0-9]+([._-]+[a-z0-9]+)*)+$')",message="must be an image repository such as registry.example.com/team/checkpoints, without tag or digest"
+	// +kubebuilder:validation:XValidation:rule="self.matches('^(localhost|[^/]*[.:][^/]*)/')",message="must name its registry host (registry.example.com/team/checkpoints, localhost:5000/checkpoints): without one the image, a process's whole memory, would go to Docker Hub"
 	CheckpointImageRepository string `json:"checkpointImageRepository,omitempty"`
 
 	// ReplayCutoffSeconds is the threshold of the replay phase: if the

@@ -124,6 +124,7 @@ func TestMalformedSpecIsRejectedNamingTheField(t *testing.T) {
 		{"duplicate containers", func(s *v1.StatefulMigrationSpec) { s.Containers = []string{"app", "app"} }, "spec.containers[1]", "Duplicate"},
 		{"repository with tag", func(s *v1.StatefulMigrationSpec) { s.CheckpointImageRepository = "registry.example.com/ckpt:latest" }, "spec.checkpointImageRepository", "without tag or digest"},
 		{"repository without path", func(s *v1.StatefulMigrationSpec) { s.CheckpointImageRepository = "registry.example.com" }, "spec.checkpointImageRepository", "image repository"},
+		{"repository without a registry host (Docker Hub)", func(s *v1.StatefulMigrationSpec) { s.CheckpointImageRepository = "team/checkpoints" }, "spec.checkpointImageRepository", "Docker Hub"},
 		{"zero checkpoint timeout", func(s *v1.StatefulMigrationSpec) { s.Timeouts.CheckpointSeconds = ptr.To[int32](0) }, "spec.timeouts.checkpointSeconds", ""},
 		{"absurd finalize timeout", func(s *v1.StatefulMigrationSpec) { s.Timeouts.FinalizeSeconds = ptr.To[int32](100000) }, "spec.timeouts.finalizeSeconds", ""},
 	}
