@@ -2,8 +2,10 @@ package charts_test
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
@@ -12,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/ms2m/ms2m/internal/testenv"
+	"github.com/ms2m/ms2m/pkg/manager"
 )
 
 // TestInstallKeepsThenRotatesCertificates installs the chart into a real
@@ -78,6 +81,32 @@ func TestInstallKeepsThenRotatesCertificates(t *testing.T) {
 	helmRelease("upgrade")
 	if upgraded := read(); upgraded != installed {
 		t.Errorf("an upgrade before the renewal time changed the certificates or restarted the manager")
+	}
+
+	// The manager renews the serving certificate itself (its rotator,
+	// --serving-cert-secret) with the CA's key the Secret holds, keeping
+	// the CA: the next upgrade keeps what it wrote.
+	byManager := &corev1.Secret{}
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: namespace, Name: release + "-serving-cert"}, byManager); err != nil {
+		t.Fatal(err)
+	}
+	caKey := string(byManager.Data["ca.key"])
+	cert, key, renewAt, err := manager.RenewServingCert(byManager.Data, time.Now())
+	if err != nil {
+		t.Fatalf("the manager cannot renew the chart's certificate: %v", err)
+	}
+	byManager.Data["tls.crt"], byManager.Data["tls.key"] = cert, key
+	byManager.Annotations[manager.AnnotationRenewAfter] = strconv.FormatInt(renewAt.Unix(), 10)
+	if err := env.Client.Update(ctx, byManager); err != nil {
+		t.Fatal(err)
+	}
+	helmRelease("upgrade")
+	kept := &corev1.Secret{}
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: namespace, Name: release + "-serving-cert"}, kept); err != nil {
+		t.Fatal(err)
+	}
+	if string(kept.Data["tls.crt"]) != string(cert) || string(kept.Data["ca.key"]) != caKey || read().ca != installed.ca || read().bundle != installed.ca {
+		t.Errorf("an upgrade after the manager renewed the certificate replaced it, its CA or the CA's key")
 	}
 
 	// Past the renewal time: the next upgrade rotates.

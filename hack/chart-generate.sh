@@ -23,7 +23,8 @@ doc() {
 # <fullname>-COMPONENT with the same rules, and, when the markers ask for
 # rights in the namespace ms2m-system (namespace=ms2m-system), a Role of the
 # same name in the release namespace, in which resourceNames ms2m-COMPONENT
-# become the component's service account.
+# become the component's service account and ms2m-serving-cert the chart's
+# serving-certificate Secret.
 roles() {
   local component="$1" src="config/rbac/$1/role.yaml" cond="$2"
   [ -f "${root}/${src}" ] || fail "${src} is missing (run controller-gen first)"
@@ -64,7 +65,8 @@ roles() {
     echo "  labels:"
     echo "    {{- include \"ms2m.labels\" . | nindent 4 }}"
     doc "${root}/${src}" Role | sed -n '/^rules:/,$p' |
-      sed "s/^  - ms2m-${component}\$/  - {{ include \"ms2m.${component}ServiceAccountName\" . }}/"
+      sed -e "s/^  - ms2m-${component}\$/  - {{ include \"ms2m.${component}ServiceAccountName\" . }}/" \
+        -e "s/^  - ms2m-serving-cert\$/  - {{ include \"ms2m.certSecretName\" . }}/"
     echo "{{- end }}"
   } > "${role}"
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -50,6 +51,10 @@ type Options struct {
 	// WebhookHost is the address the webhooks listen on ("": every one).
 	WebhookHost    string
 	WebhookCertDir string
+	// ServingCertSecret (namespace/name), when set, is the chart's
+	// self-signed serving-certificate Secret, which the manager renews
+	// before it expires (see certRotator).
+	ServingCertSecret string
 	// Restartable lets the manager be started again in the same process
 	// (the sandbox restarts its in-process manager); controller names are
 	// then not checked for uniqueness.
@@ -106,6 +111,8 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 		"How long a handover waits for a PodDisruptionBudget to allow a disruption before the migration fails (the source serves on; a drain's eviction then follows --eviction-fallback).")
 	fs.IntVar(&o.WebhookPort, "webhook-port", o.WebhookPort, "Port of the admission webhooks (TLS); 0 disables them.")
 	fs.StringVar(&o.WebhookHost, "webhook-host", o.WebhookHost, "Address the admission webhooks listen on, e.g. the pod IP (default: every address).")
+	fs.StringVar(&o.ServingCertSecret, "serving-cert-secret", o.ServingCertSecret,
+		"namespace/name of the self-signed serving-certificate Secret (with ca.crt and ca.key) whose certificate the manager renews when its "+AnnotationRenewAfter+" annotation is due; empty: no renewal (cert-manager, or certificates of your own).")
 	fs.StringVar(&o.WebhookCertDir, "webhook-cert-dir", o.WebhookCertDir, "Directory with tls.crt and tls.key for the webhooks (default: the system temp dir's k8s-webhook-server/serving-certs).")
 	fs.StringVar(&o.Sidecar.Image, "sidecar-image", o.Sidecar.Image, "Image of the injected replay sidecar (runs /ms2m/ms2m-replay).")
 	fs.Var((*userList)(&o.Sidecar.AllowedUsers), "sidecar-allowed-users", "Comma-separated users the injected sidecars accept control calls from: the manager's own identity, "+
@@ -173,6 +180,11 @@ func (o Options) Validate() error {
 		if _, err := name.NewRepository(o.CheckpointImageRepository, name.StrictValidation); err != nil {
 			errs = append(errs, fmt.Errorf("--checkpoint-image-repository %q must name its registry host (registry.example.com/team/checkpoints): "+
 				"without one the images, whole process memory, would go to Docker Hub", o.CheckpointImageRepository))
+		}
+	}
+	if o.ServingCertSecret != "" {
+		if ns, n, ok := strings.Cut(o.ServingCertSecret, "/"); !ok || ns == "" || n == "" || strings.Contains(n, "/") {
+			errs = append(errs, fmt.Errorf("--serving-cert-secret must be namespace/name, got %q", o.ServingCertSecret))
 		}
 	}
 	if o.MaxParallelPerNamespace < 0 || o.MaxParallelPerNamespace > o.MaxParallelMigrations {
@@ -252,6 +264,13 @@ func setup(mgr ctrl.Manager, opts Options) error {
 		return err
 	}
 	registerCertExpiry(opts)
+	if opts.ServingCertSecret != "" {
+		ns, name, _ := strings.Cut(opts.ServingCertSecret, "/")
+		if err := mgr.Add(&certRotator{reader: mgr.GetAPIReader(), writer: mgr.GetClient(),
+			secret: types.NamespacedName{Namespace: ns, Name: name}, interval: time.Hour}); err != nil {
+			return err
+		}
+	}
 	if opts.WebhookPort != 0 {
 		hooks := mgr.GetWebhookServer()
 		mutator := webhooks.NewPodMutator(admission.NewDecoder(mgr.GetScheme()), opts.Sidecar)

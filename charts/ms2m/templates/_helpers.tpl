@@ -112,12 +112,15 @@ certificates needlessly; after it, `helm upgrade` issues new ones (rotation).
 {{- end }}
 {{- if and $secret $renewAfter (lt (now | unixEpoch | int64) (atoi $renewAfter | int64)) (hasKey $secret.data "ca.crt") }}
 {{- $certs = dict "ca.crt" (index $secret.data "ca.crt" | b64dec) "tls.crt" (index $secret.data "tls.crt" | b64dec) "tls.key" (index $secret.data "tls.key" | b64dec) "renewAfter" $renewAfter }}
+{{- if hasKey $secret.data "ca.key" }}
+{{- $_ := set $certs "ca.key" (index $secret.data "ca.key" | b64dec) }}
+{{- end }}
 {{- else }}
 {{- $days := int .Values.certificates.selfSigned.validityDays }}
-{{- $ca := genCA (printf "%s-ca" (include "ms2m.fullname" .)) $days }}
+{{- $ca := genCA (printf "%s-ca" (include "ms2m.fullname" .)) (int .Values.certificates.selfSigned.caValidityDays) }}
 {{- $cert := genSignedCert (printf "%s.%s.svc" (include "ms2m.webhookServiceName" .) .Release.Namespace) nil (include "ms2m.servingDNSNames" . | fromJsonArray) $days $ca }}
 {{- $renewSeconds := mul (sub $days (int .Values.certificates.selfSigned.renewDaysBefore)) 86400 }}
-{{- $certs = dict "ca.crt" $ca.Cert "tls.crt" $cert.Cert "tls.key" $cert.Key "renewAfter" (toString (add (now | unixEpoch | int64) $renewSeconds)) }}
+{{- $certs = dict "ca.crt" $ca.Cert "ca.key" $ca.Key "tls.crt" $cert.Cert "tls.key" $cert.Key "renewAfter" (toString (add (now | unixEpoch | int64) $renewSeconds)) }}
 {{- end }}
 {{- $_ := set $cache "certs" $certs }}
 {{- $_ := set .Values "_ms2mGenerated" $cache }}
