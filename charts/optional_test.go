@@ -21,15 +21,7 @@ func TestOptionalComponents(t *testing.T) {
 	objs := render(t, everythingOn()...)
 
 	t.Run("PodMonitor scrapes the injected sidecar's metrics port", func(t *testing.T) {
-		pod := &corev1.Pod{}
-		pod.Annotations = map[string]string{
-			"ms2m.io/migratable": "true", "ms2m.io/kafka-brokers": "kafka:9092",
-			"ms2m.io/kafka-topic": "t", "ms2m.io/kafka-group": "g", "ms2m.io/app-port": "8080",
-		}
-		pod.Spec.Containers = []corev1.Container{{Name: "app"}}
-		if errs := webhooks.Mutate(pod, webhooks.DefaultSidecarOptions()); len(errs) > 0 {
-			t.Fatal(errs)
-		}
+		pod := mutatedPod(t, webhooks.DefaultSidecarOptions())
 		var sidecarPorts []string
 		for _, c := range pod.Spec.Containers {
 			for _, p := range c.Ports {
@@ -96,16 +88,8 @@ func TestOptionalComponents(t *testing.T) {
 		}
 	})
 	t.Run("control NetworkPolicy lets the manager's pods, and no other, reach the sidecar's control port", func(t *testing.T) {
-		pod := &corev1.Pod{}
-		pod.Annotations = map[string]string{
-			"ms2m.io/migratable": "true", "ms2m.io/kafka-brokers": "kafka:9092",
-			"ms2m.io/kafka-topic": "t", "ms2m.io/kafka-group": "g", "ms2m.io/app-port": "8080",
-		}
-		pod.Spec.Containers = []corev1.Container{{Name: "app"}}
 		opts := webhooks.DefaultSidecarOptions()
-		if errs := webhooks.Mutate(pod, opts); len(errs) > 0 {
-			t.Fatal(errs)
-		}
+		pod := mutatedPod(t, opts)
 		var controlPort string
 		for _, c := range pod.Spec.Containers {
 			for _, p := range c.Ports {
@@ -140,4 +124,19 @@ func TestOptionalComponents(t *testing.T) {
 			t.Errorf("NetworkPolicies in %v; want billing and shop", inNamespaces)
 		}
 	})
+}
+
+// mutatedPod is a migratable pod as the webhook prepares it with opts.
+func mutatedPod(t *testing.T, opts webhooks.SidecarOptions) *corev1.Pod {
+	t.Helper()
+	pod := &corev1.Pod{}
+	pod.Annotations = map[string]string{
+		"ms2m.io/migratable": "true", "ms2m.io/kafka-brokers": "kafka:9092",
+		"ms2m.io/kafka-topic": "t", "ms2m.io/kafka-group": "g", "ms2m.io/app-port": "8080",
+	}
+	pod.Spec.Containers = []corev1.Container{{Name: "app"}}
+	if errs := webhooks.Mutate(pod, opts); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	return pod
 }

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -39,19 +38,8 @@ func TestManagerRenewsTheChartsServingCertificate(t *testing.T) {
 	env := testenv.Start(t, testenv.Options{})
 	ctx := context.Background()
 	admin := kubernetes.NewForConfigOrDie(env.Config)
-	const ns, account = "ms2m-system", "ms2m-manager"
-	managerConfig := serviceAccountConfig(t, admin, env.Config, ns, account)
-	role := generatedRole(t)
-	if _, err := admin.RbacV1().Roles(ns).Create(ctx, role, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := admin.RbacV1().RoleBindings(ns).Create(ctx, &rbacv1.RoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: account},
-		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name},
-		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: ns, Name: account}},
-	}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	const ns = "ms2m-system"
+	managerConfig := managerUnderGeneratedRole(t, admin, env.Config)
 	out, err := testenv.Helm(ctx, t.TempDir(), "template", "ms2m", filepath.Join(testenv.RepoRoot(), "charts", "ms2m"), "--namespace", ns,
 		"--show-only", "templates/certificates/selfsigned.yaml", "--kube-version", "1.37.2")
 	if err != nil {

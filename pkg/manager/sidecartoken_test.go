@@ -38,19 +38,7 @@ func TestAFakeSidecarReceivesNothingOfUse(t *testing.T) {
 	ctx := context.Background()
 	admin := kubernetes.NewForConfigOrDie(env.Config)
 	const ns, name = "ms2m-system", "ms2m-manager"
-	managerConfig := serviceAccountConfig(t, admin, env.Config, ns, name)
-	// The generated Role (config/rbac), bound as the chart binds it.
-	role := generatedRole(t)
-	if _, err := admin.RbacV1().Roles(ns).Create(ctx, role, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := admin.RbacV1().RoleBindings(ns).Create(ctx, &rbacv1.RoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: name},
-		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name},
-		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: ns, Name: name}},
-	}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	managerConfig := managerUnderGeneratedRole(t, admin, env.Config)
 	tokens, err := clientconfig.NewAudienceTokens(managerConfig)
 	if err != nil {
 		t.Fatal(err)
@@ -111,6 +99,28 @@ func TestAFakeSidecarReceivesNothingOfUse(t *testing.T) {
 	if _, err := kubernetes.NewForConfigOrDie(managerConfig).CoreV1().ServiceAccounts("shop").CreateToken(ctx, "orders", &authenticationv1.TokenRequest{}, metav1.CreateOptions{}); !apierrors.IsForbidden(err) {
 		t.Errorf("the manager minting a token of shop/orders: %v; want 403 Forbidden", err)
 	}
+}
+
+// managerUnderGeneratedRole creates the service account
+// ms2m-system/ms2m-manager bound to the generated Role (config/rbac) as the
+// chart binds it, and returns a client configuration presenting its token.
+func managerUnderGeneratedRole(t *testing.T, admin kubernetes.Interface, cfg *rest.Config) *rest.Config {
+	t.Helper()
+	ctx := context.Background()
+	const ns, name = "ms2m-system", "ms2m-manager"
+	managerConfig := serviceAccountConfig(t, admin, cfg, ns, name)
+	role := generatedRole(t)
+	if _, err := admin.RbacV1().Roles(ns).Create(ctx, role, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.RbacV1().RoleBindings(ns).Create(ctx, &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: ns, Name: name}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return managerConfig
 }
 
 // serviceAccountConfig creates namespace/name and returns a client

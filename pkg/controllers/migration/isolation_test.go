@@ -7,10 +7,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	policyv1 "k8s.io/api/policy/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/ms2m/ms2m/internal/migrationtest"
@@ -94,13 +90,7 @@ func TestNamespaceLimitLeavesSlotsForOthers(t *testing.T) {
 func TestDisruptionBudgetWaitIsBounded(t *testing.T) {
 	w := newWorld(t, func(_ *world, o *Options) { o.DisruptionBudgetTimeout = 30 * time.Second })
 	ctx := context.Background()
-	pdb := &policyv1.PodDisruptionBudget{
-		ObjectMeta: metav1.ObjectMeta{Namespace: w.ns, Name: "all-of-them"},
-		Spec:       policyv1.PodDisruptionBudgetSpec{MaxUnavailable: ptr.To(intstr.FromInt32(0)), Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": w.source}}},
-	}
-	must(t, api.Create(ctx, pdb))
-	pdb.Status = policyv1.PodDisruptionBudgetStatus{ObservedGeneration: pdb.Generation, DisruptionsAllowed: 0, CurrentHealthy: 1, DesiredHealthy: 1, ExpectedPods: 1}
-	must(t, api.Status().Update(ctx, pdb))
+	w.budgetAllowingNothing("all-of-them")
 
 	m := w.until(w.migrate("budget"), "held by the budget", func(m *v1.StatefulMigration) bool {
 		c := condition(m, v1.ConditionReplayCaughtUp)

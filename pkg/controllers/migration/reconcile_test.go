@@ -197,13 +197,7 @@ func TestCancelRollsBackAndSaysSo(t *testing.T) {
 func TestDisruptionBudgetHoldsTheHandover(t *testing.T) {
 	w := newWorld(t)
 	ctx := context.Background()
-	pdb := &policyv1.PodDisruptionBudget{
-		ObjectMeta: metav1.ObjectMeta{Namespace: w.ns, Name: "orders"},
-		Spec:       policyv1.PodDisruptionBudgetSpec{MinAvailable: ptr.To(intstr.FromInt32(1)), Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": w.source}}},
-	}
-	must(t, api.Create(ctx, pdb))
-	pdb.Status = policyv1.PodDisruptionBudgetStatus{ObservedGeneration: pdb.Generation, DisruptionsAllowed: 0, CurrentHealthy: 1, DesiredHealthy: 1, ExpectedPods: 1}
-	must(t, api.Status().Update(ctx, pdb))
+	pdb := w.budgetAllowingNothing("orders")
 
 	m := w.until(w.migrate("budget"), "held by the budget", func(m *v1.StatefulMigration) bool {
 		c := condition(m, v1.ConditionReplayCaughtUp)
@@ -220,6 +214,21 @@ func TestDisruptionBudgetHoldsTheHandover(t *testing.T) {
 	if _, taken := pdb.Status.DisruptedPods[w.source]; !taken || pdb.Status.DisruptionsAllowed != 0 {
 		t.Fatalf("budget status %+v: the handover did not take its disruption", pdb.Status)
 	}
+}
+
+// budgetAllowingNothing creates a PodDisruptionBudget over the source that
+// allows no disruption now, as the disruption controller reports it.
+func (w *world) budgetAllowingNothing(name string) *policyv1.PodDisruptionBudget {
+	w.t.Helper()
+	ctx := context.Background()
+	pdb := &policyv1.PodDisruptionBudget{
+		ObjectMeta: metav1.ObjectMeta{Namespace: w.ns, Name: name},
+		Spec:       policyv1.PodDisruptionBudgetSpec{MinAvailable: ptr.To(intstr.FromInt32(1)), Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": w.source}}},
+	}
+	must(w.t, api.Create(ctx, pdb))
+	pdb.Status = policyv1.PodDisruptionBudgetStatus{ObservedGeneration: pdb.Generation, DisruptionsAllowed: 0, CurrentHealthy: 1, DesiredHealthy: 1, ExpectedPods: 1}
+	must(w.t, api.Status().Update(ctx, pdb))
+	return pdb
 }
 
 // A reconcile that loses its status write to a newer version of the
