@@ -106,8 +106,9 @@ func TestMigrateWaitFollowsEachStatusUpdate(t *testing.T) {
 			sample(2700*time.Millisecond, 0, 2400)(st)
 			st.Downtime = &metav1.Duration{Duration: 41 * time.Millisecond}
 			condition(st, v1.ConditionHandedOver, true, v1.ReasonSucceeded, "target live from the fence offsets")
+			st.TargetLiveOffsets = []v1.PartitionOffset{{Topic: "orders", Partition: 0, Offset: 2400}}
 			enter(st, v1.PhaseCompleted, 3*time.Second)
-		}, "Completed in 3.000s: downtime 41.0ms, 2400 messages replayed, handed over at the fence 0@2400: the source stopped and the target went live there"},
+		}, "Completed in 3.000s: downtime 41.0ms, 2400 messages replayed, handed over at the fence 0@2400: the source stopped there and the target went live from exactly there"},
 	} {
 		setStatus(t, key, step.change)
 		p.expectOutput(t, step.want)

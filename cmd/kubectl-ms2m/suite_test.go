@@ -228,6 +228,7 @@ func completedStatus() v1.StatefulMigrationStatus {
 		CheckpointID: "ckpt-1", CheckpointImage: "registry.example.com/ckpt@sha256:" + strings.Repeat("ab", 32), CheckpointSizeBytes: 12 << 20,
 		CheckpointOffsets: []v1.PartitionOffset{{Topic: "orders", Partition: 0, Offset: 120}, {Topic: "orders", Partition: 1, Offset: 98}},
 		FenceOffsets:      []v1.PartitionOffset{{Topic: "orders", Partition: 0, Offset: 140}, {Topic: "orders", Partition: 1, Offset: 101}},
+		TargetLiveOffsets: []v1.PartitionOffset{{Topic: "orders", Partition: 0, Offset: 140}, {Topic: "orders", Partition: 1, Offset: 101}},
 		Downtime:          &metav1.Duration{Duration: 41 * time.Millisecond},
 	}
 	ts := metav1.NewMicroTime(t0.Add(2500 * time.Millisecond))

@@ -200,9 +200,14 @@ func (s *Sidecars) Abort(context.Context, replay.Endpoint) (replay.Position, err
 	return s.answer("Abort", replay.ModeAborted, false)
 }
 
-// Handover implements the controller's Sidecars.
-func (s *Sidecars) Handover(context.Context, replay.Endpoint, map[int]int64) (replay.Position, error) {
-	return s.answer("Handover", replay.ModeLive, false)
+// Handover implements the controller's Sidecars: the target goes live
+// exactly at the fence, as a real one reports it (LiveFrom).
+func (s *Sidecars) Handover(_ context.Context, _ replay.Endpoint, fence map[int]int64) (replay.Position, error) {
+	pos, err := s.answer("Handover", replay.ModeLive, false)
+	if err == nil {
+		pos.LiveFrom = maps.Clone(fence)
+	}
+	return pos, err
 }
 
 // Offsets is a FAKE broker offset query: the sidecar's offsets, with

@@ -89,25 +89,47 @@ func Held(m *v1.StatefulMigration) string {
 }
 
 // Handover says what the sidecars reported at a completed migration's
-// handover: the fence F, per partition, where the source's sidecar stopped
-// (the group's committed offsets, which it checked against what its app
-// acknowledged) and where the target's sidecar went live after replaying
-// up to it. That is what was observed; whether every message was processed
-// exactly once is for the app's own records to tell. "" when no handover
-// was recorded.
+// handover, per partition: the fence F, where the source's sidecar
+// stopped (the group's committed offsets, which it checked against what
+// its app acknowledged), and where the target's sidecar says it went live
+// (status.targetLiveOffsets), and whether the two meet. That is what was
+// observed; whether every message was processed exactly once is for the
+// app's own records to tell. "" when no handover was recorded.
 func Handover(m *v1.StatefulMigration) string {
 	if m.Status.Phase != v1.PhaseCompleted || !meta.IsStatusConditionTrue(m.Status.Conditions, v1.ConditionHandedOver) {
 		return ""
 	}
 	if len(m.Status.FenceOffsets) == 0 {
-		return "handed over at the fence: the source stopped and the target went live there"
+		return "handed over; no fence offsets were recorded"
 	}
 	fence := slices.SortedFunc(slices.Values(m.Status.FenceOffsets), func(a, b v1.PartitionOffset) int { return cmp.Compare(a.Partition, b.Partition) })
 	offs := make([]string, len(fence))
 	for i, o := range fence {
 		offs[i] = fmt.Sprintf("%d@%d", o.Partition, o.Offset)
 	}
-	return "handed over at the fence " + strings.Join(offs, " ") + ": the source stopped and the target went live there"
+	said := "handed over at the fence " + strings.Join(offs, " ")
+	if len(m.Status.TargetLiveOffsets) == 0 {
+		return said + ": the source stopped there; the target's sidecar did not report where it went live"
+	}
+	live := map[int32]int64{}
+	for _, o := range m.Status.TargetLiveOffsets {
+		live[o.Partition] = o.Offset
+	}
+	var differ []string
+	for _, f := range fence {
+		switch l, ok := live[f.Partition]; {
+		case !ok:
+			differ = append(differ, fmt.Sprintf("partition %d: no live position reported", f.Partition))
+		case l > f.Offset:
+			differ = append(differ, fmt.Sprintf("partition %d: live from %d, %d after the fence (skipped)", f.Partition, l, l-f.Offset))
+		case l < f.Offset:
+			differ = append(differ, fmt.Sprintf("partition %d: live from %d, %d before the fence (repeated)", f.Partition, l, f.Offset-l))
+		}
+	}
+	if len(differ) == 0 {
+		return said + ": the source stopped there and the target went live from exactly there"
+	}
+	return said + ", but the target went live elsewhere: " + strings.Join(differ, "; ")
 }
 
 // Summary is the one line that tells how a finished migration ended: total

@@ -73,7 +73,9 @@ func TestProgressReportsEachChangeOnce(t *testing.T) {
 			m.Status.PhaseTransitions = append(m.Status.PhaseTransitions, v1.PhaseTransition{Phase: v1.PhaseCompleted, EnteredTime: at(3210 * time.Millisecond)})
 			m.Status.Downtime = &metav1.Duration{Duration: 41200 * time.Microsecond}
 			meta.SetStatusCondition(&m.Status.Conditions, metav1.Condition{Type: v1.ConditionHandedOver, Status: metav1.ConditionTrue, Reason: v1.ReasonSucceeded})
-		}, []string{"Completed in 3.210s: downtime 41.2ms, 1200 messages replayed, handed over at the fence: the source stopped and the target went live there"}},
+			m.Status.FenceOffsets = []v1.PartitionOffset{{Topic: "orders", Partition: 0, Offset: 2400}}
+			m.Status.TargetLiveOffsets = []v1.PartitionOffset{{Topic: "orders", Partition: 0, Offset: 2400}}
+		}, []string{"Completed in 3.210s: downtime 41.2ms, 1200 messages replayed, handed over at the fence 0@2400: the source stopped there and the target went live from exactly there"}},
 		{"after the end", func() {}, []string{}},
 	}
 	for _, s := range steps {
@@ -117,7 +119,7 @@ func TestSummary(t *testing.T) {
 		m    *v1.StatefulMigration
 		want string
 	}{
-		{"completed with handover", completed(true), "Completed in 2.000s: downtime 80.0ms, 42 messages replayed, handed over at the fence: the source stopped and the target went live there"},
+		{"completed, no offsets recorded", completed(true), "Completed in 2.000s: downtime 80.0ms, 42 messages replayed, handed over; no fence offsets were recorded"},
 		{"completed, no handover recorded: no claim", completed(false), "Completed in 2.000s: downtime 80.0ms, 42 messages replayed"},
 		{"failed", failed, "Failed after 1.200s: CheckpointFailed: criu dump: permission denied; rolled back: the source serves again"},
 		{"not picked up", migration(), "not yet picked up by the ms2m controller"},
@@ -126,6 +128,43 @@ func TestSummary(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := Summary(tc.m); got != tc.want {
 				t.Errorf("Summary = %q\nwant      %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// The handover line reports per partition what the sidecars said: the
+// fence and where the target went live, and says which partitions differ.
+func TestHandoverStatesWhatWasObserved(t *testing.T) {
+	offsets := func(pairs ...int64) []v1.PartitionOffset {
+		var out []v1.PartitionOffset
+		for i := 0; i < len(pairs); i += 2 {
+			out = append(out, v1.PartitionOffset{Topic: "orders", Partition: int32(pairs[i]), Offset: pairs[i+1]})
+		}
+		return out
+	}
+	handedOver := func(fence, live []v1.PartitionOffset) *v1.StatefulMigration {
+		m := migration(v1.PhasePending, time.Duration(0), v1.PhaseCompleted, 2*time.Second)
+		meta.SetStatusCondition(&m.Status.Conditions, metav1.Condition{Type: v1.ConditionHandedOver, Status: metav1.ConditionTrue, Reason: v1.ReasonSucceeded})
+		m.Status.FenceOffsets, m.Status.TargetLiveOffsets = fence, live
+		return m
+	}
+	for _, tc := range []struct {
+		name string
+		m    *v1.StatefulMigration
+		want string
+	}{
+		{"they meet", handedOver(offsets(1, 101, 0, 140), offsets(0, 140, 1, 101)),
+			"handed over at the fence 0@140 1@101: the source stopped there and the target went live from exactly there"},
+		{"the target did not say", handedOver(offsets(0, 140), nil),
+			"handed over at the fence 0@140: the source stopped there; the target's sidecar did not report where it went live"},
+		{"one skipped, one repeated, one missing", handedOver(offsets(0, 140, 1, 101, 2, 7), offsets(0, 142, 1, 100)),
+			"handed over at the fence 0@140 1@101 2@7, but the target went live elsewhere: partition 0: live from 142, 2 after the fence (skipped); " +
+				"partition 1: live from 100, 1 before the fence (repeated); partition 2: no live position reported"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := Handover(tc.m); got != tc.want {
+				t.Errorf("Handover = %q\nwant       %q", got, tc.want)
 			}
 		})
 	}

@@ -147,7 +147,7 @@ func (c *Client) call(ctx context.Context, method string, ep Endpoint, path stri
 	if err := json.Unmarshal(answer, &pos); err != nil {
 		return pos, fmt.Errorf("sidecar %s %s: %w", addr, path, err)
 	}
-	if n := len(pos.Next) + len(pos.From) + len(pos.Fence) + len(pos.Assigned); n > MaxPositionPartitions {
+	if n := len(pos.Next) + len(pos.From) + len(pos.Fence) + len(pos.LiveFrom) + len(pos.Assigned); n > MaxPositionPartitions {
 		return Position{}, fmt.Errorf("sidecar %s %s: answer names %d partitions: refused (at most %d)", addr, path, n, MaxPositionPartitions)
 	}
 	return pos, nil

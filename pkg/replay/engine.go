@@ -81,6 +81,11 @@ type Position struct {
 	// Lag, on a replaying target, is the number of messages between its
 	// position and the live member's committed position (or the fence).
 	Lag int64 `json:"lag"`
+	// LiveFrom is, on a target that was handed over, the next offset of
+	// each partition at the moment it went live: where its replay ended and
+	// its live consumption began. Equal to the fence when nothing was
+	// skipped or processed twice at the handover.
+	LiveFrom map[int]int64 `json:"liveFrom,omitempty"`
 	// Assigned is, for a static member of a group (MS2M_GROUP_INSTANCE_ID),
 	// the partitions the group gave it: with several replicas in one group,
 	// a migration checkpoints, replays and fences exactly these. Absent
@@ -130,6 +135,9 @@ type Engine struct {
 	from      map[int]int64
 	fence     map[int]int64
 	handover  bool // go live at the fence (else stop there)
+	// liveFrom is where a handed-over target went live: its position at
+	// the moment the replay reached the fence.
+	liveFrom  map[int]int64
 	closing   sync.WaitGroup
 	delivered int64
 	replayed  int64
@@ -300,7 +308,7 @@ func (e *Engine) Ready() bool {
 
 func (e *Engine) positionLocked() Position {
 	pos := Position{Mode: e.mode, Next: maps.Clone(e.next), Delivered: e.delivered, Replayed: e.replayed,
-		Paused: e.paused, DeadLettered: e.poisoned, From: maps.Clone(e.from), Fence: maps.Clone(e.fence)}
+		Paused: e.paused, DeadLettered: e.poisoned, From: maps.Clone(e.from), Fence: maps.Clone(e.fence), LiveFrom: maps.Clone(e.liveFrom)}
 	if a, ok := e.src.(assigner); ok {
 		pos.Assigned = a.Assigned()
 	}

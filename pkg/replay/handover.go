@@ -20,6 +20,7 @@ func (e *Engine) settleAtFenceLocked() {
 		}
 	}
 	if e.handover {
+		e.liveFrom = maps.Clone(e.next)
 		e.setModeLocked(ModeLive)
 		e.replaceSourceLocked(e.sources.Live())
 		return

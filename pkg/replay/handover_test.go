@@ -151,6 +151,11 @@ func TestHandoverAtFenceHasNoGapAndNoDuplicate(t *testing.T) {
 	if live.Mode != ModeLive || !target.Ready() {
 		t.Fatalf("target after handover: %+v", live)
 	}
+	// It says where it went live: exactly at the fence, reported again by
+	// every later position (the controller records it from either).
+	if !maps.Equal(live.LiveFrom, fenced.Fence) || !maps.Equal(target.Position().LiveFrom, fenced.Fence) {
+		t.Fatalf("target live from %v (later %v); the fence was %v", live.LiveFrom, target.Position().LiveFrom, fenced.Fence)
+	}
 
 	// More traffic after the handover, then drain.
 	expect.Eventually(t, "traffic after handover", func() error {

@@ -38,7 +38,7 @@ func PluginSpec(in SpecInput) features.Feature {
 			t.Fatalf("kubectl ms2m migrate --wait: %v\n%s", err, out)
 		}
 		t.Logf("kubectl ms2m migrate --wait:\n%s", out)
-		for _, want := range []string{"Checkpointing", "Transferring", "Restoring", "Replaying", "Finalizing", "Completed in", "downtime", "handed over at the fence"} {
+		for _, want := range []string{"Checkpointing", "Transferring", "Restoring", "Replaying", "Finalizing", "Completed in", "downtime", "handed over at the fence", "the target went live from exactly there"} {
 			if !strings.Contains(out, want) {
 				t.Fatalf("the progress does not show %q:\n%s", want, out)
 			}

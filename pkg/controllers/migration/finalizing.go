@@ -3,6 +3,8 @@ package migration
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -99,7 +101,7 @@ func (w *work) handOver(ctx context.Context) (*corev1.Pod, outcome, bool, error)
 		fence := fromOffsets(m.Status.FenceOffsets)
 		addr := w.sidecarAddr(target)
 		hctx, cancel := context.WithTimeout(ctx, w.remaining())
-		_, err := w.r.Sidecars.Handover(hctx, addr, fence)
+		live, err := w.r.Sidecars.Handover(hctx, addr, fence)
 		cancel()
 		if err != nil {
 			// The target may have gone live even though the answer was
@@ -109,8 +111,9 @@ func (w *work) handOver(ctx context.Context) (*corev1.Pod, outcome, bool, error)
 				o, err := sidecarFailed(ctx, err, v1.ReasonHandoverFailed, "handover at the fence %v", fence)
 				return nil, o, false, err
 			}
+			live = pos
 		}
-		if err := w.handedOverTo(ctx, target); err != nil {
+		if err := w.handedOverTo(ctx, target, live); err != nil {
 			return nil, outcome{}, false, err
 		}
 	}
@@ -201,8 +204,13 @@ func (w *work) unmarkRestored(ctx context.Context, target *corev1.Pod) error {
 // handedOverTo records that target is live at the fence: on the pod, so
 // that its sidecar stays live across restarts, then in the status, with
 // the downtime.
-func (w *work) handedOverTo(ctx context.Context, target *corev1.Pod) error {
+func (w *work) handedOverTo(ctx context.Context, target *corev1.Pod, live replay.Position) error {
 	m := w.m
+	// Where the target's sidecar says it went live, next to F: what the
+	// zero-loss line reports as observed.
+	if len(live.LiveFrom) > 0 && len(m.Status.FenceOffsets) > 0 {
+		m.Status.TargetLiveOffsets = toOffsets(m.Status.FenceOffsets[0].Topic, only(live.LiveFrom, slices.Collect(maps.Keys(fromOffsets(m.Status.FenceOffsets)))))
+	}
 	if err := w.r.setSidecarMode(ctx, target, v1.SidecarModeLive); err != nil {
 		return err
 	}

@@ -13,6 +13,7 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -59,6 +60,10 @@ func TestShadowPodMigratesThroughEveryPhase(t *testing.T) {
 	}
 	if m.Status.CheckpointImage != migrationtest.FakeImage || len(m.Status.CheckpointOffsets) != 2 || m.Status.Downtime == nil {
 		t.Fatalf("status: image %q, offsets %v, downtime %v", m.Status.CheckpointImage, m.Status.CheckpointOffsets, m.Status.Downtime)
+	}
+	// Where the target said it went live is recorded next to F.
+	if len(m.Status.TargetLiveOffsets) == 0 || !equality.Semantic.DeepEqual(m.Status.TargetLiveOffsets, m.Status.FenceOffsets) {
+		t.Fatalf("target live offsets %v, fence %v: want the target's report, equal to the fence", m.Status.TargetLiveOffsets, m.Status.FenceOffsets)
 	}
 	if calls := w.sidecars.Calls(); slices.Index(calls, "Pause") > slices.Index(calls, "Resume") || slices.Index(calls, "Fence") > slices.Index(calls, "Handover") {
 		t.Fatalf("sidecar calls out of order: %v", calls)

@@ -261,6 +261,12 @@ type StatefulMigrationStatus struct {
 	// +optional
 	// +listType=atomic
 	FenceOffsets []PartitionOffset `json:"fenceOffsets,omitempty"`
+	// TargetLiveOffsets are, as the target's sidecar reported them, the
+	// positions at which it went live: where its replay ended. Equal to
+	// FenceOffsets when the handover lost and repeated nothing.
+	// +optional
+	// +listType=atomic
+	TargetLiveOffsets []PartitionOffset `json:"targetLiveOffsets,omitempty"`
 
 	// Replay is the target's replay progress.
 	// +optional

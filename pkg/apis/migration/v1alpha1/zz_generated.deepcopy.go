@@ -222,6 +222,11 @@ func (in *StatefulMigrationStatus) DeepCopyInto(out *StatefulMigrationStatus) {
 		*out = make([]PartitionOffset, len(*in))
 		copy(*out, *in)
 	}
+	if in.TargetLiveOffsets != nil {
+		in, out := &in.TargetLiveOffsets, &out.TargetLiveOffsets
+		*out = make([]PartitionOffset, len(*in))
+		copy(*out, *in)
+	}
 	if in.Replay != nil {
 		in, out := &in.Replay, &out.Replay
 		*out = new(ReplayProgress)
