@@ -47,7 +47,14 @@ type IssuerKeys struct {
 	issuer  string
 	keys    []JWK
 	fetched time.Time
+	// tried is the last read, successful or not: a failed read is not
+	// repeated before MinRefresh, so an API server that is away does not
+	// slow every control call.
+	tried time.Time
 }
+
+// fetchTimeout bounds one read of the issuer's keys.
+const fetchTimeout = 5 * time.Second
 
 // NewIssuerKeys reads the keys from cfg's API server with cfg's
 // credentials (the sidecar's own service-account token).
@@ -79,10 +86,13 @@ func (k *IssuerKeys) get(ctx context.Context, refresh bool) (string, []JWK, erro
 	minRefresh, maxAge := cmpDefault(k.MinRefresh, 10*time.Second), cmpDefault(k.MaxAge, time.Hour)
 	age := time.Since(k.fetched)
 	fresh := k.keys != nil && age < maxAge && (!refresh || age < minRefresh)
-	if fresh {
+	if fresh || k.keys != nil && time.Since(k.tried) < minRefresh {
 		return k.issuer, k.keys, nil
 	}
-	issuer, keys, err := k.fetch(ctx)
+	k.tried = time.Now()
+	fctx, cancel := context.WithTimeout(ctx, fetchTimeout)
+	defer cancel()
+	issuer, keys, err := k.fetch(fctx)
 	if err != nil {
 		if k.keys != nil {
 			return k.issuer, k.keys, nil // the API server is away: the keys read last still hold

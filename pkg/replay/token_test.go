@@ -10,7 +10,11 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -189,4 +193,54 @@ func FuzzParseJWT(f *testing.F) {
 		}
 		_, _ = j.claims.check("i", "a", time.Now())
 	})
+}
+
+// The issuer's keys are read once, again only when due (a token naming an
+// unknown key, at most every MinRefresh), and an API server that is away
+// leaves the keys read last in use without a read on every control call.
+func TestIssuerKeysAreReadWhenDue(t *testing.T) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b64 := base64.RawURLEncoding.EncodeToString
+	set := `{"keys":[{"use":"sig","kty":"EC","kid":"k","crv":"P-256","x":"` + b64(key.X.FillBytes(make([]byte, 32))) + `","y":"` + b64(key.Y.FillBytes(make([]byte, 32))) + `"}]}`
+	var reads, down atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/.well-known/openid-configuration" { // a read starts there
+			reads.Add(1)
+		}
+		if down.Load() == 1 {
+			http.Error(w, "away", http.StatusServiceUnavailable)
+			return
+		}
+		switch r.URL.Path {
+		case "/.well-known/openid-configuration":
+			_, _ = io.WriteString(w, `{"issuer":"https://kubernetes.default.svc"}`)
+		case "/openid/v1/jwks":
+			_, _ = io.WriteString(w, set)
+		}
+	}))
+	defer srv.Close()
+	k := &IssuerKeys{HTTP: srv.Client(), Server: srv.URL, MinRefresh: time.Minute}
+	ctx := context.Background()
+	expectReads := func(what string, want int32, get func(context.Context) (string, []JWK, error)) {
+		t.Helper()
+		issuer, keys, err := get(ctx)
+		if err != nil || issuer != "https://kubernetes.default.svc" || len(keys) != 1 || keys[0].ID != "k" {
+			t.Fatalf("%s: %q %v %v", what, issuer, keys, err)
+		}
+		if n := reads.Load(); n != want {
+			t.Fatalf("%s: %d reads of the keys, want %d", what, n, want)
+		}
+	}
+	expectReads("first use", 1, k.Keys)
+	expectReads("again", 1, k.Keys)
+	expectReads("an unknown key within MinRefresh", 1, k.Refresh)
+	k.fetched, k.tried = k.fetched.Add(-2*time.Minute), k.tried.Add(-2*time.Minute)
+	expectReads("an unknown key after MinRefresh", 2, k.Refresh)
+	down.Store(1)
+	k.fetched, k.tried = k.fetched.Add(-2*time.Hour), k.tried.Add(-2*time.Minute)
+	expectReads("the API server away: the keys read last", 3, k.Keys)
+	expectReads("still away: not asked again before MinRefresh", 3, k.Keys)
 }
