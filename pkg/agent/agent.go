@@ -260,7 +260,7 @@ func (r *Reconciler) push(ctx context.Context, m *v1.StatefulMigration) (v1.Agen
 	if repo == "" {
 		return v1.AgentResult{}, errors.New("no checkpoint image repository: set spec.checkpointImageRepository or the agent's --checkpoint-image-repository")
 	}
-	if _, err := explicitRepository(repo); err != nil {
+	if _, err := checkpoint.ParseRepository(repo); err != nil {
 		return v1.AgentResult{}, err
 	}
 	regs := r.Opts.registries()

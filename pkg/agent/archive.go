@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
+	"github.com/ms2m/ms2m/pkg/checkpoint"
 )
 
 // DefaultCheckpointDir is where the kubelet writes checkpoint archives:
@@ -76,7 +77,7 @@ type registries struct {
 func (o Options) registries() registries {
 	r := registries{allowed: o.AllowedRegistries, plainHTTP: o.PlainHTTPRegistries}
 	if len(r.allowed) == 0 && o.Repository != "" {
-		if repo, err := explicitRepository(o.Repository); err == nil {
+		if repo, err := checkpoint.ParseRepository(o.Repository); err == nil {
 			r.allowed = []string{repo.RegistryStr()}
 		}
 	}
@@ -89,20 +90,8 @@ func (o Options) ValidateRepository() error {
 	if o.Repository == "" {
 		return nil
 	}
-	_, err := explicitRepository(o.Repository)
+	_, err := checkpoint.ParseRepository(o.Repository)
 	return err
-}
-
-// explicitRepository parses a checkpoint image repository, refusing one
-// that names no registry host: a checkpoint image holds a process's whole
-// memory, and go-containerregistry would send it to Docker Hub.
-func explicitRepository(repo string) (name.Repository, error) {
-	r, err := name.NewRepository(repo, name.StrictValidation)
-	if err != nil {
-		return name.Repository{}, fmt.Errorf("checkpoint image repository %q names no registry host (it would go to Docker Hub): "+
-			"name one, such as registry.example.com/team/checkpoints: %w", repo, err)
-	}
-	return r, nil
 }
 
 // reference parses the image reference and refuses a registry that is not

@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
 )
 
 // AudienceTokenSeconds is the lifetime the manager asks for its
@@ -81,7 +82,7 @@ func (a *AudienceTokens) Token(ctx context.Context, audience string) (string, er
 		a.mu.Unlock()
 	}
 	tr, err := a.client.CoreV1().ServiceAccounts(ns).CreateToken(ctx, account, &authenticationv1.TokenRequest{
-		Spec: authenticationv1.TokenRequestSpec{Audiences: []string{audience}, ExpirationSeconds: ptrInt64(AudienceTokenSeconds)},
+		Spec: authenticationv1.TokenRequestSpec{Audiences: []string{audience}, ExpirationSeconds: ptr.To[int64](AudienceTokenSeconds)},
 	}, metav1.CreateOptions{})
 	if err != nil {
 		return "", fmt.Errorf("TokenRequest for service account %s/%s, audience %q: %w", ns, account, audience, err)
@@ -120,5 +121,3 @@ func ServiceAccountOf(user string) (namespace, name string, err error) {
 	}
 	return ns, n, nil
 }
-
-func ptrInt64(v int64) *int64 { return &v }

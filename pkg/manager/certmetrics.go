@@ -1,8 +1,6 @@
 package manager
 
 import (
-	"crypto/x509"
-	"encoding/pem"
 	"os"
 	"path/filepath"
 	"sync"
@@ -45,11 +43,7 @@ func (c *certExpiry) Collect(ch chan<- prometheus.Metric) {
 		if err != nil {
 			continue
 		}
-		block, _ := pem.Decode(b)
-		if block == nil {
-			continue
-		}
-		cert, err := x509.ParseCertificate(block.Bytes)
+		cert, err := parseCert(b)
 		if err != nil {
 			continue
 		}

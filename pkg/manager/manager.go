@@ -12,7 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
@@ -24,6 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	"github.com/ms2m/ms2m/pkg/checkpoint"
 	"github.com/ms2m/ms2m/pkg/clientconfig"
 	"github.com/ms2m/ms2m/pkg/controllers/evacuation"
 	"github.com/ms2m/ms2m/pkg/controllers/migration"
@@ -177,9 +177,8 @@ func (o Options) Validate() error {
 		errs = append(errs, fmt.Errorf("--max-outbound-migrations-per-node must be at least 1, got %d", o.MaxOutboundPerNode))
 	}
 	if o.CheckpointImageRepository != "" {
-		if _, err := name.NewRepository(o.CheckpointImageRepository, name.StrictValidation); err != nil {
-			errs = append(errs, fmt.Errorf("--checkpoint-image-repository %q must name its registry host (registry.example.com/team/checkpoints): "+
-				"without one the images, whole process memory, would go to Docker Hub", o.CheckpointImageRepository))
+		if _, err := checkpoint.ParseRepository(o.CheckpointImageRepository); err != nil {
+			errs = append(errs, fmt.Errorf("--checkpoint-image-repository: %w", err))
 		}
 	}
 	if o.ServingCertSecret != "" {

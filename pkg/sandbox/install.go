@@ -196,18 +196,7 @@ func (s *Sandbox) applyAgent(ctx context.Context) error {
 		},
 	}
 	dss := s.Client.AppsV1().DaemonSets(SystemNamespace)
-	if _, err := dss.Create(ctx, ds, metav1.CreateOptions{}); apierrors.IsAlreadyExists(err) {
-		cur, err := dss.Get(ctx, ds.Name, metav1.GetOptions{})
-		if err != nil {
-			return err
-		}
-		cur.Spec.Template = ds.Spec.Template
-		_, err = dss.Update(ctx, cur, metav1.UpdateOptions{})
-		return err
-	} else if err != nil {
-		return err
-	}
-	return nil
+	return upsert(ctx, ds.Name, ds, dss.Create, dss.Get, dss.Update, func(cur *appsv1.DaemonSet) { cur.Spec.Template = ds.Spec.Template })
 }
 
 // waitAgents waits until the agent runs on every node.

@@ -26,9 +26,11 @@ type blackholed struct {
 	hold      time.Duration
 }
 
-func (s blackholed) hang(ctx context.Context, ep replay.Endpoint) bool {
+// call answers for a black-holed sidecar after hanging (until the call
+// times out, or hold), and otherwise makes the instant fake's call.
+func (s blackholed) call(ctx context.Context, ep replay.Endpoint, fake func() (replay.Position, error)) (replay.Position, error) {
 	if !strings.HasPrefix(ep.Audience, replay.ControlAudience(s.namespace, "")) {
-		return false
+		return fake()
 	}
 	t := time.NewTimer(s.hold)
 	defer t.Stop()
@@ -36,51 +38,33 @@ func (s blackholed) hang(ctx context.Context, ep replay.Endpoint) bool {
 	case <-ctx.Done():
 	case <-t.C:
 	}
-	return true
+	return replay.Position{}, errNoAnswer
 }
 
 var errNoAnswer = errors.New("FAKE black-holed sidecar: no answer")
 
 func (s blackholed) Position(ctx context.Context, ep replay.Endpoint) (replay.Position, error) {
-	if s.hang(ctx, ep) {
-		return replay.Position{}, errNoAnswer
-	}
-	return s.Sidecars.Position(ctx, ep)
+	return s.call(ctx, ep, func() (replay.Position, error) { return s.Sidecars.Position(ctx, ep) })
 }
 
 func (s blackholed) Pause(ctx context.Context, ep replay.Endpoint) (replay.Position, error) {
-	if s.hang(ctx, ep) {
-		return replay.Position{}, errNoAnswer
-	}
-	return s.Sidecars.Pause(ctx, ep)
+	return s.call(ctx, ep, func() (replay.Position, error) { return s.Sidecars.Pause(ctx, ep) })
 }
 
 func (s blackholed) Resume(ctx context.Context, ep replay.Endpoint) (replay.Position, error) {
-	if s.hang(ctx, ep) {
-		return replay.Position{}, errNoAnswer
-	}
-	return s.Sidecars.Resume(ctx, ep)
+	return s.call(ctx, ep, func() (replay.Position, error) { return s.Sidecars.Resume(ctx, ep) })
 }
 
 func (s blackholed) Fence(ctx context.Context, ep replay.Endpoint) (replay.Position, error) {
-	if s.hang(ctx, ep) {
-		return replay.Position{}, errNoAnswer
-	}
-	return s.Sidecars.Fence(ctx, ep)
+	return s.call(ctx, ep, func() (replay.Position, error) { return s.Sidecars.Fence(ctx, ep) })
 }
 
 func (s blackholed) Abort(ctx context.Context, ep replay.Endpoint) (replay.Position, error) {
-	if s.hang(ctx, ep) {
-		return replay.Position{}, errNoAnswer
-	}
-	return s.Sidecars.Abort(ctx, ep)
+	return s.call(ctx, ep, func() (replay.Position, error) { return s.Sidecars.Abort(ctx, ep) })
 }
 
 func (s blackholed) Handover(ctx context.Context, ep replay.Endpoint, fence map[int]int64) (replay.Position, error) {
-	if s.hang(ctx, ep) {
-		return replay.Position{}, errNoAnswer
-	}
-	return s.Sidecars.Handover(ctx, ep, fence)
+	return s.call(ctx, ep, func() (replay.Position, error) { return s.Sidecars.Handover(ctx, ep, fence) })
 }
 
 // BenchmarkNeighbourOfABlackholedTenant measures one tenant's migrations
