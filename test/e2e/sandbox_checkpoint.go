@@ -119,11 +119,14 @@ func CheckpointRestoreSpec(in CheckpointInput) features.Feature {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if a.Config.Name != "app" || len(a.Memory) == 0 || a.Spec.Annotations["io.kubernetes.pod.name"] != "source" {
-				t.Fatalf("archive describes %q (pod %q) with %d bytes of memory", a.Config.Name, a.Spec.Annotations["io.kubernetes.pod.name"], len(a.Memory))
+			// Each runtime names the pod in spec.dump under its own key.
+			flavour := nodeRuntime(ctx, t, in.Cluster, source.Spec.NodeName)
+			podKey := map[string]string{kubelet.FlavourCRIO: "io.kubernetes.pod.name", kubelet.FlavourContainerd: "io.kubernetes.cri.sandbox-name"}[flavour]
+			if a.Config.Name != "app" || len(a.Memory) == 0 || podKey == "" || a.Spec.Annotations[podKey] != "source" {
+				t.Fatalf("archive of a %s node describes %q (pod %q under %q) with %d bytes of memory", flavour, a.Config.Name, a.Spec.Annotations[podKey], podKey, len(a.Memory))
 			}
 			// The engine that wrote it is the one the source node simulates.
-			engine := map[string]string{kubelet.FlavourCRIO: "CRI-O", kubelet.FlavourContainerd: "containerd"}[nodeRuntime(ctx, t, in.Cluster, source.Spec.NodeName)]
+			engine := map[string]string{kubelet.FlavourCRIO: "CRI-O", kubelet.FlavourContainerd: "containerd"}[flavour]
 			got := readWithCheckpointctl(t, archive)
 			if want := (checkpointctlView{Engine: engine, Pod: "source", Namespace: ns, Container: "app", BaseImage: ConsumerContainer().Image}); got != want {
 				t.Fatalf("checkpointctl's library reads %+v, want %+v", got, want)
