@@ -132,7 +132,7 @@ func describeFields(w io.Writer, m *v1.StatefulMigration, now time.Time) {
 		field("Replay", "%s", migrationclient.ReplayLine(st.Replay))
 	}
 	if st.Downtime != nil {
-		field("Downtime", "%s (fence → target live)", migrationclient.FormatDuration(st.Downtime.Duration))
+		field("Downtime", "%s", migrationclient.DowntimeLine(st))
 	}
 }
 

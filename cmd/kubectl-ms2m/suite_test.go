@@ -230,6 +230,8 @@ func completedStatus() v1.StatefulMigrationStatus {
 		FenceOffsets:      []v1.PartitionOffset{{Topic: "orders", Partition: 0, Offset: 140}, {Topic: "orders", Partition: 1, Offset: 101}},
 		TargetLiveOffsets: []v1.PartitionOffset{{Topic: "orders", Partition: 0, Offset: 140}, {Topic: "orders", Partition: 1, Offset: 101}},
 		Downtime:          &metav1.Duration{Duration: 41 * time.Millisecond},
+		Stalls: &v1.Stalls{CheckpointPause: &metav1.Duration{Duration: 29 * time.Millisecond},
+			Handover: &metav1.Duration{Duration: 12 * time.Millisecond}, Measured: v1.StallsBySidecars},
 	}
 	ts := metav1.NewMicroTime(t0.Add(2500 * time.Millisecond))
 	st.Replay = &v1.ReplayProgress{Replayed: 2400, Lag: 0, ReplayRatePerSecond: 900, ArrivalRatePerSecond: 300, LastSampleTime: &ts}

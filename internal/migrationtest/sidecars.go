@@ -7,6 +7,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/ms2m/ms2m/pkg/migratable"
 	"github.com/ms2m/ms2m/pkg/replay"
@@ -35,7 +36,24 @@ type Sidecars struct {
 	idle map[int]int64
 	// assigned: a static member's partitions (nil: a dynamic member).
 	assigned []int
+	// pause, handover: the stalls the sidecars report (see SetStalls).
+	pause, handover time.Duration
+	stalls          bool
 }
+
+// SetStalls makes the sidecars report, by their own clocks, a checkpoint
+// pause (Resume's PausedAt to ResumedAt) and a handover (Fence's FencedAt
+// to Handover's LiveAt) of the given lengths. Without it they report no
+// times, as a sidecar that restarted in between.
+func (s *Sidecars) SetStalls(pause, handover time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pause, s.handover, s.stalls = pause, handover, true
+}
+
+// sidecarClock is the FAKE sidecars' clock: far from the controller's, as
+// another node's may be; only differences of its times mean anything.
+var sidecarClock = time.Date(2031, 1, 2, 3, 4, 5, 0, time.UTC)
 
 // SetAssigned makes the sidecars static members holding partitions (one
 // replica of several in the group): their positions name them, and a
@@ -162,6 +180,19 @@ func (s *Sidecars) answer(call string, mode replay.Mode, paused bool) (replay.Po
 		}
 	}
 	pos.Assigned = slices.Clone(s.assigned)
+	if s.stalls {
+		paused, resumed := sidecarClock, sidecarClock.Add(s.pause)
+		fenced := resumed.Add(time.Minute)
+		live := fenced.Add(s.handover)
+		switch call {
+		case "Resume":
+			pos.PausedAt, pos.ResumedAt = &paused, &resumed
+		case "Fence":
+			pos.FencedAt = &fenced
+		case "Handover":
+			pos.LiveAt = &live
+		}
+	}
 	return pos, nil
 }
 

@@ -143,6 +143,9 @@ func Summary(m *v1.StatefulMigration) string {
 		parts := []string{"downtime not measured"}
 		if st.Downtime != nil {
 			parts[0] = "downtime " + FormatDuration(st.Downtime.Duration)
+			if split := st.Stalls.Split(); split != "" {
+				parts[0] += " (" + split + ")"
+			}
 		}
 		replayed := int64(0)
 		if st.Replay != nil {
@@ -173,6 +176,23 @@ func Summary(m *v1.StatefulMigration) string {
 	}
 }
 
+// DowntimeLine is a migration's downtime, the stalls it adds up and who
+// measured them.
+func DowntimeLine(st *v1.StatefulMigrationStatus) string {
+	if st.Downtime == nil {
+		return "not measured"
+	}
+	by := "measured by the sidecars"
+	if st.Stalls == nil || st.Stalls.Measured == v1.StallsByController {
+		by = "partly measured by the controller"
+	}
+	split := strings.TrimSuffix(st.Stalls.Split(), ", partly measured by the controller")
+	if split == "" {
+		return FormatDuration(st.Downtime.Duration) + " (" + by + ")"
+	}
+	return FormatDuration(st.Downtime.Duration) + " (" + split + ", " + by + ")"
+}
+
 // Timings renders a finished migration's phase durations and downtime, one
 // per line.
 func Timings(m *v1.StatefulMigration) string {
@@ -186,8 +206,16 @@ func Timings(m *v1.StatefulMigration) string {
 	if len(spans) > 1 {
 		fmt.Fprintf(&b, "  %-13s %10s\n", "total", FormatDuration(Elapsed(&m.Status, time.Time{})))
 	}
+	if st := m.Status.Stalls; st != nil {
+		if st.CheckpointPause != nil {
+			fmt.Fprintf(&b, "  %-13s %10s (the source held deliveries for the checkpoint)\n", "pause", FormatDuration(st.CheckpointPause.Duration))
+		}
+		if st.Handover != nil {
+			fmt.Fprintf(&b, "  %-13s %10s (source fenced → target live)\n", "handover", FormatDuration(st.Handover.Duration))
+		}
+	}
 	if m.Status.Downtime != nil {
-		fmt.Fprintf(&b, "  %-13s %10s (fence → target live)\n", "downtime", FormatDuration(m.Status.Downtime.Duration))
+		fmt.Fprintf(&b, "  %-13s %10s (the stalls added up)\n", "downtime", FormatDuration(m.Status.Downtime.Duration))
 	}
 	if m.Status.Phase == v1.PhaseFailed {
 		b.WriteString("  failed: " + m.Status.FailureReason + "\n")

@@ -91,6 +91,26 @@ type Position struct {
 	// a migration checkpoints, replays and fences exactly these. Absent
 	// when not known (a dynamic member, or none joined yet).
 	Assigned []int `json:"assigned,omitempty"`
+
+	// The stalls, by this sidecar's clock: when it stopped starting
+	// deliveries for a pause (PausedAt) or a fence (FencedAt), when a
+	// pause, or a fence rolled back, ended (ResumedAt), and, on a handed-over target, when it was
+	// live (LiveAt: at the fence and, as a group member, joined and reading
+	// from it). A message arriving between a stop and its end waits for
+	// it; the message in flight at the stop is not held up. Absent when
+	// not (yet) known, e.g. on a sidecar restarted since.
+	PausedAt  *time.Time `json:"pausedAt,omitempty"`
+	ResumedAt *time.Time `json:"resumedAt,omitempty"`
+	FencedAt  *time.Time `json:"fencedAt,omitempty"`
+	LiveAt    *time.Time `json:"liveAt,omitempty"`
+}
+
+// at is t for a Position's time fields: nil for the zero time.
+func at(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
 }
 
 // assigner is a live source that knows its partitions (static).
@@ -137,11 +157,13 @@ type Engine struct {
 	handover  bool // go live at the fence (else stop there)
 	// liveFrom is where a handed-over target went live: its position at
 	// the moment the replay reached the fence.
-	liveFrom  map[int]int64
-	closing   sync.WaitGroup
-	delivered int64
-	replayed  int64
-	poisoned  int64
+	liveFrom map[int]int64
+	// See Position: when deliveries stopped and started again.
+	pausedAt, resumedAt, fencedAt, liveAt time.Time
+	closing                               sync.WaitGroup
+	delivered                             int64
+	replayed                              int64
+	poisoned                              int64
 }
 
 // NewLive returns an engine that consumes live as a group member.
@@ -243,6 +265,9 @@ func (e *Engine) pause(ctx context.Context) (Position, error) {
 	defer stop()
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if !e.paused {
+		e.pausedAt, e.resumedAt = time.Now(), time.Time{}
+	}
 	e.paused = true
 	e.interruptLocked()
 	if err := e.waitIdleLocked(ctx); err != nil {
@@ -256,6 +281,9 @@ func (e *Engine) pause(ctx context.Context) (Position, error) {
 func (e *Engine) Resume() Position {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if e.paused || e.mode == ModeFenced {
+		e.resumedAt = time.Now()
+	}
 	e.paused = false
 	if e.mode == ModeFenced {
 		e.setModeLocked(ModeLive)
@@ -308,7 +336,8 @@ func (e *Engine) Ready() bool {
 
 func (e *Engine) positionLocked() Position {
 	pos := Position{Mode: e.mode, Next: maps.Clone(e.next), Delivered: e.delivered, Replayed: e.replayed,
-		Paused: e.paused, DeadLettered: e.poisoned, From: maps.Clone(e.from), Fence: maps.Clone(e.fence), LiveFrom: maps.Clone(e.liveFrom)}
+		Paused: e.paused, DeadLettered: e.poisoned, From: maps.Clone(e.from), Fence: maps.Clone(e.fence), LiveFrom: maps.Clone(e.liveFrom),
+		PausedAt: at(e.pausedAt), ResumedAt: at(e.resumedAt), FencedAt: at(e.fencedAt), LiveAt: at(e.liveAt)}
 	if a, ok := e.src.(assigner); ok {
 		pos.Assigned = a.Assigned()
 	}

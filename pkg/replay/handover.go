@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"time"
 )
 
 // settleAtFenceLocked acts once a replaying target has replayed every
@@ -21,6 +22,7 @@ func (e *Engine) settleAtFenceLocked() {
 	}
 	if e.handover {
 		e.liveFrom = maps.Clone(e.next)
+		e.liveAt = time.Now()
 		e.setModeLocked(ModeLive)
 		e.replaceSourceLocked(e.sources.Live())
 		return
@@ -47,6 +49,9 @@ func (e *Engine) Fence(ctx context.Context) (Position, error) {
 	// message every time the lock is free, and the fence would wait for the
 	// backlog to drain.
 	wasPaused := e.paused
+	if e.mode == ModeLive && !wasPaused {
+		e.fencedAt = time.Now()
+	}
 	e.paused = true
 	e.interruptLocked()
 	err := e.waitIdleLocked(ctx)
@@ -189,7 +194,42 @@ func (e *Engine) Handover(ctx context.Context, fence map[int]int64) (Position, e
 	if e.mode != ModeLive {
 		return Position{}, fmt.Errorf("not at the fence before the deadline (at %v, fence %v): %w", e.next, e.fence, ctx.Err())
 	}
+	if err := e.waitJoinedLocked(ctx); err != nil {
+		return Position{}, err
+	}
 	return e.positionLocked(), nil
+}
+
+// joiner is a live source that joins its group before it reads (the
+// static member): live means joined.
+type joiner interface {
+	// Joined closes once the member has joined and reads its partitions;
+	// JoinedAt is when.
+	Joined() <-chan struct{}
+	JoinedAt() time.Time
+}
+
+// waitJoinedLocked waits, on a target that went live, until its group
+// member has joined, and moves LiveAt to then: the handover's stall lasts
+// until the target can read from the fence, not until it decided to.
+func (e *Engine) waitJoinedLocked(ctx context.Context) error {
+	j, ok := e.src.(joiner)
+	if !ok {
+		return nil
+	}
+	e.mu.Unlock()
+	select {
+	case <-j.Joined():
+	case <-ctx.Done():
+	}
+	e.mu.Lock()
+	if ctx.Err() != nil {
+		return fmt.Errorf("live at the fence %v, but its group member did not join before the deadline: %w", e.fence, ctx.Err())
+	}
+	if t := j.JoinedAt(); t.After(e.liveAt) {
+		e.liveAt = t
+	}
+	return nil
 }
 
 // Abort settles a target's part in a migration being rolled back, so that

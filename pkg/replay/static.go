@@ -41,6 +41,9 @@ type static struct {
 	topicPartitions int
 	// fenced is set once another member took the instance id.
 	fenced error
+	// joined closes, at joinedAt, when the member first reads.
+	joined   chan struct{}
+	joinedAt time.Time
 }
 
 // Session and heartbeat of a static member. A fenced source keeps its
@@ -53,7 +56,7 @@ const (
 
 func (k *Kafka) static() Source {
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &static{k: k, instance: k.InstanceID, out: make(chan fetched), cancel: cancel, done: make(chan struct{}),
+	s := &static{k: k, instance: k.InstanceID, out: make(chan fetched), cancel: cancel, done: make(chan struct{}), joined: make(chan struct{}),
 		client: &kafka.Client{Addr: kafka.TCP(k.Brokers...), Timeout: staticRebalanceTimeout + 5*time.Second, Transport: k.transport()}}
 	go s.run(ctx)
 	return s
@@ -258,6 +261,12 @@ func (s *static) consume(ctx context.Context) error {
 			go m.pump(gctx, s.k, p, committed[p], nil)
 		}
 	}
+	s.mu.Lock()
+	if s.joinedAt.IsZero() {
+		s.joinedAt = time.Now()
+		close(s.joined)
+	}
+	s.mu.Unlock()
 	t := time.NewTicker(staticHeartbeat)
 	defer t.Stop()
 	for tick := 1; ; tick++ {
@@ -383,6 +392,16 @@ func (s *static) Close() error {
 	s.cancel()
 	<-s.done
 	return nil
+}
+
+// Joined implements joiner.
+func (s *static) Joined() <-chan struct{} { return s.joined }
+
+// JoinedAt implements joiner.
+func (s *static) JoinedAt() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.joinedAt
 }
 
 // Assigned is the partitions the member holds in the current generation.

@@ -15,6 +15,7 @@ import (
 	"github.com/ms2m/ms2m/examples/statefulapp"
 	"github.com/ms2m/ms2m/internal/example/deploy"
 	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
+	"github.com/ms2m/ms2m/pkg/migrationclient"
 	"github.com/ms2m/ms2m/pkg/replay"
 )
 
@@ -68,7 +69,7 @@ func ReplicaOfThreeSpec(in ReplicaOfThreeInput) features.Feature {
 		if m.Status.Downtime == nil {
 			t.Fatalf("migration %s reports no downtime", m.Name)
 		}
-		t.Logf("%s downtime (fence → target live): %s", m.Status.Strategy, m.Status.Downtime.Duration)
+		t.Logf("%s downtime: %s", m.Status.Strategy, migrationclient.DowntimeLine(&m.Status))
 		for what, offsets := range map[string][]v1.PartitionOffset{"checkpoint (O)": m.Status.CheckpointOffsets, "fence (F)": m.Status.FenceOffsets} {
 			if got := partitionsOf(offsets); !slices.Equal(got, movedParts) || len(got) != before[0].Partitions {
 				t.Fatalf("%s on partitions %v; want exactly the moved replica's %v (%d assigned)", what, got, movedParts, before[0].Partitions)

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
 	"github.com/ms2m/ms2m/pkg/migratable"
 )
@@ -64,10 +66,13 @@ func checkpointing(ctx context.Context, w *work) (outcome, error) {
 	if res.Error != "" {
 		return fail(v1.ReasonCheckpointFailed, "checkpoint on node %s: %s", res.Node, res.Error)
 	}
-	if _, err := w.r.Sidecars.Resume(ctx, addr); err != nil {
+	resumed, err := w.r.Sidecars.Resume(ctx, addr)
+	if err != nil {
 		return sidecarFailed(ctx, err, v1.ReasonCheckpointFailed, "resuming the source's sidecar after the checkpoint")
 	}
-	if pause := w.r.Clock.Since(enteredAt(&m.Status, v1.PhaseCheckpointing)); w.r.Metrics != nil {
+	pause, measured := stall(resumed.PausedAt, resumed.ResumedAt, enteredAt(&m.Status, v1.PhaseCheckpointing), w.r.Clock.Now())
+	w.recordStall(func(s *v1.Stalls) { s.CheckpointPause = &metav1.Duration{Duration: pause} }, measured)
+	if w.r.Metrics != nil {
 		w.r.Metrics.PauseSeconds.Observe(pause.Seconds())
 	}
 	m.Status.CheckpointID = res.Archive

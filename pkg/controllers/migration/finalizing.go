@@ -116,6 +116,12 @@ func (w *work) handOver(ctx context.Context) (*corev1.Pod, outcome, bool, error)
 		if err := w.handedOverTo(ctx, target, live); err != nil {
 			return nil, outcome{}, false, err
 		}
+		// Recorded before the source is touched: a reconcile that dies
+		// after removing it must not leave a migration whose status says
+		// the source should still be there.
+		if err := w.commit(ctx); err != nil {
+			return nil, outcome{}, false, err
+		}
 	}
 	// A ReplicaSet that briefly owns both removes an unready pod first,
 	// whatever its deletion cost: the target takes over once Ready.
@@ -214,13 +220,49 @@ func (w *work) handedOverTo(ctx context.Context, target *corev1.Pod, live replay
 	if err := w.r.setSidecarMode(ctx, target, v1.SidecarModeLive); err != nil {
 		return err
 	}
-	downtime := w.r.Clock.Since(enteredAt(&m.Status, strategyOf(m).fencedIn))
-	m.Status.Downtime = &metav1.Duration{Duration: downtime}
+	var fencedAt *time.Time
+	if m.Status.FenceTime != nil {
+		fencedAt = &m.Status.FenceTime.Time
+	}
+	handover, measured := stall(fencedAt, live.LiveAt, enteredAt(&m.Status, strategyOf(m).fencedIn), w.r.Clock.Now())
+	w.recordStall(func(s *v1.Stalls) { s.Handover = &metav1.Duration{Duration: handover} }, measured)
+	downtime := m.Status.Downtime.Duration
 	if w.r.Metrics != nil {
+		w.r.Metrics.HandoverSeconds.Observe(handover.Seconds())
 		w.r.Metrics.DowntimeSeconds.Observe(downtime.Seconds())
 	}
+	split := m.Status.Stalls.Split()
 	setCondition(&m.Status, m.Generation, v1.ConditionHandedOver, true, v1.ReasonSucceeded,
-		fmt.Sprintf("target live at the fence %v after %s without live processing", fromOffsets(m.Status.FenceOffsets), downtime.Round(time.Millisecond)))
-	w.event(corev1.EventTypeNormal, "HandedOver", "target %s live at the fence; downtime %s", target.Name, downtime.Round(time.Millisecond))
+		fmt.Sprintf("target live at the fence %v; downtime %s (%s)", fromOffsets(m.Status.FenceOffsets), downtime.Round(time.Microsecond*100), split))
+	w.event(corev1.EventTypeNormal, "HandedOver", "target %s live at the fence; downtime %s (%s)", target.Name, downtime.Round(time.Microsecond*100), split)
 	return nil
+}
+
+// stall is the interval from start to end as a sidecar reported them
+// (measured true); when it reported either not (a sidecar restarted in
+// between), the controller's own from, to (measured false).
+func stall(start, end *time.Time, from, to time.Time) (time.Duration, bool) {
+	if start != nil && end != nil && !end.Before(*start) {
+		return end.Sub(*start), true
+	}
+	return to.Sub(from), false
+}
+
+// recordStall sets one stall in the status and the downtime to their sum.
+func (w *work) recordStall(set func(*v1.Stalls), bySidecars bool) {
+	st := &w.m.Status
+	if st.Stalls == nil {
+		st.Stalls = &v1.Stalls{Measured: v1.StallsBySidecars}
+	}
+	set(st.Stalls)
+	if !bySidecars {
+		st.Stalls.Measured = v1.StallsByController
+	}
+	var sum time.Duration
+	for _, d := range []*metav1.Duration{st.Stalls.CheckpointPause, st.Stalls.Handover} {
+		if d != nil {
+			sum += d.Duration
+		}
+	}
+	st.Downtime = &metav1.Duration{Duration: sum}
 }

@@ -10,13 +10,24 @@ import (
 	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
 )
 
+// fencedUnanswered starts a migration and brings it to Finalizing, the source
+// fenced, without a handover yet: the one the fence's reconcile asks
+// right away gets no answer (a connection error, asked again).
+func fencedUnanswered(w *world, name string) *v1.StatefulMigration {
+	w.t.Helper()
+	w.sidecars.Unreachable("Handover")
+	m := w.until(w.migrate(name), "Finalizing", inPhase(v1.PhaseFinalizing))
+	w.sidecars.Allow("Handover")
+	return m
+}
+
 // A handover whose answer is lost (the sidecar's 504) is rolled back only
 // once the target, asked to abort, says it is not live and never will be:
 // the source resumes after the abort, never next to a live target.
 func TestLostHandoverAbortsTheTargetBeforeTheSourceResumes(t *testing.T) {
 	w := newWorld(t)
+	m := fencedUnanswered(w, "lost")
 	w.sidecars.Refuse("Handover", "not at the fence before the deadline")
-	m := w.until(w.migrate("lost"), "Finalizing", inPhase(v1.PhaseFinalizing))
 	w.sidecars.Unreachable("Position") // the controller cannot ask where the target stands
 	got := w.until(m, "Failed", inPhase(v1.PhaseFailed))
 	calls := w.sidecars.Calls()
@@ -34,8 +45,8 @@ func TestLostHandoverAbortsTheTargetBeforeTheSourceResumes(t *testing.T) {
 // source next to it.
 func TestTargetLiveDespiteALostAnswerCompletes(t *testing.T) {
 	w := newWorld(t)
+	m := fencedUnanswered(w, "live")
 	w.sidecars.Refuse("Handover", "connection reset (FAKE: the answer was lost)")
-	m := w.until(w.migrate("live"), "Finalizing", inPhase(v1.PhaseFinalizing))
 	w.sidecars.Unreachable("Position")
 	w.sidecars.WentLive()
 	got := w.until(m, "Completed", inPhase(v1.PhaseCompleted))
@@ -55,8 +66,8 @@ func TestTargetLiveDespiteALostAnswerCompletes(t *testing.T) {
 // past the phase's deadline, until it answers.
 func TestUnanswerableTargetKeepsTheSourceFenced(t *testing.T) {
 	w := newWorld(t)
+	m := fencedUnanswered(w, "silent")
 	w.sidecars.Refuse("Handover", "not at the fence before the deadline")
-	m := w.until(w.migrate("silent"), "Finalizing", inPhase(v1.PhaseFinalizing))
 	w.sidecars.Unreachable("Position")
 	w.sidecars.Unreachable("Abort")
 	resumes := w.sidecars.Count("Resume")

@@ -102,6 +102,10 @@ func (w *work) fence(ctx context.Context, src *corev1.Pod) (outcome, bool, error
 		fence = only(fence, slices.Collect(maps.Keys(o)))
 	}
 	w.m.Status.FenceOffsets = toOffsets(topic, fence)
+	if pos.FencedAt != nil {
+		t := metav1.NewMicroTime(*pos.FencedAt)
+		w.m.Status.FenceTime = &t
+	}
 	return outcome{}, true, nil
 }
 

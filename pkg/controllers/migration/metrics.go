@@ -12,6 +12,7 @@ type Metrics struct {
 	PhaseSeconds    *prometheus.HistogramVec
 	DowntimeSeconds prometheus.Histogram
 	PauseSeconds    prometheus.Histogram
+	HandoverSeconds prometheus.Histogram
 	CheckpointBytes prometheus.Histogram
 	ReplayLag       *prometheus.GaugeVec
 }
@@ -27,11 +28,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: prometheus.ExponentialBuckets(0.01, 2, 16),
 		}, []string{"phase"}),
 		DowntimeSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "ms2m_migration_downtime_seconds", Help: "Interval without live processing: fence to target live.",
+			Name: "ms2m_migration_downtime_seconds", Help: "A migration's stalls of live processing, summed: the checkpoint pause and the handover, as the sidecars measured them.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
 		}),
 		PauseSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "ms2m_migration_checkpoint_pause_seconds", Help: "How long the source's delivery was paused for the checkpoint.",
+			Name: "ms2m_migration_checkpoint_pause_seconds", Help: "How long the source's sidecar held deliveries for the checkpoint.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
+		}),
+		HandoverSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "ms2m_migration_handover_stall_seconds", Help: "From the source's fence to the target live at it, as the two sidecars measured it.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
 		}),
 		CheckpointBytes: prometheus.NewHistogram(prometheus.HistogramOpts{
@@ -42,7 +47,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "ms2m_migration_replay_lag_messages", Help: "Messages the replaying target is behind.",
 		}, []string{"namespace", "migration"}),
 	}
-	reg.MustRegister(m.Migrations, m.PhaseSeconds, m.DowntimeSeconds, m.PauseSeconds, m.CheckpointBytes, m.ReplayLag)
+	reg.MustRegister(m.Migrations, m.PhaseSeconds, m.DowntimeSeconds, m.PauseSeconds, m.HandoverSeconds, m.CheckpointBytes, m.ReplayLag)
 	return m
 }
 

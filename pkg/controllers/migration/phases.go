@@ -185,6 +185,17 @@ func (w *work) next(msg string) outcome {
 	return outcome{result: reconcile.Result{Requeue: true}}
 }
 
+// nextNow is next, then the new phase's step in the same reconcile: for
+// a phase that must follow without waiting for the status write and a
+// watch event.
+func (w *work) nextNow(ctx context.Context, msg string) (outcome, error) {
+	o := w.next(msg)
+	if _, p, ok := w.current(); ok {
+		return p.run(ctx, w)
+	}
+	return o, nil
+}
+
 // limit is the current phase's deadline (0: none).
 func (w *work) limit() time.Duration {
 	_, p, ok := w.current()

@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -76,6 +78,71 @@ func TestShadowPodMigratesThroughEveryPhase(t *testing.T) {
 	}
 }
 
+// The downtime is what the sidecars measured, both stalls added up: the
+// source's checkpoint pause and the handover from the source's fence to
+// the target live, each by the sidecars' own clocks (far from the
+// controller's here, as another node's may be); the status, the metrics,
+// the HandedOver condition and Event all say the sum and the split.
+func TestDowntimeIsTheSumOfTheSidecarsStalls(t *testing.T) {
+	w := newWorld(t)
+	reg := prometheus.NewRegistry()
+	w.r.Metrics = NewMetrics(reg)
+	pause, handover := 21300*time.Microsecond, 4800*time.Microsecond
+	w.sidecars.SetStalls(pause, handover)
+	m := w.until(w.migrate("stalls"), "Completed", inPhase(v1.PhaseCompleted))
+
+	st := m.Status.Stalls
+	if st == nil || st.CheckpointPause == nil || st.Handover == nil || st.CheckpointPause.Duration != pause || st.Handover.Duration != handover || st.Measured != v1.StallsBySidecars {
+		t.Fatalf("stalls %+v; want checkpoint pause %s and handover %s, measured by the sidecars", st, pause, handover)
+	}
+	if m.Status.Downtime == nil || m.Status.Downtime.Duration != pause+handover {
+		t.Fatalf("downtime %v; want the sum %s", m.Status.Downtime, pause+handover)
+	}
+	split := "downtime 26.1ms (checkpoint pause 21.3ms + handover 4.8ms)"
+	if c := condition(m, v1.ConditionHandedOver); c == nil || !strings.Contains(c.Message, split) {
+		t.Fatalf("HandedOver condition %+v; want it to say %q", c, split)
+	}
+	if !hasEvent(w.recorded(), "Normal HandedOver target "+m.Status.TargetPod+" live at the fence; "+split) {
+		t.Fatalf("no HandedOver Event saying %q", split)
+	}
+	for name, want := range map[string]float64{
+		"ms2m_migration_downtime_seconds": (pause + handover).Seconds(), "ms2m_migration_checkpoint_pause_seconds": pause.Seconds(),
+		"ms2m_migration_handover_stall_seconds": handover.Seconds(),
+	} {
+		if got := histogramSum(t, reg, name); math.Abs(got-want) > 1e-9 {
+			t.Errorf("%s sums %g; want %g", name, got, want)
+		}
+	}
+}
+
+// A sidecar that reports no times (it restarted in between) leaves the
+// stalls to the controller's own measure, and the status says so.
+func TestStallsWithoutTheSidecarsTimesSayWhoMeasured(t *testing.T) {
+	w := newWorld(t)
+	m := w.until(w.migrate("untimed"), "Completed", inPhase(v1.PhaseCompleted))
+	if st := m.Status.Stalls; st == nil || st.Measured != v1.StallsByController || st.CheckpointPause == nil || st.Handover == nil {
+		t.Fatalf("stalls %+v; want both, measured by the controller", st)
+	}
+	if c := condition(m, v1.ConditionHandedOver); c == nil || !strings.Contains(c.Message, "partly measured by the controller") {
+		t.Fatalf("HandedOver condition %+v; want it to say the controller measured", c)
+	}
+}
+
+func histogramSum(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetHistogram().GetSampleSum()
+		}
+	}
+	t.Fatalf("no histogram %s", name)
+	return 0
+}
+
 // Each phase that waits on someone else is bounded: the clock passing its
 // deadline fails the migration and rolls it back, the source serving again.
 func TestPhaseTimeoutsRollBack(t *testing.T) {
@@ -110,8 +177,13 @@ func TestPhaseTimeoutsRollBack(t *testing.T) {
 			if c := condition(got, v1.ConditionReady); c == nil || c.Reason != v1.ReasonPhaseTimedOut {
 				t.Fatalf("Ready condition %+v, want reason %s", c, v1.ReasonPhaseTimedOut)
 			}
-			if c := condition(got, v1.ConditionRolledBack); c == nil || c.Message != "the source serves again" {
-				t.Fatalf("RolledBack condition %+v", c)
+			want := "the source serves again"
+			if tc.phase == v1.PhaseFinalizing {
+				// Fenced, then resumed: the stall is counted and said.
+				want += " (after 2m1s fenced; downtime 2m1s: checkpoint pause 0s + handover 2m1s, partly measured by the controller)"
+			}
+			if c := condition(got, v1.ConditionRolledBack); c == nil || c.Message != want {
+				t.Fatalf("RolledBack condition %+v; want the message %q", c, want)
 			}
 			if w.sidecars.Count("Resume") <= resumes {
 				t.Fatal("the source's sidecar was not resumed")
@@ -293,15 +365,24 @@ func TestRestartAtEveryStep(t *testing.T) {
 			if p.name == v1.PhaseReplaying {
 				replayingForever(w)
 			}
-			m := w.migrate("restart")
-			if p.name != v1.PhasePending {
-				m = w.until(m, string(p.name), inPhase(p.name))
+			var m *v1.StatefulMigration
+			switch p.name {
+			case v1.PhaseFinalizing:
+				m = fencedUnanswered(w, "restart")
+			case v1.PhasePending:
+				m = w.migrate("restart")
+			default:
+				m = w.until(w.migrate("restart"), string(p.name), inPhase(p.name))
 			}
 			pauses := w.sidecars.Count("Pause")
-			var crashed atomic.Int64
-			crashed.Store(1)
+			// The first status write kills the manager: neither it nor any
+			// later write of the dying reconcile lands.
+			var crashed, dead atomic.Bool
 			w.r.Client = beforeStatusWrite(cached, func(context.Context, *v1.StatefulMigration) error {
-				if crashed.Add(-1) >= 0 {
+				if !crashed.Swap(true) {
+					dead.Store(true)
+				}
+				if dead.Load() {
 					return errors.New("killed")
 				}
 				return nil
@@ -310,7 +391,7 @@ func TestRestartAtEveryStep(t *testing.T) {
 				w.sidecars.SetReplay(1000, 0) // caught up: this reconcile fences
 			}
 			ctx := context.Background()
-			for deadline := time.Now().Add(20 * time.Second); crashed.Load() > 0; {
+			for deadline := time.Now().Add(20 * time.Second); !crashed.Load(); {
 				if time.Now().After(deadline) {
 					t.Fatal("no status write to kill within 20s")
 				}
@@ -318,6 +399,7 @@ func TestRestartAtEveryStep(t *testing.T) {
 				w.fakeAgent(ctx, w.get(m))
 				w.fakeKubelet(ctx)
 			}
+			dead.Store(false)
 			want := p.name
 			if p.name == v1.PhasePending {
 				want = ""

@@ -13,6 +13,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
+	"github.com/ms2m/ms2m/pkg/replay"
 )
 
 // sample is a previous look at the replay, for the rates.
@@ -87,6 +88,15 @@ func replaying(ctx context.Context, w *work) (outcome, error) {
 	if err != nil {
 		return sidecarFailed(ctx, err, v1.ReasonHandoverFailed, "the source's sidecar")
 	}
+	if tpos.Mode == replay.ModeLive {
+		// Handed over by a reconcile that died before recording it: the
+		// fence (asked again, it answers the same F) and the handover
+		// (the same outcome) record it now.
+		if o, fenced, err := w.fence(ctx, src); !fenced {
+			return o, err
+		}
+		return w.nextNow(ctx, "the target went live at the fence before the controller recorded it")
+	}
 	now := w.r.Clock.Now()
 	cur := sample{at: now, replayed: tpos.Replayed, live: sum(spos.Next)}
 	prev, ok := w.r.samples.swap(m.UID, cur)
@@ -137,7 +147,12 @@ func replaying(ctx context.Context, w *work) (outcome, error) {
 		return o, err
 	}
 	w.r.samples.forget(m.UID)
-	return w.next(fmt.Sprintf("source fenced at %v; the target replays to exactly there and goes live", fromOffsets(m.Status.FenceOffsets))), nil
+	// The handover follows in this reconcile: neither the status write nor
+	// the next reconcile is on the downtime's path. After a crash before
+	// the status is written, the next reconcile fences again and hands
+	// over again; both calls are idempotent (a second fence answers the
+	// same F, a second handover at it the same outcome).
+	return w.nextNow(ctx, fmt.Sprintf("source fenced at %v; the target replays to exactly there and goes live", fromOffsets(m.Status.FenceOffsets)))
 }
 
 // positionTimeout bounds a replay sample's sidecar calls.

@@ -3,9 +3,11 @@ package migration
 import (
 	"context"
 	"fmt"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
@@ -58,12 +60,23 @@ func (r *Reconciler) rollback(ctx context.Context, w *work, reason, msg string) 
 			if err := r.setSidecarMode(ctx, src, ""); err != nil {
 				return err
 			}
-			if _, err := r.Sidecars.Resume(ctx, w.sidecarAddr(src)); err != nil {
+			pos, err := r.Sidecars.Resume(ctx, w.sidecarAddr(src))
+			if err != nil {
 				// Requeued: a source left paused or fenced would not serve.
 				logger.Error(err, "resuming the source's sidecar during rollback", "pod", src.Name)
 				return fmt.Errorf("rollback: resuming the source's sidecar: %w", err)
 			}
 			resumed = "the source serves again"
+			if m.Status.FenceOffsets != nil {
+				// Fenced, then resumed: that stall is the migration's too.
+				var fencedAt *time.Time
+				if m.Status.FenceTime != nil {
+					fencedAt = &m.Status.FenceTime.Time
+				}
+				d, measured := stall(fencedAt, pos.ResumedAt, enteredAt(&m.Status, strategyOf(m).fencedIn), r.Clock.Now())
+				w.recordStall(func(s *v1.Stalls) { s.Handover = &metav1.Duration{Duration: d} }, measured)
+				resumed += fmt.Sprintf(" (after %s fenced; downtime %s: %s)", d.Round(100*time.Microsecond), m.Status.Downtime.Duration.Round(100*time.Microsecond), m.Status.Stalls.Split())
+			}
 		}
 	}
 	return r.failed(w, reason, msg, resumed)

@@ -16,7 +16,7 @@ const (
 	StrategyAuto Strategy = "Auto"
 	// StrategyShadowPod runs the target next to the source (under another
 	// name) while it replays; the source serves until the fence. Downtime is
-	// fence → target live.
+	// the checkpoint pause plus fence → target live.
 	StrategyShadowPod Strategy = "ShadowPod"
 	// StrategySequential stops the source at the fence before a pod of the
 	// same name is created on the target: it keeps the pod's name, ordinal,
@@ -203,6 +203,37 @@ type ReplayProgress struct {
 	LastSampleTime *metav1.MicroTime `json:"lastSampleTime,omitempty"`
 }
 
+// Stalls are the intervals of a migration in which a message that arrived
+// would wait: each stops at most the workload's live processing, never a
+// message already in flight.
+type Stalls struct {
+	// CheckpointPause is how long the source's sidecar held deliveries for
+	// the checkpoint: from the pause to the resume, by its clock.
+	// +optional
+	CheckpointPause *metav1.Duration `json:"checkpointPause,omitempty"`
+	// Handover is from the source's fence (its sidecar stopped delivering)
+	// to the target live (its sidecar at the fence and, as a group member,
+	// joined and reading from it), by the two sidecars' clocks.
+	// +optional
+	Handover *metav1.Duration `json:"handover,omitempty"`
+	// Measured says where the figures come from: Sidecars when every one
+	// is from the sidecars' own timestamps; Controller when at least one
+	// is the controller's, for a sidecar that reported none (it restarted
+	// in between). The controller's figures include its own round trips,
+	// so they overstate the stall.
+	// +optional
+	// +kubebuilder:validation:Enum=Sidecars;Controller
+	Measured StallSource `json:"measured,omitempty"`
+}
+
+// StallSource is where a migration's stall figures come from.
+type StallSource string
+
+const (
+	StallsBySidecars   StallSource = "Sidecars"
+	StallsByController StallSource = "Controller"
+)
+
 // PhaseTransition records when a migration entered a phase.
 type PhaseTransition struct {
 	// +required
@@ -277,8 +308,18 @@ type StatefulMigrationStatus struct {
 	// +listType=atomic
 	PhaseTransitions []PhaseTransition `json:"phaseTransitions,omitempty"`
 
-	// Downtime is the measured interval in which no instance processed live
-	// messages (fence → target live).
+	// FenceTime is when the source's sidecar stopped live processing at
+	// the fence, by its own clock: where the handover's stall begins.
+	// +optional
+	FenceTime *metav1.MicroTime `json:"fenceTime,omitempty"`
+
+	// Stalls are the intervals in which the workload processed no live
+	// message, as the sidecars measured them.
+	// +optional
+	Stalls *Stalls `json:"stalls,omitempty"`
+
+	// Downtime is the sum of the stalls: how long, in all, a message could
+	// wait because of the migration.
 	// +optional
 	Downtime *metav1.Duration `json:"downtime,omitempty"`
 

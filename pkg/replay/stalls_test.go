@@ -1,0 +1,200 @@
+package replay
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/ms2m/ms2m/internal/expect"
+)
+
+// clockedApp records when it received each live message.
+type clockedApp struct {
+	mu   sync.Mutex
+	live map[int]map[int64]time.Time
+}
+
+func (a *clockedApp) ServeHTTP(_ http.ResponseWriter, r *http.Request) {
+	now := time.Now()
+	if r.Header.Get(HeaderReplay) == "true" {
+		return
+	}
+	p, _ := strconv.Atoi(r.Header.Get(HeaderPartition))
+	off, _ := strconv.ParseInt(r.Header.Get(HeaderOffset), 10, 64)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.live == nil {
+		a.live = map[int]map[int64]time.Time{}
+	}
+	if a.live[p] == nil {
+		a.live[p] = map[int64]time.Time{}
+	}
+	a.live[p][off] = now
+}
+
+// heldUntil checks that every live message at or past from (per
+// partition) reached the app no earlier than until, and counts them.
+func (a *clockedApp) heldUntil(from map[int]int64, until time.Time) (int, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	n := 0
+	for p, offs := range a.live {
+		for off, got := range offs {
+			if f, ok := from[p]; !ok || off < f {
+				continue
+			}
+			if got.Before(until) {
+				return 0, fmt.Errorf("partition %d offset %d reached the app %s before the stall's end", p, off, until.Sub(got))
+			}
+			n++
+		}
+	}
+	return n, nil
+}
+
+func total(offs map[int]int64) (n int64) {
+	for _, o := range offs {
+		n += o
+	}
+	return n
+}
+
+// within fails unless *got lies in [from, to].
+func within(t *testing.T, what string, got *time.Time, from, to time.Time) {
+	t.Helper()
+	if got == nil {
+		t.Fatalf("%s: not reported", what)
+	}
+	if got.Before(from) || got.After(to) {
+		t.Fatalf("%s %s lies outside the call that caused it [%s, %s]", what, got.Format(time.StampMicro), from.Format(time.StampMicro), to.Format(time.StampMicro))
+	}
+}
+
+// The stalls a migration causes, as the sidecars report them (what the
+// controller adds up as the migration's downtime): the checkpoint pause
+// from PausedAt to ResumedAt on the source, the handover from the source's
+// FencedAt to the target's LiveAt. Under a steady producer, each reported
+// stall lies within the calls that caused it, no message past the stopped
+// position reaches an app before the stall ends, and the target is live
+// only once its group member has joined (its SyncGroup answered).
+func TestStallsAreTheIntervalsWithoutDelivery(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, topic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	var mu sync.Mutex
+	var synced time.Time
+	c.ControlKey(int16(kmsg.SyncGroup), func(kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		mu.Lock()
+		synced = time.Now()
+		mu.Unlock()
+		return nil, nil, false
+	})
+	b := &broker{addr: c.ListenAddrs()[0]}
+	sources := b.sources("stalls")
+	sources.InstanceID = "orders-0"
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*expect.Timeout)
+	defer cancel()
+	produceCtx, stopProducing := context.WithCancel(ctx)
+	producerDone := make(chan struct{})
+	t.Cleanup(func() { stopProducing(); <-producerDone })
+	go func() {
+		defer close(producerDone)
+		w := &kafka.Writer{Addr: kafka.TCP(b.addr), Topic: topic, BatchTimeout: time.Millisecond, RequiredAcks: kafka.RequireAll}
+		defer func() { _ = w.Close() }()
+		for i := 0; produceCtx.Err() == nil; i++ {
+			_ = w.WriteMessages(produceCtx, kafka.Message{Value: []byte(strconv.Itoa(i))})
+		}
+	}()
+
+	sourceApp, targetApp := &clockedApp{}, &clockedApp{}
+	source := NewLive(sources, deliverer(t, sourceApp))
+	runEngine(t, source)
+	expect.Eventually(t, "source processing live", func() error {
+		if n := source.Position().Delivered; n < 50 {
+			return fmt.Errorf("%d delivered", n)
+		}
+		return nil
+	})
+
+	// The checkpoint pause.
+	beforePause := time.Now()
+	paused, err := source.Pause(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	afterPause := time.Now()
+	expect.Eventually(t, "messages waiting behind the pause", func() error {
+		end, err := b.endOffsets(ctx)
+		if err != nil {
+			return err
+		}
+		if total(end)-total(paused.Next) < 10 {
+			return fmt.Errorf("%d messages past the pause", total(end)-total(paused.Next))
+		}
+		return nil
+	})
+	beforeResume := time.Now()
+	resumed := source.Resume()
+	afterResume := time.Now()
+	within(t, "PausedAt", resumed.PausedAt, beforePause, afterPause)
+	within(t, "ResumedAt", resumed.ResumedAt, beforeResume, afterResume)
+	expect.Eventually(t, "held messages delivered after the resume", func() error {
+		n, err := sourceApp.heldUntil(paused.Next, *resumed.ResumedAt)
+		if err == nil && n < 10 {
+			err = fmt.Errorf("%d delivered past the pause", n)
+		}
+		return err
+	})
+
+	// The handover: the target replays from O, the source is fenced at F,
+	// the target goes live there.
+	o, err := sources.Committed(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := NewReplay(sources, deliverer(t, targetApp), o)
+	runEngine(t, target)
+	beforeFence := time.Now()
+	fenced, err := source.Fence(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	afterFence := time.Now()
+	within(t, "FencedAt", fenced.FencedAt, beforeFence, afterFence)
+	beforeHandover := time.Now()
+	live, err := target.Handover(ctx, fenced.Fence)
+	if err != nil {
+		t.Fatal(err)
+	}
+	afterHandover := time.Now()
+	within(t, "LiveAt", live.LiveAt, beforeHandover, afterHandover)
+	expect.Eventually(t, "the target delivers live past the fence, after LiveAt", func() error {
+		n, err := targetApp.heldUntil(fenced.Fence, *live.LiveAt)
+		if err == nil && n < 10 {
+			err = fmt.Errorf("%d delivered live by the target", n)
+		}
+		return err
+	})
+	mu.Lock()
+	joined := synced
+	mu.Unlock()
+	if live.LiveAt.Before(joined) {
+		t.Fatalf("LiveAt is %s before the target's member joined the group (its SyncGroup, the group's last)", joined.Sub(*live.LiveAt))
+	}
+	if n, _ := sourceApp.heldUntil(fenced.Fence, time.Time{}); n != 0 {
+		t.Fatalf("the fenced source delivered %d messages past the fence", n)
+	}
+	t.Logf("checkpoint pause %s, handover %s", resumed.ResumedAt.Sub(*resumed.PausedAt), live.LiveAt.Sub(*fenced.FencedAt))
+}
