@@ -52,6 +52,10 @@ type SidecarOptions struct {
 	// service account); empty: the sidecar's default,
 	// system:serviceaccount:ms2m-system:ms2m-manager.
 	AllowedUsers []string
+	// NodeAgents may pause and resume the sidecar from a pod on its node
+	// (the node agent, for the checkpoint); empty: the sidecar's default,
+	// system:serviceaccount:ms2m-system:ms2m-agent.
+	NodeAgents []string
 }
 
 // DefaultSidecarOptions are the manager's defaults.
@@ -230,6 +234,9 @@ func sidecarContainer(b migratable.Binding, opts SidecarOptions) corev1.Containe
 	if len(opts.AllowedUsers) > 0 {
 		env = append(env, corev1.EnvVar{Name: replay.EnvAllowedUsers, Value: strings.Join(opts.AllowedUsers, ",")})
 	}
+	if len(opts.NodeAgents) > 0 {
+		env = append(env, corev1.EnvVar{Name: replay.EnvNodeAgents, Value: strings.Join(opts.NodeAgents, ",")})
+	}
 	resources := sidecarResources(opts.Resources)
 	if _, ok := resources.Limits[corev1.ResourceMemory]; ok {
 		env = append(env, corev1.EnvVar{Name: replay.EnvMemoryLimit, ValueFrom: &corev1.EnvVarSource{
@@ -237,6 +244,7 @@ func sidecarContainer(b migratable.Binding, opts SidecarOptions) corev1.Containe
 	}
 	env = append(env,
 		fieldEnv(replay.EnvPodIP, "status.podIP"),
+		fieldEnv(replay.EnvNodeName, "spec.nodeName"),
 		fieldEnv("POD_NAME", "metadata.name"),
 		fieldEnv(replay.EnvGroupInstanceID, "metadata.name"),
 		fieldEnv(replay.EnvPodNamespace, "metadata.namespace"),

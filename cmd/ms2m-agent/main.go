@@ -21,8 +21,9 @@ import (
 
 func main() {
 	var o agent.Options
-	var probeAddr, metricsAddr, hostRoot string
+	var probeAddr, metricsAddr, hostRoot, podName, podUID string
 	var interval time.Duration
+	var controlPort int
 	flag.StringVar(&o.NodeName, "node-name", os.Getenv("NODE_NAME"), "This node's name (env NODE_NAME, from the downward API's spec.nodeName).")
 	flag.StringVar(&o.KubeletCAFile, "kubelet-ca-file", "", "CA that signed the kubelet's serving certificate.")
 	flag.BoolVar(&o.KubeletInsecureTLS, "kubelet-insecure-tls", false, "Do not verify the kubelet's certificate (self-signed kubelets).")
@@ -37,6 +38,9 @@ func main() {
 	})
 	flag.StringVar(&o.CheckpointDir, "checkpoint-dir", agent.DefaultCheckpointDir, "The kubelet's checkpoint directory: the only place checkpoint archives are read from (and removed).")
 	flag.DurationVar(&o.CheckpointTimeout, "checkpoint-timeout", time.Minute, "Bound on one kubelet checkpoint call.")
+	flag.IntVar(&controlPort, "sidecar-control-port", agent.DefaultSidecarControlPort, "The replay sidecars' control port (the manager's --sidecar-control-port): the agent pauses a source's sidecar for the checkpoint and resumes it.")
+	flag.StringVar(&podName, "pod-name", os.Getenv("POD_NAME"), "The agent's pod (env POD_NAME, downward API metadata.name): its tokens for the sidecars are bound to it, so they name its node.")
+	flag.StringVar(&podUID, "pod-uid", os.Getenv("POD_UID"), "The agent's pod's UID (env POD_UID, downward API metadata.uid).")
 	flag.StringVar(&hostRoot, "host-root", "/", "Where the host's filesystem is mounted: the runtime's configuration and criu (with its package metadata) are read under it.")
 	flag.DurationVar(&interval, "probe-interval", 5*time.Minute, "How often the node's checkpoint/restore capability is probed.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8082", "Address of /healthz and /readyz.")
@@ -45,7 +49,8 @@ func main() {
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
-	if err := run(o, probeAddr, metricsAddr, hostRoot, interval); err != nil {
+	o.SidecarControlPort = int32(controlPort)
+	if err := run(o, probeAddr, metricsAddr, hostRoot, podName, podUID, interval); err != nil {
 		fmt.Fprintln(os.Stderr, "ms2m-agent:", err)
 		os.Exit(1)
 	}
@@ -61,7 +66,7 @@ func splitList(v string) []string {
 	return out
 }
 
-func run(o agent.Options, probeAddr, metricsAddr, hostRoot string, interval time.Duration) error {
+func run(o agent.Options, probeAddr, metricsAddr, hostRoot, podName, podUID string, interval time.Duration) error {
 	if o.NodeName == "" {
 		return fmt.Errorf("--node-name (env NODE_NAME) is required")
 	}
@@ -76,6 +81,11 @@ func run(o agent.Options, probeAddr, metricsAddr, hostRoot string, interval time
 		return err
 	}
 	o.Token = clientconfig.TokenSource(cfg)
+	tokens, err := clientconfig.NewPodAudienceTokens(cfg, podName, podUID)
+	if err != nil {
+		return fmt.Errorf("--pod-name, --pod-uid: %w", err)
+	}
+	o.SidecarTokens = tokens.Token
 	scheme, err := clientconfig.Scheme()
 	if err != nil {
 		return err

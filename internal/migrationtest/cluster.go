@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
+	"github.com/ms2m/ms2m/pkg/replay"
 )
 
 // FakeArchive and FakeImage are what the FAKE agent reports.
@@ -23,15 +24,31 @@ const (
 )
 
 // AgentReport is the FAKE node agent's next report on m, if it has one:
-// a checkpoint archive once the controller has recorded the offsets, a
-// pushed image once the migration is Transferring. It returns the
+// in Checkpointing it pauses the source's (FAKE) sidecar, "checkpoints"
+// and resumes it, and reports the archive with O as the pause answered it;
+// once the migration is Transferring, a pushed image. It returns the
 // annotation key and value to write ("" when it has nothing to say).
-func AgentReport(m *v1.StatefulMigration) (string, string) {
+func AgentReport(ctx context.Context, m *v1.StatefulMigration, s Pauser) (string, string) {
 	var key string
 	var res v1.AgentResult
 	switch {
-	case len(m.Status.CheckpointOffsets) > 0 && m.Annotations[v1.AnnotationAgentCheckpoint] == "":
+	case m.Status.Phase == v1.PhaseCheckpointing && m.Annotations[v1.AnnotationAgentCheckpoint] == "":
 		key, res = v1.AnnotationAgentCheckpoint, v1.AgentResult{Node: m.Status.SourceNode, Archive: FakeArchive}
+		paused, err := s.Pause(ctx, replay.Endpoint{})
+		if err != nil {
+			res = v1.AgentResult{Node: m.Status.SourceNode, Error: "pausing the source's sidecar: " + err.Error()}
+			break
+		}
+		resumed, err := s.Resume(ctx, replay.Endpoint{})
+		if err != nil {
+			res = v1.AgentResult{Node: m.Status.SourceNode, Error: "resuming the source's sidecar: " + err.Error()}
+			break
+		}
+		res.Offsets, res.Assigned = paused.Checkpoint, paused.Assigned
+		if resumed.PausedAt != nil && resumed.ResumedAt != nil {
+			from, to := metav1.NewMicroTime(*resumed.PausedAt), metav1.NewMicroTime(*resumed.ResumedAt)
+			res.PausedAt, res.ResumedAt = &from, &to
+		}
 	case m.Status.Phase == v1.PhaseTransferring && m.Annotations[v1.AnnotationAgentImage] == "":
 		key, res = v1.AnnotationAgentImage, v1.AgentResult{Node: m.Status.SourceNode, SizeBytes: 1 << 20, Image: FakeImage}
 	default:
@@ -39,6 +56,13 @@ func AgentReport(m *v1.StatefulMigration) (string, string) {
 	}
 	b, _ := json.Marshal(res)
 	return key, string(b)
+}
+
+// Pauser is what the FAKE agent calls of the sidecars (Sidecars, or a
+// benchmark's wrapper of them).
+type Pauser interface {
+	Pause(context.Context, replay.Endpoint) (replay.Position, error)
+	Resume(context.Context, replay.Endpoint) (replay.Position, error)
 }
 
 // Annotate patches one annotation onto m, as the agent reports.

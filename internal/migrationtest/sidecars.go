@@ -9,7 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ms2m/ms2m/pkg/migratable"
 	"github.com/ms2m/ms2m/pkg/replay"
 )
 
@@ -172,6 +171,19 @@ func (s *Sidecars) answer(call string, mode replay.Mode, paused bool) (replay.Po
 		mode = replay.ModeReplay
 	}
 	pos := replay.Position{Mode: mode, Next: maps.Clone(s.next), Paused: paused, Replayed: s.replayed, Lag: s.lag}
+	if call == "Pause" {
+		// O as a real paused sidecar answers it: Next, the committed
+		// offsets of the partitions it has not delivered from, its own
+		// partitions only.
+		pos.Checkpoint = maps.Clone(s.idle)
+		if pos.Checkpoint == nil {
+			pos.Checkpoint = map[int]int64{}
+		}
+		maps.Copy(pos.Checkpoint, s.next)
+		if s.assigned != nil {
+			maps.DeleteFunc(pos.Checkpoint, func(p int, _ int64) bool { return !slices.Contains(s.assigned, p) })
+		}
+	}
 	if call == "Fence" {
 		pos.Fence = maps.Clone(s.next)
 		maps.Copy(pos.Fence, s.idle)
@@ -239,22 +251,6 @@ func (s *Sidecars) Handover(_ context.Context, _ replay.Endpoint, fence map[int]
 		pos.LiveFrom = maps.Clone(fence)
 	}
 	return pos, err
-}
-
-// Offsets is a FAKE broker offset query: the sidecar's offsets, with
-// Committed filling in the partitions it has not delivered from, as the
-// group's committed offsets do.
-type Offsets struct{ Committed map[int]int64 }
-
-// Complete implements the controller's Offsets.
-func (o Offsets) Complete(_ context.Context, _ migratable.Binding, next map[int]int64) (map[int]int64, error) {
-	out := maps.Clone(next)
-	for p, c := range o.Committed {
-		if _, ok := out[p]; !ok {
-			out[p] = c
-		}
-	}
-	return out, nil
 }
 
 // Broker is a FAKE Kafka broker address for the controller's reachability

@@ -65,6 +65,12 @@ type Options struct {
 	Token func() (string, error)
 	// CheckpointTimeout bounds one kubelet checkpoint call.
 	CheckpointTimeout time.Duration
+	// SidecarControlPort is the replay sidecars' control port (default
+	// DefaultSidecarControlPort), as the manager injects it.
+	SidecarControlPort int32
+	// SidecarTokens issues a token for a sidecar's control API audience,
+	// bound to the agent's pod (see clientconfig.NewPodAudienceTokens).
+	SidecarTokens func(ctx context.Context, audience string) (string, error)
 }
 
 // Reconciler acts on the migrations leaving its node.
@@ -75,12 +81,16 @@ type Reconciler struct {
 	Kubelet *http.Client
 	// Remote are extra options for pushing images.
 	Remote []remote.Option
+	// Sidecar is the client for the replay sidecars' control API
+	// (http.DefaultClient if nil).
+	Sidecar *http.Client
 }
 
 // +kubebuilder:rbac:groups=migration.ms2m.io,resources=statefulmigrations,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups="",resources=nodes/checkpoint,verbs=create
+// +kubebuilder:rbac:groups="",namespace=ms2m-system,resources=serviceaccounts/token,verbs=create,resourceNames=ms2m-agent
 
 // SetupWithManager watches the StatefulMigrations whose source is this node.
 func (r *Reconciler) SetupWithManager(mgr manager.Manager) error {
@@ -129,15 +139,19 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	_, haveCheckpoint := m.Annotations[v1.AnnotationAgentCheckpoint]
 	_, haveImage := m.Annotations[v1.AnnotationAgentImage]
 	switch {
-	case m.Status.Phase == v1.PhaseCheckpointing && len(m.Status.CheckpointOffsets) > 0 && !haveCheckpoint:
-		archive, err := r.checkpointRetrying(ctx, m)
+	case m.Status.Phase == v1.PhaseCheckpointing && !haveCheckpoint:
+		res, err := r.pauseCheckpointResume(ctx, m)
+		if errors.Is(err, errNothingToCheckpoint) {
+			// Nothing consumed yet: serve on and look again.
+			return reconcile.Result{RequeueAfter: time.Second}, nil
+		}
 		if err == nil {
 			var ctr string
 			if ctr, err = r.appContainer(ctx, m); err == nil {
-				err = checkArchive(r.Opts.CheckpointDir, archive, m, ctr)
+				err = checkArchive(r.Opts.CheckpointDir, res.Archive, m, ctr)
 			}
 		}
-		return reconcile.Result{}, r.report(ctx, m, v1.AnnotationAgentCheckpoint, v1.AgentResult{Archive: archive}, err)
+		return reconcile.Result{}, r.report(ctx, m, v1.AnnotationAgentCheckpoint, res, err)
 	case m.Status.Phase == v1.PhaseTransferring && haveCheckpoint && !haveImage:
 		res, err := r.push(ctx, m)
 		return reconcile.Result{}, r.report(ctx, m, v1.AnnotationAgentImage, res, err)

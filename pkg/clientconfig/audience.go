@@ -9,6 +9,7 @@ import (
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
@@ -31,6 +32,10 @@ type AudienceTokens struct {
 	// now defaults to time.Now.
 	now func() time.Time
 
+	// boundTo, when set, is the pod the tokens are bound to: the API
+	// server then names the pod's node in them (a node agent's tokens).
+	boundTo *authenticationv1.BoundObjectReference
+
 	mu                 sync.Mutex
 	namespace, account string // found out on first use
 	tokens             map[string]issued
@@ -50,6 +55,21 @@ func NewAudienceTokens(cfg *rest.Config) (*AudienceTokens, error) {
 		return nil, err
 	}
 	return &AudienceTokens{client: cs}, nil
+}
+
+// NewPodAudienceTokens is NewAudienceTokens for a process that runs in the
+// pod podName (UID podUID) and binds its tokens to it: each token names the
+// pod's node, and the API server stops honouring it once the pod is gone.
+func NewPodAudienceTokens(cfg *rest.Config, podName, podUID string) (*AudienceTokens, error) {
+	if podName == "" || podUID == "" {
+		return nil, fmt.Errorf("the pod's name and UID are needed to bind its tokens to it (downward API metadata.name, metadata.uid)")
+	}
+	a, err := NewAudienceTokens(cfg)
+	if err != nil {
+		return nil, err
+	}
+	a.boundTo = &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: podName, UID: types.UID(podUID)}
+	return a, nil
 }
 
 // AudienceTokensOf issues, with client's rights, tokens of the service
@@ -82,7 +102,7 @@ func (a *AudienceTokens) Token(ctx context.Context, audience string) (string, er
 		a.mu.Unlock()
 	}
 	tr, err := a.client.CoreV1().ServiceAccounts(ns).CreateToken(ctx, account, &authenticationv1.TokenRequest{
-		Spec: authenticationv1.TokenRequestSpec{Audiences: []string{audience}, ExpirationSeconds: ptr.To[int64](AudienceTokenSeconds)},
+		Spec: authenticationv1.TokenRequestSpec{Audiences: []string{audience}, ExpirationSeconds: ptr.To[int64](AudienceTokenSeconds), BoundObjectRef: a.boundTo},
 	}, metav1.CreateOptions{})
 	if err != nil {
 		return "", fmt.Errorf("TokenRequest for service account %s/%s, audience %q: %w", ns, account, audience, err)
@@ -107,7 +127,7 @@ func (a *AudienceTokens) Token(ctx context.Context, audience string) (string, er
 func (a *AudienceTokens) identity(ctx context.Context) (string, string, error) {
 	r, err := a.client.AuthenticationV1().SelfSubjectReviews().Create(ctx, &authenticationv1.SelfSubjectReview{}, metav1.CreateOptions{})
 	if err != nil {
-		return "", "", fmt.Errorf("finding out who the manager is (SelfSubjectReview): %w", err)
+		return "", "", fmt.Errorf("finding out which service account this process runs as (SelfSubjectReview): %w", err)
 	}
 	return ServiceAccountOf(r.Status.UserInfo.Username)
 }

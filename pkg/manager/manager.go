@@ -117,6 +117,8 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.Sidecar.Image, "sidecar-image", o.Sidecar.Image, "Image of the injected replay sidecar (runs /ms2m/ms2m-replay).")
 	fs.Var((*userList)(&o.Sidecar.AllowedUsers), "sidecar-allowed-users", "Comma-separated users the injected sidecars accept control calls from: the manager's own identity, "+
 		"system:serviceaccount:NAMESPACE:SERVICEACCOUNT (default: the sidecar's, system:serviceaccount:ms2m-system:ms2m-manager).")
+	fs.Var((*userList)(&o.Sidecar.NodeAgents), "sidecar-node-agents", "Comma-separated users the injected sidecars let pause and resume them from a pod on their own node: the node agent's identity, "+
+		"system:serviceaccount:NAMESPACE:SERVICEACCOUNT (default: the sidecar's, system:serviceaccount:ms2m-system:ms2m-agent).")
 	fs.StringVar(&o.EvictionFallback, "eviction-fallback", o.EvictionFallback,
 		"Eviction of a migratable pod whose live migration failed: deny (keep it serving and refuse; delete the failed StatefulMigration to retry) or allow (evict it as an ordinary pod).")
 	fs.BoolVar(&o.Evacuate, "evacuate-draining-nodes", o.Evacuate,
@@ -311,8 +313,8 @@ func setup(mgr ctrl.Manager, opts Options) error {
 	}
 	migrations := &migration.Reconciler{
 		Client: mgr.GetClient(), Scheme: mgr.GetScheme(), Recorder: mgr.GetEventRecorderFor("ms2m-controller"),
-		Sidecars: &replay.Client{Token: sidecarTokens.Token}, Offsets: migration.KafkaOffsets{},
-		Nodes: nodes, Opts: ctl, Metrics: controllerMetrics(),
+		Sidecars: &replay.Client{Token: sidecarTokens.Token},
+		Nodes:    nodes, Opts: ctl, Metrics: controllerMetrics(),
 	}
 	if err := migrations.SetupWithManager(mgr); err != nil {
 		return err

@@ -92,8 +92,8 @@ func TestAFakeSidecarReceivesNothingOfUse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if user, err := verifier.Authenticate(ctx, own); err != nil || user != "system:serviceaccount:"+ns+":"+name {
-		t.Errorf("the sidecar refused the manager's token for it: %q, %v", user, err)
+	if id, err := verifier.Authenticate(ctx, own); err != nil || id.User != "system:serviceaccount:"+ns+":"+name {
+		t.Errorf("the sidecar refused the manager's token for it: %q, %v", id.User, err)
 	}
 	// 3. The manager may mint tokens of its own service account only.
 	if _, err := kubernetes.NewForConfigOrDie(managerConfig).CoreV1().ServiceAccounts("shop").CreateToken(ctx, "orders", &authenticationv1.TokenRequest{}, metav1.CreateOptions{}); !apierrors.IsForbidden(err) {

@@ -75,6 +75,10 @@ func (p *committedPoller) run() {
 		cancel()
 		p.mu.Lock()
 		if err == nil {
+			// Merged: a raise (a fence) during the poll stays.
+			for q, c := range p.last {
+				committed[q] = max(committed[q], c)
+			}
 			p.last = committed
 		}
 		close(p.polled)
@@ -89,4 +93,29 @@ func (p *committedPoller) run() {
 func (k *Kafka) waitCommittedPast(ctx context.Context, partition int, offset int64) (int64, error) {
 	k.transport()
 	return k.poll.waitPast(ctx, partition, offset)
+}
+
+// raise records offsets known to be committed (they only grow) and wakes
+// the waiters, without a poll.
+func (p *committedPoller) raise(offs map[int]int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	last := make(map[int]int64, len(p.last)+len(offs))
+	for q, c := range p.last {
+		last[q] = c
+	}
+	for q, c := range offs {
+		last[q] = max(last[q], c)
+	}
+	p.last = last
+	if p.polled != nil {
+		close(p.polled)
+		p.polled = make(chan struct{})
+	}
+}
+
+// committedAtLeast implements fenceRaiser.
+func (k *Kafka) committedAtLeast(offs map[int]int64) {
+	k.transport()
+	k.poll.raise(offs)
 }

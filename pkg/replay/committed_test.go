@@ -144,3 +144,40 @@ func TestOneCommittedPollerServesEveryPartition(t *testing.T) {
 		t.Error("the waiter for offset 100 caused no poll")
 	}
 }
+
+// At a handover the fence is the group's committed offsets: the replay
+// reads up to it at once, without waiting for the poller's next look (on
+// the handover's stall), and a poll answered with older offsets, started
+// before, does not take it back.
+func TestAFenceReleasesTheReplayWithoutAPoll(t *testing.T) {
+	f := &fakeCommitted{offsets: map[int]int64{0: 3}}
+	p := &committedPoller{committed: f.committed, interval: time.Hour} // one poll, then none for the test's life
+	ctx, cancel := context.WithTimeout(context.Background(), expect.Timeout)
+	defer cancel()
+	released := make(chan int64, 1)
+	go func() {
+		c, err := p.waitPast(ctx, 0, 5)
+		if err != nil {
+			t.Error(err)
+		}
+		released <- c
+	}()
+	expect.Eventually(t, "the first poll", func() error {
+		if f.polls.Load() < 1 {
+			return fmt.Errorf("no poll yet")
+		}
+		return nil
+	})
+	p.raise(map[int]int64{0: 10})
+	select {
+	case c := <-released:
+		if c != 10 {
+			t.Fatalf("released at %d; want the fence 10", c)
+		}
+	case <-ctx.Done():
+		t.Fatal("the fence did not release the replay: it waited for a poll")
+	}
+	if c, err := p.waitPast(ctx, 0, 9); err != nil || c != 10 || f.polls.Load() != 1 {
+		t.Fatalf("past 9: %d, %v after %d polls; want the fence at once", c, err, f.polls.Load())
+	}
+}

@@ -16,7 +16,7 @@ import (
 
 // Authenticator says who presented a bearer token.
 type Authenticator interface {
-	Authenticate(ctx context.Context, token string) (user string, err error)
+	Authenticate(ctx context.Context, token string) (Identity, error)
 }
 
 // MaxRequestBytes bounds a control request's body.
@@ -108,13 +108,19 @@ func partitionOffsets(field string, in map[string]int64) (map[int]int64, error) 
 //	POST /replay {"from", "fence"?}  a standby sidecar replays from offsets
 //	GET  /readyz              unauthenticated: 200 only while live
 //
-// Every call but /readyz needs a bearer token of one of AllowedUsers,
-// for this sidecar (see ControlAudience and TokenVerifier).
+// Every call but /readyz needs a bearer token for this sidecar (see
+// ControlAudience and TokenVerifier) of one of AllowedUsers, or, for
+// /pause and /resume only, of one of NodeAgents bound to a pod on this
+// sidecar's node: the node agent that checkpoints the app pauses it for
+// exactly as long as the dump (an agent elsewhere is refused).
 type Control struct {
 	Engine       *Engine
 	Auth         Authenticator
 	AllowedUsers sets.Set[string]
-	Metrics      *Metrics
+	// NodeAgents may pause and resume, from a pod on Node.
+	NodeAgents sets.Set[string]
+	Node       string
+	Metrics    *Metrics
 }
 
 // Handler returns the API's HTTP handler.
@@ -127,30 +133,30 @@ func (c *Control) Handler() http.Handler {
 		}
 		_, _ = io.WriteString(w, "ok")
 	})
-	mux.Handle("GET /position", c.authorized(func(ctx context.Context, _ Call) (Position, error) {
+	mux.Handle("GET /position", c.authorized(manager, func(ctx context.Context, _ Call) (Position, error) {
 		return c.Engine.PositionWithLag(ctx)
 	}))
-	mux.Handle("POST /pause", c.authorized(func(ctx context.Context, _ Call) (Position, error) {
+	mux.Handle("POST /pause", c.authorized(nodeAgent, func(ctx context.Context, _ Call) (Position, error) {
 		defer c.Metrics.observe(pauseSeconds, time.Now())
 		return c.Engine.Pause(ctx)
 	}))
-	mux.Handle("POST /resume", c.authorized(func(context.Context, Call) (Position, error) {
+	mux.Handle("POST /resume", c.authorized(nodeAgent, func(context.Context, Call) (Position, error) {
 		return c.Engine.Resume(), nil
 	}))
-	mux.Handle("POST /fence", c.authorized(func(ctx context.Context, _ Call) (Position, error) {
+	mux.Handle("POST /fence", c.authorized(manager, func(ctx context.Context, _ Call) (Position, error) {
 		defer c.Metrics.observe(fenceSeconds, time.Now())
 		return c.Engine.Fence(ctx)
 	}))
-	mux.Handle("POST /handover", c.authorized(func(ctx context.Context, call Call) (Position, error) {
+	mux.Handle("POST /handover", c.authorized(manager, func(ctx context.Context, call Call) (Position, error) {
 		if len(call.Fence) == 0 {
 			return Position{}, badRequest("fence: required")
 		}
 		return c.Engine.Handover(ctx, call.Fence)
 	}))
-	mux.Handle("POST /abort", c.authorized(func(context.Context, Call) (Position, error) {
+	mux.Handle("POST /abort", c.authorized(manager, func(context.Context, Call) (Position, error) {
 		return c.Engine.Abort(), nil
 	}))
-	mux.Handle("POST /replay", c.authorized(func(_ context.Context, call Call) (Position, error) {
+	mux.Handle("POST /replay", c.authorized(manager, func(_ context.Context, call Call) (Position, error) {
 		return c.Engine.Replay(call.From, call.Fence)
 	}))
 	return mux
@@ -166,20 +172,44 @@ type unavailable struct{ error }
 
 func (u unavailable) Unwrap() error { return u.error }
 
-func (c *Control) authorized(call func(context.Context, Call) (Position, error)) http.Handler {
+// caller is who may make a control call: the manager only, or also the
+// node agent on the sidecar's node.
+type caller int
+
+const (
+	manager caller = iota
+	nodeAgent
+)
+
+// allows says why id may not make a call open to who ("" when it may).
+func (c *Control) allows(who caller, id Identity) string {
+	switch {
+	case c.AllowedUsers.Has(id.User):
+		return ""
+	case !c.NodeAgents.Has(id.User):
+		return fmt.Sprintf("%s may not control this sidecar", id.User)
+	case who != nodeAgent:
+		return fmt.Sprintf("%s, a node agent, may only pause and resume this sidecar", id.User)
+	case c.Node == "" || id.Node != c.Node:
+		return fmt.Sprintf("%s may pause and resume only sidecars on its own node: its token is bound to a pod on node %q, this sidecar runs on %q", id.User, id.Node, c.Node)
+	}
+	return ""
+}
+
+func (c *Control) authorized(who caller, call func(context.Context, Call) (Position, error)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if !ok || token == "" {
 			http.Error(w, "bearer token required", http.StatusUnauthorized)
 			return
 		}
-		user, err := c.Auth.Authenticate(r.Context(), token)
+		id, err := c.Auth.Authenticate(r.Context(), token)
 		if err != nil {
 			http.Error(w, "unauthenticated: "+err.Error(), http.StatusUnauthorized)
 			return
 		}
-		if !c.AllowedUsers.Has(user) {
-			http.Error(w, fmt.Sprintf("%s may not control this sidecar", user), http.StatusForbidden)
+		if why := c.allows(who, id); why != "" {
+			http.Error(w, why, http.StatusForbidden)
 			return
 		}
 		req, err := DecodeRequest(r.Body)

@@ -199,3 +199,84 @@ func manyPartitions(n int) string {
 	}
 	return strings.Join(parts, ",")
 }
+
+// The node agent that checkpoints the app pauses and resumes its sidecar
+// itself (the pause lasts the dump, not the controller's round trips); it
+// may do nothing else, and only from a pod on the sidecar's node, as the
+// API server's node claim in a token bound to that pod says. Real
+// kube-apiserver tokens.
+func TestNodeAgentMayOnlyPauseAndResumeOnItsNode(t *testing.T) {
+	env := testenv.Start(t, testenv.Options{})
+	cs := kubernetes.NewForConfigOrDie(env.Config)
+	ctx := context.Background()
+	const agent = "system:serviceaccount:default:ms2m-agent"
+	for _, sa := range []string{"ms2m-agent", "orders"} {
+		if _, err := cs.CoreV1().ServiceAccounts("default").Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	this := ControlAudience("default", "uid-of-this-pod")
+	// agentOn is a token of the agent's account for this sidecar, bound to
+	// an agent pod on node ("" for one bound to no pod).
+	agentOn := func(node string) string {
+		spec := authenticationv1.TokenRequestSpec{Audiences: []string{this}}
+		if node != "" {
+			if _, err := cs.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node}}, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			pod, err := cs.CoreV1().Pods("default").Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "agent-" + node},
+				Spec: corev1.PodSpec{NodeName: node, ServiceAccountName: "ms2m-agent", Containers: []corev1.Container{{Name: "agent", Image: "agent"}}}}, metav1.CreateOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			spec.BoundObjectRef = &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID}
+		}
+		tr, err := cs.CoreV1().ServiceAccounts("default").CreateToken(ctx, "ms2m-agent", &authenticationv1.TokenRequest{Spec: spec}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatalf("TokenRequest: %v", err)
+		}
+		return tr.Status.Token
+	}
+	here, elsewhere, unbound := agentOn("node-a"), agentOn("node-b"), agentOn("")
+
+	a := newApp()
+	h := start(t, a)
+	h.b.produce(t, 0, 10)
+	expectExactly(t, a, 10)
+	sa, err := cs.CoreV1().ServiceAccounts("default").CreateToken(ctx, "orders", &authenticationv1.TokenRequest{}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := NewIssuerKeys(&rest.Config{Host: env.Config.Host, TLSClientConfig: rest.TLSClientConfig{CAData: env.Config.CAData}, BearerToken: sa.Status.Token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctl := &Control{Engine: h.engine, Auth: &TokenVerifier{Audience: this, Keys: keys},
+		AllowedUsers: sets.New("system:serviceaccount:default:ms2m-manager"), NodeAgents: sets.New(agent), Node: "node-a"}
+	srv := httptest.NewServer(ctl.Handler())
+	t.Cleanup(srv.Close)
+
+	for _, tc := range []struct {
+		name, method, path, token, body string
+		status                          int
+		contains                        string
+	}{
+		{"the agent of another node pauses", "POST", "/pause", elsewhere, "", 403, `bound to a pod on node "node-b", this sidecar runs on "node-a"`},
+		{"an agent token bound to no pod pauses", "POST", "/pause", unbound, "", 403, "only sidecars on its own node"},
+		{"the agent of this node pauses: O in the answer", "POST", "/pause", here, "", 200, `"checkpoint":{"0":10}`},
+		{"it may not fence", "POST", "/fence", here, "", 403, "may only pause and resume"},
+		{"nor hand over", "POST", "/handover", here, `{"fence":{"0":10}}`, 403, "may only pause and resume"},
+		{"nor replay", "POST", "/replay", here, `{"from":{"0":0}}`, 403, "may only pause and resume"},
+		{"nor abort", "POST", "/abort", here, "", 403, "may only pause and resume"},
+		{"the agent of another node resumes", "POST", "/resume", elsewhere, "", 403, "only sidecars on its own node"},
+		{"the agent of this node resumes: the pause's times", "POST", "/resume", here, "", 200, `"resumedAt":`},
+	} {
+		status, body := controlClient{t: t, srv: srv, token: tc.token}.call(tc.method, tc.path, tc.body)
+		if status != tc.status || !strings.Contains(body, tc.contains) {
+			t.Errorf("%s: %s %s = %d %q; want %d containing %q", tc.name, tc.method, tc.path, status, body, tc.status, tc.contains)
+		}
+	}
+	if pos := h.engine.Position(); pos.Paused || pos.Mode != ModeLive {
+		t.Fatalf("after the agent's pause and resume: %+v; want live, not paused", pos)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -92,6 +93,13 @@ type Position struct {
 	// when not known (a dynamic member, or none joined yet).
 	Assigned []int `json:"assigned,omitempty"`
 
+	// Checkpoint is, on a paused sidecar (the answer to a pause), O: per
+	// partition the member consumes (Assigned; every partition of the
+	// topic for a dynamic member), the offset the app's memory is exact
+	// to: Next, or for a partition not delivered from since the sidecar
+	// started, the group's committed offset, read while paused.
+	Checkpoint map[int]int64 `json:"checkpoint,omitempty"`
+
 	// The stalls, by this sidecar's clock: when it stopped starting
 	// deliveries for a pause (PausedAt) or a fence (FencedAt), when a
 	// pause, or a fence rolled back, ended (ResumedAt), and, on a handed-over target, when it was
@@ -103,6 +111,20 @@ type Position struct {
 	ResumedAt *time.Time `json:"resumedAt,omitempty"`
 	FencedAt  *time.Time `json:"fencedAt,omitempty"`
 	LiveAt    *time.Time `json:"liveAt,omitempty"`
+}
+
+// checkpointOffsets is Position.Checkpoint of a paused pos.
+func checkpointOffsets(pos Position, committed map[int]int64) map[int]int64 {
+	o := maps.Clone(committed)
+	if o == nil {
+		o = map[int]int64{}
+	}
+	maps.Copy(o, pos.Next)
+	if pos.Assigned != nil {
+		// One replica of several: its partitions, not the others'.
+		maps.DeleteFunc(o, func(p int, _ int64) bool { return !slices.Contains(pos.Assigned, p) })
+	}
+	return o
 }
 
 // at is t for a Position's time fields: nil for the zero time.
@@ -254,6 +276,12 @@ func (e *Engine) Pause(ctx context.Context) (Position, error) {
 	if err != nil {
 		return Position{}, err
 	}
+	// O, read while paused: the group's committed offsets cannot move.
+	committed, err := e.sources.Committed(ctx)
+	if err != nil {
+		return Position{}, unavailable{fmt.Errorf("paused, but reading the group's committed offsets for the checkpoint failed: %w", err)}
+	}
+	pos.Checkpoint = checkpointOffsets(pos, committed)
 	if err := e.deliver.Quiesce(ctx); err != nil && e.OnQuiesceError != nil {
 		e.OnQuiesceError(err)
 	}

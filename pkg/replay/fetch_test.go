@@ -109,7 +109,7 @@ func TestFetchedBytesAreBoundedAcrossPartitions(t *testing.T) {
 // connection deadlines follow its own timeout.
 func TestControlCallOutlastsServerTimeouts(t *testing.T) {
 	ctl := &Control{Auth: staticAuth{token: "manager", user: DefaultAllowedUser}, AllowedUsers: sets.New(DefaultAllowedUser)}
-	srv := httptest.NewUnstartedServer(ctl.authorized(func(ctx context.Context, _ Call) (Position, error) {
+	srv := httptest.NewUnstartedServer(ctl.authorized(manager, func(ctx context.Context, _ Call) (Position, error) {
 		select {
 		case <-time.After(500 * time.Millisecond): // a slow app
 			return Position{Mode: ModeFenced}, nil

@@ -126,6 +126,7 @@ func (e *Engine) Replay(from, fence map[int]int64) (Position, error) {
 	case ModeStandby:
 		e.from, e.next, e.fence = maps.Clone(from), maps.Clone(from), maps.Clone(fence)
 		e.setModeLocked(ModeReplay)
+		e.fenceCommittedLocked()
 		e.replaceSourceLocked(e.sources.Replay(from))
 		e.settleAtFenceLocked()
 	case ModeReplay:
@@ -157,8 +158,23 @@ func (e *Engine) boundLocked(fence map[int]int64) error {
 		}
 	}
 	e.fence = maps.Clone(fence)
+	e.fenceCommittedLocked()
 	e.settleAtFenceLocked()
 	return nil
+}
+
+// fenceRaiser is Sources that can be told committed offsets it has not
+// polled yet (see Kafka.committedAtLeast).
+type fenceRaiser interface{ committedAtLeast(map[int]int64) }
+
+// fenceCommittedLocked tells the replay source that the group has
+// committed the fence: F is the fenced source's committed offsets, so the
+// replay need not wait for its next poll of them to read up to F (that
+// wait was on the handover's stall).
+func (e *Engine) fenceCommittedLocked() {
+	if r, ok := e.sources.(fenceRaiser); ok && e.fence != nil {
+		r.committedAtLeast(e.fence)
+	}
 }
 
 // Handover makes a replaying target replay to exactly the fence F, then

@@ -21,11 +21,11 @@ import (
 // against a real apiserver in control_test.go and token_test.go.
 type staticAuth struct{ token, user string }
 
-func (a staticAuth) Authenticate(_ context.Context, token string) (string, error) {
+func (a staticAuth) Authenticate(_ context.Context, token string) (Identity, error) {
 	if token != a.token {
-		return "", errors.New("unknown token")
+		return Identity{}, errors.New("unknown token")
 	}
-	return a.user, nil
+	return Identity{User: a.user}, nil
 }
 
 // controlServer serves e's control API, allowing the bearer token "manager".

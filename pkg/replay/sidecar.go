@@ -75,10 +75,19 @@ const (
 	EnvMemoryLimit = "MS2M_MEMORY_LIMIT"
 	// EnvAllowedUsers lists (comma-separated) who may call the control API.
 	EnvAllowedUsers = "MS2M_CONTROL_ALLOWED_USERS"
+	// EnvNodeAgents lists (comma-separated) the node agents' users, who
+	// may pause and resume the sidecar from a pod on its node (EnvNodeName).
+	EnvNodeAgents = "MS2M_CONTROL_NODE_AGENTS"
+	// EnvNodeName is the pod's node (downward API, spec.nodeName).
+	EnvNodeName = "NODE_NAME"
 )
 
 // DefaultAllowedUser is the manager's service account as the chart installs it.
 const DefaultAllowedUser = "system:serviceaccount:ms2m-system:ms2m-manager"
+
+// DefaultNodeAgent is the node agent's service account as the chart
+// installs it.
+const DefaultNodeAgent = "system:serviceaccount:ms2m-system:ms2m-agent"
 
 // Options configure a sidecar.
 type Options struct {
@@ -108,6 +117,9 @@ type Options struct {
 	// MemoryLimit is the container's memory limit in bytes (0: none known).
 	MemoryLimit  int64
 	AllowedUsers []string
+	// NodeAgents may pause and resume from a pod on Node.
+	NodeAgents []string
+	Node       string
 	// ControlAudience is the audience a control call's token must be for:
 	// this pod's (ControlAudience of its namespace and UID).
 	ControlAudience string
@@ -224,6 +236,12 @@ func OptionsFromEnv(getenv func(string) string) (Options, error) {
 	if v := getenv(EnvAllowedUsers); v != "" {
 		o.AllowedUsers = strings.Split(v, ",")
 	}
+	o.NodeAgents = []string{DefaultNodeAgent}
+	if v := getenv(EnvNodeAgents); v != "" {
+		o.NodeAgents = strings.Split(v, ",")
+	}
+	// Without its node the sidecar accepts no node agent.
+	o.Node = strings.TrimSpace(getenv(EnvNodeName))
 	return o, errors.Join(errs...)
 }
 
@@ -306,7 +324,7 @@ func Run(ctx context.Context, o Options, auth Authenticator) error {
 			"partition", p, "from", from, "to", to, "delivered", delivered)
 	}
 
-	ctl := &Control{Engine: e, Auth: auth, AllowedUsers: sets.New(o.AllowedUsers...), Metrics: metrics}
+	ctl := &Control{Engine: e, Auth: auth, AllowedUsers: sets.New(o.AllowedUsers...), NodeAgents: sets.New(o.NodeAgents...), Node: o.Node, Metrics: metrics}
 	metricsMux := http.NewServeMux()
 	metricsMux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	servers := []*http.Server{newServer(o.ControlAddr, ctl.Handler()), newServer(o.MetricsAddr, metricsMux)}

@@ -121,8 +121,8 @@ func TestModeFromThePodWinsAfterARestart(t *testing.T) {
 
 type denyAll struct{}
 
-func (denyAll) Authenticate(context.Context, string) (string, error) {
-	return "", errors.New("no")
+func (denyAll) Authenticate(context.Context, string) (Identity, error) {
+	return Identity{}, errors.New("no")
 }
 
 // TestSidecarDeliversAndExposesReadinessAndMetrics runs the whole sidecar

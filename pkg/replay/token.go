@@ -45,6 +45,21 @@ type Claims struct {
 	Audience  audience `json:"aud"`
 	Expiry    *numeric `json:"exp"`
 	NotBefore *numeric `json:"nbf"`
+	// Kubernetes is the API server's private claim: for a token bound to
+	// a pod, the pod's node (kube-apiserver 1.32+, ServiceAccountTokenPodNodeInfo).
+	Kubernetes *struct {
+		Node *struct {
+			Name string `json:"name"`
+		} `json:"node"`
+	} `json:"kubernetes.io"`
+}
+
+// Identity is who presented a verified token.
+type Identity struct {
+	User string
+	// Node is the node of the pod the token is bound to; "" when it is
+	// bound to none.
+	Node string
 }
 
 // audience is a JWT "aud": one string or a list of them (RFC 7519 4.1.3).
@@ -96,27 +111,27 @@ type KeySource interface {
 	Refresh(ctx context.Context) (issuer string, keys []JWK, err error)
 }
 
-// Authenticate implements Authenticator: the token's subject once the
-// token is verified.
-func (v *TokenVerifier) Authenticate(ctx context.Context, token string) (string, error) {
+// Authenticate implements Authenticator: the token's subject (and the
+// node of the pod it is bound to) once the token is verified.
+func (v *TokenVerifier) Authenticate(ctx context.Context, token string) (Identity, error) {
 	if v.Audience == "" {
-		return "", errors.New("the sidecar knows no audience to accept")
+		return Identity{}, errors.New("the sidecar knows no audience to accept")
 	}
 	jwt, err := parseJWT(token)
 	if err != nil {
-		return "", err
+		return Identity{}, err
 	}
 	issuer, keys, err := v.Keys.Keys(ctx)
 	if err != nil {
-		return "", fmt.Errorf("service-account issuer keys: %w", err)
+		return Identity{}, fmt.Errorf("service-account issuer keys: %w", err)
 	}
 	if !jwt.signedByOneOf(keys) {
 		// A key rotated in since the keys were read: read them again.
 		if issuer, keys, err = v.Keys.Refresh(ctx); err != nil {
-			return "", fmt.Errorf("service-account issuer keys: %w", err)
+			return Identity{}, fmt.Errorf("service-account issuer keys: %w", err)
 		}
 		if !jwt.signedByOneOf(keys) {
-			return "", errors.New("token not signed by the cluster's service-account issuer")
+			return Identity{}, errors.New("token not signed by the cluster's service-account issuer")
 		}
 	}
 	now := time.Now()
@@ -126,30 +141,34 @@ func (v *TokenVerifier) Authenticate(ctx context.Context, token string) (string,
 	return jwt.claims.check(issuer, v.Audience, now)
 }
 
-func (c *Claims) check(issuer, aud string, now time.Time) (string, error) {
+func (c *Claims) check(issuer, aud string, now time.Time) (Identity, error) {
 	if c.Issuer != issuer {
-		return "", fmt.Errorf("token issued by %q, not by the cluster's issuer %q", c.Issuer, issuer)
+		return Identity{}, fmt.Errorf("token issued by %q, not by the cluster's issuer %q", c.Issuer, issuer)
 	}
 	found := false
 	for _, a := range c.Audience {
 		found = found || a == aud
 	}
 	if !found {
-		return "", fmt.Errorf("token is for %q, not for this sidecar (%s)", strings.Join(c.Audience, ", "), aud)
+		return Identity{}, fmt.Errorf("token is for %q, not for this sidecar (%s)", strings.Join(c.Audience, ", "), aud)
 	}
 	if c.Expiry == nil {
-		return "", errors.New("token has no expiry")
+		return Identity{}, errors.New("token has no expiry")
 	}
 	if now.After(c.Expiry.time().Add(tokenLeeway)) {
-		return "", errors.New("token expired")
+		return Identity{}, errors.New("token expired")
 	}
 	if c.NotBefore != nil && now.Add(tokenLeeway).Before(c.NotBefore.time()) {
-		return "", errors.New("token not valid yet")
+		return Identity{}, errors.New("token not valid yet")
 	}
 	if c.Subject == "" {
-		return "", errors.New("token names no subject")
+		return Identity{}, errors.New("token names no subject")
 	}
-	return c.Subject, nil
+	id := Identity{User: c.Subject}
+	if c.Kubernetes != nil && c.Kubernetes.Node != nil {
+		id.Node = c.Kubernetes.Node.Name
+	}
+	return id, nil
 }
 
 // jwt is a parsed, not yet verified JSON Web Token (compact JWS).

@@ -118,7 +118,8 @@ func TestTokenVerifier(t *testing.T) {
 		{"padded base64", strings.Split(good, ".")[0] + "=." + strings.Split(good, ".")[1] + "." + strings.Split(good, ".")[2], "not base64url"},
 		{"too long", strings.Repeat("a", MaxTokenBytes+1), "longer than"},
 	} {
-		user, err := v.Authenticate(context.Background(), tc.token)
+		id, err := v.Authenticate(context.Background(), tc.token)
+		user := id.User
 		switch {
 		case tc.err == "" && (err != nil || user != manager):
 			t.Errorf("%s: %q, %v; want %s", tc.name, user, err, manager)

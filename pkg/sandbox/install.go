@@ -184,7 +184,8 @@ func (s *Sandbox) applyAgent(ctx context.Context) error {
 							"--health-probe-bind-address=$(POD_IP):8082",
 							"--probe-interval=1m",
 						},
-						Env:   []corev1.EnvVar{fieldEnv("NODE_NAME", "spec.nodeName"), fieldEnv("POD_IP", "status.podIP")},
+						Env: []corev1.EnvVar{fieldEnv("NODE_NAME", "spec.nodeName"), fieldEnv("POD_IP", "status.podIP"),
+							fieldEnv("POD_NAME", "metadata.name"), fieldEnv("POD_UID", "metadata.uid")},
 						Ports: []corev1.ContainerPort{{Name: "health", ContainerPort: 8082}},
 						ReadinessProbe: &corev1.Probe{
 							ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/readyz", Port: intstr.FromString("health")}},

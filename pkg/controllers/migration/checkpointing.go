@@ -11,10 +11,13 @@ import (
 	"github.com/ms2m/ms2m/pkg/migratable"
 )
 
-// checkpointing pauses the source's sidecar and records the offsets O the
-// app's memory is exact to; the node agent then checkpoints the app
-// container through its kubelet; the sidecar resumes. The source is paused
-// only for as long as the checkpoint takes.
+// checkpointing waits for the source node's agent, which pauses the
+// source's sidecar, checkpoints the app container through its kubelet and
+// resumes the sidecar the moment the kubelet answers: the source is paused
+// for the checkpoint only, with no status write, watch or controller round
+// trip inside the pause. The agent reports the archive and O, the offsets
+// the paused sidecar answered (its memory is exact to them), which are
+// recorded here.
 func checkpointing(ctx context.Context, w *work) (outcome, error) {
 	m := w.m
 	if o, late := w.timedOut(); late {
@@ -24,37 +27,9 @@ func checkpointing(ctx context.Context, w *work) (outcome, error) {
 	if src == nil {
 		return o, err
 	}
-	addr := w.sidecarAddr(src)
-	if len(m.Status.CheckpointOffsets) == 0 {
-		b, errs := migratable.Resolve(m, src)
-		if len(errs) > 0 {
-			return fail(v1.ReasonInvalidKafkaBinding, "source pod's Kafka binding: %s", errs.ToAggregate())
-		}
-		pos, err := w.r.Sidecars.Pause(ctx, addr)
-		if err != nil {
-			return sidecarFailed(ctx, err, v1.ReasonCheckpointFailed, "pausing the source's sidecar")
-		}
-		next, err := w.r.Offsets.Complete(ctx, b, pos.Next)
-		if err != nil {
-			return fail(v1.ReasonCheckpointFailed, "the checkpoint offsets: %v", err)
-		}
-		if pos.Assigned != nil {
-			// One replica of a group of several: O covers its partitions,
-			// not the other replicas'.
-			next = only(next, pos.Assigned)
-		}
-		if len(next) == 0 {
-			// Nothing to record yet (the topic does not exist): serve on
-			// and try again rather than checkpoint an unknown position.
-			if _, err := w.r.Sidecars.Resume(ctx, addr); err != nil {
-				return sidecarFailed(ctx, err, v1.ReasonCheckpointFailed, "resuming the source's sidecar")
-			}
-			return after(time.Second)
-		}
-		m.Status.CheckpointOffsets = toOffsets(b.Topic, next)
-		// The agent acts on the recorded offsets: the deferred status
-		// patch publishes them; its report comes back as an annotation.
-		return wait()
+	b, errs := migratable.Resolve(m, src)
+	if len(errs) > 0 {
+		return fail(v1.ReasonInvalidKafkaBinding, "source pod's Kafka binding: %s", errs.ToAggregate())
 	}
 	res, err := agentResult(m, v1.AnnotationAgentCheckpoint)
 	if err != nil {
@@ -66,17 +41,27 @@ func checkpointing(ctx context.Context, w *work) (outcome, error) {
 	if res.Error != "" {
 		return fail(v1.ReasonCheckpointFailed, "checkpoint on node %s: %s", res.Node, res.Error)
 	}
-	resumed, err := w.r.Sidecars.Resume(ctx, addr)
-	if err != nil {
-		return sidecarFailed(ctx, err, v1.ReasonCheckpointFailed, "resuming the source's sidecar after the checkpoint")
+	offsets := res.Offsets
+	if res.Assigned != nil {
+		// One replica of a group of several: O covers its partitions,
+		// not the other replicas'.
+		offsets = only(offsets, res.Assigned)
 	}
-	pause, measured := stall(resumed.PausedAt, resumed.ResumedAt, enteredAt(&m.Status, v1.PhaseCheckpointing), w.r.Clock.Now())
+	if len(offsets) == 0 {
+		return fail(v1.ReasonCheckpointFailed, "the agent on node %s checkpointed, but reported no offsets to replay from", res.Node)
+	}
+	m.Status.CheckpointOffsets = toOffsets(b.Topic, offsets)
+	var pausedAt, resumedAt *time.Time
+	if res.PausedAt != nil && res.ResumedAt != nil {
+		pausedAt, resumedAt = &res.PausedAt.Time, &res.ResumedAt.Time
+	}
+	pause, measured := stall(pausedAt, resumedAt, enteredAt(&m.Status, v1.PhaseCheckpointing), w.r.Clock.Now())
 	w.recordStall(func(s *v1.Stalls) { s.CheckpointPause = &metav1.Duration{Duration: pause} }, measured)
 	if w.r.Metrics != nil {
 		w.r.Metrics.PauseSeconds.Observe(pause.Seconds())
 	}
 	m.Status.CheckpointID = res.Archive
 	setCondition(&m.Status, m.Generation, v1.ConditionCheckpointed, true, v1.ReasonSucceeded,
-		fmt.Sprintf("checkpointed at offsets %v; the source serves again", fromOffsets(m.Status.CheckpointOffsets)))
+		fmt.Sprintf("checkpointed at offsets %v; the source was paused for %s and serves again", offsets, pause.Round(100*time.Microsecond)))
 	return w.next("the node agent packs and pushes the checkpoint image"), nil
 }

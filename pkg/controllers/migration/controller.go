@@ -101,8 +101,6 @@ type Reconciler struct {
 	Recorder record.EventRecorder
 	Clock    clock.PassiveClock
 	Sidecars Sidecars
-	// Offsets completes checkpoint offsets from the brokers.
-	Offsets Offsets
 	// Nodes is the scheduler extender's view, for the automatic target
 	// choice (scheduler.RankNodes: the extender's own checks and scoring).
 	Nodes   scheduler.State

@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ms2m/ms2m/internal/migrationtest"
 	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
 )
 
@@ -97,7 +96,6 @@ func TestFenceNamesIdlePartitions(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			w := newWorld(t, opts...)
 			w.sidecars.SetIdle(map[int]int64{2: 7})
-			w.r.Offsets = migrationtest.Offsets{Committed: map[int]int64{2: 7}} // O names it too
 			m := w.until(w.migrate("idle"), "Completed", inPhase(v1.PhaseCompleted))
 			got := map[int32]int64{}
 			for _, o := range m.Status.FenceOffsets {

@@ -182,7 +182,7 @@ func newWorld(t *testing.T, opts ...option) *world {
 func (w *world) reconciler(o Options, nodes []client.Object) *Reconciler {
 	return &Reconciler{
 		Client: cached, Scheme: cached.Scheme(), Recorder: w.events, Clock: w.clock,
-		Sidecars: w.sidecars, Offsets: migrationtest.Offsets{}, Nodes: scheduler.NewCacheFrom(nodes...), Opts: o,
+		Sidecars: w.sidecars, Nodes: scheduler.NewCacheFrom(nodes...), Opts: o,
 	}
 }
 
@@ -299,7 +299,7 @@ func gone(m *v1.StatefulMigration) bool { return m == nil }
 // fakeAgent is the FAKE node agent: migrationtest.AgentReport, unless
 // withheld.
 func (w *world) fakeAgent(ctx context.Context, m *v1.StatefulMigration) {
-	key, value := migrationtest.AgentReport(m)
+	key, value := migrationtest.AgentReport(ctx, m, w.sidecars)
 	switch {
 	case key == v1.AnnotationAgentImage && w.imageError != "":
 		value = fmt.Sprintf(`{"node":%q,"error":%q}`, m.Status.SourceNode, w.imageError)

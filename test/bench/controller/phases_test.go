@@ -95,6 +95,8 @@ type world struct {
 	mu      sync.Mutex
 	waiters map[string]chan *v1.StatefulMigration
 	stop    context.CancelFunc
+	// sidecars, which the FAKE agent pauses for the checkpoint.
+	sidecars migration.Sidecars
 }
 
 var (
@@ -131,7 +133,8 @@ func newWorld(o worldOptions) (w *world, err error) {
 		}
 	}()
 	// The controller checks that the brokers answer a TCP dial; nothing
-	// else talks Kafka here (the offsets come from the fake sidecar).
+	// else talks Kafka here (the offsets come from the fake sidecar, as
+	// the fake agent's pause answers them).
 	l, err := migrationtest.Broker()
 	if err != nil {
 		return nil, err
@@ -152,7 +155,7 @@ func newWorld(o worldOptions) (w *world, err error) {
 	if err != nil {
 		return nil, err
 	}
-	w = &world{c: mgr.GetClient(), broker: l.Addr().String(), waiters: map[string]chan *v1.StatefulMigration{}, stop: stop}
+	w = &world{c: mgr.GetClient(), broker: l.Addr().String(), waiters: map[string]chan *v1.StatefulMigration{}, stop: stop, sidecars: o.sidecars}
 	nodes := scheduler.NewCache(mgr.GetCache())
 	if err := mgr.Add(nodes); err != nil {
 		return nil, err
@@ -165,7 +168,7 @@ func newWorld(o worldOptions) (w *world, err error) {
 	}
 	r := &migration.Reconciler{
 		Client: mgr.GetClient(), Scheme: mgr.GetScheme(), Recorder: mgr.GetEventRecorderFor("bench"),
-		Sidecars: o.sidecars, Offsets: migrationtest.Offsets{}, Nodes: nodes, Opts: opts,
+		Sidecars: o.sidecars, Nodes: nodes, Opts: opts,
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		return nil, err
@@ -215,7 +218,7 @@ func (w *world) fakeAgent(ctx context.Context, req reconcile.Request) (reconcile
 		}
 		return reconcile.Result{}, nil
 	}
-	key, value := migrationtest.AgentReport(m)
+	key, value := migrationtest.AgentReport(ctx, m, w.sidecars)
 	if key == "" {
 		return reconcile.Result{}, nil
 	}

@@ -1,5 +1,7 @@
 package v1alpha1
 
+import metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 // Well-known annotations and labels: the contract between workloads, the
 // webhook, the controller, the agent and the scheduler extender.
 const (
@@ -130,4 +132,14 @@ type AgentResult struct {
 	Error string `json:"error,omitempty"`
 	// Node is the agent's node.
 	Node string `json:"node,omitempty"`
+
+	// Of a checkpoint: the agent paused the source's sidecar, checkpointed
+	// and resumed it. Offsets is O as the paused sidecar answered it
+	// (partition → offset), Assigned the partitions it holds as a static
+	// member of its group (absent for a dynamic member), PausedAt and
+	// ResumedAt the pause by the sidecar's clock.
+	Offsets   map[int]int64     `json:"offsets,omitempty"`
+	Assigned  []int             `json:"assigned,omitempty"`
+	PausedAt  *metav1.MicroTime `json:"pausedAt,omitempty"`
+	ResumedAt *metav1.MicroTime `json:"resumedAt,omitempty"`
 }

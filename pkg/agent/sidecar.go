@@ -1,0 +1,185 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
+)
+
+// The agent pauses the source's replay sidecar for exactly as long as the
+// kubelet's checkpoint takes: it pauses it, checkpoints, and resumes it the
+// moment the kubelet answers, then reports the checkpoint offsets O the
+// pause answered. Nothing else (no status write, no watch, no controller
+// round trip) lies inside the pause. The sidecar lets a node agent pause
+// and resume it only from a pod on its own node (see replay.Control), so
+// the agent's tokens are bound to its pod, which makes the API server name
+// the node in them.
+
+// controlAudience is the audience of tokens for the control API of the
+// sidecar in pod namespace/uid: replay.ControlAudience, which the agent
+// does not link (TestControlAudienceIsTheSidecars pins them equal).
+func controlAudience(namespace, uid string) string {
+	return "ms2m-replay/" + namespace + "/" + uid
+}
+
+// sidecarPosition is what the agent reads of a sidecar's answer (see
+// replay.Position).
+type sidecarPosition struct {
+	Paused     bool          `json:"paused"`
+	Checkpoint map[int]int64 `json:"checkpoint"`
+	Assigned   []int         `json:"assigned"`
+	PausedAt   *time.Time    `json:"pausedAt"`
+	ResumedAt  *time.Time    `json:"resumedAt"`
+}
+
+// maxSidecarAnswer bounds a sidecar's answer: it runs in a tenant's pod.
+const maxSidecarAnswer = 1 << 20
+
+// errNothingToCheckpoint: the group has no offsets for the topic yet (it
+// does not exist); the source serves on and the agent tries again.
+var errNothingToCheckpoint = errors.New("no offsets to record yet: the topic has none")
+
+// sidecarEndpoint is the source pod's sidecar, checked to run on this node.
+func (r *Reconciler) sidecarEndpoint(ctx context.Context, m *v1.StatefulMigration) (addr, audience string, err error) {
+	pod := &corev1.Pod{}
+	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: m.Namespace, Name: m.Spec.SourcePod}, pod); err != nil {
+		return "", "", fmt.Errorf("source pod %s: %w", m.Spec.SourcePod, err)
+	}
+	switch {
+	case pod.Spec.NodeName != r.Opts.NodeName:
+		return "", "", fmt.Errorf("source pod %s runs on node %q, not on this agent's node %s", pod.Name, pod.Spec.NodeName, r.Opts.NodeName)
+	case m.Status.SourceUID != "" && pod.UID != m.Status.SourceUID:
+		return "", "", fmt.Errorf("source pod %s was replaced (UID %s, the migration's is %s)", pod.Name, pod.UID, m.Status.SourceUID)
+	case pod.Status.PodIP == "":
+		return "", "", fmt.Errorf("source pod %s has no IP", pod.Name)
+	}
+	port := r.Opts.SidecarControlPort
+	if port == 0 {
+		port = DefaultSidecarControlPort
+	}
+	return net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(int(port))), controlAudience(pod.Namespace, string(pod.UID)), nil
+}
+
+// DefaultSidecarControlPort is the sidecar's control port the manager
+// injects by default (--sidecar-control-port).
+const DefaultSidecarControlPort = 9901
+
+// callSidecar makes one control call and decodes the answer.
+func (r *Reconciler) callSidecar(ctx context.Context, addr, audience, path string, timeout time.Duration) (sidecarPosition, error) {
+	if r.Opts.SidecarTokens == nil {
+		return sidecarPosition{}, errors.New("the agent has no credential for the sidecars' control API")
+	}
+	token, err := r.Opts.SidecarTokens(ctx, audience)
+	if err != nil {
+		return sidecarPosition{}, err
+	}
+	body, _ := json.Marshal(map[string]int{"timeoutSeconds": max(int(timeout.Seconds()), 1)})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+path, bytes.NewReader(body))
+	if err != nil {
+		return sidecarPosition{}, err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	c := r.Sidecar
+	if c == nil {
+		c = http.DefaultClient
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return sidecarPosition{}, err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxSidecarAnswer+1))
+	if err != nil {
+		return sidecarPosition{}, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return sidecarPosition{}, fmt.Errorf("sidecar answered %s: %s", resp.Status, strings.TrimSpace(string(b)))
+	}
+	if len(b) > maxSidecarAnswer {
+		return sidecarPosition{}, fmt.Errorf("sidecar's answer is longer than %d bytes", maxSidecarAnswer)
+	}
+	var pos sidecarPosition
+	if err := json.Unmarshal(b, &pos); err != nil {
+		return sidecarPosition{}, fmt.Errorf("sidecar's answer: %w", err)
+	}
+	return pos, nil
+}
+
+// pauseCheckpointResume pauses the source's sidecar, checkpoints the app
+// container through the kubelet and resumes the sidecar as soon as the
+// kubelet answers; it returns the checkpoint's report: the archive, O and
+// the pause as the sidecar timed it. A failure after the pause resumes the
+// sidecar too: the source serves on.
+func (r *Reconciler) pauseCheckpointResume(ctx context.Context, m *v1.StatefulMigration) (v1.AgentResult, error) {
+	addr, audience, err := r.sidecarEndpoint(ctx, m)
+	if err != nil {
+		return v1.AgentResult{}, err
+	}
+	timeout := r.Opts.CheckpointTimeout
+	if timeout == 0 {
+		timeout = time.Minute
+	}
+	paused, err := r.callSidecar(ctx, addr, audience, "/pause", timeout)
+	if err != nil {
+		r.resumeSidecar(ctx, addr, audience)
+		return v1.AgentResult{}, fmt.Errorf("pausing the source's sidecar: %w", err)
+	}
+	if len(paused.Checkpoint) == 0 {
+		r.resumeSidecar(ctx, addr, audience)
+		return v1.AgentResult{}, errNothingToCheckpoint
+	}
+	archive, ckErr := r.checkpointRetrying(ctx, m)
+	resumed, err := r.callSidecar(ctx, addr, audience, "/resume", 10*time.Second)
+	if ckErr != nil {
+		if err != nil {
+			r.resumeSidecar(ctx, addr, audience)
+		}
+		return v1.AgentResult{}, ckErr
+	}
+	if err != nil {
+		// The controller's rollback resumes it; the checkpoint is void.
+		return v1.AgentResult{}, fmt.Errorf("checkpointed, but resuming the source's sidecar failed: %w", err)
+	}
+	res := v1.AgentResult{Archive: archive, Offsets: paused.Checkpoint, Assigned: paused.Assigned}
+	if resumed.PausedAt != nil && resumed.ResumedAt != nil {
+		from, to := metav1.NewMicroTime(*resumed.PausedAt), metav1.NewMicroTime(*resumed.ResumedAt)
+		res.PausedAt, res.ResumedAt = &from, &to
+	}
+	return res, nil
+}
+
+// resumeSidecar resumes a sidecar this agent may have paused, a few times
+// before it leaves that to the controller's rollback.
+func (r *Reconciler) resumeSidecar(ctx context.Context, addr, audience string) {
+	var err error
+	for i := range 3 {
+		if _, err = r.callSidecar(ctx, addr, audience, "/resume", 5*time.Second); err == nil {
+			return
+		}
+		t := time.NewTimer(time.Duration(50<<i) * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			log.FromContext(ctx).Error(err, "resuming the source's sidecar; the controller's rollback resumes it")
+			return
+		case <-t.C:
+		}
+	}
+	log.FromContext(ctx).Error(err, "resuming the source's sidecar; the controller's rollback resumes it")
+}

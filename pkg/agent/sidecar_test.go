@@ -1,0 +1,212 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
+	"github.com/ms2m/ms2m/pkg/clientconfig"
+	"github.com/ms2m/ms2m/pkg/replay"
+)
+
+// The agent reads the sidecar's answers with its own small types (it does
+// not link the sidecar): they must read what the sidecar writes, and its
+// tokens must be for the sidecar's audience.
+func TestControlAudienceIsTheSidecars(t *testing.T) {
+	if got, want := controlAudience("shop", "uid-1"), replay.ControlAudience("shop", "uid-1"); got != want {
+		t.Fatalf("the agent's audience %q, the sidecar's %q", got, want)
+	}
+	paused, resumed := time.Now(), time.Now().Add(20*time.Millisecond)
+	b, err := json.Marshal(replay.Position{Paused: true, Checkpoint: map[int]int64{0: 7, 3: 9}, Assigned: []int{0, 3},
+		PausedAt: &paused, ResumedAt: &resumed})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got sidecarPosition
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	if !got.Paused || got.Checkpoint[0] != 7 || got.Checkpoint[3] != 9 || !slices.Equal(got.Assigned, []int{0, 3}) ||
+		got.PausedAt == nil || !got.PausedAt.Equal(paused) || got.ResumedAt == nil || !got.ResumedAt.Equal(resumed) {
+		t.Fatalf("the agent read %+v from the sidecar's %s", got, b)
+	}
+}
+
+// checkpointWorld is a FAKE source node: a kubelet and a replay sidecar
+// that record, in order, what the agent asked of them.
+type checkpointWorld struct {
+	t       *testing.T
+	r       *Reconciler
+	m       *v1.StatefulMigration
+	mu      sync.Mutex
+	calls   []string
+	audits  []string // the audience of each sidecar call's token
+	kubelet func(w http.ResponseWriter)
+	offsets string // what the sidecar's pause answers as O
+}
+
+func newCheckpointWorld(t *testing.T, podNode string) *checkpointWorld {
+	w := &checkpointWorld{t: t, offsets: `{"0":120,"1":98}`}
+	w.kubelet = func(rw http.ResponseWriter) {
+		_, _ = rw.Write([]byte(`{"items":["` + DefaultCheckpointDir + `/checkpoint-orders_shop-app-2026-12-07T05:00:00Z.tar"]}`))
+	}
+	kubelet := httptest.NewTLSServer(http.HandlerFunc(func(rw http.ResponseWriter, _ *http.Request) {
+		w.record("checkpoint")
+		w.kubelet(rw)
+	}))
+	t.Cleanup(kubelet.Close)
+	paused := time.Date(2026, 12, 7, 5, 0, 0, 0, time.UTC)
+	sidecar := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		w.mu.Lock()
+		w.audits = append(w.audits, strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer token-for "))
+		w.mu.Unlock()
+		w.record(r.URL.Path)
+		switch r.URL.Path {
+		case "/pause":
+			_, _ = rw.Write([]byte(`{"mode":"live","paused":true,"checkpoint":` + w.offsets + `,"pausedAt":"` + paused.Format(time.RFC3339Nano) + `"}`))
+		case "/resume":
+			_, _ = rw.Write([]byte(`{"mode":"live","pausedAt":"` + paused.Format(time.RFC3339Nano) + `","resumedAt":"` + paused.Add(18*time.Millisecond).Format(time.RFC3339Nano) + `"}`))
+		default:
+			http.NotFound(rw, r)
+		}
+	}))
+	t.Cleanup(sidecar.Close)
+	khost, kport, _ := net.SplitHostPort(strings.TrimPrefix(kubelet.URL, "https://"))
+	kp, _ := strconv.Atoi(kport)
+	shost, sport, _ := net.SplitHostPort(strings.TrimPrefix(sidecar.URL, "http://"))
+	sp, _ := strconv.Atoi(sport)
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-1"}, Status: corev1.NodeStatus{
+		Addresses:       []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: khost}},
+		DaemonEndpoints: corev1.NodeDaemonEndpoints{KubeletEndpoint: corev1.DaemonEndpoint{Port: int32(kp)}},
+	}}
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "orders", Namespace: "shop", UID: types.UID("uid-orders")},
+		Spec:   corev1.PodSpec{NodeName: podNode, Containers: []corev1.Container{{Name: "app"}, {Name: v1.SidecarContainerName}}},
+		Status: corev1.PodStatus{PodIP: shost}}
+	w.m = &v1.StatefulMigration{ObjectMeta: metav1.ObjectMeta{Name: "move", Namespace: "shop"},
+		Spec:   v1.StatefulMigrationSpec{SourcePod: "orders"},
+		Status: v1.StatefulMigrationStatus{Phase: v1.PhaseCheckpointing, SourceNode: "node-1", SourceUID: pod.UID}}
+	scheme, err := clientconfig.Scheme()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.r = &Reconciler{Client: fake.NewClientBuilder().WithScheme(scheme).WithObjects(node, pod, w.m).Build(), Kubelet: kubelet.Client(),
+		Opts: Options{NodeName: "node-1", SidecarControlPort: int32(sp),
+			SidecarTokens: func(_ context.Context, audience string) (string, error) { return "token-for " + audience, nil }}}
+	return w
+}
+
+func (w *checkpointWorld) record(call string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.calls = append(w.calls, call)
+}
+
+func (w *checkpointWorld) reconcile() (reconcile.Result, v1.AgentResult, bool) {
+	w.t.Helper()
+	res, err := w.r.Reconcile(context.Background(), reconcile.Request{NamespacedName: client.ObjectKeyFromObject(w.m)})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	m := &v1.StatefulMigration{}
+	if err := w.r.Client.Get(context.Background(), client.ObjectKeyFromObject(w.m), m); err != nil {
+		w.t.Fatal(err)
+	}
+	raw, ok := m.Annotations[v1.AnnotationAgentCheckpoint]
+	var report v1.AgentResult
+	if ok {
+		if err := json.Unmarshal([]byte(raw), &report); err != nil {
+			w.t.Fatal(err)
+		}
+	}
+	return res, report, ok
+}
+
+func (w *checkpointWorld) called() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.calls)
+}
+
+// The agent, not the controller, brackets the checkpoint with the pause:
+// the source's sidecar is paused, the kubelet checkpoints, the sidecar is
+// resumed the moment the kubelet answers, and only then is anything
+// reported: O as the pause answered it and the pause by the sidecar's
+// clock. Its tokens are for that sidecar's audience.
+func TestThePauseBracketsTheCheckpointOnly(t *testing.T) {
+	w := newCheckpointWorld(t, "node-1")
+	_, report, ok := w.reconcile()
+	if !ok || report.Error != "" {
+		t.Fatalf("report %+v (%v)", report, ok)
+	}
+	if calls := w.called(); !slices.Equal(calls, []string{"/pause", "checkpoint", "/resume"}) {
+		t.Fatalf("calls %v; want the pause, the checkpoint, the resume", calls)
+	}
+	if report.Offsets[0] != 120 || report.Offsets[1] != 98 || len(report.Offsets) != 2 || !strings.HasSuffix(report.Archive, ".tar") {
+		t.Fatalf("report %+v; want the archive and O as the pause answered it", report)
+	}
+	if report.PausedAt == nil || report.ResumedAt == nil || report.ResumedAt.Sub(report.PausedAt.Time) != 18*time.Millisecond {
+		t.Fatalf("report's pause %v → %v; want the sidecar's 18ms", report.PausedAt, report.ResumedAt)
+	}
+	for _, aud := range w.audits {
+		if aud != "ms2m-replay/shop/uid-orders" {
+			t.Fatalf("a sidecar call with a token for %q", aud)
+		}
+	}
+}
+
+// A failed checkpoint resumes the sidecar (the source serves on) and is
+// reported; a pause with no offsets yet (no topic) is resumed and looked
+// at again later, unreported; a source pod on another node is never
+// paused.
+func TestThePauseNeverOutlivesTheCheckpoint(t *testing.T) {
+	t.Run("the kubelet fails", func(t *testing.T) {
+		w := newCheckpointWorld(t, "node-1")
+		w.kubelet = func(rw http.ResponseWriter) {
+			http.Error(rw, "dump failed: vDSO mismatch", http.StatusInternalServerError)
+		}
+		_, report, ok := w.reconcile()
+		if !ok || !strings.Contains(report.Error, "vDSO mismatch") {
+			t.Fatalf("report %+v; want the kubelet's failure", report)
+		}
+		if calls := w.called(); !slices.Equal(calls, []string{"/pause", "checkpoint", "/resume"}) {
+			t.Fatalf("calls %v; want the sidecar resumed after the failed checkpoint", calls)
+		}
+	})
+	t.Run("nothing to record yet", func(t *testing.T) {
+		w := newCheckpointWorld(t, "node-1")
+		w.offsets = `{}`
+		res, _, ok := w.reconcile()
+		if ok || res.RequeueAfter == 0 {
+			t.Fatalf("reported %v, requeue %v; want no report and another look later", ok, res)
+		}
+		if calls := w.called(); !slices.Equal(calls, []string{"/pause", "/resume"}) {
+			t.Fatalf("calls %v; want the sidecar resumed, no checkpoint", calls)
+		}
+	})
+	t.Run("the source is on another node", func(t *testing.T) {
+		w := newCheckpointWorld(t, "node-2")
+		_, report, ok := w.reconcile()
+		if !ok || !strings.Contains(report.Error, `runs on node "node-2"`) {
+			t.Fatalf("report %+v; want it refused", report)
+		}
+		if calls := w.called(); len(calls) > 0 {
+			t.Fatalf("calls %v; want none", calls)
+		}
+	})
+}
