@@ -15,6 +15,9 @@ type Metrics struct {
 	HandoverSeconds prometheus.Histogram
 	CheckpointBytes prometheus.Histogram
 	ReplayLag       *prometheus.GaugeVec
+	// ReplayRate and ArrivalRate are μ and λ, which the cutover weighs.
+	ReplayRate  *prometheus.GaugeVec
+	ArrivalRate *prometheus.GaugeVec
 }
 
 // NewMetrics registers the metrics with reg.
@@ -46,8 +49,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		ReplayLag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "ms2m_migration_replay_lag_messages", Help: "Messages the replaying target is behind.",
 		}, []string{"namespace", "migration"}),
+		ReplayRate: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "ms2m_migration_replay_rate_messages_per_second", Help: "μ: messages per second the replaying target applies, as last sampled.",
+		}, []string{"namespace", "migration"}),
+		ArrivalRate: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "ms2m_migration_arrival_rate_messages_per_second", Help: "λ: messages per second the source processes live while the target replays, as last sampled.",
+		}, []string{"namespace", "migration"}),
 	}
-	reg.MustRegister(m.Migrations, m.PhaseSeconds, m.DowntimeSeconds, m.PauseSeconds, m.HandoverSeconds, m.CheckpointBytes, m.ReplayLag)
+	reg.MustRegister(m.Migrations, m.PhaseSeconds, m.DowntimeSeconds, m.PauseSeconds, m.HandoverSeconds, m.CheckpointBytes, m.ReplayLag, m.ReplayRate, m.ArrivalRate)
 	return m
 }
 
@@ -61,4 +70,6 @@ func (r *Reconciler) countResult(m *v1.StatefulMigration, result string) {
 	}
 	r.Metrics.Migrations.WithLabelValues(result, trigger).Inc()
 	r.Metrics.ReplayLag.DeleteLabelValues(m.Namespace, m.Name)
+	r.Metrics.ReplayRate.DeleteLabelValues(m.Namespace, m.Name)
+	r.Metrics.ArrivalRate.DeleteLabelValues(m.Namespace, m.Name)
 }

@@ -118,6 +118,8 @@ func replaying(ctx context.Context, w *work) (outcome, error) {
 	m.Status.Replay = rp
 	if w.r.Metrics != nil {
 		w.r.Metrics.ReplayLag.WithLabelValues(m.Namespace, m.Name).Set(float64(tpos.Lag))
+		w.r.Metrics.ReplayRate.WithLabelValues(m.Namespace, m.Name).Set(mu)
+		w.r.Metrics.ArrivalRate.WithLabelValues(m.Namespace, m.Name).Set(lambda)
 	}
 
 	budget := time.Duration(ptr.Deref(m.Spec.DowntimeBudgetMilliseconds, 100)) * time.Millisecond
