@@ -213,7 +213,16 @@ func (s *Sidecars) Position(context.Context, replay.Endpoint) (replay.Position, 
 	return s.answer("Position", replay.ModeLive, false)
 }
 
-// Pause implements the controller's Sidecars.
+// CaughtUp implements the controller's Sidecars: the FAKE target catches
+// up at once (its lag drops to 0).
+func (s *Sidecars) CaughtUp(context.Context, replay.Endpoint, time.Duration) (replay.Position, error) {
+	s.mu.Lock()
+	s.lag = 0
+	s.mu.Unlock()
+	return s.answer("CaughtUp", replay.ModeReplay, false)
+}
+
+// Pause implements the agent's pause (see AgentReport).
 func (s *Sidecars) Pause(context.Context, replay.Endpoint) (replay.Position, error) {
 	return s.answer("Pause", replay.ModeLive, true)
 }

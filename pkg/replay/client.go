@@ -43,6 +43,13 @@ func (c *Client) Position(ctx context.Context, ep Endpoint) (Position, error) {
 	return c.call(ctx, http.MethodGet, ep, "/position", nil)
 }
 
+// CaughtUp asks a replaying target to answer once it has replayed
+// everything the live member committed, or at timeout (whole seconds, at
+// least 1); the answer's Lag says which.
+func (c *Client) CaughtUp(ctx context.Context, ep Endpoint, timeout time.Duration) (Position, error) {
+	return c.call(ctx, http.MethodPost, ep, "/caught-up", &Request{TimeoutSeconds: max(1, int(timeout.Seconds()))})
+}
+
 // Pause stops delivery after the in-flight message.
 func (c *Client) Pause(ctx context.Context, ep Endpoint) (Position, error) {
 	return c.call(ctx, http.MethodPost, ep, "/pause", nil)

@@ -102,6 +102,7 @@ func partitionOffsets(field string, in map[string]int64) (map[int]int64, error) 
 // Control is the sidecar's HTTP control API for the migration controller:
 //
 //	GET  /position            where the engine stands, with the replay lag
+//	POST /caught-up           a replaying target answers once its lag is 0 (or at the timeout)
 //	POST /pause, /resume      stop after the in-flight message / continue
 //	POST /fence               stop live consumption, report F
 //	POST /handover {"fence"}  replay to exactly F, then go live
@@ -135,6 +136,9 @@ func (c *Control) Handler() http.Handler {
 	})
 	mux.Handle("GET /position", c.authorized(manager, func(ctx context.Context, _ Call) (Position, error) {
 		return c.Engine.PositionWithLag(ctx)
+	}))
+	mux.Handle("POST /caught-up", c.authorized(manager, func(ctx context.Context, _ Call) (Position, error) {
+		return c.Engine.CaughtUp(ctx)
 	}))
 	mux.Handle("POST /pause", c.authorized(nodeAgent, func(ctx context.Context, _ Call) (Position, error) {
 		defer c.Metrics.observe(pauseSeconds, time.Now())

@@ -352,6 +352,36 @@ func (e *Engine) PositionWithLag(ctx context.Context) (Position, error) {
 	return pos, nil
 }
 
+// caughtUpPoll is how often CaughtUp asks the group's committed offsets.
+const caughtUpPoll = 2 * time.Millisecond
+
+// CaughtUp waits, on a replaying target, until it has replayed everything
+// the live member committed (Lag 0), or ctx ends; it answers the position
+// with the lag either way (the lag is what it last saw). The controller
+// fences the source right after it: what the target still replays after
+// the fence, on the handover's stall, is then what the source processed in
+// between, not a sample's worth.
+func (e *Engine) CaughtUp(ctx context.Context) (Position, error) {
+	var last *Position
+	for {
+		pos, err := e.PositionWithLag(ctx)
+		switch {
+		case err != nil && ctx.Err() != nil && last != nil:
+			return *last, nil // the deadline cut the last look short
+		case err != nil || pos.Mode != ModeReplay || pos.Lag == 0:
+			return pos, err
+		}
+		last = &pos
+		t := time.NewTimer(caughtUpPoll)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return pos, nil
+		case <-t.C:
+		}
+	}
+}
+
 // Ready reports whether the engine consumes live, unpaused: the pod's
 // readiness follows it.
 func (e *Engine) Ready() bool {

@@ -198,3 +198,45 @@ func TestStallsAreTheIntervalsWithoutDelivery(t *testing.T) {
 	}
 	t.Logf("checkpoint pause %s, handover %s", resumed.ResumedAt.Sub(*resumed.PausedAt), live.LiveAt.Sub(*fenced.FencedAt))
 }
+
+// Before the fence, the controller lets a target within the downtime
+// budget catch up: CaughtUp answers once the target has replayed
+// everything the live member committed, so what it replays after the
+// fence is what the source processed since. A target that cannot catch up
+// in time gets its lag back at the deadline, not an error.
+func TestCaughtUpAnswersOnceTheTargetReplayedEverything(t *testing.T) {
+	b := startBroker(t, 2)
+	sources := b.sources("catch-up")
+	b.produce(t, 0, 200)
+	source := NewLive(sources, deliverer(t, http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})))
+	runEngine(t, source)
+	expect.Eventually(t, "the source processed the backlog", func() error {
+		if n := source.Position().Delivered; n < 200 {
+			return fmt.Errorf("%d delivered", n)
+		}
+		return nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), expect.Timeout)
+	defer cancel()
+	from := map[int]int64{0: 0, 1: 0}
+	slow := http.HandlerFunc(func(http.ResponseWriter, *http.Request) { time.Sleep(time.Millisecond) }) // the app's work, not a synchronisation
+	target := NewReplay(sources, deliverer(t, slow), from)
+	runEngine(t, target)
+	if pos, err := target.PositionWithLag(ctx); err != nil || pos.Lag == 0 {
+		t.Fatalf("before: lag %d (%v); want the target behind", pos.Lag, err)
+	}
+	pos, err := target.CaughtUp(ctx)
+	if err != nil || pos.Lag != 0 || total(pos.Next) != 200 {
+		t.Fatalf("caught up: lag %d, at %v (%v); want lag 0 at the 200 committed", pos.Lag, pos.Next, err)
+	}
+
+	release := make(chan struct{})
+	stuck := NewReplay(sources, deliverer(t, http.HandlerFunc(func(http.ResponseWriter, *http.Request) { <-release })), from)
+	runEngine(t, stuck)
+	t.Cleanup(func() { close(release) }) // before the engine's cleanup, which waits for its delivery
+	short, cancelShort := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancelShort()
+	if pos, err := stuck.CaughtUp(short); err != nil || pos.Lag == 0 {
+		t.Fatalf("a target that cannot catch up: lag %d (%v); want its lag at the deadline", pos.Lag, err)
+	}
+}

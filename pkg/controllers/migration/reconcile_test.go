@@ -437,6 +437,31 @@ func TestDefaultReplayCutoffBoundsTheReplay(t *testing.T) {
 	if c := condition(got, v1.ConditionReplayCaughtUp); c == nil || c.Reason != v1.ReasonReplayCutoff {
 		t.Fatalf("ReplayCaughtUp %+v, want %s after the 10s default cutoff", c, v1.ReasonReplayCutoff)
 	}
+	// The cutoff bounds the replay: no wait for a catch-up comes on top.
+	if n := w.sidecars.Count("CaughtUp"); n != 0 {
+		t.Fatalf("%d catch-up waits after the cutoff", n)
+	}
+}
+
+// A target whose remaining lag fits the downtime budget is let catch up
+// before the source is fenced: what it replays on the handover's stall is
+// then what the source processed between the two calls, not a sample's
+// worth (here 5 messages).
+func TestATargetWithinTheBudgetCatchesUpBeforeTheFence(t *testing.T) {
+	w := newWorld(t)
+	w.sidecars.SetReplay(10, 5)
+	m := w.until(w.migrate("catch-up"), "a replay sample", func(m *v1.StatefulMigration) bool { return m.Status.Replay != nil })
+	w.clock.Step(time.Second)
+	w.sidecars.SetReplay(1010, 5) // μ = 1000/s: 5 messages take 5 ms, within the 100 ms budget
+	got := w.until(m, "Completed", inPhase(v1.PhaseCompleted))
+	calls := w.sidecars.Calls()
+	fence, caughtUp := slices.Index(calls, "Fence"), slices.Index(calls, "CaughtUp")
+	if caughtUp < 0 || caughtUp > fence || slices.Contains(calls[caughtUp+1:fence], "Position") {
+		t.Fatalf("sidecar calls %v; want the catch-up right before the fence", calls)
+	}
+	if c := condition(got, v1.ConditionReplayCaughtUp); c == nil || c.Reason != v1.ReasonCaughtUp {
+		t.Fatalf("ReplayCaughtUp %+v", c)
+	}
 }
 
 // A migration over the cluster's limit waits in Pending, saying why in its

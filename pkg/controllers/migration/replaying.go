@@ -145,6 +145,16 @@ func replaying(ctx context.Context, w *work) (outcome, error) {
 		return after(w.r.Opts.DisruptionRetry)
 	}
 	setCondition(&m.Status, m.Generation, v1.ConditionReplayCaughtUp, true, c.Reason, c.Message)
+	if c.Reason == v1.ReasonCaughtUp && tpos.Lag > 0 {
+		// The budget allows the rest of the lag on the handover's stall;
+		// the target is let catch up first, for a moment, so that what it
+		// replays after the fence is what the source processes between
+		// its answer and the fence. A target that does not catch up in
+		// time (λ near μ) is fenced anyway, as the budget allows.
+		cctx, cancel := context.WithTimeout(ctx, catchUpWait+time.Second)
+		_, _ = w.r.Sidecars.CaughtUp(cctx, w.sidecarAddr(target), catchUpWait)
+		cancel()
+	}
 	if o, fenced, err := w.fence(ctx, src); !fenced {
 		return o, err
 	}
@@ -156,6 +166,10 @@ func replaying(ctx context.Context, w *work) (outcome, error) {
 	// same F, a second handover at it the same outcome).
 	return w.nextNow(ctx, fmt.Sprintf("source fenced at %v; the target replays to exactly there and goes live", fromOffsets(m.Status.FenceOffsets)))
 }
+
+// catchUpWait bounds how long a target within the downtime budget is let
+// catch up before the fence.
+const catchUpWait = time.Second
 
 // positionTimeout bounds a replay sample's sidecar calls.
 const positionTimeout = 5 * time.Second
