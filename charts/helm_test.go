@@ -149,6 +149,9 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 		{"bad log level", "manager.log.level=loud", "/manager/log/level"},
 		{"unknown eviction fallback", "manager.evictionFallback=ignore", "/manager/evictionFallback"},
 		{"checkpoint repository on Docker Hub by default", "checkpointImageRepository=team/checkpoints", "/checkpointImageRepository"},
+		{"dashboard label not a label key", "metrics.grafanaDashboard.label=grafana dashboard", "/metrics/grafanaDashboard/label"},
+		{"dashboard namespace not a namespace name", "metrics.grafanaDashboard.namespace=Monitoring", "/metrics/grafanaDashboard/namespace"},
+		{"misspelt dashboard key", "metrics.grafanaDashboard.folder=ms2m", "folder"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := runHelm(t, "template", release, chartDir(), "--namespace", namespace, "--kube-version", kubeVersion, "--set", tc.set)

@@ -20,8 +20,12 @@ type certExpiry struct {
 	files atomic.Pointer[map[string]string] // endpoint → PEM certificate file
 }
 
+// CertExpiryMetric is the name of the serving certificates' expiry gauge
+// (label endpoint), which the manager registers when it starts.
+const CertExpiryMetric = "ms2m_serving_certificate_expiry_timestamp_seconds"
+
 var certExpiryOpts = prometheus.Opts{
-	Name: "ms2m_serving_certificate_expiry_timestamp_seconds",
+	Name: CertExpiryMetric,
 	Help: "When the serving certificate of a manager endpoint (webhook, scheduler-extender) expires, in seconds since the epoch.",
 }
 
