@@ -46,6 +46,14 @@ func TestOptionalComponents(t *testing.T) {
 		if len(matched) != 1 || matched[0] != release+"-manager-metrics" {
 			t.Errorf("ServiceMonitor selects Services %v", matched)
 		}
+		// Without honorLabels Prometheus renames the metrics' own namespace
+		// and endpoint labels to exported_*, and MS2MReplayNotConverging
+		// names the manager's namespace, MS2MCertificateExpiresSoon groups
+		// by the port name.
+		eps, _, _ := unstructured.NestedSlice(sm.Object, "spec", "endpoints")
+		if len(eps) != 1 || eps[0].(map[string]any)["honorLabels"] != true {
+			t.Errorf("ServiceMonitor endpoints %v; want honorLabels", eps)
+		}
 	})
 	t.Run("secondary scheduler runs the extender configuration", func(t *testing.T) {
 		cm := as(t, objs.get(t, "ConfigMap", release+"-scheduler"), &corev1.ConfigMap{})
