@@ -157,10 +157,10 @@ func markdown(t table, d runDesc, links pageLinks, micro []microResult) string {
 	w("### Results\n\n")
 	w("Medians over the runs, the range in brackets. Downtime is measured from the\n")
 	w("records the consumer produced, the same way for both methods (see below).\n")
-	w("For MS2M it is split into the longest stall while the source was paused for\n")
-	w("the checkpoint (Pending and Checkpointing) and the longest from the fence to\n")
-	w("Completed (Finalizing); the downtime is the larger of the two. *controller*\n")
-	w("is the StatefulMigration's own `status.downtime` (fence to target live).\n")
+	w("For MS2M it is the sum of two stalls: the longest while the source was paused\n")
+	w("for the checkpoint (Pending and Checkpointing) and the longest from the fence\n")
+	w("to Completed (Finalizing). *controller* is the StatefulMigration's own\n")
+	w("`status.downtime`: the same two stalls as the sidecars timed them.\n")
 	w("Lost and duplicated are live effects summed over all runs; replayed is what\n")
 	w("the final consumer applied as replay.\n\n")
 	w("| rate (msg/s) | method | downtime (ms) | longest gap (ms) | MS2M: in checkpoint pause (ms) | in handover (ms) | controller (ms) | total (s) | replayed | lost | duplicated | runs ok |\n")
@@ -404,20 +404,19 @@ func whyFloor(t table, rates []float64) string {
 	phase := func(rs []result, name string) string {
 		return msf(cell{OK: rs}.phaseOr0(name))
 	}
-	return fmt.Sprintf("Why: MS2M's downtime has two stalls, the source's checkpoint pause (median %s ms: the source stays paused across "+
-		"the status write of the offsets, the agent's watch, the kubelet checkpoint, the agent's report annotation and the "+
-		"controller's watch before it resumes) and the handover (median %s ms: fence, the controller's next reconcile, "+
-		"the target's sidecar replaying the last messages and joining the consumer group, its first fetch); on these 2 shared "+
-		"cores each is a chain of API-server, TokenReview and broker round trips. The cold baseline, meanwhile, is cheap here "+
+	return fmt.Sprintf("Why: MS2M's downtime has two stalls, the source's checkpoint pause (median %s ms: the node agent pauses the "+
+		"source's sidecar, the kubelet checkpoints and writes the archive, the agent resumes the sidecar: the archive's writing is "+
+		"inside it, since the kubelet answers only then) and the handover (median %s ms: the fence, the target's sidecar replaying "+
+		"what the source processed since the target caught up, its static member taking the source's place, its first fetch). "+
+		"The cold baseline, meanwhile, is cheap here "+
 		"(median %s ms): a pod is a process that starts in %s ms with no image pull, and the topic holds only seconds of history "+
-		"to rebuild (%s ms). Closing it: resume the source right after the dump (the agent could resume the sidecar itself, "+
-		"leaving only the dump in the pause), let the target take over without a group rejoin (assign the partitions and commit F directly, or pre-join "+
-		"before the fence); and measure against a baseline with realistic history — cold's rebuild grows with retention, "+
+		"to rebuild (%s ms). Closing it: resume the source when the dump thaws it, not when the archive is written (the agent could "+
+		"watch the container's cgroup freezer), and measure against a baseline with realistic history — cold's rebuild grows with retention, "+
 		"MS2M's stalls do not.", med(m, func(r result) time.Duration { return r.PauseStall }), med(m, func(r result) time.Duration { return r.HandoverStall }),
 		med(c, func(r result) time.Duration { return r.Downtime }), phase(c, "Starting"), phase(c, "Rebuilding"))
 }
 
-const whyCutoff = "With 20 ms per message the consumer serves about 45–50 msg/s, live or replaying, so above that rate the source is " +
+const whyCutoff = "The consumer's per-message cost bounds its rate, live or replaying, so near and above that rate the source is " +
 	"itself behind and the target replays no faster than the source advances: the lag at the cutoff is about what the source " +
 	"processed between the checkpoint and the start of the replay, and draining it is the downtime. A shorter checkpoint-to-replay " +
 	"path, or a replay that skips the app's per-message cost (batched delivery), would shrink it."

@@ -173,6 +173,10 @@ func (t *trial) measure(ctx context.Context, r *result) error {
 		return g.Downtime
 	}
 	r.PauseStall, r.HandoverStall = stall(m.Pause), stall(m.Handover)
+	if !m.Pause[0].IsZero() {
+		// MS2M stalls twice; a user waits through both.
+		r.Downtime = r.PauseStall + r.HandoverStall
+	}
 	return nil
 }
 
