@@ -141,8 +141,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	switch {
 	case m.Status.Phase == v1.PhaseCheckpointing && !haveCheckpoint:
 		res, err := r.pauseCheckpointResume(ctx, m)
-		if errors.Is(err, errNothingToCheckpoint) {
-			// Nothing consumed yet: serve on and look again.
+		if errors.Is(err, errTryAgain) {
+			// Nothing consumed yet, or the sidecar not answering for now:
+			// the source serves on; look again.
 			return reconcile.Result{RequeueAfter: time.Second}, nil
 		}
 		if err == nil {

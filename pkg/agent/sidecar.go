@@ -50,9 +50,27 @@ type sidecarPosition struct {
 // maxSidecarAnswer bounds a sidecar's answer: it runs in a tenant's pod.
 const maxSidecarAnswer = 1 << 20
 
-// errNothingToCheckpoint: the group has no offsets for the topic yet (it
-// does not exist); the source serves on and the agent tries again.
-var errNothingToCheckpoint = errors.New("no offsets to record yet: the topic has none")
+// errTryAgain: the source serves on (its sidecar resumed or never paused)
+// and the agent tries again shortly, reporting nothing: the group has no
+// offsets for the topic yet (it does not exist), or the sidecar could not
+// answer for now (no answer, or 503: Kafka unreachable). The controller's
+// checkpoint deadline bounds the retries.
+var errTryAgain = errors.New("the checkpoint is tried again")
+
+// sidecarError is a sidecar's answer other than 200.
+type sidecarError struct {
+	status int
+	msg    string
+}
+
+func (e *sidecarError) Error() string { return e.msg }
+
+// transient says whether a failed call may succeed if made again: no
+// answer, or 503.
+func transient(err error) bool {
+	var se *sidecarError
+	return !errors.As(err, &se) || se.status == http.StatusServiceUnavailable
+}
 
 // sidecarEndpoint is the source pod's sidecar, checked to run on this node.
 func (r *Reconciler) sidecarEndpoint(ctx context.Context, m *v1.StatefulMigration) (addr, audience string, err error) {
@@ -66,7 +84,7 @@ func (r *Reconciler) sidecarEndpoint(ctx context.Context, m *v1.StatefulMigratio
 	case m.Status.SourceUID != "" && pod.UID != m.Status.SourceUID:
 		return "", "", fmt.Errorf("source pod %s was replaced (UID %s, the migration's is %s)", pod.Name, pod.UID, m.Status.SourceUID)
 	case pod.Status.PodIP == "":
-		return "", "", fmt.Errorf("source pod %s has no IP", pod.Name)
+		return "", "", fmt.Errorf("source pod %s has no IP: %w", pod.Name, errTryAgain)
 	}
 	port := r.Opts.SidecarControlPort
 	if port == 0 {
@@ -88,6 +106,10 @@ func (r *Reconciler) callSidecar(ctx context.Context, addr, audience, path strin
 	if err != nil {
 		return sidecarPosition{}, err
 	}
+	// The sidecar bounds the call; a sidecar that never answers (it runs
+	// in a tenant's pod) is given up on shortly after.
+	ctx, cancel := context.WithTimeout(ctx, timeout+10*time.Second)
+	defer cancel()
 	body, _ := json.Marshal(map[string]int{"timeoutSeconds": max(int(timeout.Seconds()), 1)})
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+path, bytes.NewReader(body))
 	if err != nil {
@@ -109,7 +131,7 @@ func (r *Reconciler) callSidecar(ctx context.Context, addr, audience, path strin
 		return sidecarPosition{}, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return sidecarPosition{}, fmt.Errorf("sidecar answered %s: %s", resp.Status, strings.TrimSpace(string(b)))
+		return sidecarPosition{}, &sidecarError{status: resp.StatusCode, msg: fmt.Sprintf("sidecar answered %s: %s", resp.Status, strings.TrimSpace(string(b)))}
 	}
 	if len(b) > maxSidecarAnswer {
 		return sidecarPosition{}, fmt.Errorf("sidecar's answer is longer than %d bytes", maxSidecarAnswer)
@@ -138,11 +160,15 @@ func (r *Reconciler) pauseCheckpointResume(ctx context.Context, m *v1.StatefulMi
 	paused, err := r.callSidecar(ctx, addr, audience, "/pause", timeout)
 	if err != nil {
 		r.resumeSidecar(ctx, addr, audience)
+		if transient(err) {
+			log.FromContext(ctx).Info("pausing the source's sidecar failed for now; trying again", "migration", m.Name, "error", err.Error())
+			return v1.AgentResult{}, fmt.Errorf("pausing the source's sidecar: %w (%w)", err, errTryAgain)
+		}
 		return v1.AgentResult{}, fmt.Errorf("pausing the source's sidecar: %w", err)
 	}
 	if len(paused.Checkpoint) == 0 {
 		r.resumeSidecar(ctx, addr, audience)
-		return v1.AgentResult{}, errNothingToCheckpoint
+		return v1.AgentResult{}, fmt.Errorf("no offsets to record yet, the topic has none: %w", errTryAgain)
 	}
 	archive, ckErr := r.checkpointRetrying(ctx, m)
 	resumed, err := r.callSidecar(ctx, addr, audience, "/resume", 10*time.Second)

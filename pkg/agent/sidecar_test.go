@@ -59,6 +59,8 @@ type checkpointWorld struct {
 	audits  []string // the audience of each sidecar call's token
 	kubelet func(w http.ResponseWriter)
 	offsets string // what the sidecar's pause answers as O
+	// pauseStatus, when set, is the sidecar's answer to a pause.
+	pauseStatus int
 }
 
 func newCheckpointWorld(t *testing.T, podNode string) *checkpointWorld {
@@ -79,6 +81,10 @@ func newCheckpointWorld(t *testing.T, podNode string) *checkpointWorld {
 		w.record(r.URL.Path)
 		switch r.URL.Path {
 		case "/pause":
+			if w.pauseStatus != 0 {
+				http.Error(rw, "FAKE sidecar says no", w.pauseStatus)
+				return
+			}
 			_, _ = rw.Write([]byte(`{"mode":"live","paused":true,"checkpoint":` + w.offsets + `,"pausedAt":"` + paused.Format(time.RFC3339Nano) + `"}`))
 		case "/resume":
 			_, _ = rw.Write([]byte(`{"mode":"live","pausedAt":"` + paused.Format(time.RFC3339Nano) + `","resumedAt":"` + paused.Add(18*time.Millisecond).Format(time.RFC3339Nano) + `"}`))
@@ -197,6 +203,25 @@ func TestThePauseNeverOutlivesTheCheckpoint(t *testing.T) {
 		}
 		if calls := w.called(); !slices.Equal(calls, []string{"/pause", "/resume"}) {
 			t.Fatalf("calls %v; want the sidecar resumed, no checkpoint", calls)
+		}
+	})
+	t.Run("the sidecar cannot answer for now (503: Kafka unreachable)", func(t *testing.T) {
+		w := newCheckpointWorld(t, "node-1")
+		w.pauseStatus = http.StatusServiceUnavailable
+		res, _, ok := w.reconcile()
+		if ok || res.RequeueAfter == 0 {
+			t.Fatalf("reported %v, requeue %v; want no report and another try", ok, res)
+		}
+		if calls := w.called(); len(calls) < 2 || calls[0] != "/pause" || calls[1] != "/resume" || slices.Contains(calls, "checkpoint") {
+			t.Fatalf("calls %v; want a resume after the failed pause, no checkpoint", calls)
+		}
+	})
+	t.Run("the sidecar refuses the pause", func(t *testing.T) {
+		w := newCheckpointWorld(t, "node-1")
+		w.pauseStatus = http.StatusConflict
+		_, report, ok := w.reconcile()
+		if !ok || !strings.Contains(report.Error, "FAKE sidecar says no") {
+			t.Fatalf("report %+v; want the refusal reported", report)
 		}
 	})
 	t.Run("the source is on another node", func(t *testing.T) {

@@ -102,9 +102,9 @@ type Position struct {
 
 	// The stalls, by this sidecar's clock: when it stopped starting
 	// deliveries for a pause (PausedAt) or a fence (FencedAt), when a
-	// pause, or a fence rolled back, ended (ResumedAt), and, on a handed-over target, when it was
-	// live (LiveAt: at the fence and, as a group member, joined and reading
-	// from it). A message arriving between a stop and its end waits for
+	// pause, or a fence rolled back, ended (ResumedAt), and, on a
+	// handed-over target, when it was live (LiveAt: at the fence and, as
+	// a group member, joined and reading from it). A message arriving between a stop and its end waits for
 	// it; the message in flight at the stop is not held up. Absent when
 	// not (yet) known, e.g. on a sidecar restarted since.
 	PausedAt  *time.Time `json:"pausedAt,omitempty"`
