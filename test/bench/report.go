@@ -311,13 +311,17 @@ func verdicts(t table, d runDesc, micro []microResult) []string {
 		out = append(out, fmt.Sprintf("**Downtime ≤ 1 %% of cold's where replay converges (%s msg/s): missed** at %s. %s", joinRates(conv), strings.Join(missed, "; "), whyFloor(t, conv)))
 	}
 	if len(cut) == 0 && len(conv) > 0 {
+		var service []result
+		for _, rate := range conv {
+			service = append(service, t.cell(rate, ms2m.Name).OK...)
+		}
+		capacity := 1 / statOf(service, func(r result) time.Duration { return r.Service }).Median.Seconds()
 		out = append(out, fmt.Sprintf("**Above the convergence rate**: no rate was cut off; the replay caught up at every rate, %g msg/s included "+
-			"(every cutover reason CaughtUp, none by the %s s cutoff). The production rate is not what the target chases: the source itself serves at most about "+
-			"1/(%s + the effect write) and falls behind the topic above that, while the target replays the same messages without "+
-			"writing effects, a little faster, so the lag between them shrinks at every rate (the λ the controller weighs μ "+
-			"against is the source's progress, not the producer's). The cutoff bound therefore held trivially; MS2M's total time "+
-			"above ~45 msg/s is the time the target needs to catch up with a source that is itself behind.",
-			conv[len(conv)-1], strings.TrimSuffix(d.ReplayCutoff, "s"), d.ProcessTime))
+			"(every cutover reason CaughtUp, none by the %s s cutoff). The consumer serves about %.0f msg/s (1 / its median steady service gap: "+
+			"%s of processing plus the delivery and the effect write); above that the source itself falls behind the topic, and the target, "+
+			"replaying the same messages without writing effects, a little faster, still converges on it (the λ the controller weighs μ "+
+			"against is the source's progress, not the producer's). The cutoff bound therefore held trivially at these rates.",
+			conv[len(conv)-1], strings.TrimSuffix(d.ReplayCutoff, "s"), capacity, d.ProcessTime))
 	}
 	if len(cut) > 0 {
 		var parts []string
@@ -454,13 +458,16 @@ namespace.
   record timestamps; the broker answers long-polls as soon as a record is
   appended). A message's *service gap* is the time from when it could have
   been processed — produced, or the previous live message done, whichever
-  is later — to its effect. Downtime is the longest service gap overlapping
-  the move, less the median service gap before the move (the per-message
+  is later — to its effect. A stall is the longest service gap overlapping
+  a window, less the median service gap before the move (the per-message
   cost every message pays: %PT% of processing plus delivery and the effect
   write). It therefore counts only time in which a message waited while no
   instance processed live, and does not grow with idle time between
-  messages at low rates. *Longest gap* is the raw longest interval between
-  two live effects overlapping the move, idle time included.
+  messages at low rates. Cold's downtime is its one stall over the whole
+  move; MS2M's is the sum of its two, the checkpoint pause's (request to
+  Transferring) and the handover's (Finalizing to Completed). *Longest gap*
+  is the raw longest interval between two live effects overlapping the
+  move, idle time included.
 - **Total**: from the request (migration created; source deleted) to the
   consumer live again (Completed; handover returned), on the benchmark's
   clock.
