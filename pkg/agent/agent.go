@@ -30,6 +30,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
@@ -109,8 +110,16 @@ func (r *Reconciler) SetupWithManager(mgr manager.Manager) error {
 		For(&v1.StatefulMigration{}, builder.WithPredicates(mine, predicate.Funcs{
 			DeleteFunc: func(event.DeleteEvent) bool { return false },
 		})).
+		WithOptions(controller.Options{MaxConcurrentReconciles: Workers}).
 		Complete(r)
 }
+
+// Workers is how many migrations leaving its node the agent serves at
+// once: it calls the source's sidecar, in a tenant's pod, so one that does
+// not answer holds one worker (for PauseTimeout and a little), not the
+// node's other checkpoints. More than the manager's default
+// --max-outbound-migrations-per-node (2), plus finished ones' clean-ups.
+const Workers = 4
 
 func kubeletClient(o Options) (*http.Client, error) {
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: o.KubeletInsecureTLS} //nolint:gosec // opt-in, for self-signed kubelets

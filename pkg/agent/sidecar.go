@@ -93,6 +93,11 @@ func (r *Reconciler) sidecarEndpoint(ctx context.Context, m *v1.StatefulMigratio
 	return net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(int(port))), controlAudience(pod.Namespace, string(pod.UID)), nil
 }
 
+// PauseTimeout bounds a pause: the sidecar waits for the app's in-flight
+// message, and a pause that does not come is tried again (the controller's
+// checkpoint deadline bounds the tries).
+const PauseTimeout = 10 * time.Second
+
 // DefaultSidecarControlPort is the sidecar's control port the manager
 // injects by default (--sidecar-control-port).
 const DefaultSidecarControlPort = 9901
@@ -108,7 +113,7 @@ func (r *Reconciler) callSidecar(ctx context.Context, addr, audience, path strin
 	}
 	// The sidecar bounds the call; a sidecar that never answers (it runs
 	// in a tenant's pod) is given up on shortly after.
-	ctx, cancel := context.WithTimeout(ctx, timeout+10*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, timeout+5*time.Second)
 	defer cancel()
 	body, _ := json.Marshal(map[string]int{"timeoutSeconds": max(int(timeout.Seconds()), 1)})
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+path, bytes.NewReader(body))
@@ -153,11 +158,7 @@ func (r *Reconciler) pauseCheckpointResume(ctx context.Context, m *v1.StatefulMi
 	if err != nil {
 		return v1.AgentResult{}, err
 	}
-	timeout := r.Opts.CheckpointTimeout
-	if timeout == 0 {
-		timeout = time.Minute
-	}
-	paused, err := r.callSidecar(ctx, addr, audience, "/pause", timeout)
+	paused, err := r.callSidecar(ctx, addr, audience, "/pause", PauseTimeout)
 	if err != nil {
 		r.resumeSidecar(ctx, addr, audience)
 		if transient(err) {

@@ -13,7 +13,6 @@ import (
 
 	"github.com/ms2m/ms2m/internal/migrationtest"
 	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
-	"github.com/ms2m/ms2m/pkg/controllers/migration"
 	"github.com/ms2m/ms2m/pkg/replay"
 )
 
@@ -21,7 +20,7 @@ import (
 // (every call hangs until it times out, as a connection to an address that
 // drops packets would); the others' are the instant fakes.
 type blackholed struct {
-	migration.Sidecars
+	sidecars
 	namespace string
 	hold      time.Duration
 }
@@ -44,27 +43,31 @@ func (s blackholed) call(ctx context.Context, ep replay.Endpoint, fake func() (r
 var errNoAnswer = errors.New("FAKE black-holed sidecar: no answer")
 
 func (s blackholed) Position(ctx context.Context, ep replay.Endpoint) (replay.Position, error) {
-	return s.call(ctx, ep, func() (replay.Position, error) { return s.Sidecars.Position(ctx, ep) })
+	return s.call(ctx, ep, func() (replay.Position, error) { return s.sidecars.Position(ctx, ep) })
 }
 
 func (s blackholed) Pause(ctx context.Context, ep replay.Endpoint) (replay.Position, error) {
-	return s.call(ctx, ep, func() (replay.Position, error) { return s.Sidecars.Pause(ctx, ep) })
+	return s.call(ctx, ep, func() (replay.Position, error) { return s.sidecars.Pause(ctx, ep) })
+}
+
+func (s blackholed) CaughtUp(ctx context.Context, ep replay.Endpoint, timeout time.Duration) (replay.Position, error) {
+	return s.call(ctx, ep, func() (replay.Position, error) { return s.sidecars.CaughtUp(ctx, ep, timeout) })
 }
 
 func (s blackholed) Resume(ctx context.Context, ep replay.Endpoint) (replay.Position, error) {
-	return s.call(ctx, ep, func() (replay.Position, error) { return s.Sidecars.Resume(ctx, ep) })
+	return s.call(ctx, ep, func() (replay.Position, error) { return s.sidecars.Resume(ctx, ep) })
 }
 
 func (s blackholed) Fence(ctx context.Context, ep replay.Endpoint) (replay.Position, error) {
-	return s.call(ctx, ep, func() (replay.Position, error) { return s.Sidecars.Fence(ctx, ep) })
+	return s.call(ctx, ep, func() (replay.Position, error) { return s.sidecars.Fence(ctx, ep) })
 }
 
 func (s blackholed) Abort(ctx context.Context, ep replay.Endpoint) (replay.Position, error) {
-	return s.call(ctx, ep, func() (replay.Position, error) { return s.Sidecars.Abort(ctx, ep) })
+	return s.call(ctx, ep, func() (replay.Position, error) { return s.sidecars.Abort(ctx, ep) })
 }
 
 func (s blackholed) Handover(ctx context.Context, ep replay.Endpoint, fence map[int]int64) (replay.Position, error) {
-	return s.call(ctx, ep, func() (replay.Position, error) { return s.Sidecars.Handover(ctx, ep, fence) })
+	return s.call(ctx, ep, func() (replay.Position, error) { return s.sidecars.Handover(ctx, ep, fence) })
 }
 
 // BenchmarkNeighbourOfABlackholedTenant measures one tenant's migrations
@@ -89,7 +92,7 @@ func BenchmarkNeighbourOfABlackholedTenant(b *testing.B) {
 			prefix := fmt.Sprintf("iso-%d-%d-%d", time.Now().UnixNano()%1e6, tc.workers, tc.stuck)
 			tenant, neighbour := prefix+"-tenant", prefix+"-neighbour"
 			w, err := newWorld(worldOptions{namespaces: []string{tenant, neighbour}, workers: tc.workers,
-				sidecars: blackholed{Sidecars: migrationtest.NewSidecars(map[int]int64{0: 100, 1: 100}), namespace: tenant, hold: 3 * time.Second}})
+				sidecars: blackholed{sidecars: migrationtest.NewSidecars(map[int]int64{0: 100, 1: 100}), namespace: tenant, hold: 3 * time.Second}})
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -26,6 +26,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -33,6 +34,7 @@ import (
 
 	"github.com/ms2m/ms2m/internal/migrationtest"
 	"github.com/ms2m/ms2m/internal/testenv"
+	"github.com/ms2m/ms2m/pkg/agent"
 	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
 	"github.com/ms2m/ms2m/pkg/controllers/migration"
 	"github.com/ms2m/ms2m/scheduler"
@@ -96,7 +98,7 @@ type world struct {
 	waiters map[string]chan *v1.StatefulMigration
 	stop    context.CancelFunc
 	// sidecars, which the FAKE agent pauses for the checkpoint.
-	sidecars migration.Sidecars
+	sidecars sidecars
 }
 
 var (
@@ -120,7 +122,7 @@ func startWorld(b *testing.B) *world {
 // migrations), its sidecars and the controller's workers (0: default).
 type worldOptions struct {
 	namespaces []string
-	sidecars   migration.Sidecars
+	sidecars   sidecars
 	workers    int
 }
 
@@ -173,7 +175,10 @@ func newWorld(o worldOptions) (w *world, err error) {
 	if err := r.SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
-	if err := ctrl.NewControllerManagedBy(mgr).Named("fake-agent").For(&v1.StatefulMigration{}).Complete(reconcile.Func(w.fakeAgent)); err != nil {
+	// As the real agent, several migrations at once: a black-holed
+	// tenant's sidecar holds one worker, not the node's other checkpoints.
+	if err := ctrl.NewControllerManagedBy(mgr).Named("fake-agent").For(&v1.StatefulMigration{}).
+		WithOptions(controller.Options{MaxConcurrentReconciles: agent.Workers}).Complete(reconcile.Func(w.fakeAgent)); err != nil {
 		return nil, err
 	}
 	if err := ctrl.NewControllerManagedBy(mgr).Named("fake-kubelet").For(&corev1.Pod{}).Complete(reconcile.Func(w.fakeKubelet)); err != nil {
@@ -199,6 +204,13 @@ func (w *world) expect(name string) <-chan *v1.StatefulMigration {
 	w.waiters[name] = ch
 	w.mu.Unlock()
 	return ch
+}
+
+// sidecars are what the controller calls and what the FAKE agent calls
+// (it pauses and resumes the source for the checkpoint).
+type sidecars interface {
+	migration.Sidecars
+	migrationtest.Pauser
 }
 
 // fakeAgent is a FAKE node agent (migrationtest.AgentReport) that also
