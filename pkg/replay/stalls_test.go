@@ -202,8 +202,7 @@ func TestStallsAreTheIntervalsWithoutDelivery(t *testing.T) {
 // Before the fence, the controller lets a target within the downtime
 // budget catch up: CaughtUp answers once the target has replayed
 // everything the live member committed, so what it replays after the
-// fence is what the source processed since. A target that cannot catch up
-// in time gets its lag back at the deadline, not an error.
+// fence is what the source processed since.
 func TestCaughtUpAnswersOnceTheTargetReplayedEverything(t *testing.T) {
 	b := startBroker(t, 2)
 	sources := b.sources("catch-up")
@@ -228,18 +227,5 @@ func TestCaughtUpAnswersOnceTheTargetReplayedEverything(t *testing.T) {
 	pos, err := target.CaughtUp(ctx)
 	if err != nil || pos.Lag != 0 || total(pos.Next) != 200 {
 		t.Fatalf("caught up: lag %d, at %v (%v); want lag 0 at the 200 committed", pos.Lag, pos.Next, err)
-	}
-
-	release := make(chan struct{})
-	stuck := NewReplay(sources, deliverer(t, http.HandlerFunc(func(http.ResponseWriter, *http.Request) { <-release })), from)
-	runEngine(t, stuck)
-	t.Cleanup(func() { close(release) }) // before the engine's cleanup, which waits for its delivery
-	// Long enough for a first look at the broker on a loaded machine (a
-	// deadline that cuts the very first look short is an error: there is
-	// no lag to answer); the target stays behind whatever the deadline.
-	short, cancelShort := context.WithTimeout(ctx, time.Second)
-	defer cancelShort()
-	if pos, err := stuck.CaughtUp(short); err != nil || pos.Lag == 0 {
-		t.Fatalf("a target that cannot catch up: lag %d (%v); want its lag at the deadline", pos.Lag, err)
 	}
 }
