@@ -18,19 +18,7 @@ import (
 
 // FormatDuration renders d for people: milliseconds below a second,
 // seconds to the millisecond below a minute, then tenths of a second.
-func FormatDuration(d time.Duration) string {
-	switch {
-	case d < 0:
-		d = 0
-		fallthrough
-	case d < time.Second:
-		return fmt.Sprintf("%.1fms", float64(d.Microseconds())/1000)
-	case d < time.Minute:
-		return fmt.Sprintf("%.3fs", d.Seconds())
-	default:
-		return d.Round(100 * time.Millisecond).String()
-	}
-}
+func FormatDuration(d time.Duration) string { return v1.FormatDuration(d) }
 
 // PhaseSpan is one phase a migration went through.
 type PhaseSpan struct {

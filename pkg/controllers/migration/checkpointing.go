@@ -3,7 +3,6 @@ package migration
 import (
 	"context"
 	"fmt"
-	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -51,17 +50,13 @@ func checkpointing(ctx context.Context, w *work) (outcome, error) {
 		return fail(v1.ReasonCheckpointFailed, "the agent on node %s checkpointed, but reported no offsets to replay from", res.Node)
 	}
 	m.Status.CheckpointOffsets = toOffsets(b.Topic, offsets)
-	var pausedAt, resumedAt *time.Time
-	if res.PausedAt != nil && res.ResumedAt != nil {
-		pausedAt, resumedAt = &res.PausedAt.Time, &res.ResumedAt.Time
-	}
-	pause, measured := stall(pausedAt, resumedAt, enteredAt(&m.Status, v1.PhaseCheckpointing), w.r.Clock.Now())
+	pause, measured := stall(timeOf(res.PausedAt), timeOf(res.ResumedAt), enteredAt(&m.Status, v1.PhaseCheckpointing), w.r.Clock.Now())
 	w.recordStall(func(s *v1.Stalls) { s.CheckpointPause = &metav1.Duration{Duration: pause} }, measured)
 	if w.r.Metrics != nil {
 		w.r.Metrics.PauseSeconds.Observe(pause.Seconds())
 	}
 	m.Status.CheckpointID = res.Archive
 	setCondition(&m.Status, m.Generation, v1.ConditionCheckpointed, true, v1.ReasonSucceeded,
-		fmt.Sprintf("checkpointed at offsets %v; the source was paused for %s and serves again", offsets, pause.Round(100*time.Microsecond)))
+		fmt.Sprintf("checkpointed at offsets %v; the source was paused for %s and serves again", offsets, v1.FormatDuration(pause)))
 	return w.next("the node agent packs and pushes the checkpoint image"), nil
 }

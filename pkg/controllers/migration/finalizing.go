@@ -220,12 +220,7 @@ func (w *work) handedOverTo(ctx context.Context, target *corev1.Pod, live replay
 	if err := w.r.setSidecarMode(ctx, target, v1.SidecarModeLive); err != nil {
 		return err
 	}
-	var fencedAt *time.Time
-	if m.Status.FenceTime != nil {
-		fencedAt = &m.Status.FenceTime.Time
-	}
-	handover, measured := stall(fencedAt, live.LiveAt, enteredAt(&m.Status, strategyOf(m).fencedIn), w.r.Clock.Now())
-	w.recordStall(func(s *v1.Stalls) { s.Handover = &metav1.Duration{Duration: handover} }, measured)
+	handover := w.fenceStall(live.LiveAt)
 	downtime := m.Status.Downtime.Duration
 	if w.r.Metrics != nil {
 		w.r.Metrics.HandoverSeconds.Observe(handover.Seconds())
@@ -233,8 +228,8 @@ func (w *work) handedOverTo(ctx context.Context, target *corev1.Pod, live replay
 	}
 	split := m.Status.Stalls.Split()
 	setCondition(&m.Status, m.Generation, v1.ConditionHandedOver, true, v1.ReasonSucceeded,
-		fmt.Sprintf("target live at the fence %v; downtime %s (%s)", fromOffsets(m.Status.FenceOffsets), downtime.Round(time.Microsecond*100), split))
-	w.event(corev1.EventTypeNormal, "HandedOver", "target %s live at the fence; downtime %s (%s)", target.Name, downtime.Round(time.Microsecond*100), split)
+		fmt.Sprintf("target live at the fence %v; downtime %s (%s)", fromOffsets(m.Status.FenceOffsets), v1.FormatDuration(downtime), split))
+	w.event(corev1.EventTypeNormal, "HandedOver", "target %s live at the fence; downtime %s (%s)", target.Name, v1.FormatDuration(downtime), split)
 	return nil
 }
 
@@ -246,6 +241,23 @@ func stall(start, end *time.Time, from, to time.Time) (time.Duration, bool) {
 		return end.Sub(*start), true
 	}
 	return to.Sub(from), false
+}
+
+// fenceStall records the handover stall, from the source's fence to end
+// (the target live, or the source resumed by a rollback), as the sidecars
+// timed them or else from the phase the strategy fences in.
+func (w *work) fenceStall(end *time.Time) time.Duration {
+	d, measured := stall(timeOf(w.m.Status.FenceTime), end, enteredAt(&w.m.Status, strategyOf(w.m).fencedIn), w.r.Clock.Now())
+	w.recordStall(func(s *v1.Stalls) { s.Handover = &metav1.Duration{Duration: d} }, measured)
+	return d
+}
+
+// timeOf is t as a sidecar's time: nil when it was not reported.
+func timeOf(t *metav1.MicroTime) *time.Time {
+	if t == nil {
+		return nil
+	}
+	return &t.Time
 }
 
 // recordStall sets one stall in the status and the downtime to their sum.

@@ -180,7 +180,7 @@ func TestPhaseTimeoutsRollBack(t *testing.T) {
 			want := "the source serves again"
 			if tc.phase == v1.PhaseFinalizing {
 				// Fenced, then resumed: the stall is counted and said.
-				want += " (after 2m1s fenced; downtime 2m1s: checkpoint pause 0s + handover 2m1s, partly measured by the controller)"
+				want += " (after 2m1s fenced; downtime 2m1s: checkpoint pause 0.0ms + handover 2m1s, partly measured by the controller)"
 			}
 			if c := condition(got, v1.ConditionRolledBack); c == nil || c.Message != want {
 				t.Fatalf("RolledBack condition %+v; want the message %q", c, want)

@@ -3,11 +3,9 @@ package migration
 import (
 	"context"
 	"fmt"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
@@ -69,13 +67,8 @@ func (r *Reconciler) rollback(ctx context.Context, w *work, reason, msg string) 
 			resumed = "the source serves again"
 			if m.Status.FenceOffsets != nil {
 				// Fenced, then resumed: that stall is the migration's too.
-				var fencedAt *time.Time
-				if m.Status.FenceTime != nil {
-					fencedAt = &m.Status.FenceTime.Time
-				}
-				d, measured := stall(fencedAt, pos.ResumedAt, enteredAt(&m.Status, strategyOf(m).fencedIn), r.Clock.Now())
-				w.recordStall(func(s *v1.Stalls) { s.Handover = &metav1.Duration{Duration: d} }, measured)
-				resumed += fmt.Sprintf(" (after %s fenced; downtime %s: %s)", d.Round(100*time.Microsecond), m.Status.Downtime.Duration.Round(100*time.Microsecond), m.Status.Stalls.Split())
+				d := w.fenceStall(pos.ResumedAt)
+				resumed += fmt.Sprintf(" (after %s fenced; downtime %s: %s)", v1.FormatDuration(d), v1.FormatDuration(m.Status.Downtime.Duration), m.Status.Stalls.Split())
 			}
 		}
 	}
