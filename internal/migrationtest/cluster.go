@@ -25,7 +25,7 @@ const (
 
 // AgentReport is the FAKE node agent's next report on m, if it has one:
 // in Checkpointing it pauses the source's (FAKE) sidecar, "checkpoints"
-// and resumes it, and reports the archive with O as the pause answered it;
+// and resumes it (unless the strategy stops the source there), and reports the archive with O as the pause answered it;
 // once the migration is Transferring, a pushed image. It returns the
 // annotation key and value to write ("" when it has nothing to say).
 func AgentReport(ctx context.Context, m *v1.StatefulMigration, s Pauser) (string, string) {
@@ -39,12 +39,20 @@ func AgentReport(ctx context.Context, m *v1.StatefulMigration, s Pauser) (string
 			res = v1.AgentResult{Node: m.Status.SourceNode, Error: "pausing the source's sidecar: " + err.Error()}
 			break
 		}
+		res.Offsets, res.Assigned = paused.Checkpoint, paused.Assigned
+		if m.Status.Strategy.StopsForCheckpoint() {
+			// Left paused, for the controller to fence.
+			if paused.PausedAt != nil {
+				from := metav1.NewMicroTime(*paused.PausedAt)
+				res.PausedAt = &from
+			}
+			break
+		}
 		resumed, err := s.Resume(ctx, replay.Endpoint{})
 		if err != nil {
 			res = v1.AgentResult{Node: m.Status.SourceNode, Error: "resuming the source's sidecar: " + err.Error()}
 			break
 		}
-		res.Offsets, res.Assigned = paused.Checkpoint, paused.Assigned
 		if resumed.PausedAt != nil && resumed.ResumedAt != nil {
 			from, to := metav1.NewMicroTime(*resumed.PausedAt), metav1.NewMicroTime(*resumed.ResumedAt)
 			res.PausedAt, res.ResumedAt = &from, &to

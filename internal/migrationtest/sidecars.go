@@ -38,11 +38,15 @@ type Sidecars struct {
 	// pause, handover: the stalls the sidecars report (see SetStalls).
 	pause, handover time.Duration
 	stalls          bool
+	// pausedNow: paused and not resumed since; fencedPaused: fenced
+	// while paused, which ends the pause (StopAndCopy).
+	pausedNow, fencedPaused bool
 }
 
 // SetStalls makes the sidecars report, by their own clocks, a checkpoint
-// pause (Resume's PausedAt to ResumedAt) and a handover (Fence's FencedAt
-// to Handover's LiveAt) of the given lengths. Without it they report no
+// pause (Resume's PausedAt to ResumedAt, or Pause's PausedAt to the
+// FencedAt of a fence while paused) and a handover (Fence's FencedAt to
+// Handover's LiveAt) of the given lengths. Without it they report no
 // times, as a sidecar that restarted in between.
 func (s *Sidecars) SetStalls(pause, handover time.Duration) {
 	s.mu.Lock()
@@ -192,11 +196,24 @@ func (s *Sidecars) answer(call string, mode replay.Mode, paused bool) (replay.Po
 		}
 	}
 	pos.Assigned = slices.Clone(s.assigned)
+	switch {
+	case call == "Pause":
+		s.pausedNow = true
+	case call == "Resume":
+		s.pausedNow, s.fencedPaused = false, false
+	case call == "Fence" && s.pausedNow:
+		s.fencedPaused = true
+	}
 	if s.stalls {
 		paused, resumed := sidecarClock, sidecarClock.Add(s.pause)
 		fenced := resumed.Add(time.Minute)
+		if s.fencedPaused {
+			fenced = resumed // fenced where it paused: the pause ends there
+		}
 		live := fenced.Add(s.handover)
 		switch call {
+		case "Pause":
+			pos.PausedAt = &paused
 		case "Resume":
 			pos.PausedAt, pos.ResumedAt = &paused, &resumed
 		case "Fence":

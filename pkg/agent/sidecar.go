@@ -152,7 +152,10 @@ func (r *Reconciler) callSidecar(ctx context.Context, addr, audience, path strin
 // container through the kubelet and resumes the sidecar as soon as the
 // kubelet answers; it returns the checkpoint's report: the archive, O and
 // the pause as the sidecar timed it. A failure after the pause resumes the
-// sidecar too: the source serves on.
+// sidecar too: the source serves on. A strategy that stops the source for
+// good at its checkpoint (StopAndCopy) leaves it paused after a
+// checkpoint that succeeded, for the controller to fence; the report then
+// has no ResumedAt.
 func (r *Reconciler) pauseCheckpointResume(ctx context.Context, m *v1.StatefulMigration) (v1.AgentResult, error) {
 	addr, audience, err := r.sidecarEndpoint(ctx, m)
 	if err != nil {
@@ -172,6 +175,11 @@ func (r *Reconciler) pauseCheckpointResume(ctx context.Context, m *v1.StatefulMi
 		return v1.AgentResult{}, fmt.Errorf("no offsets to record yet, the topic has none: %w", errTryAgain)
 	}
 	archive, ckErr := r.checkpointRetrying(ctx, m)
+	res := v1.AgentResult{Archive: archive, Offsets: paused.Checkpoint, Assigned: paused.Assigned}
+	if ckErr == nil && m.Status.Strategy.StopsForCheckpoint() {
+		res.PausedAt = microTime(paused.PausedAt)
+		return res, nil
+	}
 	resumed, err := r.callSidecar(ctx, addr, audience, "/resume", 10*time.Second)
 	if ckErr != nil {
 		if err != nil {
@@ -183,12 +191,18 @@ func (r *Reconciler) pauseCheckpointResume(ctx context.Context, m *v1.StatefulMi
 		// The controller's rollback resumes it; the checkpoint is void.
 		return v1.AgentResult{}, fmt.Errorf("checkpointed, but resuming the source's sidecar failed: %w", err)
 	}
-	res := v1.AgentResult{Archive: archive, Offsets: paused.Checkpoint, Assigned: paused.Assigned}
 	if resumed.PausedAt != nil && resumed.ResumedAt != nil {
-		from, to := metav1.NewMicroTime(*resumed.PausedAt), metav1.NewMicroTime(*resumed.ResumedAt)
-		res.PausedAt, res.ResumedAt = &from, &to
+		res.PausedAt, res.ResumedAt = microTime(resumed.PausedAt), microTime(resumed.ResumedAt)
 	}
 	return res, nil
+}
+
+func microTime(t *time.Time) *metav1.MicroTime {
+	if t == nil {
+		return nil
+	}
+	m := metav1.NewMicroTime(*t)
+	return &m
 }
 
 // resumeSidecar resumes a sidecar this agent may have paused, a few times

@@ -176,6 +176,43 @@ func TestThePauseBracketsTheCheckpointOnly(t *testing.T) {
 	}
 }
 
+// StopAndCopy keeps the source stopped from its checkpoint: the agent
+// leaves its sidecar paused after a checkpoint that succeeded, for the
+// controller to fence where it paused, and reports when the pause began
+// (no resume); after a checkpoint that failed it resumes it, as always.
+func TestStopAndCopyLeavesTheSourcePaused(t *testing.T) {
+	for name, kubeletFails := range map[string]bool{"checkpointed": false, "the kubelet fails": true} {
+		t.Run(name, func(t *testing.T) {
+			w := newCheckpointWorld(t, "node-1")
+			m := &v1.StatefulMigration{}
+			if err := w.r.Client.Get(context.Background(), client.ObjectKeyFromObject(w.m), m); err != nil {
+				t.Fatal(err)
+			}
+			m.Status.Strategy = v1.StrategyStopAndCopy
+			if err := w.r.Client.Update(context.Background(), m); err != nil {
+				t.Fatal(err)
+			}
+			if kubeletFails {
+				w.kubelet = func(rw http.ResponseWriter) { http.Error(rw, "dump failed", http.StatusInternalServerError) }
+			}
+			_, report, _ := w.reconcile()
+			calls := w.called()
+			if kubeletFails {
+				if !slices.Equal(calls, []string{"/pause", "checkpoint", "/resume"}) || !strings.Contains(report.Error, "dump failed") {
+					t.Fatalf("calls %v, report %+v; want the source resumed after the failed checkpoint, and the failure reported", calls, report)
+				}
+				return
+			}
+			if !slices.Equal(calls, []string{"/pause", "checkpoint"}) {
+				t.Fatalf("calls %v; want the pause and the checkpoint, and no resume", calls)
+			}
+			if report.Error != "" || report.Offsets[0] != 120 || report.PausedAt == nil || report.ResumedAt != nil {
+				t.Fatalf("report %+v; want O, the pause's start and no resume", report)
+			}
+		})
+	}
+}
+
 // A failed checkpoint resumes the sidecar (the source serves on) and is
 // reported; a pause with no offsets yet (no topic) is resumed and looked
 // at again later, unreported; a source pod on another node is never

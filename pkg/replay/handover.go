@@ -49,7 +49,10 @@ func (e *Engine) Fence(ctx context.Context) (Position, error) {
 	// message every time the lock is free, and the fence would wait for the
 	// backlog to drain.
 	wasPaused := e.paused
-	if e.mode == ModeLive && !wasPaused {
+	if e.mode == ModeLive {
+		// A source paused for its checkpoint and fenced there (StopAndCopy)
+		// splits its stall here: the pause up to the fence, the handover
+		// from it.
 		e.fencedAt = time.Now()
 	}
 	e.paused = true

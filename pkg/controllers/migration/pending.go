@@ -54,8 +54,9 @@ func pending(ctx context.Context, w *work) (outcome, error) {
 		return fail(v1.ReasonSourceNotMigratable, "strategy Sequential keeps the pod's name and identity, which only a StatefulSet recreates; "+
 			"pod %s is not a StatefulSet's: use ShadowPod (or Auto)", src.Name)
 	}
-	if ref := metav1.GetControllerOf(src); m.Status.Strategy == v1.StrategyShadowPod && ref != nil && ref.Kind == "StatefulSet" {
-		return fail(v1.ReasonSourceNotMigratable, "pod %s belongs to StatefulSet %s, which allows one pod per identity: use strategy Sequential (or Auto)", src.Name, ref.Name)
+	if ref := metav1.GetControllerOf(src); m.Status.Strategy != v1.StrategySequential && ref != nil && ref.Kind == "StatefulSet" {
+		return fail(v1.ReasonSourceNotMigratable, "pod %s belongs to StatefulSet %s, which allows one pod per identity: strategy %s runs the target beside it; use Sequential (or Auto)",
+			src.Name, ref.Name, m.Status.Strategy)
 	}
 	target, o, bad, err := w.chooseTarget(ctx, src)
 	if err != nil || bad {

@@ -45,8 +45,11 @@ type strategy struct {
 // the strategy, every table starts with the same Pending row. (A function,
 // not a package variable, because the steps it names use it.)
 func strategyOf(m *v1.StatefulMigration) strategy {
-	if m.Status.Strategy == v1.StrategySequential {
+	switch m.Status.Strategy {
+	case v1.StrategySequential:
 		return sequential()
+	case v1.StrategyStopAndCopy:
+		return stopAndCopy()
 	}
 	return shadowPod()
 }
@@ -81,6 +84,24 @@ func sequential() strategy {
 			{v1.PhaseFinalizing, finalizingInPlace, finalizeLimit},
 		},
 		fencedIn: v1.PhaseRestoring,
+	}
+}
+
+// stopAndCopy: the source stays stopped from its checkpoint (the agent
+// does not resume it; the fence is taken where it paused) through the
+// transfer and the restore, until the target, with nothing to replay, is
+// live at the fence: the papers' stop-and-copy on MS2M's own path.
+func stopAndCopy() strategy {
+	return strategy{
+		phases: []phase{
+			{v1.PhasePending, pending, nil},
+			{v1.PhaseCheckpointing, checkpointingThenFence, checkpointLimit},
+			{v1.PhaseTransferring, transferring, transferLimit},
+			{v1.PhaseRestoring, restoring, restoreLimit},
+			{v1.PhaseReplaying, replayingToFence, nil},
+			{v1.PhaseFinalizing, finalizing, finalizeLimit},
+		},
+		fencedIn: v1.PhaseCheckpointing,
 	}
 }
 

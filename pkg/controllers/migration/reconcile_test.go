@@ -552,7 +552,7 @@ func TestStrategyTables(t *testing.T) {
 		return out
 	}
 	want := []v1.Phase{v1.PhasePending, v1.PhaseCheckpointing, v1.PhaseTransferring, v1.PhaseRestoring, v1.PhaseReplaying, v1.PhaseFinalizing}
-	for name, s := range map[string]strategy{"ShadowPod": shadowPod(), "Sequential": sequential()} {
+	for name, s := range map[string]strategy{"ShadowPod": shadowPod(), "Sequential": sequential(), "StopAndCopy": stopAndCopy()} {
 		if got := names(s); !slices.Equal(got, want) {
 			t.Errorf("%s phases %v, want %v", name, got, want)
 		}
@@ -570,6 +570,38 @@ func ownedByStatefulSet(w *world, _ *Options) {
 		UID: "0b0e4b5c-0000-4000-8000-000000000001", Controller: ptr.To(true), BlockOwnerDeletion: ptr.To(true)}}
 	p.Annotations[v1.AnnotationKafkaBrokers] = broker
 	w.statefulSet = p
+}
+
+// StopAndCopy, the papers' baseline on MS2M's own path: the source is
+// paused for the checkpoint and never resumed; it is fenced where it
+// paused (F = O), before the image is pushed, and stays stopped until the
+// target goes live at F with nothing to replay. Its downtime is the whole
+// of it: the pause up to the fence, then the fence to the target live.
+func TestStopAndCopyKeepsTheSourceStoppedFromItsCheckpoint(t *testing.T) {
+	w := newWorld(t)
+	pause, handover := 30*time.Millisecond, 250*time.Millisecond
+	w.sidecars.SetStalls(pause, handover)
+	m := w.until(w.migrate("stop-and-copy", func(m *v1.StatefulMigration) { m.Spec.Strategy = v1.StrategyStopAndCopy }),
+		"Completed", inPhase(v1.PhaseCompleted))
+
+	if m.Status.Strategy != v1.StrategyStopAndCopy {
+		t.Fatalf("strategy %s; want StopAndCopy", m.Status.Strategy)
+	}
+	calls := w.sidecars.Calls()
+	if slices.Contains(calls, "Resume") || slices.Index(calls, "Pause") > slices.Index(calls, "Fence") || slices.Index(calls, "Fence") > slices.Index(calls, "Handover") {
+		t.Fatalf("sidecar calls %v: want pause, fence, handover, and the source never resumed", calls)
+	}
+	if len(m.Status.FenceOffsets) == 0 || !equality.Semantic.DeepEqual(m.Status.FenceOffsets, m.Status.CheckpointOffsets) {
+		t.Fatalf("fence %v, checkpoint offsets %v: want the fence where the source stopped for its checkpoint", m.Status.FenceOffsets, m.Status.CheckpointOffsets)
+	}
+	if c := condition(m, v1.ConditionCheckpointed); c == nil || !strings.Contains(c.Message, "stays stopped until the target is live") {
+		t.Fatalf("Checkpointed condition %+v; want it to say the source stays stopped", c)
+	}
+	st := m.Status.Stalls
+	if st == nil || st.CheckpointPause == nil || st.Handover == nil || st.CheckpointPause.Duration != pause || st.Handover.Duration != handover ||
+		m.Status.Downtime == nil || m.Status.Downtime.Duration != pause+handover || st.Measured != v1.StallsBySidecars {
+		t.Fatalf("stalls %+v, downtime %v; want the pause %s to the fence and %s from it to the target live, by the sidecars", st, m.Status.Downtime, pause, handover)
+	}
 }
 
 // A StatefulSet's pod goes through the Sequential table: fenced and

@@ -56,9 +56,12 @@ func restoring(ctx context.Context, w *work) (outcome, error) {
 	if err != nil {
 		return outcome{}, err
 	}
+	next := fmt.Sprintf("target %s replays while the source serves", target.Name)
+	if m.Status.FenceOffsets != nil {
+		next = fmt.Sprintf("target %s goes live where the source stopped", target.Name)
+	}
 	return w.whenRunning(target,
-		fmt.Sprintf("pod %s runs on %s, replaying from the checkpoint offsets", target.Name, target.Spec.NodeName),
-		fmt.Sprintf("target %s replays while the source serves", target.Name))
+		fmt.Sprintf("pod %s runs on %s, replaying from the checkpoint offsets", target.Name, target.Spec.NodeName), next)
 }
 
 // whenRunning ends Restoring once the restored pod runs: it fails on a

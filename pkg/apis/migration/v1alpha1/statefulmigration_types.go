@@ -6,7 +6,7 @@ import (
 )
 
 // Strategy says how the target pod coexists with the source.
-// +kubebuilder:validation:Enum=Auto;ShadowPod;Sequential
+// +kubebuilder:validation:Enum=Auto;ShadowPod;Sequential;StopAndCopy
 type Strategy string
 
 const (
@@ -22,7 +22,20 @@ const (
 	// same name is created on the target: it keeps the pod's name, ordinal,
 	// PVCs and ownership at the cost of the restore time in the downtime.
 	StrategySequential Strategy = "Sequential"
+	// StrategyStopAndCopy is the classic cold migration the MS2M papers
+	// compare with, on the same checkpoint, image and restore path: the
+	// source stays stopped from its checkpoint until the target is live
+	// (checkpoint, transfer and restore are all downtime), and the target
+	// has nothing to replay. For a bare or ReplicaSet pod whose app must
+	// not process while its copy is restored, and the baseline of
+	// docs/benchmarks.md.
+	StrategyStopAndCopy Strategy = "StopAndCopy"
 )
+
+// StopsForCheckpoint reports whether the source stays stopped from its
+// checkpoint to the handover: its node agent pauses it for the checkpoint
+// and does not resume it; the controller fences it where it paused.
+func (s Strategy) StopsForCheckpoint() bool { return s == StrategyStopAndCopy }
 
 // Phase is the step a migration is in. Phases only move forward; Failed
 // means the migration was rolled back and the source is serving.
@@ -160,7 +173,8 @@ type StatefulMigrationSpec struct {
 	MessageQueueConfig *MessageQueueConfig `json:"messageQueueConfig,omitempty"`
 
 	// Strategy says whether the target runs beside the source while it
-	// replays (ShadowPod) or replaces it (Sequential).
+	// replays (ShadowPod), replaces it (Sequential), or starts where the
+	// source stopped for its checkpoint (StopAndCopy).
 	// +optional
 	// +kubebuilder:default=Auto
 	Strategy Strategy `json:"strategy,omitempty"`
