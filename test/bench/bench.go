@@ -60,6 +60,21 @@ func (b *bench) logf(format string, args ...any) {
 	_, _ = fmt.Fprintf(b.opts.Log, "%s %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
 }
 
+// methods are the ways of moving the consumer that every trial compares,
+// in the order they run at each rate.
+var methods = []method{ms2m, stopAndCopy, cold}
+
+// label is a method's name on the page.
+func label(name string) string {
+	switch name {
+	case ms2m.Name:
+		return "MS2M"
+	case cold.Name:
+		return "restart-and-rebuild"
+	}
+	return name
+}
+
 // Run benchmarks every rate and method on one sandbox, appending each
 // trial's figures to the CSV as it finishes, then writes the report.
 func Run(ctx context.Context, o Options) error {
@@ -81,9 +96,8 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	defer b.sb.Stop()
-	b.logf("sandbox ready (%s); %d rates × %d runs × 2 methods", b.sb.Kubeconfig, len(o.Rates), o.Runs)
+	b.logf("sandbox ready (%s); %d rates × %d runs × %d methods", b.sb.Kubeconfig, len(o.Rates), o.Runs, len(methods))
 
-	methods := []method{ms2m, cold}
 	for run := 1; run <= o.Runs; run++ {
 		for _, rate := range o.Rates {
 			for _, m := range methods {

@@ -24,7 +24,8 @@ type result struct {
 	// stall while the source was paused for the checkpoint, and the
 	// longest from the fence to Completed.
 	PauseStall, HandoverStall time.Duration
-	// ControllerDowntime is the StatefulMigration's status.downtime (MS2M).
+	// ControllerDowntime is the StatefulMigration's status.downtime (MS2M,
+	// stop-and-copy).
 	ControllerDowntime time.Duration
 	// Total is from the request (migration created, source deleted) to
 	// the consumer live again.
@@ -49,8 +50,11 @@ func (r result) String() string {
 	}
 	s := fmt.Sprintf("rate %g run %d %-4s downtime %s (longest gap %s, service %s), total %s, replayed %d, lost %d, duplicated %d, state ok %t",
 		r.Rate, r.Run, r.Method, ms(r.Downtime), ms(r.MaxGap), ms(r.Service), ms(r.Total), r.Replayed, r.Lost, r.Duplicated, r.StateOK)
-	if r.Method == ms2m.Name {
+	switch r.Method {
+	case ms2m.Name:
 		s += fmt.Sprintf(", checkpoint pause %s, handover %s, controller downtime %s, %s", ms(r.PauseStall), ms(r.HandoverStall), ms(r.ControllerDowntime), r.Cutover)
+	case stopAndCopy.Name:
+		s += fmt.Sprintf(", controller downtime %s", ms(r.ControllerDowntime))
 	}
 	var phases []string
 	for _, p := range r.Phases {
@@ -87,8 +91,11 @@ func (r result) record() []string {
 		msField(r.Downtime), msField(r.MaxGap), msField(r.Service), "", "", "", msField(r.Total),
 		strconv.FormatInt(r.Replayed, 10), strconv.Itoa(r.Input), strconv.Itoa(r.Lost), strconv.Itoa(r.Duplicated), strconv.Itoa(r.Unexpected),
 		strconv.FormatBool(r.StateOK), r.Cutover}
-	if r.Method == ms2m.Name {
+	switch r.Method {
+	case ms2m.Name:
 		rec[6], rec[7], rec[8] = msField(r.ControllerDowntime), msField(r.PauseStall), msField(r.HandoverStall)
+	case stopAndCopy.Name:
+		rec[6] = msField(r.ControllerDowntime)
 	}
 	for _, p := range phaseColumns {
 		v := ""

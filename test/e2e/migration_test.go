@@ -14,6 +14,10 @@ func TestMigrateBarePod(t *testing.T) {
 	testenv.Test(t, MigrationSpec(MigrationInput{SpecInput: SpecInput{Cluster: cluster, Load: Load{Rate: 40, Count: 300}}, Bare: true}))
 }
 
+func TestStopAndCopy(t *testing.T) {
+	testenv.Test(t, StopAndCopySpec(SpecInput{Cluster: cluster, Load: Load{Rate: 40, Count: 300}}))
+}
+
 func TestStatefulSetMigration(t *testing.T) {
 	testenv.Test(t, StatefulSetMigrationSpec(SpecInput{Cluster: cluster, Load: Load{Rate: 30, Count: 300}}))
 }
