@@ -45,6 +45,7 @@ func run() error {
 	host := env("POD_IP", "127.0.0.1")
 	port := flag.String("port", env("APP_PORT", "8080"), "HTTP port the sidecar delivers to (env APP_PORT); bound on $POD_IP.")
 	processTime := flag.Duration("process-time", 0, "Time spent per message, standing in for real work (env PROCESS_TIME).")
+	replayProcessTime := flag.Duration("replay-process-time", 0, "Time spent per replayed message instead, when set (env REPLAY_PROCESS_TIME): an app whose rebuild costs more than its live work.")
 	effectsBrokers := flag.String("effects-brokers", os.Getenv("EFFECTS_BROKERS"), "Brokers of the effects topic (env EFFECTS_BROKERS).")
 	effectsTopic := flag.String("effects-topic", os.Getenv("EFFECTS_TOPIC"), "Topic receiving one record per live-processed message (env EFFECTS_TOPIC); empty: none.")
 	holdConn := flag.Bool("hold-idle-connection", os.Getenv("HOLD_IDLE_CONNECTION") == "true",
@@ -62,18 +63,20 @@ func run() error {
 	// Random bytes: resident, and no more compressible than real state.
 	ballast = make([]byte, *ballastMiB<<20)
 	_, _ = rand.NewChaCha8([32]byte{}).Read(ballast)
-	if v := os.Getenv("PROCESS_TIME"); v != "" && *processTime == 0 {
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			return fmt.Errorf("PROCESS_TIME=%q: %w", v, err)
+	for name, d := range map[string]*time.Duration{"PROCESS_TIME": processTime, "REPLAY_PROCESS_TIME": replayProcessTime} {
+		if v := os.Getenv(name); v != "" && *d == 0 {
+			parsed, err := time.ParseDuration(v)
+			if err != nil {
+				return fmt.Errorf("%s=%q: %w", name, v, err)
+			}
+			*d = parsed
 		}
-		*processTime = d
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
-	srv := &statefulapp.Server{State: statefulapp.NewState(), ProcessTime: *processTime}
+	srv := &statefulapp.Server{State: statefulapp.NewState(), ProcessTime: *processTime, ReplayProcessTime: *replayProcessTime}
 	if mem, restored, err := simcriu.RestoredState(); err != nil {
 		return err
 	} else if restored {

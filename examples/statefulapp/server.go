@@ -16,8 +16,10 @@ import (
 // to /messages; /state shows the digest and counters.
 type Server struct {
 	State *State
-	// ProcessTime is spent per message, standing in for real work.
-	ProcessTime time.Duration
+	// ProcessTime is spent per message, standing in for real work;
+	// ReplayProcessTime, when set, per replayed message instead (an app
+	// whose rebuild costs more than its live work).
+	ProcessTime, ReplayProcessTime time.Duration
 	// Effects, when set, receives one record per live message.
 	Effects *EffectWriter
 	// HTTP, when set, is the server serving Handler: a quiesce closes its
@@ -87,8 +89,12 @@ func (s *Server) message(w http.ResponseWriter, req *http.Request) {
 		r.Previous = &prev
 	}
 	isReplay := req.Header.Get(replay.HeaderReplay) == "true"
-	if s.ProcessTime > 0 {
-		time.Sleep(s.ProcessTime) // the simulated cost of processing one message
+	cost := s.ProcessTime
+	if isReplay && s.ReplayProcessTime > 0 {
+		cost = s.ReplayProcessTime
+	}
+	if cost > 0 {
+		time.Sleep(cost) // the simulated cost of processing one message
 	}
 	var effect func(Record) error
 	if s.Effects != nil {

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"fmt"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -61,6 +63,27 @@ func (c cell) converged() bool {
 		}
 	}
 	return len(c.OK) > 0
+}
+
+// cutovers names why the cell's replays ended, e.g. "CaughtUp",
+// "ReplayCutoff ×2, CaughtUp ×1".
+func (c cell) cutovers() string {
+	n := map[string]int{}
+	var order []string
+	for _, r := range c.OK {
+		if n[r.Cutover] == 0 {
+			order = append(order, r.Cutover)
+		}
+		n[r.Cutover]++
+	}
+	if len(order) == 1 {
+		return order[0]
+	}
+	parts := make([]string, len(order))
+	for i, k := range order {
+		parts[i] = fmt.Sprintf("%s ×%d", k, n[k])
+	}
+	return strings.Join(parts, ", ")
 }
 
 // medianReplayed is the median count of replayed messages.

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/go-logr/logr/funcr"
@@ -29,6 +30,12 @@ type Options struct {
 	Warmup time.Duration
 	// ReplayCutoff is the StatefulMigration's replayCutoffSeconds.
 	ReplayCutoff time.Duration
+	// The cutoff regime (see regime), run at CutoffRates when
+	// CutoffRegime, its short replayCutoffSeconds, is not 0; the consumer
+	// spends RegimeReplayTime per replayed message.
+	CutoffRegime     time.Duration
+	CutoffRates      []float64
+	RegimeReplayTime time.Duration
 	// MoveTimeout bounds one move.
 	MoveTimeout time.Duration
 
@@ -60,15 +67,37 @@ func (b *bench) logf(format string, args ...any) {
 	_, _ = fmt.Fprintf(b.opts.Log, "%s %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
 }
 
-// methods are the ways of moving the consumer that every trial compares,
+// methods are the ways of moving the consumer that the trials compare,
 // in the order they run at each rate.
-var methods = []method{ms2m, stopAndCopy, cold}
+var methods = []method{ms2m, stopAndCopy, cold, regime, regimeCutoff}
+
+// methodsAt are the methods run at rate: MS2M and both baselines at the
+// rates compared, the cutoff regime's two at its rates.
+func methodsAt(o Options, rate float64) []method {
+	var out []method
+	if slices.Contains(o.Rates, rate) {
+		out = []method{ms2m, stopAndCopy, cold}
+	}
+	if o.CutoffRegime > 0 && slices.Contains(o.CutoffRates, rate) {
+		out = append(out, regime, regimeCutoff)
+	}
+	return out
+}
+
+// isMS2M reports whether the method is MS2M's (ShadowPod, two stalls).
+func isMS2M(name string) bool {
+	return name == ms2m.Name || name == regime.Name || name == regimeCutoff.Name
+}
 
 // label is a method's name on the page.
 func label(name string) string {
 	switch name {
 	case ms2m.Name:
 		return "MS2M"
+	case regime.Name:
+		return "MS2M, slow replay"
+	case regimeCutoff.Name:
+		return "MS2M, slow replay, short cutoff"
 	case cold.Name:
 		return "restart-and-rebuild"
 	}
@@ -96,11 +125,12 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	defer b.sb.Stop()
-	b.logf("sandbox ready (%s); %d rates × %d runs × %d methods", b.sb.Kubeconfig, len(o.Rates), o.Runs, len(methods))
+	rates := slices.Sorted(slices.Values(slices.Compact(slices.Sorted(slices.Values(append(slices.Clone(o.Rates), o.CutoffRates...))))))
+	b.logf("sandbox ready (%s); %d rates × %d runs, MS2M against %d baselines; the cutoff regime at %v msg/s", b.sb.Kubeconfig, len(o.Rates), o.Runs, 2, o.CutoffRates)
 
 	for run := 1; run <= o.Runs; run++ {
-		for _, rate := range o.Rates {
-			for _, m := range methods {
+		for _, rate := range rates {
+			for _, m := range methodsAt(o, rate) {
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}

@@ -30,15 +30,22 @@ type runDesc struct {
 	Duration     string    `json:"duration"`
 	Warmup       string    `json:"warmup"`
 	ReplayCutoff string    `json:"replayCutoff"`
+	CutoffRegime string    `json:"cutoffRegime,omitempty"`
+	CutoffRates  []float64 `json:"cutoffRates,omitempty"`
+	RegimeReplay string    `json:"regimeReplayProcessTime,omitempty"`
 }
 
 func describe(o Options) *runDesc {
-	return &runDesc{
+	d := &runDesc{
 		Started: time.Now(), CPUs: runtime.NumCPU(), CPUModel: cpuModel(), MemoryGiB: memoryGiB(),
 		Kernel: kernel(), GoVersion: runtime.Version(), LoadBefore: loadAverage(),
 		Rates: o.Rates, Runs: o.Runs, ProcessTime: o.ProcessTime.String(), Duration: o.Duration.String(),
 		Warmup: o.Warmup.String(), ReplayCutoff: o.ReplayCutoff.String(),
 	}
+	if o.CutoffRegime > 0 {
+		d.CutoffRegime, d.CutoffRates, d.RegimeReplay = o.CutoffRegime.String(), o.CutoffRates, o.RegimeReplayTime.String()
+	}
+	return d
 }
 
 // loadAverage is what `uptime` says (its load averages), or /proc/loadavg.

@@ -45,6 +45,9 @@ func parseFlags(args []string) (Options, error) {
 	fs.DurationVar(&o.Duration, "duration", 15*time.Second, "Production per trial: rate × duration messages.")
 	fs.DurationVar(&o.Warmup, "warmup", 4*time.Second, "Production before the move starts.")
 	fs.DurationVar(&o.ReplayCutoff, "replay-cutoff", 10*time.Second, "The StatefulMigration's replayCutoffSeconds.")
+	fs.DurationVar(&o.CutoffRegime, "cutoff-regime", time.Second, "The cutoff regime's short replayCutoffSeconds (0: the regime is not run).")
+	cutoffRates := fs.String("cutoff-rates", "60,100", "Rates (msg/s) of the cutoff regime: MS2M on a consumer that replays at --regime-replay-process-time, with the default and the short cutoff.")
+	fs.DurationVar(&o.RegimeReplayTime, "regime-replay-process-time", 10*time.Millisecond, "The cutoff regime's time per replayed message (10 ms: about 90 msg/s, so λ crosses μ between the regime's rates).")
 	fs.DurationVar(&o.MoveTimeout, "move-timeout", 5*time.Minute, "Longest one move may take.")
 	fs.StringVar(&o.Markdown, "markdown", "docs/benchmarks.md", "The page to regenerate.")
 	fs.StringVar(&o.CSV, "csv", "docs/benchmarks/migration.csv", "Every trial's figures.")
@@ -61,12 +64,14 @@ func parseFlags(args []string) (Options, error) {
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
-	for _, s := range strings.Split(*rates, ",") {
-		r, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
-		if err != nil || r <= 0 {
-			return o, fmt.Errorf("--rates: %q is not a positive rate", s)
+	var err error
+	if o.Rates, err = parseRates("--rates", *rates); err != nil {
+		return o, err
+	}
+	if *cutoffRates != "" {
+		if o.CutoffRates, err = parseRates("--cutoff-rates", *cutoffRates); err != nil {
+			return o, err
 		}
-		o.Rates = append(o.Rates, r)
 	}
 	switch {
 	case o.Runs < 1:
@@ -75,10 +80,23 @@ func parseFlags(args []string) (Options, error) {
 		return o, fmt.Errorf("--warmup %s must be shorter than --duration %s", o.Warmup, o.Duration)
 	case o.ReplayCutoff < time.Second:
 		return o, fmt.Errorf("--replay-cutoff must be at least 1s")
+	case o.CutoffRegime != 0 && (o.CutoffRegime < time.Second || o.CutoffRegime%time.Second != 0):
+		return o, fmt.Errorf("--cutoff-regime must be whole seconds, at least 1s (or 0)")
 	}
-	var err error
 	if o.BinDir, err = filepath.Abs(o.BinDir); err != nil {
 		return o, err
 	}
 	return o, nil
+}
+
+func parseRates(flag, list string) ([]float64, error) {
+	var out []float64
+	for _, s := range strings.Split(list, ",") {
+		r, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+		if err != nil || r <= 0 {
+			return nil, fmt.Errorf("%s: %q is not a positive rate", flag, s)
+		}
+		out = append(out, r)
+	}
+	return out, nil
 }

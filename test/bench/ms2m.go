@@ -18,21 +18,35 @@ import (
 // target node, with the benchmark's replay cutoff, followed by watch until
 // Completed.
 var ms2m = method{Name: "ms2m", Move: func(ctx context.Context, t *trial, src *corev1.Pod, target string) (moved, error) {
-	return migrate(ctx, t, src, target, v1.StrategyShadowPod)
+	return migrate(ctx, t, src, target, v1.StrategyShadowPod, t.b.opts.ReplayCutoff)
 }}
+
+// The cutoff regime: MS2M on a consumer whose replay is slower than its
+// live work (--regime-replay-process-time), at rates where the replay
+// cannot catch up (μ ≤ λ), once with the default replay cutoff and once
+// with the short one (--cutoff-regime): the threshold rule then ends the
+// replay at the cutoff and the handover drains the rest.
+var (
+	regime = method{Name: "regime", SlowReplay: true, Move: func(ctx context.Context, t *trial, src *corev1.Pod, target string) (moved, error) {
+		return migrate(ctx, t, src, target, v1.StrategyShadowPod, t.b.opts.ReplayCutoff)
+	}}
+	regimeCutoff = method{Name: "regime-cutoff", SlowReplay: true, Move: func(ctx context.Context, t *trial, src *corev1.Pod, target string) (moved, error) {
+		return migrate(ctx, t, src, target, v1.StrategyShadowPod, t.b.opts.CutoffRegime)
+	}}
+)
 
 // stopAndCopy is the MS2M papers' baseline on the same checkpoint, image
 // and restore path: a StatefulMigration with strategy StopAndCopy, whose
 // source stays stopped from its checkpoint until the target is live.
 var stopAndCopy = method{Name: "stop-and-copy", Move: func(ctx context.Context, t *trial, src *corev1.Pod, target string) (moved, error) {
-	return migrate(ctx, t, src, target, v1.StrategyStopAndCopy)
+	return migrate(ctx, t, src, target, v1.StrategyStopAndCopy, t.b.opts.ReplayCutoff)
 }}
 
-func migrate(ctx context.Context, t *trial, src *corev1.Pod, target string, strategy v1.Strategy) (moved, error) {
+func migrate(ctx context.Context, t *trial, src *corev1.Pod, target string, strategy v1.Strategy, cutoff time.Duration) (moved, error) {
 	c := t.b.mc
 	m := migrationclient.Request{Namespace: t.ns, Pod: src.Name, TargetNode: target, GenerateName: "bench-"}.Object()
 	m.Spec.Strategy = strategy
-	m.Spec.ReplayCutoffSeconds = ptr.To(int32(t.b.opts.ReplayCutoff / time.Second))
+	m.Spec.ReplayCutoffSeconds = ptr.To(int32(cutoff / time.Second))
 	if err := c.Create(ctx, m); err != nil {
 		return moved{}, fmt.Errorf("creating the StatefulMigration: %w", err)
 	}

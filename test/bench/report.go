@@ -152,6 +152,10 @@ func markdown(t table, d runDesc, links pageLinks, micro []microResult) string {
 	w("| cluster | the sandbox: real etcd, kube-apiserver, kube-controller-manager, kube-scheduler; kfake broker (2 partitions per topic; Apache Kafka's 3 s initial rebalance delay of an empty group emulated, each trial its own consumer group of static members); 3 simulated nodes; the ms2m manager in process; SIMULATED CRIU |\n")
 	w("| workload | the example stateful consumer, %s per message (also when replaying), bare pod; producer at the rate for %s (rate × %s messages) |\n", d.ProcessTime, d.Duration, strings.TrimSuffix(d.Duration, "s")+" s")
 	w("| move | after %s of production, to another node; MS2M with `replayCutoffSeconds` = %s and the default downtime budget (100 ms) |\n", d.Warmup, strings.TrimSuffix(d.ReplayCutoff, "s"))
+	if d.CutoffRegime != "" {
+		w("| cutoff regime | at %s msg/s, MS2M on the same consumer replaying at %s per message (μ below λ at the higher rate): with the default cutoff (*slow replay*) and with `replayCutoffSeconds` = %s (*slow replay, short cutoff*); no baselines |\n",
+			joinRates(d.CutoffRates), d.RegimeReplay, strings.TrimSuffix(d.CutoffRegime, "s"))
+	}
 	w("| runs | %d per rate and method, the %d methods alternating |\n\n", d.Runs, len(methods))
 
 	w("### Results\n\n")
@@ -169,8 +173,11 @@ func markdown(t table, d runDesc, links pageLinks, micro []microResult) string {
 	for _, rate := range t.Rates {
 		for _, m := range methods {
 			c := t.cell(rate, m.Name)
+			if len(c.OK)+len(c.Failed) == 0 {
+				continue
+			}
 			pause, handover, ctrl := "—", "—", "—"
-			if m.Name == ms2m.Name && len(c.OK) > 0 {
+			if isMS2M(m.Name) && len(c.OK) > 0 {
 				pause = withRange(c.stat(func(r result) time.Duration { return r.PauseStall }), msf)
 				handover = withRange(c.stat(func(r result) time.Duration { return r.HandoverStall }), msf)
 			}
@@ -193,6 +200,9 @@ func markdown(t table, d runDesc, links pageLinks, micro []microResult) string {
 	w("| rate (msg/s) | downtime / stop-and-copy's | downtime / restart-and-rebuild's | total time / stop-and-copy's | total time / restart-and-rebuild's | MS2M replay | steady service (ms) |\n|---:|---:|---:|---:|---:|---|---:|\n")
 	for _, rate := range t.Rates {
 		m, s, c := t.cell(rate, ms2m.Name), t.cell(rate, stopAndCopy.Name), t.cell(rate, cold.Name)
+		if len(s.OK) == 0 && len(c.OK) == 0 {
+			continue
+		}
 		downtime := func(r result) time.Duration { return r.Downtime }
 		total := func(r result) time.Duration { return r.Total }
 		conv := "cut off"
@@ -212,6 +222,9 @@ func markdown(t table, d runDesc, links pageLinks, micro []microResult) string {
 	w("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, rate := range t.Rates {
 		for _, m := range methods {
+			if len(t.cell(rate, m.Name).OK) == 0 {
+				continue
+			}
 			w("| %g | %s ", rate, label(m.Name))
 			for _, p := range phaseColumns {
 				if v, ok := t.cell(rate, m.Name).phase(p); ok {
@@ -224,6 +237,31 @@ func markdown(t table, d runDesc, links pageLinks, micro []microResult) string {
 		}
 	}
 	w("\n")
+
+	if d.CutoffRegime != "" {
+		w("#### The cutoff regime\n\n")
+		w("MS2M on a consumer whose replay costs %s per message, with the default cutoff (%s s) and with %s s: why each replay ended, how long it ran, "+
+			"and what the handover then drained. Where μ ≤ λ the replay cannot converge; the threshold rule bounds it by the cutoff, and the downtime is "+
+			"the lag left at the cutoff drained at μ, so it grows with the cutoff (ICIN'25: T_cutoff ≤ T_replay_max·μ/λ).\n\n",
+			d.RegimeReplay, strings.TrimSuffix(d.ReplayCutoff, "s"), strings.TrimSuffix(d.CutoffRegime, "s"))
+		w("| rate (msg/s) | cutoff (s) | replay ended by | Replaying (ms) | handover stall (ms) | downtime (ms) | replayed |\n|---:|---:|---|---:|---:|---:|---:|\n")
+		for _, rate := range t.Rates {
+			for _, m := range []string{regime.Name, regimeCutoff.Name} {
+				c := t.cell(rate, m)
+				if len(c.OK) == 0 {
+					continue
+				}
+				cutoff := d.ReplayCutoff
+				if m == regimeCutoff.Name {
+					cutoff = d.CutoffRegime
+				}
+				w("| %g | %s | %s | %s | %s | %s | %d |\n", rate, strings.TrimSuffix(cutoff, "s"), c.cutovers(), msf(c.phaseOr0("Replaying")),
+					withRange(c.stat(func(r result) time.Duration { return r.HandoverStall }), msf),
+					withRange(c.stat(func(r result) time.Duration { return r.Downtime }), msf), c.medianReplayed())
+			}
+		}
+		w("\n")
+	}
 
 	w("### Targets\n\n")
 	for _, line := range verdicts(t, d, micro) {
@@ -325,6 +363,9 @@ func verdicts(t table, d runDesc, micro []microResult) []string {
 			joinRates(cut), strings.TrimSuffix(d.ReplayCutoff, "s")+" s", strings.Join(parts, "; "), whyCutoff))
 	}
 	out = append(out, stopAndCopyVerdict(t), historyVerdict(t, d))
+	if d.CutoffRegime != "" {
+		out = append(out, cutoffVerdict(t, d))
+	}
 	if lo, hi := ratioRange(t, cold.Name, func(r result) time.Duration { return r.Total }); hi > 0 {
 		out = append(out, fmt.Sprintf("**Total time** (no target): MS2M takes %s of restart-and-rebuild's. It is the price of the low downtime: "+
 			"MS2M keeps the source serving while the target is restored and catches up (Replaying), whereas restart-and-rebuild's total "+
@@ -347,6 +388,48 @@ func ratioRange(t table, baseline string, f func(result) time.Duration) (lo, hi 
 		lo, hi = math.Min(lo, r), math.Max(hi, r)
 	}
 	return lo, hi
+}
+
+// cutoffVerdict says whether the threshold rule bounded the cutoff
+// regime's replays: every run's Replaying ended within its cutoff and one
+// replay sample (the controller looks every 250 ms), and at least one was
+// ended by the cutoff rather than caught up.
+func cutoffVerdict(t table, d runDesc) string {
+	short, err1 := time.ParseDuration(d.CutoffRegime)
+	long, err2 := time.ParseDuration(d.ReplayCutoff)
+	if err1 != nil || err2 != nil {
+		return "**Cutoff regime**: the run's cutoffs are unknown."
+	}
+	const sample = 250 * time.Millisecond
+	var cut, over []string
+	for _, m := range []struct {
+		name   string
+		cutoff time.Duration
+	}{{regime.Name, long}, {regimeCutoff.Name, short}} {
+		for _, rate := range t.Rates {
+			c := t.cell(rate, m.name)
+			if len(c.OK) > 0 && !c.converged() {
+				cut = append(cut, fmt.Sprintf("%g msg/s with the %s cutoff (Replaying %s ms, downtime %s ms)", rate, m.cutoff,
+					msf(c.phaseOr0("Replaying")), msf(c.stat(func(r result) time.Duration { return r.Downtime }).Median)))
+			}
+			for _, r := range c.OK {
+				for _, p := range r.Phases {
+					if p.Name == "Replaying" && p.Duration > m.cutoff+sample {
+						over = append(over, fmt.Sprintf("%g msg/s run %d, %s cutoff: %s ms", rate, r.Run, m.cutoff, msf(p.Duration)))
+					}
+				}
+			}
+		}
+	}
+	switch {
+	case len(over) > 0:
+		return "**Cutoff regime (the threshold rule bounds the replay): missed**: a replay ran past its cutoff and a sample at " + strings.Join(over, "; ") + "."
+	case len(cut) == 0:
+		return "**Cutoff regime (the threshold rule bounds the replay): not exercised**: every replay caught up."
+	}
+	return "**Cutoff regime (the threshold rule bounds the replay): met**: where the replay could not converge the rule ended it at the cutoff, " +
+		"every Replaying within its cutoff and one 250 ms sample: " + strings.Join(cut, "; ") + ". The handover then drained the lag left, " +
+		"so the downtime grows with the cutoff: the cutoff is what bounds it."
 }
 
 // pctRange is "lo to hi" as percentages, or one when they are equal.

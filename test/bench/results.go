@@ -50,10 +50,10 @@ func (r result) String() string {
 	}
 	s := fmt.Sprintf("rate %g run %d %-4s downtime %s (longest gap %s, service %s), total %s, replayed %d, lost %d, duplicated %d, state ok %t",
 		r.Rate, r.Run, r.Method, ms(r.Downtime), ms(r.MaxGap), ms(r.Service), ms(r.Total), r.Replayed, r.Lost, r.Duplicated, r.StateOK)
-	switch r.Method {
-	case ms2m.Name:
+	switch {
+	case isMS2M(r.Method):
 		s += fmt.Sprintf(", checkpoint pause %s, handover %s, controller downtime %s, %s", ms(r.PauseStall), ms(r.HandoverStall), ms(r.ControllerDowntime), r.Cutover)
-	case stopAndCopy.Name:
+	case r.Method == stopAndCopy.Name:
 		s += fmt.Sprintf(", controller downtime %s", ms(r.ControllerDowntime))
 	}
 	var phases []string
@@ -91,10 +91,10 @@ func (r result) record() []string {
 		msField(r.Downtime), msField(r.MaxGap), msField(r.Service), "", "", "", msField(r.Total),
 		strconv.FormatInt(r.Replayed, 10), strconv.Itoa(r.Input), strconv.Itoa(r.Lost), strconv.Itoa(r.Duplicated), strconv.Itoa(r.Unexpected),
 		strconv.FormatBool(r.StateOK), r.Cutover}
-	switch r.Method {
-	case ms2m.Name:
+	switch {
+	case isMS2M(r.Method):
 		rec[6], rec[7], rec[8] = msField(r.ControllerDowntime), msField(r.PauseStall), msField(r.HandoverStall)
-	case stopAndCopy.Name:
+	case r.Method == stopAndCopy.Name:
 		rec[6] = msField(r.ControllerDowntime)
 	}
 	for _, p := range phaseColumns {

@@ -24,6 +24,8 @@ const partitions = 2
 // method is one way of moving the consumer to another node.
 type method struct {
 	Name string
+	// SlowReplay: the consumer replays at the cutoff regime's cost.
+	SlowReplay bool
 	// Move moves the consumer pod src to node target and returns once the
 	// moved consumer processes live.
 	Move func(ctx context.Context, t *trial, src *corev1.Pod, target string) (moved, error)
@@ -85,6 +87,9 @@ func (t *trial) measure(ctx context.Context, r *result) error {
 		// would hold a shared group's next join for the rebalance timeout.
 		Name: "orders", Group: ns + "-orders", Brokers: []string{b.sb.Broker}, Topic: ns + "-orders",
 		ProcessTime: b.opts.ProcessTime, Rate: r.Rate, Count: int64(r.Rate * b.opts.Duration.Seconds()), Bare: true,
+	}
+	if t.method.SlowReplay {
+		t.e.ReplayProcessTime = b.opts.RegimeReplayTime
 	}
 	r.Input = int(t.e.Count)
 	if err := createTopics(ctx, t.e.Brokers, t.e.Topic, t.e.Effects()); err != nil {

@@ -36,8 +36,9 @@ type Example struct {
 	Topic   string
 	// EffectsTopic receives one record per live-processed message.
 	EffectsTopic string
-	// ProcessTime per message in the consumer.
-	ProcessTime time.Duration
+	// ProcessTime per message in the consumer; ReplayProcessTime per
+	// replayed message, when set.
+	ProcessTime, ReplayProcessTime time.Duration
 	// Rate and Count of the producer.
 	Rate  float64
 	Count int64
@@ -130,6 +131,7 @@ func (e Example) Consumer() *appsv1.Deployment {
 						Env: []corev1.EnvVar{
 							{Name: "POD_IP", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.podIP"}}},
 							env("PROCESS_TIME", e.ProcessTime.String()),
+							env("REPLAY_PROCESS_TIME", e.ReplayProcessTime.String()),
 							env("EFFECTS_BROKERS", strings.Join(e.Brokers, ",")),
 							env("EFFECTS_TOPIC", e.effects()),
 						},
