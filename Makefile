@@ -112,5 +112,5 @@ bench-drain: control-plane ## kubectl drain of a sandbox node holding 50 migrata
 	KUBEBUILDER_ASSETS="$$(hack/build-control-plane.sh)" $(GO) test ./test/e2e -run '^$$' -bench DrainNode -benchtime 1x -timeout 40m
 
 .PHONY: bench-migration
-bench-migration: build control-plane ## MS2M vs cold migration across message rates in the sandbox (~1 h; BENCH_FLAGS='--rates 10,120 --runs 1' for a quick look): docs/benchmarks.md, its CSV and plot.
+bench-migration: build control-plane ## MS2M vs stop-and-copy and restart-and-rebuild across message rates, plus the cutoff regime, in the sandbox (~75 min with the default 5 runs; BENCH_FLAGS='--runs 2' ~30 min, '--rates 10,120 --runs 1' a quick look): docs/benchmarks.md, its CSV and plot.
 	$(GO) run ./test/bench --bin-dir $(BIN) $(BENCH_FLAGS)
