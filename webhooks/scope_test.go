@@ -3,17 +3,21 @@ package webhooks
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/yaml"
 
 	"github.com/ms2m/ms2m/internal/testenv"
 	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
@@ -164,4 +168,33 @@ func containerNames(p *corev1.Pod) []string {
 		out = append(out, c.Name)
 	}
 	return out
+}
+
+// docs/webhooks.md shows readers the pod webhook's scope as YAML; it must
+// be the scope the manifests carry, not a copy that drifted.
+func TestTheDocumentedScopeIsTheWebhooks(t *testing.T) {
+	page, err := os.ReadFile(filepath.Join("..", "docs", "webhooks.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var block string
+	for _, b := range strings.Split(string(page), "```yaml\n")[1:] {
+		if b, _, _ = strings.Cut(b, "```"); strings.Contains(b, "matchConditions:") {
+			block = b
+		}
+	}
+	if block == "" {
+		t.Fatal("docs/webhooks.md shows no YAML block with matchConditions")
+	}
+	var documented struct {
+		MatchConditions   []admissionregistrationv1.MatchCondition `json:"matchConditions"`
+		NamespaceSelector *metav1.LabelSelector                    `json:"namespaceSelector"`
+	}
+	if err := yaml.UnmarshalStrict([]byte(block), &documented); err != nil {
+		t.Fatalf("docs/webhooks.md's scope: %v", err)
+	}
+	want := Scopes()[PodMutationWebhook]
+	if !equality.Semantic.DeepEqual(documented.MatchConditions, want.MatchConditions) || !equality.Semantic.DeepEqual(documented.NamespaceSelector, want.NamespaceSelector) {
+		t.Fatalf("docs/webhooks.md shows\n%+v\n%+v\nbut the pod webhook's scope is\n%+v\n%+v", documented.MatchConditions, documented.NamespaceSelector, want.MatchConditions, want.NamespaceSelector)
+	}
 }
