@@ -2,7 +2,6 @@ package replay
 
 import (
 	"context"
-	"maps"
 	"sync"
 	"time"
 )
@@ -20,19 +19,17 @@ type committedPoller struct {
 	waiters int
 	running bool
 	last    map[int]int64 // the offsets of the last successful poll
-	lastErr error         // the last poll's error
-	polls   int           // how many polls have answered
 	polled  chan struct{} // closed after each poll
 }
 
 // pollTimeout bounds one poll.
 const pollTimeout = 10 * time.Second
 
-// join counts the caller as waiting, so that the poll runs, until it
-// calls the function returned.
-func (p *committedPoller) join() (leave func()) {
+// waitPast returns the committed offset of partition once it is past
+// offset, or ctx's error. Offsets seen in an earlier poll count: the
+// committed offsets only grow.
+func (p *committedPoller) waitPast(ctx context.Context, partition int, offset int64) (int64, error) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	p.waiters++
 	if p.polled == nil {
 		p.polled = make(chan struct{})
@@ -41,18 +38,12 @@ func (p *committedPoller) join() (leave func()) {
 		p.running = true
 		go p.run()
 	}
-	return func() {
+	p.mu.Unlock()
+	defer func() {
 		p.mu.Lock()
 		p.waiters--
 		p.mu.Unlock()
-	}
-}
-
-// waitPast returns the committed offset of partition once it is past
-// offset, or ctx's error. Offsets seen in an earlier poll count: the
-// committed offsets only grow.
-func (p *committedPoller) waitPast(ctx context.Context, partition int, offset int64) (int64, error) {
-	defer p.join()()
+	}()
 	for {
 		p.mu.Lock()
 		c, ok := p.last[partition]
@@ -65,36 +56,6 @@ func (p *committedPoller) waitPast(ctx context.Context, partition int, offset in
 		case <-polled:
 		case <-ctx.Done():
 			return 0, ctx.Err()
-		}
-	}
-}
-
-// fresh returns the committed offsets once the poll under way (or the
-// next one) has answered, or that poll's error, or ctx's: a look at the
-// offsets that shares the poll with every other waiter instead of asking
-// the broker itself.
-func (p *committedPoller) fresh(ctx context.Context) (map[int]int64, error) {
-	defer p.join()()
-	p.mu.Lock()
-	seen := p.polls
-	p.mu.Unlock()
-	for {
-		p.mu.Lock()
-		polled, answered := p.polled, p.polls > seen
-		last, err := maps.Clone(p.last), p.lastErr
-		p.mu.Unlock()
-		switch {
-		case answered && err != nil:
-			return nil, err
-		case answered:
-			return last, nil
-		}
-		// A raise wakes the waiters too, but is no answer for all
-		// partitions.
-		select {
-		case <-polled:
-		case <-ctx.Done():
-			return nil, ctx.Err()
 		}
 	}
 }
@@ -113,8 +74,6 @@ func (p *committedPoller) run() {
 		committed, err := p.committed(ctx)
 		cancel()
 		p.mu.Lock()
-		p.lastErr = err
-		p.polls++
 		if err == nil {
 			// Merged: a raise (a fence) during the poll stays.
 			for q, c := range p.last {
@@ -134,12 +93,6 @@ func (p *committedPoller) run() {
 func (k *Kafka) waitCommittedPast(ctx context.Context, partition int, offset int64) (int64, error) {
 	k.transport()
 	return k.poll.waitPast(ctx, partition, offset)
-}
-
-// freshCommitted implements committedSharer.
-func (k *Kafka) freshCommitted(ctx context.Context) (map[int]int64, error) {
-	k.transport()
-	return k.poll.fresh(ctx)
 }
 
 // raise records offsets known to be committed (they only grow) and wakes

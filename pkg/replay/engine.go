@@ -331,21 +331,17 @@ func (e *Engine) Position() Position {
 // PositionWithLag is Position with Lag filled in from the group's committed
 // offsets: what the controller samples to estimate μ and decide the cutoff.
 func (e *Engine) PositionWithLag(ctx context.Context) (Position, error) {
-	return e.positionWithLag(ctx, e.sources.Committed)
-}
-
-func (e *Engine) positionWithLag(ctx context.Context, committed func(context.Context) (map[int]int64, error)) (Position, error) {
 	pos := e.Position()
 	if pos.Mode != ModeReplay {
 		return pos, nil
 	}
 	limit := pos.Fence
 	if limit == nil {
-		c, err := committed(ctx)
+		committed, err := e.sources.Committed(ctx)
 		if err != nil {
 			return pos, unavailable{fmt.Errorf("reading the group's committed offsets: %w", err)}
 		}
-		limit = c
+		limit = committed
 	}
 	for p, next := range pos.Next {
 		pos.Lag += max(limit[p]-next, 0)
@@ -356,15 +352,7 @@ func (e *Engine) positionWithLag(ctx context.Context, committed func(context.Con
 	return pos, nil
 }
 
-// committedSharer is Sources that read the group's committed offsets once
-// for all who wait on them (Kafka's poller): CaughtUp looks through it
-// rather than adding its own reads to the broker's load.
-type committedSharer interface {
-	freshCommitted(ctx context.Context) (map[int]int64, error)
-}
-
-// caughtUpPoll is how often CaughtUp looks at the group's committed
-// offsets when the sources share no poll of them.
+// caughtUpPoll is how often CaughtUp asks the group's committed offsets.
 const caughtUpPoll = 2 * time.Millisecond
 
 // CaughtUp waits, on a replaying target, until it has replayed everything
@@ -374,13 +362,9 @@ const caughtUpPoll = 2 * time.Millisecond
 // the fence, on the handover's stall, is then what the source processed in
 // between, not a sample's worth.
 func (e *Engine) CaughtUp(ctx context.Context) (Position, error) {
-	committed, pace := e.sources.Committed, caughtUpPoll
-	if s, ok := e.sources.(committedSharer); ok {
-		committed, pace = s.freshCommitted, 0 // the shared poll paces the looks
-	}
 	var last *Position
 	for {
-		pos, err := e.positionWithLag(ctx, committed)
+		pos, err := e.PositionWithLag(ctx)
 		switch {
 		case err != nil && ctx.Err() != nil && last != nil:
 			return *last, nil // the deadline cut the last look short
@@ -388,7 +372,7 @@ func (e *Engine) CaughtUp(ctx context.Context) (Position, error) {
 			return pos, err
 		}
 		last = &pos
-		t := time.NewTimer(pace)
+		t := time.NewTimer(caughtUpPoll)
 		select {
 		case <-ctx.Done():
 			t.Stop()
