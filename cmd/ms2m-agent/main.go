@@ -95,7 +95,7 @@ func run(o agent.Options, probeAddr, metricsAddr, hostRoot, podName, podUID stri
 	if err != nil {
 		return err
 	}
-	if err := (&agent.Reconciler{Client: mgr.GetClient(), Opts: o}).SetupWithManager(mgr); err != nil {
+	if err := (&agent.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Opts: o}).SetupWithManager(mgr); err != nil {
 		return err
 	}
 	if err := mgr.Add(&agent.Labeler{Client: mgr.GetClient(), NodeName: o.NodeName, Prober: agent.Prober{HostRoot: hostRoot}, Interval: interval,

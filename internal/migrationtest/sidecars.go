@@ -39,8 +39,10 @@ type Sidecars struct {
 	pause, handover time.Duration
 	stalls          bool
 	// pausedNow: paused and not resumed since; fencedPaused: fenced
-	// while paused, which ends the pause (StopAndCopy).
-	pausedNow, fencedPaused bool
+	// while paused, which ends the pause (StopAndCopy); fenced: fenced and
+	// not rejoined since (a Resume is refused then, as the real sidecar
+	// refuses it).
+	pausedNow, fencedPaused, fenced bool
 }
 
 // SetStalls makes the sidecars report, by their own clocks, a checkpoint
@@ -167,6 +169,9 @@ func (s *Sidecars) answer(call string, mode replay.Mode, paused bool) (replay.Po
 		s.busied[call]++
 		return replay.Position{}, &replay.CallError{Status: 503, Message: msg}
 	}
+	if call == "Resume" && s.fenced {
+		return replay.Position{}, &replay.CallError{Status: 409, Message: replay.ErrFenced.Error()}
+	}
 	s.calls = append(s.calls, call)
 	if call == "Handover" {
 		s.live = true
@@ -199,10 +204,10 @@ func (s *Sidecars) answer(call string, mode replay.Mode, paused bool) (replay.Po
 	switch {
 	case call == "Pause":
 		s.pausedNow = true
-	case call == "Resume":
-		s.pausedNow, s.fencedPaused = false, false
-	case call == "Fence" && s.pausedNow:
-		s.fencedPaused = true
+	case call == "Resume", call == "Rejoin":
+		s.pausedNow, s.fencedPaused, s.fenced = false, false, false
+	case call == "Fence":
+		s.fenced, s.fencedPaused = true, s.pausedNow
 	}
 	if s.stalls {
 		paused, resumed := sidecarClock, sidecarClock.Add(s.pause)
@@ -214,7 +219,7 @@ func (s *Sidecars) answer(call string, mode replay.Mode, paused bool) (replay.Po
 		switch call {
 		case "Pause":
 			pos.PausedAt = &paused
-		case "Resume":
+		case "Resume", "Rejoin":
 			pos.PausedAt, pos.ResumedAt = &paused, &resumed
 		case "Fence":
 			pos.FencedAt = &fenced
@@ -244,9 +249,16 @@ func (s *Sidecars) Pause(context.Context, replay.Endpoint) (replay.Position, err
 	return s.answer("Pause", replay.ModeLive, true)
 }
 
-// Resume implements the controller's Sidecars.
+// Resume implements the agent's resume (see AgentReport): it ends a
+// pause and is refused after a fence.
 func (s *Sidecars) Resume(context.Context, replay.Endpoint) (replay.Position, error) {
 	return s.answer("Resume", replay.ModeLive, false)
+}
+
+// Rejoin implements the controller's Sidecars: the rollback, which ends a
+// pause or a fence.
+func (s *Sidecars) Rejoin(context.Context, replay.Endpoint) (replay.Position, error) {
+	return s.answer("Rejoin", replay.ModeLive, false)
 }
 
 // Fence implements the controller's Sidecars.

@@ -77,7 +77,10 @@ type Options struct {
 // Reconciler acts on the migrations leaving its node.
 type Reconciler struct {
 	Client client.Client
-	Opts   Options
+	// APIReader reads from the API server, not the cache (Client if nil):
+	// the last look before a checkpoint (see checkpointDue).
+	APIReader client.Reader
+	Opts      Options
 	// Kubelet is the client for the kubelet API (built from Opts if nil).
 	Kubelet *http.Client
 	// Remote are extra options for pushing images.
@@ -149,6 +152,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	_, haveImage := m.Annotations[v1.AnnotationAgentImage]
 	switch {
 	case m.Status.Phase == v1.PhaseCheckpointing && !haveCheckpoint:
+		if due, err := r.checkpointDue(ctx, m); !due {
+			return reconcile.Result{}, err
+		}
 		res, err := r.pauseCheckpointResume(ctx, m)
 		if errors.Is(err, errTryAgain) {
 			// Nothing consumed yet, or the sidecar not answering for now:
@@ -169,6 +175,26 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		r.cleanup(ctx, m)
 	}
 	return reconcile.Result{}, nil
+}
+
+// checkpointDue reads m from the API server and reports whether its
+// checkpoint is still to be taken. The cache can lag behind this agent's
+// own report: an event that arrived during a checkpoint requeues the
+// migration at once, and a cache without the report would pause the
+// source and checkpoint it a second time, in the middle of a later phase,
+// and replace the reported archive and O with the second checkpoint's
+// (whose state is past the O the controller replays from).
+func (r *Reconciler) checkpointDue(ctx context.Context, m *v1.StatefulMigration) (bool, error) {
+	reader := r.APIReader
+	if reader == nil {
+		reader = r.Client
+	}
+	fresh := &v1.StatefulMigration{}
+	if err := reader.Get(ctx, client.ObjectKeyFromObject(m), fresh); err != nil {
+		return false, client.IgnoreNotFound(err)
+	}
+	_, reported := fresh.Annotations[v1.AnnotationAgentCheckpoint]
+	return fresh.UID == m.UID && fresh.Status.Phase == v1.PhaseCheckpointing && !reported, nil
 }
 
 // report records the step's result (or error) on the migration.

@@ -14,10 +14,12 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
@@ -53,6 +55,7 @@ func TestControlAudienceIsTheSidecars(t *testing.T) {
 type checkpointWorld struct {
 	t       *testing.T
 	r       *Reconciler
+	api     client.WithWatch // the FAKE API server behind r
 	m       *v1.StatefulMigration
 	mu      sync.Mutex
 	calls   []string
@@ -111,7 +114,8 @@ func newCheckpointWorld(t *testing.T, podNode string) *checkpointWorld {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.r = &Reconciler{Client: fake.NewClientBuilder().WithScheme(scheme).WithObjects(node, pod, w.m).Build(), Kubelet: kubelet.Client(),
+	w.api = fake.NewClientBuilder().WithScheme(scheme).WithObjects(node, pod, w.m).Build()
+	w.r = &Reconciler{Client: w.api, Kubelet: kubelet.Client(),
 		Opts: Options{NodeName: "node-1", SidecarControlPort: int32(sp),
 			SidecarTokens: func(_ context.Context, audience string) (string, error) { return "token-for " + audience, nil }}}
 	return w
@@ -130,7 +134,7 @@ func (w *checkpointWorld) reconcile() (reconcile.Result, v1.AgentResult, bool) {
 		w.t.Fatal(err)
 	}
 	m := &v1.StatefulMigration{}
-	if err := w.r.Client.Get(context.Background(), client.ObjectKeyFromObject(w.m), m); err != nil {
+	if err := w.api.Get(context.Background(), client.ObjectKeyFromObject(w.m), m); err != nil {
 		w.t.Fatal(err)
 	}
 	raw, ok := m.Annotations[v1.AnnotationAgentCheckpoint]
@@ -173,6 +177,36 @@ func TestThePauseBracketsTheCheckpointOnly(t *testing.T) {
 		if aud != "ms2m-replay/shop/uid-orders" {
 			t.Fatalf("a sidecar call with a token for %q", aud)
 		}
+	}
+}
+
+// The agent checkpoints a migration once, even when its cache lags behind
+// its own report (an event that came during the checkpoint requeues the
+// migration at once): a second run would pause the source again in a later
+// phase and replace the reported archive and O with a later checkpoint's.
+func TestACheckpointIsTakenOnceWhateverTheCache(t *testing.T) {
+	w := newCheckpointWorld(t, "node-1")
+	stale := w.m.DeepCopy() // the cache as it was before the report
+	w.r.APIReader = w.api
+	w.r.Client = interceptor.NewClient(w.api, interceptor.Funcs{
+		Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+			if m, ok := obj.(*v1.StatefulMigration); ok {
+				stale.DeepCopyInto(m)
+				return nil
+			}
+			return c.Get(ctx, key, obj, opts...)
+		},
+	})
+	_, first, ok := w.reconcile()
+	if !ok || first.Error != "" {
+		t.Fatalf("first report %+v (%v)", first, ok)
+	}
+	_, again, _ := w.reconcile()
+	if calls := w.called(); !slices.Equal(calls, []string{"/pause", "checkpoint", "/resume"}) {
+		t.Fatalf("calls %v after a second look from a stale cache; want one pause, checkpoint and resume", calls)
+	}
+	if !equality.Semantic.DeepEqual(first, again) {
+		t.Fatalf("report %+v replaced by %+v", first, again)
 	}
 }
 

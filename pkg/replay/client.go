@@ -55,9 +55,15 @@ func (c *Client) Pause(ctx context.Context, ep Endpoint) (Position, error) {
 	return c.call(ctx, http.MethodPost, ep, "/pause", nil)
 }
 
-// Resume continues delivery (and, after a fence, rejoins the group).
+// Resume ends a pause; a fenced sidecar refuses it (409).
 func (c *Client) Resume(ctx context.Context, ep Endpoint) (Position, error) {
 	return c.call(ctx, http.MethodPost, ep, "/resume", nil)
+}
+
+// Rejoin is a migration's rollback: it ends a pause or a fence, and the
+// source consumes live again.
+func (c *Client) Rejoin(ctx context.Context, ep Endpoint) (Position, error) {
+	return c.call(ctx, http.MethodPost, ep, "/rejoin", nil)
 }
 
 // Fence stops live consumption and reports F.

@@ -103,8 +103,9 @@ func partitionOffsets(field string, in map[string]int64) (map[int]int64, error) 
 //
 //	GET  /position            where the engine stands, with the replay lag
 //	POST /caught-up           a replaying target answers once its lag is 0 (or at the timeout)
-//	POST /pause, /resume      stop after the in-flight message / continue
+//	POST /pause, /resume      stop after the in-flight message / continue (never after a fence)
 //	POST /fence               stop live consumption, report F
+//	POST /rejoin              the rollback: end a pause or a fence, consume live again
 //	POST /handover {"fence"}  replay to exactly F, then go live
 //	POST /replay {"from", "fence"?}  a standby sidecar replays from offsets
 //	GET  /readyz              unauthenticated: 200 only while live
@@ -145,7 +146,10 @@ func (c *Control) Handler() http.Handler {
 		return c.Engine.Pause(ctx)
 	}))
 	mux.Handle("POST /resume", c.authorized(nodeAgent, func(context.Context, Call) (Position, error) {
-		return c.Engine.Resume(), nil
+		return c.Engine.Resume()
+	}))
+	mux.Handle("POST /rejoin", c.authorized(manager, func(context.Context, Call) (Position, error) {
+		return c.Engine.Rejoin(), nil
 	}))
 	mux.Handle("POST /fence", c.authorized(manager, func(ctx context.Context, _ Call) (Position, error) {
 		defer c.Metrics.observe(fenceSeconds, time.Now())

@@ -117,6 +117,14 @@ func TestControlAPIAcceptsOnlyTokensForThisSidecar(t *testing.T) {
 	if status, body := call("GET", "/readyz", "", ""); status != 503 || !strings.Contains(body, "not live") {
 		t.Fatalf("fenced sidecar: GET /readyz = %d %q; want 503 not live", status, body)
 	}
+	// A resume ends a pause only: one that arrives after the fence is
+	// refused, and only the rollback ends the fence.
+	if status, body := call("POST", "/resume", managerToken, ""); status != 409 || !strings.Contains(body, "POST /rejoin") {
+		t.Fatalf("resume of a fenced sidecar = %d %q; want 409 naming the rollback", status, body)
+	}
+	if status, body := call("POST", "/rejoin", managerToken, ""); status != 200 || !strings.Contains(body, `"mode":"live"`) {
+		t.Fatalf("rejoin of a fenced sidecar = %d %q; want 200, live", status, body)
+	}
 }
 
 // resign is token with the signature of from: a token whose claims were
@@ -268,6 +276,7 @@ func TestNodeAgentMayOnlyPauseAndResumeOnItsNode(t *testing.T) {
 		{"nor hand over", "POST", "/handover", here, `{"fence":{"0":10}}`, 403, "may only pause and resume"},
 		{"nor replay", "POST", "/replay", here, `{"from":{"0":0}}`, 403, "may only pause and resume"},
 		{"nor abort", "POST", "/abort", here, "", 403, "may only pause and resume"},
+		{"nor end a fence (the rollback)", "POST", "/rejoin", here, "", 403, "may only pause and resume"},
 		{"the agent of another node resumes", "POST", "/resume", elsewhere, "", 403, "only sidecars on its own node"},
 		{"the agent of this node resumes: the pause's times", "POST", "/resume", here, "", 200, `"resumedAt":`},
 	} {

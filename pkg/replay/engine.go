@@ -304,21 +304,46 @@ func (e *Engine) pause(ctx context.Context) (Position, error) {
 	return e.positionLocked(), nil
 }
 
-// Resume continues delivery; a fenced engine rejoins the group (the rollback
-// of a migration). Resuming a running engine does nothing.
-func (e *Engine) Resume() Position {
+// ErrFenced is a resume of a fenced engine: only the migration's rollback
+// (Rejoin) ends a fence.
+var ErrFenced = errors.New("fenced for a handover: a resume ends a pause only; the migration's rollback (POST /rejoin, the manager's) ends a fence")
+
+// Resume ends a pause (the node agent's, after a checkpoint). It never
+// ends a fence: a resume that arrives late, after the controller fenced
+// the source (an agent's retry, or a second checkpoint from a stale
+// cache), would otherwise put the source back in the group beside its
+// target. Resuming a running engine does nothing.
+func (e *Engine) Resume() (Position, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.paused || e.mode == ModeFenced {
-		e.resumedAt = time.Now()
-	}
-	e.paused = false
 	if e.mode == ModeFenced {
+		return Position{}, ErrFenced
+	}
+	e.resumeLocked()
+	return e.positionLocked(), nil
+}
+
+// Rejoin is the rollback of a migration: it ends a pause and a fence; a
+// fenced engine rejoins the group and consumes live again. Rejoining a
+// running engine does nothing.
+func (e *Engine) Rejoin() Position {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.mode == ModeFenced {
+		e.resumedAt = time.Now()
 		e.setModeLocked(ModeLive)
 		e.replaceSourceLocked(e.sources.Live())
 	}
-	e.cond.Broadcast()
+	e.resumeLocked()
 	return e.positionLocked()
+}
+
+func (e *Engine) resumeLocked() {
+	if e.paused {
+		e.resumedAt = time.Now()
+	}
+	e.paused = false
+	e.cond.Broadcast()
 }
 
 // Position reports where the engine stands.

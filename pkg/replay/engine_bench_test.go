@@ -39,7 +39,7 @@ func BenchmarkLiveDelivery(b *testing.B) {
 				h.b.produce(b, produced, min(1000, b.N-produced))
 			}
 			b.ResetTimer()
-			h.engine.Resume()
+			mustResume(b, h.engine)
 			expect.Eventually(b, "all delivered", func() error {
 				if n := acked.Load(); n < int64(b.N) {
 					return fmt.Errorf("%d of %d", n, b.N)
@@ -224,7 +224,7 @@ func BenchmarkPauseResume(b *testing.B) {
 			b.Fatal(err)
 		}
 		lat = append(lat, time.Since(t0))
-		h.engine.Resume()
+		mustResume(b, h.engine)
 	}
 	slices.Sort(lat)
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-pause-µs")

@@ -2,6 +2,7 @@ package replay
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -297,8 +298,8 @@ func TestPauseReportsExactPositionAndResumeLosesNothing(t *testing.T) {
 	if got := h.engine.Position(); got.Next[0] != 20 {
 		t.Fatalf("engine moved while paused: %+v", got)
 	}
-	h.engine.Resume()
-	h.engine.Resume() // idempotent
+	mustResume(t, h.engine)
+	mustResume(t, h.engine) // idempotent
 	expectExactly(t, a, 40)
 }
 
@@ -319,7 +320,32 @@ func TestAFencedSidecarRestartsFenced(t *testing.T) {
 	if got := h.b.committed(t, h.group); got != 20 || len(a.ackedCopy()) != 20 {
 		t.Fatalf("a restarted fenced sidecar consumed: committed %d, app saw %d; want 20 and 20", got, len(a.ackedCopy()))
 	}
-	restarted.Resume()
+	restarted.Rejoin()
+	expectExactly(t, a, 30)
+}
+
+// A resume that arrives after the fence (the node agent's, late: a retry,
+// or a second checkpoint run from a stale cache) is refused: the fenced
+// source stays out of the group, so its committed offsets stay the F the
+// target goes live at, and it delivers nothing more. Before, a resume
+// ended a fence too: the source rejoined and committed past F while the
+// controller was reading F (a fence answered "committed offset 274 differs
+// from the acknowledged position 273"), or beside its live target after
+// the handover. The rollback (Rejoin) still ends a fence.
+func TestAResumeNeverEndsAFence(t *testing.T) {
+	h, a := liveAfter(t, 20)
+	_, f := fencedAfter(t, h)
+	if _, err := h.engine.Resume(); !errors.Is(err, ErrFenced) {
+		t.Fatalf("resume of a fenced engine: %v; want ErrFenced", err)
+	}
+	if pos := h.engine.Position(); pos.Mode != ModeFenced {
+		t.Fatalf("mode %s after a late resume; want fenced", pos.Mode)
+	}
+	h.b.produce(t, 20, 10)
+	if got := h.b.committed(t, h.group); got != f.Fence[0] || len(a.ackedCopy()) != 20 {
+		t.Fatalf("after a late resume: committed %d, app saw %d; want F %d and 20", got, len(a.ackedCopy()), f.Fence[0])
+	}
+	h.engine.Rejoin()
 	expectExactly(t, a, 30)
 }
 
@@ -358,4 +384,14 @@ func TestFenceUnderLoadStopsAfterTheInFlightMessage(t *testing.T) {
 	if got := h.b.committed(t, h.group); got != pos.Fence[0] {
 		t.Fatalf("committed %d, fence %d", got, pos.Fence[0])
 	}
+}
+
+// mustResume ends e's pause; e is not fenced.
+func mustResume(t testing.TB, e *Engine) Position {
+	t.Helper()
+	pos, err := e.Resume()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pos
 }

@@ -98,7 +98,7 @@ func TestHandoverAtFenceHasNoGapAndNoDuplicate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	source.Resume()
+	mustResume(t, source)
 
 	// Restoring + replaying: the target replays from O while the source serves.
 	target := NewReplay(sources, deliverer(t, targetApp), o)
@@ -248,7 +248,7 @@ func TestAbortSettlesALostHandover(t *testing.T) {
 		t.Fatalf("after the abort: mode %s, ready %v, committed %d; want aborted, unready, 40", pos.Mode, target.Ready(), h.b.committed(t, h.group))
 	}
 
-	h.engine.Resume() // the rollback: the source rejoins at F
+	h.engine.Rejoin() // the rollback: the source rejoins at F
 	if pos := h.engine.Abort(); pos.Mode != ModeLive {
 		t.Fatalf("abort of a live engine answered %s; want live", pos.Mode)
 	}

@@ -233,7 +233,7 @@ func TestPauseAnswersWhileTheAppRefusesAMessage(t *testing.T) {
 	if pos.Next[0] != 1 {
 		t.Fatalf("paused at %v: want 0:1 (the refused message is not delivered)", pos.Next)
 	}
-	e.Resume()
+	mustResume(t, e)
 	expect.Eventually(t, "dead-lettered after the resume, then the rest applied", func() error {
 		_, ap := a.snapshot()
 		if !equal(ap.live[0], []int64{0, 2}) {
@@ -288,7 +288,7 @@ func TestRewindGivesARestartedAppWhatItLost(t *testing.T) {
 				t.Fatal(err)
 			}
 			a.restore(checkpoint, state) // the container restarts from the checkpoint image
-			e.Resume()
+			mustResume(t, e)
 			produceTo(t, addr, 0, "10", "11", "12", "13", "14")
 			expect.Eventually(t, "the lost messages replayed, then live again", func() error {
 				_, ap := a.snapshot()

@@ -57,7 +57,7 @@ const (
 	// QuiescePath).
 	EnvAppQuiescePath = "MS2M_APP_QUIESCE_PATH"
 	// EnvMode is where the sidecar starts, whatever the other variables say:
-	// "fenced" consumes nothing until POST /resume (a migration's source
+	// "fenced" consumes nothing until POST /rejoin (a migration's source
 	// was fenced), "live" consumes live (a restored pod was handed over);
 	// empty: as the other variables say. The webhook sets it from the
 	// pod's migration.ms2m.io/sidecar-mode annotation.
@@ -106,7 +106,7 @@ type Options struct {
 	ReplayFrom map[int]int64
 	// Standby starts the sidecar consuming nothing until POST /replay.
 	Standby bool
-	// Fenced starts the sidecar fenced: out of the group until POST /resume.
+	// Fenced starts the sidecar fenced: out of the group until POST /rejoin.
 	Fenced bool
 	// BatchSize above 1 delivers batches (the app opted in).
 	BatchSize int
@@ -293,7 +293,7 @@ func Run(ctx context.Context, o Options, auth Authenticator) error {
 	switch {
 	case o.Fenced:
 		e = NewFenced(src, d)
-		logger.Info("fenced before a restart: consuming nothing until POST /resume", "topic", o.Topic, "group", o.Group)
+		logger.Info("fenced before a restart: consuming nothing until POST /rejoin", "topic", o.Topic, "group", o.Group)
 	case o.ReplayFrom != nil:
 		e = NewReplay(src, d, o.ReplayFrom)
 		logger.Info("replaying from checkpoint offsets", "from", o.ReplayFrom, "batchSize", o.BatchSize)

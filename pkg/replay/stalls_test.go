@@ -146,7 +146,7 @@ func TestStallsAreTheIntervalsWithoutDelivery(t *testing.T) {
 		return nil
 	})
 	beforeResume := time.Now()
-	resumed := source.Resume()
+	resumed := mustResume(t, source)
 	afterResume := time.Now()
 	within(t, "PausedAt", resumed.PausedAt, beforePause, afterPause)
 	within(t, "ResumedAt", resumed.ResumedAt, beforeResume, afterResume)

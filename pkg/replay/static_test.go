@@ -161,7 +161,7 @@ func TestOneReplicaOfAGroupMovesWithItsPartitions(t *testing.T) {
 	for _, p := range pos.Assigned {
 		o[p] = committed[p]
 	}
-	a.Resume()
+	mustResume(t, a)
 	target := NewReplay(sources("orders-0"), deliverer(t, rt), o)
 	runEngine(t, target)
 	b.produce(t, 40, 40)

@@ -41,7 +41,7 @@ import (
 type Sidecars interface {
 	Position(ctx context.Context, ep replay.Endpoint) (replay.Position, error)
 	CaughtUp(ctx context.Context, ep replay.Endpoint, timeout time.Duration) (replay.Position, error)
-	Resume(ctx context.Context, ep replay.Endpoint) (replay.Position, error)
+	Rejoin(ctx context.Context, ep replay.Endpoint) (replay.Position, error)
 	Fence(ctx context.Context, ep replay.Endpoint) (replay.Position, error)
 	Handover(ctx context.Context, ep replay.Endpoint, fence map[int]int64) (replay.Position, error)
 	Abort(ctx context.Context, ep replay.Endpoint) (replay.Position, error)

@@ -31,7 +31,7 @@ func TestLostHandoverAbortsTheTargetBeforeTheSourceResumes(t *testing.T) {
 	got := w.until(m, "Failed", inPhase(v1.PhaseFailed))
 	calls := w.sidecars.Calls()
 	abort := slices.Index(calls, "Abort")
-	if abort < 0 || !slices.Contains(calls[abort:], "Resume") || slices.Index(calls, "Fence") > abort {
+	if abort < 0 || !slices.Contains(calls[abort:], "Rejoin") || slices.Index(calls, "Fence") > abort {
 		t.Fatalf("sidecar calls %v: want the target aborted before the source resumes", calls)
 	}
 	if c := condition(got, v1.ConditionHandedOver); c != nil && c.Status == "True" {
@@ -50,7 +50,7 @@ func TestTargetLiveDespiteALostAnswerCompletes(t *testing.T) {
 	w.sidecars.WentLive()
 	got := w.until(m, "Completed", inPhase(v1.PhaseCompleted))
 	calls := w.sidecars.Calls()
-	if n := w.sidecars.Count("Resume"); n != 1 || slices.Index(calls, "Resume") > slices.Index(calls, "Fence") {
+	if n := w.sidecars.Count("Resume"); n != 1 || slices.Index(calls, "Resume") > slices.Index(calls, "Fence") || slices.Contains(calls, "Rejoin") {
 		t.Fatalf("sidecar calls %v: the fenced source was resumed", calls)
 	}
 	if c := condition(got, v1.ConditionHandedOver); c == nil || c.Status != "True" {
@@ -69,21 +69,21 @@ func TestUnanswerableTargetKeepsTheSourceFenced(t *testing.T) {
 	w.sidecars.Refuse("Handover", "not at the fence before the deadline")
 	w.sidecars.Unreachable("Position")
 	w.sidecars.Unreachable("Abort")
-	resumes := w.sidecars.Count("Resume")
+	resumes := w.sidecars.Count("Rejoin")
 	w.clock.Step(DefaultOptions().Timeouts.Finalize + time.Second)
 	for range 5 {
 		_, _ = w.reconcile(m)
 	}
-	if got := w.get(m); got.Status.Phase != v1.PhaseFinalizing || w.sidecars.Count("Resume") != resumes {
-		t.Fatalf("phase %s, %d resumes: want Finalizing with the source still fenced", got.Status.Phase, w.sidecars.Count("Resume")-resumes)
+	if got := w.get(m); got.Status.Phase != v1.PhaseFinalizing || w.sidecars.Count("Rejoin") != resumes {
+		t.Fatalf("phase %s, %d rejoins: want Finalizing with the source still fenced", got.Status.Phase, w.sidecars.Count("Rejoin")-resumes)
 	}
 	if mode := w.pod(w.source).Annotations[v1.AnnotationSidecarMode]; mode != v1.SidecarModeFenced {
 		t.Fatalf("source's sidecar mode %q; want fenced", mode)
 	}
 	w.sidecars.Allow("Abort")
 	w.until(m, "Failed", inPhase(v1.PhaseFailed))
-	if w.sidecars.Count("Resume") != resumes+1 {
-		t.Fatal("the source was not resumed once the target answered")
+	if w.sidecars.Count("Rejoin") != resumes+1 {
+		t.Fatal("the source was not rejoined once the target answered")
 	}
 }
 

@@ -171,7 +171,7 @@ func TestPhaseTimeoutsRollBack(t *testing.T) {
 			if mode := w.pod(w.source).Annotations[v1.AnnotationSidecarMode]; tc.phase == v1.PhaseFinalizing && mode != v1.SidecarModeFenced {
 				t.Fatalf("source's sidecar mode %q while fenced; want %q", mode, v1.SidecarModeFenced)
 			}
-			resumes := w.sidecars.Count("Resume")
+			resumes := w.sidecars.Count("Rejoin")
 			w.clock.Step(2 * time.Second)
 			got := w.until(m, "Failed", inPhase(v1.PhaseFailed))
 			if c := condition(got, v1.ConditionReady); c == nil || c.Reason != v1.ReasonPhaseTimedOut {
@@ -185,8 +185,8 @@ func TestPhaseTimeoutsRollBack(t *testing.T) {
 			if c := condition(got, v1.ConditionRolledBack); c == nil || c.Message != want {
 				t.Fatalf("RolledBack condition %+v; want the message %q", c, want)
 			}
-			if w.sidecars.Count("Resume") <= resumes {
-				t.Fatal("the source's sidecar was not resumed")
+			if w.sidecars.Count("Rejoin") <= resumes {
+				t.Fatal("the source's sidecar was not rejoined")
 			}
 			if mode, ok := w.pod(w.source).Annotations[v1.AnnotationSidecarMode]; ok {
 				t.Fatalf("source's sidecar mode %q after the rollback; want none (a restart must rejoin the group)", mode)
@@ -588,7 +588,7 @@ func TestStopAndCopyKeepsTheSourceStoppedFromItsCheckpoint(t *testing.T) {
 		t.Fatalf("strategy %s; want StopAndCopy", m.Status.Strategy)
 	}
 	calls := w.sidecars.Calls()
-	if slices.Contains(calls, "Resume") || slices.Index(calls, "Pause") > slices.Index(calls, "Fence") || slices.Index(calls, "Fence") > slices.Index(calls, "Handover") {
+	if slices.Contains(calls, "Resume") || slices.Contains(calls, "Rejoin") || slices.Index(calls, "Pause") > slices.Index(calls, "Fence") || slices.Index(calls, "Fence") > slices.Index(calls, "Handover") {
 		t.Fatalf("sidecar calls %v: want pause, fence, handover, and the source never resumed", calls)
 	}
 	if len(m.Status.FenceOffsets) == 0 || !equality.Semantic.DeepEqual(m.Status.FenceOffsets, m.Status.CheckpointOffsets) {

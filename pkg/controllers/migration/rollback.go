@@ -58,7 +58,7 @@ func (r *Reconciler) rollback(ctx context.Context, w *work, reason, msg string) 
 			if err := r.setSidecarMode(ctx, src, ""); err != nil {
 				return err
 			}
-			pos, err := r.Sidecars.Resume(ctx, w.sidecarAddr(src))
+			pos, err := r.Sidecars.Rejoin(ctx, w.sidecarAddr(src))
 			if err != nil {
 				// Requeued: a source left paused or fenced would not serve.
 				logger.Error(err, "resuming the source's sidecar during rollback", "pod", src.Name)

@@ -58,6 +58,10 @@ func (s blackholed) Resume(ctx context.Context, ep replay.Endpoint) (replay.Posi
 	return s.call(ctx, ep, func() (replay.Position, error) { return s.sidecars.Resume(ctx, ep) })
 }
 
+func (s blackholed) Rejoin(ctx context.Context, ep replay.Endpoint) (replay.Position, error) {
+	return s.call(ctx, ep, func() (replay.Position, error) { return s.sidecars.Rejoin(ctx, ep) })
+}
+
 func (s blackholed) Fence(ctx context.Context, ep replay.Endpoint) (replay.Position, error) {
 	return s.call(ctx, ep, func() (replay.Position, error) { return s.sidecars.Fence(ctx, ep) })
 }
