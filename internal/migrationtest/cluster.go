@@ -25,9 +25,10 @@ const (
 
 // AgentReport is the FAKE node agent's next report on m, if it has one:
 // in Checkpointing it pauses the source's (FAKE) sidecar, "checkpoints"
-// and resumes it (unless the strategy stops the source there), and reports the archive with O as the pause answered it;
-// once the migration is Transferring, a pushed image. It returns the
-// annotation key and value to write ("" when it has nothing to say).
+// and resumes it (unless the strategy stops the source there), and
+// reports the archive with O as the pause answered it; once the migration
+// is Transferring, a pushed image. It returns the annotation key and value
+// to write ("" when it has nothing to say).
 func AgentReport(ctx context.Context, m *v1.StatefulMigration, s Pauser) (string, string) {
 	var key string
 	var res v1.AgentResult

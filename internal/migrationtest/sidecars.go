@@ -41,7 +41,8 @@ type Sidecars struct {
 	// pausedNow: paused and not resumed since; fencedPaused: fenced
 	// while paused, which ends the pause (StopAndCopy); fenced: fenced and
 	// not rejoined since (a Resume is refused then, as the real sidecar
-	// refuses it).
+	// refuses it). The FAKE answers for every pod: a Pause starts the
+	// next migration's checkpoint, of a source that is not fenced.
 	pausedNow, fencedPaused, fenced bool
 }
 
@@ -203,7 +204,7 @@ func (s *Sidecars) answer(call string, mode replay.Mode, paused bool) (replay.Po
 	pos.Assigned = slices.Clone(s.assigned)
 	switch {
 	case call == "Pause":
-		s.pausedNow = true
+		s.pausedNow, s.fenced = true, false
 	case call == "Resume", call == "Rejoin":
 		s.pausedNow, s.fencedPaused, s.fenced = false, false, false
 	case call == "Fence":

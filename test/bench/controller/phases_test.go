@@ -21,6 +21,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -88,6 +89,79 @@ func BenchmarkPhaseTransitions(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N*transitions), "ms/transition")
+}
+
+// floorNamespace holds BenchmarkStatusRoundTrip's migrations: no
+// controller watches it.
+const floorNamespace = "bench-floor"
+
+// BenchmarkStatusRoundTrip is the floor under BenchmarkPhaseTransitions,
+// run against the same API server while the manager runs: per
+// transition, one status write of a StatefulMigration and the watch event
+// that shows it, the least a controller that records each phase can do.
+// Nothing reconciles its namespace. ms/transition here against there is
+// the controller's own cost per transition.
+func BenchmarkStatusRoundTrip(b *testing.B) {
+	startWorld(b)
+	ctx := b.Context()
+	wc, err := client.NewWithWatch(env.Config, client.Options{Scheme: env.Scheme})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := wc.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: floorNamespace}}); err != nil && !apierrors.IsAlreadyExists(err) {
+		b.Fatal(err)
+	}
+	phases := []v1.Phase{v1.PhaseCheckpointing, v1.PhaseTransferring, v1.PhaseRestoring, v1.PhaseReplaying, v1.PhaseFinalizing, v1.PhaseCompleted}
+	b.ResetTimer()
+	for i := range b.N {
+		b.StopTimer()
+		m := &v1.StatefulMigration{
+			ObjectMeta: metav1.ObjectMeta{Namespace: floorNamespace, Name: fmt.Sprintf("floor-%d-%d", time.Now().UnixNano(), i)},
+			Spec:       v1.StatefulMigrationSpec{SourcePod: "orders", TargetNode: targetNode},
+		}
+		if err := wc.Create(ctx, m); err != nil {
+			b.Fatal(err)
+		}
+		events, err := wc.Watch(ctx, &v1.StatefulMigrationList{}, client.InNamespace(floorNamespace),
+			client.MatchingFields{"metadata.name": m.Name}, &client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: m.ResourceVersion}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		for _, phase := range phases {
+			m.Status.Phase = phase
+			if err := wc.Status().Update(ctx, m); err != nil {
+				b.Fatal(err)
+			}
+			seen(b, events, m.ResourceVersion)
+		}
+		b.StopTimer()
+		events.Stop()
+		b.StartTimer()
+	}
+	if len(phases) != transitions {
+		b.Fatalf("%d phases written; BenchmarkPhaseTransitions counts %d transitions", len(phases), transitions)
+	}
+	b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N*transitions), "ms/transition")
+}
+
+// seen waits for the watch event of resource version rv.
+func seen(b *testing.B, events watch.Interface, rv string) {
+	b.Helper()
+	timeout := time.After(time.Minute)
+	for {
+		select {
+		case ev, ok := <-events.ResultChan():
+			if !ok {
+				b.Fatal("the watch closed")
+			}
+			if o, isObj := ev.Object.(client.Object); isObj && o.GetResourceVersion() == rv {
+				return
+			}
+		case <-timeout:
+			b.Fatalf("no watch event of resource version %s within a minute", rv)
+		}
+	}
 }
 
 // world is the controller in a manager, with the fakes around it.
