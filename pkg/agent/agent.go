@@ -194,7 +194,12 @@ func (r *Reconciler) checkpointDue(ctx context.Context, m *v1.StatefulMigration)
 		return false, client.IgnoreNotFound(err)
 	}
 	_, reported := fresh.Annotations[v1.AnnotationAgentCheckpoint]
-	return fresh.UID == m.UID && fresh.Status.Phase == v1.PhaseCheckpointing && !reported, nil
+	due := fresh.UID == m.UID && fresh.Status.Phase == v1.PhaseCheckpointing && !reported
+	if !due {
+		log.FromContext(ctx).Info("not checkpointing again: the cache is behind the API server", "migration", m.Name,
+			"phase", fresh.Status.Phase, "reported", reported)
+	}
+	return due, nil
 }
 
 // report records the step's result (or error) on the migration.

@@ -96,13 +96,16 @@ func drainOnce(ctx context.Context, b *testing.B, c *Cluster, n int) {
 	if err := c.CRClient(b).List(ctx, &list, client.InNamespace(ns)); err != nil {
 		b.Fatal(err)
 	}
-	var downtimes, totals []time.Duration
+	var downtimes, totals, pauses, handovers []time.Duration
 	for _, m := range list.Items {
 		tr := m.Status.PhaseTransitions
 		if m.Status.Phase != v1.PhaseCompleted || m.Status.Downtime == nil || len(tr) < 2 {
 			b.Fatalf("migration %s: %s %s", m.Name, m.Status.Phase, m.Status.FailureReason)
 		}
 		downtimes = append(downtimes, m.Status.Downtime.Duration)
+		if st := m.Status.Stalls; st != nil && st.CheckpointPause != nil && st.Handover != nil {
+			pauses, handovers = append(pauses, st.CheckpointPause.Duration), append(handovers, st.Handover.Duration)
+		}
 		// From entering Pending (waiting for the per-node limit
 		// included) to Completed.
 		totals = append(totals, tr[len(tr)-1].EnteredTime.Sub(tr[0].EnteredTime.Time))
@@ -120,6 +123,11 @@ func drainOnce(ctx context.Context, b *testing.B, c *Cluster, n int) {
 	}{{"p50", 0.5}, {"p90", 0.9}, {"max", 1}} {
 		b.ReportMetric(ms(quantile(downtimes, q.p)), "downtime-"+q.name+"-ms")
 		b.ReportMetric(quantile(totals, q.p).Seconds(), "migration-"+q.name+"-s")
+		if len(pauses) > 0 {
+			// Which stall grows when migrations run side by side.
+			b.ReportMetric(ms(quantile(pauses, q.p)), "pause-"+q.name+"-ms")
+			b.ReportMetric(ms(quantile(handovers, q.p)), "handover-"+q.name+"-ms")
+		}
 	}
 	r := func(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
 	b.Logf("drain of %d migratable pods: %s; downtime p50 %s p90 %s max %s; per migration (Pending to Completed) p50 %s p90 %s max %s; zero loss in all",

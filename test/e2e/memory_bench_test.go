@@ -81,7 +81,16 @@ func migrateWithMemory(ctx context.Context, b *testing.B, c *Cluster, mib int) {
 	b.ReportMetric(ms(restore), "restoring-ms")
 	b.ReportMetric(total.Seconds(), "migration-s")
 	b.ReportMetric(float64(m.Status.CheckpointSizeBytes)/(1<<20), "image-MiB")
-	b.Logf("%d MiB: checkpointing %s, transferring %s, restoring %s, migration %s, image %.1f MiB (the layer as pushed); zero loss",
+	// The stalls, as the sidecars timed them: the checkpoint pause holds
+	// the dump's freeze, which grows with memory; the handover should not.
+	st := m.Status.Stalls
+	if st == nil || st.CheckpointPause == nil || st.Handover == nil || m.Status.Downtime == nil {
+		b.Fatalf("migration %s completed without its stalls: %+v", m.Name, st)
+	}
+	b.ReportMetric(ms(st.CheckpointPause.Duration), "pause-ms")
+	b.ReportMetric(ms(st.Handover.Duration), "handover-ms")
+	b.ReportMetric(ms(m.Status.Downtime.Duration), "downtime-ms")
+	b.Logf("%d MiB: checkpointing %s, transferring %s, restoring %s, migration %s, image %.1f MiB (the layer as pushed); downtime %s (%s); zero loss",
 		mib, ckpt.Round(time.Millisecond), transfer.Round(time.Millisecond), restore.Round(time.Millisecond), total.Round(time.Millisecond),
-		float64(m.Status.CheckpointSizeBytes)/(1<<20))
+		float64(m.Status.CheckpointSizeBytes)/(1<<20), v1.FormatDuration(m.Status.Downtime.Duration), st.Split())
 }
