@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
@@ -39,6 +40,78 @@ type CheckpointResponse struct {
 	Items []string `json:"items"`
 }
 
+// The kubelet's webhook authentication and authorization caches, at its
+// defaults (--authentication-token-webhook-cache-ttl 2m,
+// --authorization-webhook-cache-authorized-ttl 5m): a caller it let in
+// is let in again without a TokenReview or SubjectAccessReview until they
+// expire. Refusals are not cached here (the kubelet keeps an unauthorized
+// answer 30 s): a caller granted the right meanwhile is let in at once.
+const (
+	authnCacheTTL = 2 * time.Minute
+	authzCacheTTL = 5 * time.Minute
+)
+
+// authCache is one node's kubelet's memory of callers it let in.
+type authCache struct {
+	mu      sync.Mutex
+	users   map[string]cachedUser // by bearer token
+	allowed map[string]time.Time  // by authzKey, until
+}
+
+type cachedUser struct {
+	user  authenticationv1.UserInfo
+	until time.Time
+}
+
+func (a *authCache) user(token string, now time.Time) (authenticationv1.UserInfo, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	u, ok := a.users[token]
+	return u.user, ok && now.Before(u.until)
+}
+
+func (a *authCache) authenticated(token string, u authenticationv1.UserInfo, now time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.users == nil {
+		a.users = map[string]cachedUser{}
+	}
+	for t, c := range a.users {
+		if !now.Before(c.until) {
+			delete(a.users, t)
+		}
+	}
+	a.users[token] = cachedUser{user: u, until: now.Add(authnCacheTTL)}
+}
+
+// authzKey is what a SubjectAccessReview of user for this node's
+// checkpoint depends on.
+func authzKey(u authenticationv1.UserInfo) string {
+	b, _ := json.Marshal(u)
+	return string(b)
+}
+
+func (a *authCache) isAllowed(u authenticationv1.UserInfo, now time.Time) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	until, ok := a.allowed[authzKey(u)]
+	return ok && now.Before(until)
+}
+
+func (a *authCache) allow(u authenticationv1.UserInfo, now time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.allowed == nil {
+		a.allowed = map[string]time.Time{}
+	}
+	for k, until := range a.allowed {
+		if !now.Before(until) {
+			delete(a.allowed, k)
+		}
+	}
+	a.allowed[authzKey(u)] = now.Add(authzCacheTTL)
+}
+
 func (n *node) authorize(ctx context.Context, w http.ResponseWriter, req *http.Request) bool {
 	token, ok := strings.CutPrefix(req.Header.Get("Authorization"), "Bearer ")
 	if !ok || token == "" {
@@ -46,16 +119,24 @@ func (n *node) authorize(ctx context.Context, w http.ResponseWriter, req *http.R
 		return false
 	}
 	c := n.f.opts.Client
-	tr, err := c.AuthenticationV1().TokenReviews().Create(ctx, &authenticationv1.TokenReview{Spec: authenticationv1.TokenReviewSpec{Token: token}}, metav1.CreateOptions{})
-	if err != nil {
-		http.Error(w, "authentication failed: "+err.Error(), http.StatusInternalServerError)
-		return false
+	now := time.Now()
+	u, known := n.auth.user(token, now)
+	if !known {
+		tr, err := c.AuthenticationV1().TokenReviews().Create(ctx, &authenticationv1.TokenReview{Spec: authenticationv1.TokenReviewSpec{Token: token}}, metav1.CreateOptions{})
+		if err != nil {
+			http.Error(w, "authentication failed: "+err.Error(), http.StatusInternalServerError)
+			return false
+		}
+		if !tr.Status.Authenticated {
+			http.Error(w, "Unauthorized", http.StatusUnauthorized)
+			return false
+		}
+		u = tr.Status.User
+		n.auth.authenticated(token, u, now)
 	}
-	if !tr.Status.Authenticated {
-		http.Error(w, "Unauthorized", http.StatusUnauthorized)
-		return false
+	if n.auth.isAllowed(u, now) {
+		return true
 	}
-	u := tr.Status.User
 	extra := map[string]authorizationv1.ExtraValue{}
 	for k, v := range u.Extra {
 		extra[k] = authorizationv1.ExtraValue(v)
@@ -72,6 +153,7 @@ func (n *node) authorize(ctx context.Context, w http.ResponseWriter, req *http.R
 		http.Error(w, fmt.Sprintf("Forbidden (user=%s, verb=create, resource=nodes, subresource=checkpoint)", u.Username), http.StatusForbidden)
 		return false
 	}
+	n.auth.allow(u, now)
 	return true
 }
 

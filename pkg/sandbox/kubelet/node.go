@@ -47,6 +47,8 @@ type node struct {
 	// partitioned cuts the node's kubelet off from the API server (see
 	// Fleet.SimulateKubeletPartition).
 	partitioned atomic.Bool
+	// auth is the kubelet API's memory of callers it let in.
+	auth authCache
 
 	// images is the node's image store: every image a container on this
 	// node was started from (pulled), by repository and tag or digest.
