@@ -24,8 +24,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -90,10 +88,6 @@ type Reconciler struct {
 	// Sidecar is the client for the replay sidecars' control API
 	// (http.DefaultClient if nil).
 	Sidecar *http.Client
-
-	turn     chan struct{} // held by the one source paused for its checkpoint (see checkpointTurn)
-	turnOnce sync.Once
-	waiting  atomic.Int32 // checkpoints waiting for their turn
 }
 
 // +kubebuilder:rbac:groups=migration.ms2m.io,resources=statefulmigrations,verbs=get;list;watch;patch

@@ -161,11 +161,6 @@ func (r *Reconciler) pauseCheckpointResume(ctx context.Context, m *v1.StatefulMi
 	if err != nil {
 		return v1.AgentResult{}, err
 	}
-	done, err := r.checkpointTurn(ctx)
-	if err != nil {
-		return v1.AgentResult{}, err
-	}
-	defer done()
 	paused, err := r.callSidecar(ctx, addr, audience, "/pause", PauseTimeout)
 	if err != nil {
 		r.resumeSidecar(ctx, addr, audience)
@@ -200,26 +195,6 @@ func (r *Reconciler) pauseCheckpointResume(ctx context.Context, m *v1.StatefulMi
 		res.PausedAt, res.ResumedAt = microTime(resumed.PausedAt), microTime(resumed.ResumedAt)
 	}
 	return res, nil
-}
-
-// checkpointTurn waits until no other source on this node is paused for
-// its checkpoint, and returns the function that ends this one's turn.
-// Dumps side by side (a drain starts several) share the node's CPU and
-// disk, so each source's pause would last as long as all of them; one at
-// a time, a pause holds one dump. The wait costs no downtime: the source
-// serves until its turn. A sidecar that does not answer its pause holds
-// the turn for PauseTimeout at most, delaying (never stalling) the node's
-// other checkpoints.
-func (r *Reconciler) checkpointTurn(ctx context.Context) (func(), error) {
-	r.turnOnce.Do(func() { r.turn = make(chan struct{}, 1) })
-	r.waiting.Add(1)
-	defer r.waiting.Add(-1)
-	select {
-	case r.turn <- struct{}{}:
-		return func() { <-r.turn }, nil
-	case <-ctx.Done():
-		return nil, fmt.Errorf("waiting for this node's other checkpoints: %w", ctx.Err())
-	}
 }
 
 func microTime(t *time.Time) *metav1.MicroTime {

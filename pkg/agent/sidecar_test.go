@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -23,7 +22,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
-	"github.com/ms2m/ms2m/internal/expect"
 	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
 	"github.com/ms2m/ms2m/pkg/clientconfig"
 	"github.com/ms2m/ms2m/pkg/replay"
@@ -209,60 +207,6 @@ func TestACheckpointIsTakenOnceWhateverTheCache(t *testing.T) {
 	}
 	if !equality.Semantic.DeepEqual(first, again) {
 		t.Fatalf("report %+v replaced by %+v", first, again)
-	}
-}
-
-// Sources on one node are paused for their checkpoints one at a time (a
-// drain starts several): the second is paused only after the first's
-// resume, so neither pause holds the other's dump; until its turn the
-// second source serves.
-func TestSourcesOnANodeArePausedOneAtATime(t *testing.T) {
-	w := newCheckpointWorld(t, "node-1")
-	second := w.m.DeepCopy()
-	second.Name, second.ResourceVersion = "move-too", ""
-	if err := w.api.Create(context.Background(), second); err != nil {
-		t.Fatal(err)
-	}
-	release := make(chan struct{})
-	unblock := sync.OnceFunc(func() { close(release) })
-	t.Cleanup(unblock) // before the FAKE kubelet closes, on a failure too
-	first := true
-	w.kubelet = func(rw http.ResponseWriter) {
-		w.mu.Lock()
-		wait := first
-		first = false
-		w.mu.Unlock()
-		if wait {
-			<-release // the first dump lasts until the second checkpoint is waiting
-		}
-		_, _ = rw.Write([]byte(`{"items":["` + DefaultCheckpointDir + `/checkpoint-orders_shop-app-2026-12-07T05:00:00Z.tar"]}`))
-	}
-	var wg sync.WaitGroup
-	run := func(m *v1.StatefulMigration) {
-		defer wg.Done()
-		if _, err := w.r.Reconcile(context.Background(), reconcile.Request{NamespacedName: client.ObjectKeyFromObject(m)}); err != nil {
-			t.Error(err)
-		}
-	}
-	wg.Add(2)
-	go run(w.m)
-	expect.Eventually(t, "the first source paused and dumping", func() error {
-		if !slices.Contains(w.called(), "checkpoint") {
-			return fmt.Errorf("calls %v", w.called())
-		}
-		return nil
-	})
-	go run(second)
-	expect.Eventually(t, "the second checkpoint waiting for its turn", func() error {
-		if n := w.r.waiting.Load(); n != 1 {
-			return fmt.Errorf("%d waiting; calls %v", n, w.called())
-		}
-		return nil
-	})
-	unblock()
-	wg.Wait()
-	if calls := w.called(); !slices.Equal(calls, []string{"/pause", "checkpoint", "/resume", "/pause", "checkpoint", "/resume"}) {
-		t.Fatalf("calls %v; want the second source paused only after the first resumed", calls)
 	}
 }
 
