@@ -5,6 +5,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 )
@@ -402,7 +403,7 @@ func cutoffVerdict(t table, d runDesc) string {
 		return "**Cutoff regime**: the run's cutoffs are unknown."
 	}
 	const sample, catchUpWait = 250 * time.Millisecond, time.Second
-	var cut, over []string
+	var cut, over, caughtUp []string
 	for _, m := range []struct {
 		name   string
 		cutoff time.Duration
@@ -419,6 +420,9 @@ func cutoffVerdict(t table, d runDesc) string {
 				cc := cell{OK: wasCut}
 				cut = append(cut, fmt.Sprintf("%g msg/s with the %s cutoff (%d of %d runs cut; Replaying %s ms, downtime %s ms)", rate, m.cutoff,
 					len(wasCut), len(c.OK), msf(cc.phaseOr0("Replaying")), msf(cc.stat(func(r result) time.Duration { return r.Downtime }).Median)))
+			}
+			if len(wasCut) < len(c.OK) && !slices.Contains(caughtUp, fmt.Sprintf("%g msg/s", rate)) {
+				caughtUp = append(caughtUp, fmt.Sprintf("%g msg/s", rate))
 			}
 			for _, r := range c.OK {
 				bound := m.cutoff + sample
@@ -439,10 +443,14 @@ func cutoffVerdict(t table, d runDesc) string {
 	case len(cut) == 0:
 		return "**Cutoff regime (the threshold rule bounds the replay): not exercised**: every replay caught up."
 	}
-	return "**Cutoff regime (the threshold rule bounds the replay): met**: where the replay could not converge the rule ended it at the cutoff, " +
+	verdict := "**Cutoff regime (the threshold rule bounds the replay): met**: where the replay could not converge the rule ended it at the cutoff, " +
 		"within the cutoff and one 250 ms sample: " + strings.Join(cut, "; ") + ". The handover then drained the lag left, " +
-		"so the downtime grows with the cutoff: the cutoff is what bounds it. (A replay the rule ends earlier, its projected drain within the " +
-		"downtime budget, may run on by the controller's catch-up wait, at most 1 s, before the fence: the 60 msg/s rows.)"
+		"so the downtime grows with the cutoff: the cutoff is what bounds it."
+	if len(caughtUp) > 0 {
+		verdict += " (A replay the rule ends earlier, its projected drain within the downtime budget, may run on by the controller's " +
+			"catch-up wait, at most 1 s, before the fence: the runs that caught up, at " + strings.Join(caughtUp, ", ") + ".)"
+	}
+	return verdict
 }
 
 // pctRange is "lo to hi" as percentages, or one when they are equal.
