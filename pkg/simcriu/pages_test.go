@@ -76,7 +76,11 @@ func TestDumpPagesFollowsResidentMemory(t *testing.T) {
 		}
 		sizes[mib] = n
 	}
-	if grew := sizes[64] - sizes[8]; grew < 56<<20 || grew > 72<<20 {
+	// Each process also holds its runtime's own pages (stacks, GC
+	// metadata), which vary by a few pages from one process to the next:
+	// the difference is 56 MiB give or take 1 MiB below and the ballast's
+	// GC bookkeeping above.
+	if grew := sizes[64] - sizes[8]; grew < 55<<20 || grew > 72<<20 {
 		t.Errorf("56 MiB more resident memory made the dump %d bytes larger", grew)
 	}
 }
