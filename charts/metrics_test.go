@@ -12,14 +12,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
+	"github.com/ms2m/ms2m/pkg/controllers/images"
 	"github.com/ms2m/ms2m/pkg/controllers/migration"
 	"github.com/ms2m/ms2m/pkg/manager"
 	"github.com/ms2m/ms2m/pkg/replay"
 )
 
 // exportedMetrics are the Prometheus metrics ms2m exports, by name, as
-// the code registers them: the migration controller's and the replay
-// sidecar's metrics registered on fresh registries, their names read from
+// the code registers them: the migration controller's, the checkpoint-image
+// controller's and the replay sidecar's metrics registered on fresh registries, their names read from
 // the collectors' descriptors (Gather would leave out vectors without a
 // child yet), and the manager's serving-certificate expiry gauge, which
 // the manager registers when it starts. Histograms are marked: Prometheus
@@ -30,6 +31,7 @@ func exportedMetrics(t *testing.T) map[string]metricKind {
 	for _, metrics := range []any{
 		migration.NewMetrics(recordingRegisterer{prometheus.NewRegistry(), t, known}),
 		replay.NewMetrics(recordingRegisterer{prometheus.NewRegistry(), t, known}),
+		images.NewMetrics(recordingRegisterer{prometheus.NewRegistry(), t, known}),
 	} {
 		for _, name := range histograms(t, metrics) {
 			known[name] = histogram

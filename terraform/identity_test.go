@@ -5,11 +5,13 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/ext/tryfunc"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/zclconf/go-cty/cty"
 	"github.com/zclconf/go-cty/cty/function"
@@ -37,6 +39,17 @@ var pushPermissions = []string{
 	"artifactregistry.tags.update",
 }
 
+// deletePermissions is all the manager's delete of a checkpoint image
+// needs: an HTTP DELETE through the Docker registry API of the image's tag,
+// then of its manifest (go-containerregistry's remote.Delete). Chosen from
+// Artifact Registry's permission reference, not tried against a cloud. No
+// read: the manager never reads a process's memory.
+var deletePermissions = []string{
+	"artifactregistry.repositories.deleteArtifacts",
+	"artifactregistry.tags.delete",
+	"artifactregistry.versions.delete",
+}
+
 // evalContext is what the module's expressions evaluate to without a
 // cloud: the variables' defaults (project_id: testProject), the locals,
 // and each resource's attributes that are literal or computed from those,
@@ -45,6 +58,13 @@ var pushPermissions = []string{
 // name, a repository's name). What cannot be evaluated is left out, and
 // an expression using it fails to evaluate.
 func (c config) evalContext(t *testing.T) *hcl.EvalContext {
+	t.Helper()
+	return c.evalContextWith(t, nil)
+}
+
+// evalContextWith is evalContext with some variables set, as in a tfvars
+// file.
+func (c config) evalContextWith(t *testing.T, set map[string]cty.Value) *hcl.EvalContext {
 	t.Helper()
 	vars := map[string]cty.Value{"project_id": cty.StringVal(testProject)}
 	for _, blocks := range c.blocks("variable") {
@@ -55,6 +75,9 @@ func (c config) evalContext(t *testing.T) *hcl.EvalContext {
 				}
 			}
 		}
+	}
+	for name, v := range set {
+		vars[name] = v
 	}
 	ctx := &hcl.EvalContext{
 		Variables: map[string]cty.Value{
@@ -194,8 +217,9 @@ func evalString(t *testing.T, ctx *hcl.EvalContext, b *hclsyntax.Block, attr str
 	return v.AsString()
 }
 
-// installed is the agent as the Terraform installs it: the chart rendered by
-// helm with the release's name, namespace and values.
+// installed is one component of ms2m (the agent, the manager) as the
+// Terraform installs it: the chart rendered by helm with the release's
+// name, namespace and values.
 type installed struct {
 	namespace      string
 	serviceAccount *corev1.ServiceAccount
@@ -203,6 +227,19 @@ type installed struct {
 }
 
 func installedAgent(t *testing.T, c config, ctx *hcl.EvalContext) installed {
+	t.Helper()
+	return installedComponent(t, c, ctx, "agent")
+}
+
+func installedManager(t *testing.T, c config, ctx *hcl.EvalContext) installed {
+	t.Helper()
+	return installedComponent(t, c, ctx, "manager")
+}
+
+// installedComponent renders the chart and returns the one workload (the
+// agent's DaemonSet, the manager's Deployment) labelled
+// app.kubernetes.io/component=component, with the ServiceAccount it runs as.
+func installedComponent(t *testing.T, c config, ctx *hcl.EvalContext, component string) installed {
 	t.Helper()
 	release := c.resource(t, "helm_release", "ms2m")
 	name, ns, chart := evalString(t, ctx, release, "name"), evalString(t, ctx, release, "namespace"), evalString(t, ctx, release, "chart")
@@ -228,7 +265,7 @@ func installedAgent(t *testing.T, c config, ctx *hcl.EvalContext) installed {
 		t.Fatal(err)
 	}
 	a := installed{namespace: ns}
-	var daemonSets []*appsv1.DaemonSet
+	var pods []corev1.PodSpec
 	accounts := map[string]*corev1.ServiceAccount{}
 	dec := utilyaml.NewYAMLOrJSONDecoder(strings.NewReader(out), 4096)
 	for {
@@ -244,8 +281,16 @@ func installedAgent(t *testing.T, c config, ctx *hcl.EvalContext) installed {
 			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, ds); err != nil {
 				t.Fatal(err)
 			}
-			if ds.Spec.Template.Labels["app.kubernetes.io/component"] == "agent" {
-				daemonSets = append(daemonSets, ds)
+			if ds.Spec.Template.Labels["app.kubernetes.io/component"] == component {
+				pods = append(pods, ds.Spec.Template.Spec)
+			}
+		case "Deployment":
+			d := &appsv1.Deployment{}
+			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, d); err != nil {
+				t.Fatal(err)
+			}
+			if d.Spec.Template.Labels["app.kubernetes.io/component"] == component {
+				pods = append(pods, d.Spec.Template.Spec)
 			}
 		case "ServiceAccount":
 			sa := &corev1.ServiceAccount{}
@@ -255,15 +300,64 @@ func installedAgent(t *testing.T, c config, ctx *hcl.EvalContext) installed {
 			accounts[sa.Namespace+"/"+sa.Name] = sa
 		}
 	}
-	if len(daemonSets) != 1 {
-		t.Fatalf("the chart renders %d agent DaemonSets, want 1", len(daemonSets))
+	if len(pods) != 1 {
+		t.Fatalf("the chart renders %d %s workloads, want 1", len(pods), component)
 	}
-	a.pod = daemonSets[0].Spec.Template.Spec
+	a.pod = pods[0]
 	a.serviceAccount = accounts[ns+"/"+a.pod.ServiceAccountName]
 	if a.serviceAccount == nil {
-		t.Fatalf("the agent runs as ServiceAccount %q, which the chart does not create in %s", a.pod.ServiceAccountName, ns)
+		t.Fatalf("the %s runs as ServiceAccount %q, which the chart does not create in %s", component, a.pod.ServiceAccountName, ns)
 	}
 	return a
+}
+
+// googleAccount is the Google service account a component's ServiceAccount
+// names in iam.gke.io/gcp-service-account: its email, and its name as IAM
+// bindings on it give it. It must be one the Terraform creates.
+func googleAccount(t *testing.T, c config, ctx *hcl.EvalContext, who string, a installed) (email, name string) {
+	t.Helper()
+	email = a.serviceAccount.Annotations["iam.gke.io/gcp-service-account"]
+	if email == "" {
+		t.Fatalf("the %s's ServiceAccount %s has no iam.gke.io/gcp-service-account annotation: %v", who, a.serviceAccount.Name, a.serviceAccount.Annotations)
+	}
+	for _, blocks := range c.blocks("resource") {
+		for _, b := range blocks {
+			if b.Labels[0] == "google_service_account" && evalExpr(t, ctx, "google_service_account."+b.Labels[1]+".email") == email {
+				return email, "projects/" + testProject + "/serviceAccounts/" + email
+			}
+		}
+	}
+	t.Fatalf("the %s's ServiceAccount names %s, a Google service account the Terraform does not create", who, email)
+	return "", ""
+}
+
+// workloadIdentityUsers lists the members that may act as the Google
+// service account named name (roles/iam.workloadIdentityUser on it).
+func workloadIdentityUsers(t *testing.T, c config, ctx *hcl.EvalContext, name string) []string {
+	t.Helper()
+	var users []string
+	for _, blocks := range c.blocks("resource") {
+		for _, b := range blocks {
+			if !strings.HasPrefix(b.Labels[0], "google_service_account_iam_") || evalString(t, ctx, b, "role") != "roles/iam.workloadIdentityUser" {
+				continue
+			}
+			if evalString(t, ctx, b, "service_account_id") != name {
+				continue
+			}
+			users = append(users, evalString(t, ctx, b, "member"))
+		}
+	}
+	return users
+}
+
+// kubernetesMember is the Workload Identity member of a component's
+// ServiceAccount, in the cluster's pool and the namespace installed into.
+func kubernetesMember(t *testing.T, ctx *hcl.EvalContext, a installed) string {
+	t.Helper()
+	if pool := evalExpr(t, ctx, "google_container_cluster.ms2m.workload_identity_config[0].workload_pool"); pool != testProject+".svc.id.goog" {
+		t.Errorf("the cluster's Workload Identity pool is %s, want %s.svc.id.goog", pool, testProject)
+	}
+	return "serviceAccount:" + testProject + ".svc.id.goog[" + a.namespace + "/" + a.serviceAccount.Name + "]"
 }
 
 // The agent pushes as the checkpoint pusher through Workload Identity:
@@ -276,38 +370,9 @@ func TestAgentPushesThroughWorkloadIdentity(t *testing.T) {
 	ctx := c.evalContext(t)
 	a := installedAgent(t, c, ctx)
 
-	if pool := evalExpr(t, ctx, "google_container_cluster.ms2m.workload_identity_config[0].workload_pool"); pool != testProject+".svc.id.goog" {
-		t.Errorf("the cluster's Workload Identity pool is %s, want %s.svc.id.goog", pool, testProject)
-	}
-	email := a.serviceAccount.Annotations["iam.gke.io/gcp-service-account"]
-	if email == "" {
-		t.Fatalf("the agent's ServiceAccount %s has no iam.gke.io/gcp-service-account annotation: %v", a.serviceAccount.Name, a.serviceAccount.Annotations)
-	}
-	var pusher string
-	for _, blocks := range c.blocks("resource") {
-		for _, b := range blocks {
-			if b.Labels[0] == "google_service_account" && evalExpr(t, ctx, "google_service_account."+b.Labels[1]+".email") == email {
-				pusher = "projects/" + testProject + "/serviceAccounts/" + email
-			}
-		}
-	}
-	if pusher == "" {
-		t.Fatalf("the agent's ServiceAccount names %s, a Google service account the Terraform does not create", email)
-	}
-	want := "serviceAccount:" + testProject + ".svc.id.goog[" + a.namespace + "/" + a.serviceAccount.Name + "]"
-	var users []string
-	for _, blocks := range c.blocks("resource") {
-		for _, b := range blocks {
-			if !strings.HasPrefix(b.Labels[0], "google_service_account_iam_") || evalString(t, ctx, b, "role") != "roles/iam.workloadIdentityUser" {
-				continue
-			}
-			if evalString(t, ctx, b, "service_account_id") != pusher {
-				continue
-			}
-			users = append(users, evalString(t, ctx, b, "member"))
-		}
-	}
-	if !slices.Equal(users, []string{want}) {
+	_, pusher := googleAccount(t, c, ctx, "agent", a)
+	want := kubernetesMember(t, ctx, a)
+	if users := workloadIdentityUsers(t, c, ctx, pusher); !slices.Equal(users, []string{want}) {
 		t.Errorf("members that may act as the pusher (roles/iam.workloadIdentityUser): %v, want only the agent's ServiceAccount %s", users, want)
 	}
 
@@ -323,6 +388,31 @@ func TestAgentPushesThroughWorkloadIdentity(t *testing.T) {
 	}
 }
 
+// The manager deletes checkpoint images as the checkpoint deleter through
+// Workload Identity: its ServiceAccount, as the chart names it in the
+// namespace the Terraform installs into, is annotated with the deleter's
+// email and is the one member allowed to act as the deleter. The deleter
+// is not the pusher: the agent cannot delete, nor the manager push.
+func TestManagerDeletesThroughWorkloadIdentity(t *testing.T) {
+	c := load(t)
+	ctx := c.evalContext(t)
+	m := installedManager(t, c, ctx)
+
+	email, deleter := googleAccount(t, c, ctx, "manager", m)
+	if pusher, _ := googleAccount(t, c, ctx, "agent", installedAgent(t, c, ctx)); pusher == email {
+		t.Errorf("the manager and the agent act as the same Google service account %s: each needs its own, with only its own permissions", email)
+	}
+	want := kubernetesMember(t, ctx, m)
+	if users := workloadIdentityUsers(t, c, ctx, deleter); !slices.Equal(users, []string{want}) {
+		t.Errorf("members that may act as the deleter (roles/iam.workloadIdentityUser): %v, want only the manager's ServiceAccount %s", users, want)
+	}
+	for _, e := range m.pod.Containers[0].Env {
+		if e.Name == "DOCKER_CONFIG" {
+			t.Errorf("the manager reads registry credentials from DOCKER_CONFIG=%s: it needs none on GKE", e.Value)
+		}
+	}
+}
+
 // No service account key exists: a key is a long-lived credential, and
 // Terraform keeps it in its state.
 func TestNoServiceAccountKey(t *testing.T) {
@@ -331,27 +421,18 @@ func TestNoServiceAccountKey(t *testing.T) {
 		for file, blocks := range c.blocks(typ) {
 			for _, b := range blocks {
 				if b.Labels[0] == "google_service_account_key" {
-					t.Errorf("%s: %s %s.%s: push with Workload Identity instead of a key", file, typ, b.Labels[0], b.Labels[1])
+					t.Errorf("%s: %s %s.%s: use Workload Identity instead of a key", file, typ, b.Labels[0], b.Labels[1])
 				}
 			}
 		}
 	}
 }
 
-// The agents' Google identity may push checkpoint images into the
-// checkpoint repository and do nothing else: one grant, on that repository
-// (not the project), of a role with exactly the permissions a push needs.
-// A compromised agent cannot list, delete or retag images elsewhere.
-func TestCheckpointPusherMayOnlyPush(t *testing.T) {
-	c := load(t)
-	ctx := c.evalContext(t)
-	a := installedAgent(t, c, ctx)
-	email := a.serviceAccount.Annotations["iam.gke.io/gcp-service-account"]
-	if email == "" {
-		t.Fatalf("the agent's ServiceAccount %s names no Google service account (iam.gke.io/gcp-service-account)", a.serviceAccount.Name)
-	}
-	member := "serviceAccount:" + email
-
+// onlyGrant checks that member (a Google service account) has exactly one
+// grant, on the checkpoint repository (not the project), of a custom role
+// of the module, and returns that role's permissions, sorted.
+func onlyGrant(t *testing.T, c config, ctx *hcl.EvalContext, who, member string) []string {
+	t.Helper()
 	var grants []*hclsyntax.Block
 	for _, blocks := range c.blocks("resource") {
 		for _, b := range blocks {
@@ -371,13 +452,13 @@ func TestCheckpointPusherMayOnlyPush(t *testing.T) {
 		for _, g := range grants {
 			names = append(names, g.Labels[0]+"."+g.Labels[1])
 		}
-		t.Fatalf("the pusher %s has %d grants (%v), want one, on the checkpoint repository", member, len(grants), names)
+		t.Fatalf("the %s %s has %d grants (%v), want one, on the checkpoint repository", who, member, len(grants), names)
 	}
 	g := grants[0]
 	repo := "google_artifact_registry_repository.checkpoints."
 	if g.Labels[0] != "google_artifact_registry_repository_iam_member" ||
 		evalString(t, ctx, g, "repository") != evalExpr(t, ctx, repo+"name") && evalString(t, ctx, g, "repository") != evalExpr(t, ctx, repo+"repository_id") {
-		t.Fatalf("the pusher's grant is %s.%s, not on the checkpoint repository", g.Labels[0], g.Labels[1])
+		t.Fatalf("the %s's grant is %s.%s, not on the checkpoint repository", who, g.Labels[0], g.Labels[1])
 	}
 	role := evalString(t, ctx, g, "role")
 	var perms []string
@@ -391,10 +472,109 @@ func TestCheckpointPusherMayOnlyPush(t *testing.T) {
 		}
 	}
 	if perms == nil {
-		t.Fatalf("the pusher's role is %s, not a custom role of the module: predefined roles grant more than a push (roles/artifactregistry.writer lists and reads everything)", role)
+		t.Fatalf("the %s's role is %s, not a custom role of the module: predefined Artifact Registry roles grant more than it needs", who, role)
 	}
 	slices.Sort(perms)
-	if !slices.Equal(perms, pushPermissions) {
+	return perms
+}
+
+// The agents' Google identity may push checkpoint images into the
+// checkpoint repository and do nothing else: one grant, on that repository
+// (not the project), of a role with exactly the permissions a push needs.
+// A compromised agent cannot list, delete or retag images elsewhere.
+func TestCheckpointPusherMayOnlyPush(t *testing.T) {
+	c := load(t)
+	ctx := c.evalContext(t)
+	email, _ := googleAccount(t, c, ctx, "agent", installedAgent(t, c, ctx))
+	if perms := onlyGrant(t, c, ctx, "pusher", "serviceAccount:"+email); !slices.Equal(perms, pushPermissions) {
 		t.Errorf("the pusher's role has permissions %v, want exactly %v", perms, pushPermissions)
+	}
+}
+
+// The manager's Google identity may delete checkpoint images from the
+// checkpoint repository and do nothing else: one grant, on that repository
+// (not the project), of a role with exactly the permissions a Docker API
+// delete of a tag and a manifest needs. In particular it cannot read them
+// (no downloadArtifacts): a compromised manager can destroy checkpoint
+// images but not copy the process memory in them, and cannot touch any
+// other repository.
+func TestCheckpointDeleterMayOnlyDelete(t *testing.T) {
+	c := load(t)
+	ctx := c.evalContext(t)
+	email, _ := googleAccount(t, c, ctx, "manager", installedManager(t, c, ctx))
+	perms := onlyGrant(t, c, ctx, "deleter", "serviceAccount:"+email)
+	if !slices.Equal(perms, deletePermissions) {
+		t.Errorf("the deleter's role has permissions %v, want exactly %v", perms, deletePermissions)
+	}
+	if slices.Contains(perms, "artifactregistry.repositories.downloadArtifacts") {
+		t.Error("the deleter may read checkpoint images (downloadArtifacts): the manager never reads a process's memory")
+	}
+}
+
+// Every Google service account id and custom role id the module derives
+// from cluster_name is valid for every cluster_name the variable's
+// validation accepts: a service account id is 6 to 30 characters
+// ([a-z][-a-z0-9]*[a-z0-9]), a custom role id at most 64 of [a-zA-Z0-9_.].
+// Otherwise apply would fail, long after plan, for the longest names.
+func TestIDsFitEveryAcceptedClusterName(t *testing.T) {
+	c := load(t)
+	var validations []*hclsyntax.Block
+	for _, blocks := range c.blocks("variable") {
+		for _, b := range blocks {
+			if b.Labels[0] == "cluster_name" {
+				for _, v := range b.Body.Blocks {
+					if v.Type == "validation" {
+						validations = append(validations, v)
+					}
+				}
+			}
+		}
+	}
+	if len(validations) == 0 {
+		t.Fatal("variable cluster_name has no validation: service account ids derived from it could be too long")
+	}
+	accepted := func(name string) bool {
+		ctx := &hcl.EvalContext{
+			Variables: map[string]cty.Value{"var": cty.ObjectVal(map[string]cty.Value{"cluster_name": cty.StringVal(name)})},
+			Functions: map[string]function.Function{"can": tryfunc.CanFunc, "regex": stdlib.RegexFunc, "length": stdlib.LengthFunc},
+		}
+		for _, v := range validations {
+			ok, diags := v.Body.Attributes["condition"].Expr.Value(ctx)
+			if diags.HasErrors() {
+				t.Fatalf("cluster_name's validation cannot be evaluated: %s", diags.Error())
+			}
+			if ok.False() {
+				return false
+			}
+		}
+		return true
+	}
+	longest := ""
+	for n := 1; n <= 100; n++ {
+		if name := "a" + strings.Repeat("0", n-1); accepted(name) {
+			longest = name
+		}
+	}
+	if longest == "" || accepted("a"+strings.Repeat("0", 100)) {
+		t.Fatalf("cluster_name's validation accepts no name, or names of any length")
+	}
+	serviceAccountID := regexp.MustCompile(`^[a-z][-a-z0-9]{4,28}[a-z0-9]$`)
+	roleID := regexp.MustCompile(`^[a-zA-Z0-9_.]{3,64}$`)
+	for _, name := range []string{longest, "a", "ms2m"} {
+		ctx := c.evalContextWith(t, map[string]cty.Value{"cluster_name": cty.StringVal(name)})
+		for _, blocks := range c.blocks("resource") {
+			for _, b := range blocks {
+				switch b.Labels[0] {
+				case "google_service_account":
+					if id := evalString(t, ctx, b, "account_id"); !serviceAccountID.MatchString(id) {
+						t.Errorf("cluster_name %q (%d characters) makes google_service_account.%s's account_id %q (%d), not a valid service account id", name, len(name), b.Labels[1], id, len(id))
+					}
+				case "google_project_iam_custom_role":
+					if id := evalString(t, ctx, b, "role_id"); !roleID.MatchString(id) {
+						t.Errorf("cluster_name %q makes google_project_iam_custom_role.%s's role_id %q, not a valid role id", name, b.Labels[1], id)
+					}
+				}
+			}
+		}
 	}
 }

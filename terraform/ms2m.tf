@@ -2,10 +2,12 @@
 
 locals {
   release_name = "ms2m"
-  # The agent's ServiceAccount as the chart names it: <fullname>-agent,
-  # and the fullname of a release whose name contains "ms2m" is the
-  # release name. The Workload Identity binding (registry.tf) names it.
-  agent_service_account = "${local.release_name}-agent"
+  # The agent's and the manager's ServiceAccounts as the chart names them:
+  # <fullname>-agent and <fullname>-manager, and the fullname of a release
+  # whose name contains "ms2m" is the release name. The Workload Identity
+  # bindings (registry.tf) name them.
+  agent_service_account   = "${local.release_name}-agent"
+  manager_service_account = "${local.release_name}-manager"
 }
 
 resource "helm_release" "ms2m" {
@@ -32,6 +34,15 @@ resource "helm_release" "ms2m" {
         enabled = true
       }
     }
+    manager = {
+      # The manager deletes checkpoint images no pod runs from as the
+      # deleter (registry.tf), with tokens from the GKE metadata server.
+      serviceAccount = {
+        annotations = {
+          "iam.gke.io/gcp-service-account" = google_service_account.checkpoint_deleter.email
+        }
+      }
+    }
     agent = {
       nodeSelector = local.node_pool_label
       kubelet = {
@@ -47,10 +58,13 @@ resource "helm_release" "ms2m" {
     }
   })]
 
-  # The agent can push from its first migration on.
+  # The agent can push from its first migration on, and the manager
+  # delete from its first cleanup on.
   depends_on = [
     kubernetes_daemon_set_v1.node_setup,
     google_service_account_iam_member.agent_workload_identity,
     google_artifact_registry_repository_iam_member.checkpoint_pusher,
+    google_service_account_iam_member.manager_workload_identity,
+    google_artifact_registry_repository_iam_member.checkpoint_deleter,
   ]
 }

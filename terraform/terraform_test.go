@@ -3,9 +3,10 @@
 // is declared and documented and every declared one is used, the chart
 // values it sets exist in the chart's schema, the node setup script is
 // valid shell and configures containerd as the agent checks it, the agent
-// pushes checkpoint images through Workload Identity with a push-only
-// role and no key (identity_test.go), and `terraform fmt` has nothing to
-// change.
+// pushes checkpoint images and the manager deletes them through Workload
+// Identity, each with its own Google service account, a push-only or
+// delete-only role on the checkpoint repository and no key
+// (identity_test.go), and `terraform fmt` has nothing to change.
 package terraform_test
 
 import (

@@ -21,8 +21,10 @@ variable "cluster_name" {
   default     = "ms2m"
 
   validation {
-    condition     = can(regex("^[a-z][-a-z0-9]{0,24}$", var.cluster_name))
-    error_message = "cluster_name must be a lowercase name of at most 25 characters (it prefixes service account ids)."
+    # It prefixes service account ids, which are at most 30 characters:
+    # the longest, "<cluster_name>-ckpt-push" (registry.tf), leaves 20.
+    condition     = can(regex("^[a-z][-a-z0-9]{0,19}$", var.cluster_name))
+    error_message = "cluster_name must be a lowercase name of at most 20 characters (it prefixes service account ids, which are at most 30)."
   }
 }
 

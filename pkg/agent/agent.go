@@ -319,7 +319,7 @@ func (r *Reconciler) push(ctx context.Context, m *v1.StatefulMigration) (v1.Agen
 		return v1.AgentResult{}, err
 	}
 	regs := r.Opts.registries()
-	ref, err := regs.reference(fmt.Sprintf("%s:%s-%s", repo, m.Spec.SourcePod, strings.ToLower(string(m.UID))[:8]))
+	ref, err := regs.Reference(fmt.Sprintf("%s:%s-%s", repo, m.Spec.SourcePod, strings.ToLower(string(m.UID))[:8]))
 	if err != nil {
 		return v1.AgentResult{}, fmt.Errorf("checkpoint image repository %q: %w", repo, err)
 	}
@@ -346,7 +346,7 @@ func (r *Reconciler) push(ctx context.Context, m *v1.StatefulMigration) (v1.Agen
 	if err != nil {
 		return v1.AgentResult{}, err
 	}
-	opts := append([]remote.Option{remote.WithAuthFromKeychain(registryKeychain), regs.transport(remote.DefaultTransport)}, r.Remote...)
+	opts := append([]remote.Option{remote.WithAuthFromKeychain(checkpoint.Keychain), regs.Transport(remote.DefaultTransport)}, r.Remote...)
 	digest, err := checkpoint.Push(ctx, ref, idx, opts...)
 	if err != nil {
 		return v1.AgentResult{}, err

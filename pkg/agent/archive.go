@@ -3,16 +3,11 @@ package agent
 import (
 	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"syscall"
 	"time"
-
-	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
 	"github.com/ms2m/ms2m/pkg/checkpoint"
@@ -66,22 +61,8 @@ func openArchive(path string) (*os.File, error) {
 	return f, nil
 }
 
-// registries decides where checkpoint images may go, and how.
-type registries struct {
-	// allowed hosts (host[:port]); empty: the default repository's only.
-	allowed []string
-	// plainHTTP hosts are reached without TLS; any other never is.
-	plainHTTP []string
-}
-
-func (o Options) registries() registries {
-	r := registries{allowed: o.AllowedRegistries, plainHTTP: o.PlainHTTPRegistries}
-	if len(r.allowed) == 0 && o.Repository != "" {
-		if repo, err := checkpoint.ParseRepository(o.Repository); err == nil {
-			r.allowed = []string{repo.RegistryStr()}
-		}
-	}
-	return r
+func (o Options) registries() checkpoint.Registries {
+	return checkpoint.NewRegistries(o.Repository, o.AllowedRegistries, o.PlainHTTPRegistries)
 }
 
 // ValidateRepository refuses a default repository that names no registry
@@ -92,43 +73,4 @@ func (o Options) ValidateRepository() error {
 	}
 	_, err := checkpoint.ParseRepository(o.Repository)
 	return err
-}
-
-// reference parses the image reference and refuses a registry that is not
-// allowed. Checkpoint images hold a process's whole memory, its secrets
-// included: they go only where the operator said.
-func (r registries) reference(ref string) (name.Reference, error) {
-	opts := []name.Option{name.WeakValidation}
-	parsed, err := name.ParseReference(ref, opts...)
-	if err != nil {
-		return nil, err
-	}
-	host := parsed.Context().RegistryStr()
-	if !slices.Contains(r.allowed, host) {
-		return nil, fmt.Errorf("registry %s is not allowed: the agent pushes checkpoint images only to %s (--allowed-registries)",
-			host, strings.Join(r.allowed, ", "))
-	}
-	if slices.Contains(r.plainHTTP, host) {
-		return name.ParseReference(ref, append(opts, name.Insecure)...)
-	}
-	return parsed, nil
-}
-
-// transport refuses plain HTTP to every registry not named in plainHTTP:
-// go-containerregistry falls back to it for localhost and private
-// addresses when TLS fails.
-func (r registries) transport(base http.RoundTripper) remote.Option {
-	return remote.WithTransport(tlsOnly{base: base, plainHTTP: r.plainHTTP})
-}
-
-type tlsOnly struct {
-	base      http.RoundTripper
-	plainHTTP []string
-}
-
-func (t tlsOnly) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.URL.Scheme != "https" && !slices.Contains(t.plainHTTP, req.URL.Host) {
-		return nil, fmt.Errorf("plain HTTP to registry %s refused (--plain-http-registries)", req.URL.Host)
-	}
-	return t.base.RoundTrip(req)
 }

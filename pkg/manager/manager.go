@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
@@ -26,6 +28,7 @@ import (
 	"github.com/ms2m/ms2m/pkg/checkpoint"
 	"github.com/ms2m/ms2m/pkg/clientconfig"
 	"github.com/ms2m/ms2m/pkg/controllers/evacuation"
+	"github.com/ms2m/ms2m/pkg/controllers/images"
 	"github.com/ms2m/ms2m/pkg/controllers/migration"
 	"github.com/ms2m/ms2m/pkg/replay"
 	"github.com/ms2m/ms2m/scheduler"
@@ -39,8 +42,19 @@ type Options struct {
 	LeaderElection            bool
 	LeaderElectionNamespace   string
 	CheckpointImageRepository string
-	MaxParallelMigrations     int
-	MaxOutboundPerNode        int
+	// CheckpointImageRetention says which checkpoint images the manager
+	// deletes once no pod runs from them (images.ParseRetention).
+	CheckpointImageRetention string
+	// CheckpointImageDeletionTimeout bounds how long a deleted restored pod
+	// waits for its checkpoint image's deletion.
+	CheckpointImageDeletionTimeout time.Duration
+	// AllowedRegistries (host[:port]) are where the manager deletes
+	// checkpoint images; empty: the default repository's registry only.
+	AllowedRegistries []string
+	// PlainHTTPRegistries are reached without TLS.
+	PlainHTTPRegistries   []string
+	MaxParallelMigrations int
+	MaxOutboundPerNode    int
 	// MaxParallelPerNamespace: 0 is one less than MaxParallelMigrations.
 	MaxParallelPerNamespace int
 	MigrationWorkers        int
@@ -77,19 +91,21 @@ const schedulerExtenderFlag = "scheduler-extender"
 // DefaultOptions are the defaults documented in --help.
 func DefaultOptions() Options {
 	return Options{
-		MetricsAddr:             ":8080",
-		ProbeAddr:               ":8081",
-		LeaderElection:          true,
-		MaxParallelMigrations:   5,
-		MaxOutboundPerNode:      2,
-		MigrationWorkers:        8,
-		DisruptionBudgetTimeout: 10 * time.Minute,
-		DefaultReplayCutoff:     120 * time.Second,
-		WebhookPort:             9443,
-		Sidecar:                 webhooks.DefaultSidecarOptions(),
-		EvictionFallback:        string(webhooks.FallbackDeny),
-		Evacuate:                true,
-		SchedulerExtender:       scheduler.ServerOptions{BindAddress: "0", MaxRequestBytes: scheduler.DefaultMaxRequestBytes},
+		MetricsAddr:                    ":8080",
+		ProbeAddr:                      ":8081",
+		LeaderElection:                 true,
+		CheckpointImageRetention:       string(images.RetainNone),
+		CheckpointImageDeletionTimeout: images.DefaultOptions().GiveUpAfter,
+		MaxParallelMigrations:          5,
+		MaxOutboundPerNode:             2,
+		MigrationWorkers:               8,
+		DisruptionBudgetTimeout:        10 * time.Minute,
+		DefaultReplayCutoff:            120 * time.Second,
+		WebhookPort:                    9443,
+		Sidecar:                        webhooks.DefaultSidecarOptions(),
+		EvictionFallback:               string(webhooks.FallbackDeny),
+		Evacuate:                       true,
+		SchedulerExtender:              scheduler.ServerOptions{BindAddress: "0", MaxRequestBytes: scheduler.DefaultMaxRequestBytes},
 	}
 }
 
@@ -101,6 +117,15 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", o.LeaderElectionNamespace, "Namespace of the leader lease (default: the pod's namespace).")
 	fs.StringVar(&o.CheckpointImageRepository, "checkpoint-image-repository", o.CheckpointImageRepository,
 		"Repository checkpoint images are pushed to when a StatefulMigration sets no spec.checkpointImageRepository.")
+	fs.StringVar(&o.CheckpointImageRetention, "checkpoint-image-retention", o.CheckpointImageRetention,
+		"Which checkpoint images the manager deletes from their registry once no pod runs from them (a restored pod's deletion waits for it): "+
+			"delete (all), keep-failed (keep failed migrations' images, for debugging) or keep (none; the registry's own retention must remove them).")
+	fs.DurationVar(&o.CheckpointImageDeletionTimeout, "checkpoint-image-deletion-timeout", o.CheckpointImageDeletionTimeout,
+		"How long a deleted restored pod waits for its checkpoint image's deletion when the registry does not delete it; then the pod goes, with a Warning Event.")
+	fs.Var((*hostList)(&o.AllowedRegistries), "allowed-registries",
+		"Comma-separated registry hosts (host[:port]) where the manager deletes checkpoint images (default: the registry of --checkpoint-image-repository).")
+	fs.Var((*hostList)(&o.PlainHTTPRegistries), "plain-http-registries",
+		"Comma-separated registry hosts the manager reaches over plain HTTP; every other only over verified HTTPS.")
 	fs.IntVar(&o.MaxParallelMigrations, "max-parallel-migrations", o.MaxParallelMigrations, "Migrations running at once in the cluster; more wait in Pending.")
 	fs.IntVar(&o.MaxOutboundPerNode, "max-outbound-migrations-per-node", o.MaxOutboundPerNode, "Migrations leaving one node at once; more wait in Pending.")
 	fs.IntVar(&o.MaxParallelPerNamespace, "max-parallel-migrations-per-namespace", o.MaxParallelPerNamespace,
@@ -169,6 +194,21 @@ func (l *userList) Set(v string) error {
 	return nil
 }
 
+// hostList is a comma-separated list of registry hosts as a flag value.
+type hostList []string
+
+func (l *hostList) String() string { return strings.Join(*l, ",") }
+
+func (l *hostList) Set(v string) error {
+	*l = nil
+	for _, h := range strings.Split(v, ",") {
+		if h = strings.TrimSpace(h); h != "" {
+			*l = append(*l, h)
+		}
+	}
+	return nil
+}
+
 // Validate reports the first flag that makes no sense, by name.
 func (o Options) Validate() error {
 	var errs []error
@@ -182,6 +222,12 @@ func (o Options) Validate() error {
 		if _, err := checkpoint.ParseRepository(o.CheckpointImageRepository); err != nil {
 			errs = append(errs, fmt.Errorf("--checkpoint-image-repository: %w", err))
 		}
+	}
+	if _, err := images.ParseRetention(o.CheckpointImageRetention); err != nil {
+		errs = append(errs, err)
+	}
+	if o.CheckpointImageDeletionTimeout < time.Second {
+		errs = append(errs, fmt.Errorf("--checkpoint-image-deletion-timeout must be at least 1s, got %s", o.CheckpointImageDeletionTimeout))
 	}
 	if o.ServingCertSecret != "" {
 		if ns, n, ok := strings.Cut(o.ServingCertSecret, "/"); !ok || ns == "" || n == "" || strings.Contains(n, "/") {
@@ -319,6 +365,19 @@ func setup(mgr ctrl.Manager, opts Options) error {
 	if err := migrations.SetupWithManager(mgr); err != nil {
 		return err
 	}
+	retention, _ := images.ParseRetention(opts.CheckpointImageRetention) // validated
+	regs := checkpoint.NewRegistries(opts.CheckpointImageRepository, opts.AllowedRegistries, opts.PlainHTTPRegistries)
+	cio := images.DefaultOptions()
+	cio.Retention, cio.DefaultRepository, cio.Registries, cio.GiveUpAfter = retention, opts.CheckpointImageRepository, regs, opts.CheckpointImageDeletionTimeout
+	cleaner := &images.Reconciler{
+		Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("ms2m-checkpoint-images"), Opts: cio, Metrics: imageMetrics(),
+		Delete: func(ctx context.Context, ref name.Digest) error {
+			return checkpoint.Delete(ctx, ref, remote.WithAuthFromKeychain(checkpoint.Keychain), regs.Transport(remote.DefaultTransport))
+		},
+	}
+	if err := cleaner.SetupWithManager(mgr); err != nil {
+		return err
+	}
 	if opts.Evacuate {
 		ev := &evacuation.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("ms2m-evacuation")}
 		if err := ev.SetupWithManager(mgr); err != nil {
@@ -341,4 +400,6 @@ func controllerOptions(opts Options) migration.Options {
 
 // controllerMetrics registers the controller's metrics once per process
 // (a manager restarted in the same process, as in the sandbox, shares them).
+var imageMetrics = sync.OnceValue(func() *images.Metrics { return images.NewMetrics(ctrlmetrics.Registry) })
+
 var controllerMetrics = sync.OnceValue(func() *migration.Metrics { return migration.NewMetrics(ctrlmetrics.Registry) })

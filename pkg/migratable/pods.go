@@ -86,7 +86,8 @@ func BuildTarget(m *v1.StatefulMigration, src *corev1.Pod, selectorKeys []string
 // restoreInto makes p a migration's restored pod: its app container starts
 // from the checkpoint image, its sidecar replays from the checkpoint
 // offsets, it is pinned to the target node (replacing an earlier
-// migration's pin) and marked with the migration.
+// migration's pin) and marked with the migration and the checkpoint image,
+// which its finalizer keeps until the pod is gone.
 func restoreInto(p *corev1.Pod, m *v1.StatefulMigration, app string) {
 	if p.Labels == nil {
 		p.Labels = map[string]string{}
@@ -96,6 +97,10 @@ func restoreInto(p *corev1.Pod, m *v1.StatefulMigration, app string) {
 	}
 	p.Labels[v1.LabelMigration] = m.Name
 	p.Annotations[v1.AnnotationMigrationName] = m.Name
+	p.Annotations[v1.AnnotationCheckpointImage] = m.Status.CheckpointImage
+	if !slices.Contains(p.Finalizers, v1.FinalizerCheckpointImage) {
+		p.Finalizers = append(p.Finalizers, v1.FinalizerCheckpointImage)
+	}
 	p.Annotations[v1.AnnotationSourceNode] = m.Status.SourceNode
 	delete(p.Annotations, v1.AnnotationSidecarMode) // the source's "fenced", or an earlier handover's "live"
 	p.Spec.Affinity = pinned(unpinned(p.Spec.Affinity, m.Status.SourceNode), m.Status.TargetNode)

@@ -120,6 +120,9 @@ func (s *Sandbox) runManager(ctx context.Context) error {
 	if opts.CheckpointImageRepository == "" {
 		opts.CheckpointImageRepository = s.Registry + "/checkpoints"
 	}
+	if len(opts.PlainHTTPRegistries) == 0 {
+		opts.PlainHTTPRegistries = []string{s.Registry} // the sandbox registry speaks plain HTTP on loopback
+	}
 	wio := s.cp.env.WebhookInstallOptions
 	opts.WebhookPort, opts.WebhookCertDir = wio.LocalServingPort, wio.LocalServingCertDir
 	opts.LeaderElection, opts.Restartable = false, !s.mgrProcess

@@ -43,6 +43,10 @@ type savedManifest struct {
 const maxManifest = 4 << 20
 
 func (p *persistentManifests) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodDelete && strings.Contains(r.URL.Path, "/manifests/sha256:") {
+		p.deleteManifest(w, r)
+		return
+	}
 	if r.Method != http.MethodPut || !strings.Contains(r.URL.Path, "/manifests/") {
 		p.next.ServeHTTP(w, r)
 		return
@@ -116,4 +120,46 @@ func (p *persistentManifests) restoreManifests() error {
 		p.seq = max(p.seq, m.Seq)
 	}
 	return nil
+}
+
+// deleteManifest deletes a manifest by digest as the distribution spec's
+// reference implementation (distribution/distribution) does: the manifest
+// and every tag of the repository that points at it
+// (go-containerregistry's registry deletes only the one key), kept
+// deleted across restarts.
+func (p *persistentManifests) deleteManifest(w http.ResponseWriter, r *http.Request) {
+	dir, digest, _ := strings.Cut(r.URL.Path, "/manifests/")
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	files, err := filepath.Glob(filepath.Join(p.dir, "*.json"))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	rec := httptest.NewRecorder()
+	p.next.ServeHTTP(rec, r)
+	if rec.Code/100 == 2 {
+		for _, f := range files {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				continue
+			}
+			var m savedManifest
+			if json.Unmarshal(b, &m) != nil || !strings.HasPrefix(m.Path, dir+"/manifests/") {
+				continue
+			}
+			if sum := sha256.Sum256(m.Body); "sha256:"+hex.EncodeToString(sum[:]) != digest {
+				continue
+			}
+			if m.Path != r.URL.Path { // a tag pointing at it
+				p.next.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodDelete, m.Path, nil))
+			}
+			_ = os.Remove(f)
+		}
+	}
+	for k, v := range rec.Header() {
+		w.Header()[k] = v
+	}
+	w.WriteHeader(rec.Code)
+	_, _ = w.Write(rec.Body.Bytes())
 }

@@ -3,6 +3,7 @@ package sandbox
 import (
 	"io"
 	"log"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -13,6 +14,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/ms2m/ms2m/pkg/checkpoint"
 )
 
 // An image pushed to the sandbox registry can be pulled after the registry
@@ -74,4 +77,71 @@ func TestRegistryKeepsManifestsAcrossARestart(t *testing.T) {
 			t.Fatalf("the image's layers after the restart: %v", err)
 		}
 	}
+}
+
+// A checkpoint image deleted by digest is gone under its digest and its
+// tag, as in the distribution spec's reference registry, and stays gone
+// after the registry restarts.
+func TestDeletedCheckpointImagesStayDeleted(t *testing.T) {
+	blobs, manifests := t.TempDir(), t.TempDir()
+	start := func() (string, func()) {
+		p := &persistentManifests{dir: manifests, next: registry.New(registry.WithBlobHandler(registry.NewDiskBlobHandler(blobs)),
+			registry.Logger(log.New(io.Discard, "", 0)))}
+		if err := p.restoreManifests(); err != nil {
+			t.Fatal(err)
+		}
+		srv := httptest.NewServer(p)
+		return strings.TrimPrefix(srv.URL, "http://"), srv.Close
+	}
+	addr, stop := start()
+	push := func(tag string) name.Digest {
+		img, err := random.Image(1024, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		idx := mutate.AppendManifests(empty.Index, mutate.IndexAddendum{Add: img})
+		ref, err := name.ParseReference(addr + "/checkpoints/orders:" + tag)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := remote.WriteIndex(ref, idx); err != nil {
+			t.Fatal(err)
+		}
+		d, _ := idx.Digest()
+		return ref.Context().Digest(d.String())
+	}
+	gone, kept := push("move-1"), push("move-2")
+	regs := checkpoint.NewRegistries(addr+"/checkpoints", nil, []string{addr})
+	ref, err := regs.Reference(gone.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := checkpoint.Delete(t.Context(), ref.(name.Digest), regs.Transport(http.DefaultTransport)); err != nil {
+		t.Fatal(err)
+	}
+	if err := checkpoint.Delete(t.Context(), ref.(name.Digest), regs.Transport(http.DefaultTransport)); err != nil {
+		t.Fatalf("deleting an image already gone: %v", err)
+	}
+	stop()
+	addr2, stop := start()
+	defer stop()
+	for _, r := range []string{"/checkpoints/orders:move-1", "/checkpoints/orders@" + gone.DigestStr()} {
+		if _, err := remote.Index(mustRef(t, addr2+r)); err == nil {
+			t.Errorf("%s can still be pulled after its deletion and a restart", r)
+		}
+	}
+	for _, r := range []string{"/checkpoints/orders:move-2", "/checkpoints/orders@" + kept.DigestStr()} {
+		if _, err := remote.Index(mustRef(t, addr2+r)); err != nil {
+			t.Errorf("%s, never deleted: %v", r, err)
+		}
+	}
+}
+
+func mustRef(t *testing.T, s string) name.Reference {
+	t.Helper()
+	r, err := name.ParseReference(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
 }

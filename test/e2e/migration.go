@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -25,7 +27,8 @@ type MigrationInput struct {
 // producer: the migration completes, nothing is lost or processed twice
 // live, the final state equals the fold of the input (a run without
 // migration), the owner is left consistent, and the checkpoint image in the
-// registry carries the runtime's annotations.
+// registry carries the runtime's annotations, and is deleted with the
+// restored pod.
 func MigrationSpec(in MigrationInput) features.Feature {
 	kind := "Deployment's pod"
 	if in.Bare {
@@ -44,6 +47,40 @@ func MigrationSpec(in MigrationInput) features.Feature {
 		}
 		assertOwner(ctx, t, s.Cluster, s.NS, d.Pod, after.Pod, in.Bare)
 		assertCheckpointImage(ctx, t, m)
+		assertImageGoesWithThePod(ctx, t, s.Cluster, m)
+	})
+}
+
+// assertImageGoesWithThePod: once the restored pod is deleted, its
+// checkpoint image (a process's whole memory) is deleted from the
+// registry, and the migration says so in an Event.
+func assertImageGoesWithThePod(ctx context.Context, t *testing.T, c *Cluster, m *v1.StatefulMigration) {
+	t.Helper()
+	target, err := c.Client.CoreV1().Pods(m.Namespace).Get(ctx, m.Status.TargetPod, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if target.Annotations[v1.AnnotationCheckpointImage] != m.Status.CheckpointImage || !slices.Contains(target.Finalizers, v1.FinalizerCheckpointImage) {
+		t.Fatalf("restored pod %s: annotation %q, finalizers %v; want the checkpoint image and its finalizer", target.Name,
+			target.Annotations[v1.AnnotationCheckpointImage], target.Finalizers)
+	}
+	if err := c.Client.CoreV1().Pods(m.Namespace).Delete(ctx, target.Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitPodGone(t, c, m.Namespace, target.Name, "restored pod "+target.Name+" deleted")
+	ref, err := name.ParseReference(m.Status.CheckpointImage)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := checkpoint.Pull(ctx, ref); err == nil {
+		t.Fatalf("checkpoint image %s can still be pulled after the last pod running from it was deleted", ref)
+	}
+	c.Eventually(t, "a CheckpointImageDeleted Event on the migration", func(ctx context.Context) error {
+		evs, err := c.Client.CoreV1().Events(m.Namespace).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=" + m.Name + ",reason=CheckpointImageDeleted"})
+		if err != nil || len(evs.Items) == 0 {
+			return fmt.Errorf("no CheckpointImageDeleted Event on %s (%v)", m.Name, err)
+		}
+		return nil
 	})
 }
 

@@ -110,6 +110,19 @@ const (
 	// migration is rolled back (source serving, target removed).
 	FinalizerRollback = "migration.ms2m.io/rollback"
 
+	// AnnotationCheckpointImage names, on a restored pod, the checkpoint
+	// image (by digest) its app container was restored from, and
+	// FinalizerCheckpointImage holds the pod's deletion until the manager
+	// has deleted that image from its registry (or kept it, as its
+	// --checkpoint-image-retention says): a checkpoint image holds a
+	// process's whole memory, and is needed exactly as long as a pod runs
+	// from it (a container that restarts is created from it again). The
+	// manager deletes only an image its migration recorded in status, or,
+	// once that migration is gone, one in its default checkpoint
+	// repository, and never one another pod still runs from.
+	AnnotationCheckpointImage = "migration.ms2m.io/checkpoint-image"
+	FinalizerCheckpointImage  = "migration.ms2m.io/checkpoint-image"
+
 	// LabelTrigger on a StatefulMigration says who started it: "user" or
 	// "evacuation".
 	LabelTrigger = "migration.ms2m.io/trigger"

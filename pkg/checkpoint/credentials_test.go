@@ -1,4 +1,4 @@
-package agent
+package checkpoint
 
 import (
 	"context"
@@ -104,7 +104,7 @@ func TestRegistryCredentials(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			dockerConfig(t, tc.dockerHosts...)
 			g := &fakeGoogle{}
-			got, err := credentialsFor(t, newRegistryKeychain(g.auth), tc.repo)
+			got, err := credentialsFor(t, NewKeychain(g.auth), tc.repo)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -125,7 +125,7 @@ func TestRegistryCredentials(t *testing.T) {
 func TestGoogleCredentialsRecoverAfterAFailure(t *testing.T) {
 	dockerConfig(t)
 	g := &fakeGoogle{fail: 1}
-	kc := newRegistryKeychain(g.auth)
+	kc := NewKeychain(g.auth)
 	repo := arHost + "/proj/ckpt/images"
 	_, err := credentialsFor(t, kc, repo)
 	if err == nil || !strings.Contains(err.Error(), "metadata server not ready") || !strings.Contains(err.Error(), "iam.gke.io/gcp-service-account") {
