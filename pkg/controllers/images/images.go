@@ -23,7 +23,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime/pkg/builder"
@@ -96,7 +95,12 @@ type Reconciler struct {
 	Metrics  *Metrics
 }
 
-const indexImage = "metadata.annotations.checkpointImage"
+// Indexes: pods by the checkpoint image they were restored from,
+// migrations by the one they recorded.
+const (
+	indexImage          = "metadata.annotations.checkpointImage"
+	indexMigrationImage = "status.checkpointImage"
+)
 
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups=migration.ms2m.io,resources=statefulmigrations,verbs=get;list;watch
@@ -108,6 +112,14 @@ func (r *Reconciler) SetupWithManager(mgr manager.Manager) error {
 	}
 	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &corev1.Pod{}, indexImage, func(o client.Object) []string {
 		if ref := o.GetAnnotations()[v1.AnnotationCheckpointImage]; ref != "" {
+			return []string{ref}
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &v1.StatefulMigration{}, indexMigrationImage, func(o client.Object) []string {
+		if ref := o.(*v1.StatefulMigration).Status.CheckpointImage; ref != "" {
 			return []string{ref}
 		}
 		return nil
@@ -186,9 +198,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 //
 // The annotation is written by ms2m but lives on a tenant's pod, where
 // anyone who may edit the pod can change it. So an image is deleted only
-// when no other pod names it, and only if the migration named on the pod
-// recorded it in its status (written by the controller alone) or, once
-// that migration is gone, if it lies in the default checkpoint repository.
+// when no other pod names it, and only if a migration in the pod's
+// namespace recorded it in its status (written by the controller alone)
+// or, once that migration is gone, if it lies in the default checkpoint
+// repository.
 // A tenant can thus only make the manager delete a checkpoint image that
 // no pod runs from: one it would delete anyway.
 func (r *Reconciler) decide(ctx context.Context, pod *corev1.Pod, ref string) (verdict, *v1.StatefulMigration, string, error) {
@@ -196,16 +209,12 @@ func (r *Reconciler) decide(ctx context.Context, pod *corev1.Pod, ref string) (v
 		return keepImage, nil, "the pod names no checkpoint image", nil
 	}
 	var m *v1.StatefulMigration
-	if n := pod.Annotations[v1.AnnotationMigrationName]; n != "" {
-		got := &v1.StatefulMigration{}
-		switch err := r.Client.Get(ctx, client.ObjectKey{Namespace: pod.Namespace, Name: n}, got); {
-		case err == nil:
-			if got.Status.CheckpointImage == ref {
-				m = got
-			}
-		case !apierrors.IsNotFound(err):
-			return 0, nil, "", err
-		}
+	var recorded v1.StatefulMigrationList
+	if err := r.Client.List(ctx, &recorded, client.InNamespace(pod.Namespace), client.MatchingFields{indexMigrationImage: ref}); err != nil {
+		return 0, nil, "", err
+	}
+	if len(recorded.Items) > 0 {
+		m = &recorded.Items[0]
 	}
 	var pods corev1.PodList
 	if err := r.Client.List(ctx, &pods, client.MatchingFields{indexImage: ref}); err != nil {

@@ -65,6 +65,7 @@ type world struct {
 func newWorld(t *testing.T, retention Retention, giveUp time.Duration) *world {
 	t.Helper()
 	w := &world{t: t, ns: fmt.Sprintf("images-%d", seq.Add(1)), events: record.NewFakeRecorder(100)}
+	w.events.IncludeObject = true
 	inner := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
 	srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		if w.refuse.Load() {
@@ -218,11 +219,14 @@ func (w *world) event(reason string) string {
 // deleted it from the registry, and not before the last such pod goes.
 func TestACheckpointImageGoesWithTheLastPodRunningFromIt(t *testing.T) {
 	w := newWorld(t, RetainNone, time.Minute)
-	image := w.push(w.repo, "orders-0-1a2b3c4d")
+	// The migration's own repository (spec.checkpointImageRepository),
+	// not the default one: its record in status vouches for the image.
+	image := w.push(w.reg+"/team/checkpoints", "orders-0-1a2b3c4d")
 	other := w.push(w.repo, "orders-1-5e6f7a8b")
 	w.migration("move", v1.PhaseCompleted, image)
-	target := w.restored("orders-0-ms2m-1a2b3", "move", image)
-	twin := w.restored("orders-0-copy", "move", image) // say, a copy a user made of the pod
+	// A handed-over pod no longer names its migration.
+	target := w.restored("orders-0-ms2m-1a2b3", "", image)
+	twin := w.restored("orders-0-copy", "", image) // say, a copy a user made of the pod
 
 	w.delete(target)
 	w.gone(target, 10*time.Second)
@@ -235,8 +239,8 @@ func TestACheckpointImageGoesWithTheLastPodRunningFromIt(t *testing.T) {
 
 	w.delete(twin)
 	w.gone(twin, 10*time.Second)
-	if e := w.event("CheckpointImageDeleted"); !strings.Contains(e, image) {
-		t.Errorf("Event %q; want it to name the image", e)
+	if e := w.event("CheckpointImageDeleted"); !strings.Contains(e, image) || !strings.Contains(e, "kind=StatefulMigration") {
+		t.Errorf("Event %q; want it on the migration, naming the image", e)
 	}
 	if w.exists(image) {
 		t.Fatal("the image is still in the registry after the last pod running from it went")

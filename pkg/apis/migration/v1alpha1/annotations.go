@@ -117,9 +117,10 @@ const (
 	// --checkpoint-image-retention says): a checkpoint image holds a
 	// process's whole memory, and is needed exactly as long as a pod runs
 	// from it (a container that restarts is created from it again). The
-	// manager deletes only an image its migration recorded in status, or,
-	// once that migration is gone, one in its default checkpoint
-	// repository, and never one another pod still runs from.
+	// manager deletes only an image a migration in the pod's namespace
+	// recorded in status, or, once that migration is gone, one in its
+	// default checkpoint repository, and never one another pod still runs
+	// from.
 	AnnotationCheckpointImage = "migration.ms2m.io/checkpoint-image"
 	FinalizerCheckpointImage  = "migration.ms2m.io/checkpoint-image"
 
