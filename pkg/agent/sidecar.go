@@ -161,7 +161,9 @@ func (r *Reconciler) pauseCheckpointResume(ctx context.Context, m *v1.StatefulMi
 	if err != nil {
 		return v1.AgentResult{}, err
 	}
+	start := time.Now()
 	paused, err := r.callSidecar(ctx, addr, audience, "/pause", PauseTimeout)
+	pausedIn := time.Since(start)
 	if err != nil {
 		r.resumeSidecar(ctx, addr, audience)
 		if transient(err) {
@@ -174,13 +176,18 @@ func (r *Reconciler) pauseCheckpointResume(ctx context.Context, m *v1.StatefulMi
 		r.resumeSidecar(ctx, addr, audience)
 		return v1.AgentResult{}, fmt.Errorf("no offsets to record yet, the topic has none: %w", errTryAgain)
 	}
-	archive, ckErr := r.checkpointRetrying(ctx, m)
-	res := v1.AgentResult{Archive: archive, Offsets: paused.Checkpoint, Assigned: paused.Assigned}
+	start = time.Now()
+	archive, attempts, ckErr := r.checkpointRetrying(ctx, m)
+	steps := &v1.CheckpointSteps{Pause: metav1.Duration{Duration: pausedIn}, Checkpoint: metav1.Duration{Duration: time.Since(start)}, Attempts: attempts}
+	res := v1.AgentResult{Archive: archive, Offsets: paused.Checkpoint, Assigned: paused.Assigned, Steps: steps}
 	if ckErr == nil && m.Status.Strategy.StopsForCheckpoint() {
 		res.PausedAt = microTime(paused.PausedAt)
 		return res, nil
 	}
+	start = time.Now()
 	resumed, err := r.callSidecar(ctx, addr, audience, "/resume", 10*time.Second)
+	steps.Resume.Duration = time.Since(start)
+	log.FromContext(ctx).V(1).Info("checkpoint bracket", "migration", m.Name, "steps", steps.String())
 	if ckErr != nil {
 		if err != nil {
 			r.resumeSidecar(ctx, addr, audience)

@@ -173,6 +173,10 @@ func TestThePauseBracketsTheCheckpointOnly(t *testing.T) {
 	if report.PausedAt == nil || report.ResumedAt == nil || report.ResumedAt.Sub(report.PausedAt.Time) != 18*time.Millisecond {
 		t.Fatalf("report's pause %v → %v; want the sidecar's 18ms", report.PausedAt, report.ResumedAt)
 	}
+	// Where the pause went: each call inside it, timed.
+	if st := report.Steps; st == nil || st.Attempts != 1 || st.Pause.Duration <= 0 || st.Checkpoint.Duration <= 0 || st.Resume.Duration <= 0 {
+		t.Fatalf("report's steps %+v; want the pause, checkpoint (1 attempt) and resume calls timed", st)
+	}
 	for _, aud := range w.audits {
 		if aud != "ms2m-replay/shop/uid-orders" {
 			t.Fatalf("a sidecar call with a token for %q", aud)

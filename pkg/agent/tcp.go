@@ -81,15 +81,15 @@ const checkpointAttempts = 3
 
 // checkpointRetrying checkpoints, trying again shortly when CRIU refused
 // for a TCP connection; the last refusal says what to change.
-func (r *Reconciler) checkpointRetrying(ctx context.Context, m *v1.StatefulMigration) (string, error) {
+func (r *Reconciler) checkpointRetrying(ctx context.Context, m *v1.StatefulMigration) (string, int, error) {
 	wait := 50 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		archive, err := r.checkpoint(ctx, m)
 		if !refusedForAConnection(err) {
-			return archive, err
+			return archive, attempt, err
 		}
 		if attempt == checkpointAttempts {
-			return "", fmt.Errorf("%w: the app container holds a TCP connection at the checkpoint (%d attempts), and CRIU refuses to checkpoint one unless its configuration says tcp-close; "+
+			return "", attempt, fmt.Errorf("%w: the app container holds a TCP connection at the checkpoint (%d attempts), and CRIU refuses to checkpoint one unless its configuration says tcp-close; "+
 				"make the app close its connections before a checkpoint (annotate the pod ms2m.io/app-quiesce-path, e.g. /ms2m/quiesce, and close them when the sidecar POSTs there; docs/app-contract.md, \"Connections\"), or allow them on the node (tcp-close in /etc/criu/runc.conf; docs/install.md, \"CRIU configuration\")",
 				err, attempt)
 		}
@@ -98,7 +98,7 @@ func (r *Reconciler) checkpointRetrying(ctx context.Context, m *v1.StatefulMigra
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return "", err
+			return "", attempt, err
 		case <-t.C:
 		}
 		wait *= 2

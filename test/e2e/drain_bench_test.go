@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"slices"
@@ -97,7 +98,16 @@ func drainOnce(ctx context.Context, b *testing.B, c *Cluster, n int) {
 		b.Fatal(err)
 	}
 	var downtimes, totals, pauses, handovers []time.Duration
+	// Where each checkpoint pause went, as the agents timed their calls.
+	steps := map[string][]time.Duration{}
 	for _, m := range list.Items {
+		var res v1.AgentResult
+		if err := json.Unmarshal([]byte(m.Annotations[v1.AnnotationAgentCheckpoint]), &res); err == nil && res.Steps != nil {
+			steps["pause-call"] = append(steps["pause-call"], res.Steps.Pause.Duration)
+			steps["kubelet"] = append(steps["kubelet"], res.Steps.Checkpoint.Duration)
+			steps["resume-call"] = append(steps["resume-call"], res.Steps.Resume.Duration)
+			steps["attempts"] = append(steps["attempts"], time.Duration(res.Steps.Attempts))
+		}
 		tr := m.Status.PhaseTransitions
 		if m.Status.Phase != v1.PhaseCompleted || m.Status.Downtime == nil || len(tr) < 2 {
 			b.Fatalf("migration %s: %s %s", m.Name, m.Status.Phase, m.Status.FailureReason)
@@ -127,6 +137,13 @@ func drainOnce(ctx context.Context, b *testing.B, c *Cluster, n int) {
 			// Which stall grows when migrations run side by side.
 			b.ReportMetric(ms(quantile(pauses, q.p)), "pause-"+q.name+"-ms")
 			b.ReportMetric(ms(quantile(handovers, q.p)), "handover-"+q.name+"-ms")
+		}
+		for step, ds := range steps {
+			if step == "attempts" {
+				b.ReportMetric(float64(quantile(ds, q.p)), "checkpoint-attempts-"+q.name)
+				continue
+			}
+			b.ReportMetric(ms(quantile(ds, q.p)), step+"-"+q.name+"-ms")
 		}
 	}
 	r := func(d time.Duration) time.Duration { return d.Round(time.Millisecond) }

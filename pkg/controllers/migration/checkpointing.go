@@ -25,8 +25,12 @@ func checkpointing(ctx context.Context, w *work) (outcome, error) {
 		return o, err
 	}
 	pause := w.pauseStall(timeOf(res.PausedAt), timeOf(res.ResumedAt))
+	steps := ""
+	if res.Steps != nil {
+		steps = " (" + res.Steps.String() + ")"
+	}
 	setCondition(&w.m.Status, w.m.Generation, v1.ConditionCheckpointed, true, v1.ReasonSucceeded,
-		fmt.Sprintf("checkpointed at offsets %v; the source was paused for %s and serves again", fromOffsets(w.m.Status.CheckpointOffsets), v1.FormatDuration(pause)))
+		fmt.Sprintf("checkpointed at offsets %v; the source was paused for %s%s and serves again", fromOffsets(w.m.Status.CheckpointOffsets), v1.FormatDuration(pause), steps))
 	return w.next("the node agent packs and pushes the checkpoint image"), nil
 }
 

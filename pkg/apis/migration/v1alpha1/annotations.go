@@ -1,6 +1,10 @@
 package v1alpha1
 
-import metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+import (
+	"fmt"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
 
 // Well-known annotations and labels: the contract between workloads, the
 // webhook, the controller, the agent and the scheduler extender.
@@ -156,4 +160,35 @@ type AgentResult struct {
 	Assigned  []int             `json:"assigned,omitempty"`
 	PausedAt  *metav1.MicroTime `json:"pausedAt,omitempty"`
 	ResumedAt *metav1.MicroTime `json:"resumedAt,omitempty"`
+	// Steps is where the pause went, by the agent's clock.
+	Steps *CheckpointSteps `json:"steps,omitempty"`
+}
+
+// CheckpointSteps time the calls the node agent makes while the source is
+// paused: what the checkpoint pause is made of.
+type CheckpointSteps struct {
+	// Pause is the /pause call: the sidecar stopping its deliveries and
+	// reading O from the broker.
+	Pause metav1.Duration `json:"pause"`
+	// Checkpoint is the kubelet's checkpoint API (the runtime's dump),
+	// every attempt included.
+	Checkpoint metav1.Duration `json:"checkpoint"`
+	// Attempts of the checkpoint: more than one when CRIU refused a
+	// connected TCP socket and the agent tried again.
+	Attempts int `json:"attempts,omitempty"`
+	// Resume is the /resume call.
+	Resume metav1.Duration `json:"resume"`
+}
+
+// String reads "pause 3ms, kubelet checkpoint 25ms (2 attempts), resume 2ms".
+func (s *CheckpointSteps) String() string {
+	if s == nil {
+		return ""
+	}
+	tries := ""
+	if s.Attempts > 1 {
+		tries = fmt.Sprintf(" (%d attempts)", s.Attempts)
+	}
+	return fmt.Sprintf("pause call %s, kubelet checkpoint %s%s, resume call %s",
+		FormatDuration(s.Pause.Duration), FormatDuration(s.Checkpoint.Duration), tries, FormatDuration(s.Resume.Duration))
 }
