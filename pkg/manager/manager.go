@@ -378,6 +378,9 @@ func setup(mgr ctrl.Manager, opts Options) error {
 	if err := cleaner.SetupWithManager(mgr); err != nil {
 		return err
 	}
+	if err := (&images.FailedMigrations{Reconciler: cleaner}).SetupWithManager(mgr); err != nil {
+		return err
+	}
 	if opts.Evacuate {
 		ev := &evacuation.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("ms2m-evacuation")}
 		if err := ev.SetupWithManager(mgr); err != nil {

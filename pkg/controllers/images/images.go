@@ -187,6 +187,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		}
 		r.Recorder.Eventf(about, corev1.EventTypeNormal, "CheckpointImageDeleted", "pod %s is gone and no pod runs from checkpoint image %s: deleted it from its registry", pod.Name, ref)
 		r.Metrics.count("deleted")
+		if m != nil {
+			if err := r.markDeleted(ctx, m, ref); err != nil {
+				return reconcile.Result{}, err
+			}
+		}
 	}
 	patch := client.MergeFrom(pod.DeepCopy())
 	controllerutil.RemoveFinalizer(pod, v1.FinalizerCheckpointImage)

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -98,6 +99,9 @@ func newWorld(t *testing.T, retention Retention, giveUp time.Duration) *world {
 			return checkpoint.Delete(ctx, ref, regs.Transport(http.DefaultTransport))
 		}}
 	if err := r.SetupWithManager(mgr); err != nil {
+		t.Fatal(err)
+	}
+	if err := (&FailedMigrations{Reconciler: r}).SetupWithManager(mgr); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -333,5 +337,79 @@ func TestARegistryThatDoesNotAnswerHoldsThePodForTheTimeoutOnly(t *testing.T) {
 	w.refuse.Store(false)
 	if !w.exists(image) {
 		t.Fatal("the image is gone, though the registry refused the delete")
+	}
+}
+
+// A migration that failed before any pod ran from its image (or whose
+// agent finished the push after the failure) does not leave the image
+// behind.
+func TestAFailedMigrationLeavesNoImageNoPodRanFrom(t *testing.T) {
+	w := newWorld(t, RetainNone, time.Minute)
+	recorded := w.push(w.repo, "orders-0-1a2b3c4d")
+	late := w.push(w.repo, "orders-0-1a2b3c4d-late")
+	other := w.push(w.repo, "orders-1-5e6f7a8b")
+	m := &v1.StatefulMigration{ObjectMeta: metav1.ObjectMeta{Namespace: w.ns, Name: "move"}, Spec: v1.StatefulMigrationSpec{SourcePod: "orders-0"}}
+	if err := api.Create(t.Context(), m); err != nil {
+		t.Fatal(err)
+	}
+	m.Status.Phase, m.Status.CheckpointImage = v1.PhaseFailed, recorded
+	m.Status.CompletionTime = &metav1.Time{Time: time.Now()}
+	if err := api.Status().Update(t.Context(), m); err != nil {
+		t.Fatal(err)
+	}
+	// The agent's report of a push that finished after the failure.
+	patch := client.MergeFrom(m.DeepCopy())
+	m.Annotations = map[string]string{v1.AnnotationAgentImage: `{"image":"` + late + `"}`}
+	if err := api.Patch(t.Context(), m, patch); err != nil {
+		t.Fatal(err)
+	}
+	err := kwait.PollUntilContextTimeout(t.Context(), 20*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
+		return !w.exists(recorded) && !w.exists(late), nil
+	})
+	if err != nil {
+		t.Fatalf("a failed migration's images are still in the registry: recorded %v, reported late %v", w.exists(recorded), w.exists(late))
+	}
+	if !w.exists(other) {
+		t.Fatal("an image of no failed migration was deleted")
+	}
+	if e := w.event("CheckpointImageDeleted"); !strings.Contains(e, "the migration failed") {
+		t.Errorf("Event %q; want it to say why", e)
+	}
+	err = kwait.PollUntilContextTimeout(t.Context(), 20*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
+		got := &v1.StatefulMigration{}
+		if err := api.Get(ctx, client.ObjectKeyFromObject(m), got); err != nil {
+			return false, err
+		}
+		done := strings.Split(got.Annotations[AnnotationImagesDeleted], ",")
+		return slices.Contains(done, recorded) && slices.Contains(done, late), nil
+	})
+	if err != nil {
+		t.Fatalf("the migration does not record both deletions (%s): %v", AnnotationImagesDeleted, err)
+	}
+}
+
+// The agent's report is on the migration, where whoever may edit it can
+// write: an image it names outside the repository the agent pushes to
+// for this migration is not believed.
+func TestTheAgentsLateReportIsBelievedOnlyInTheMigrationsRepository(t *testing.T) {
+	r := &FailedMigrations{Reconciler: &Reconciler{Opts: Options{DefaultRepository: "registry.example.com/checkpoints"}}}
+	digest := "@sha256:" + strings.Repeat("a", 64)
+	for _, tc := range []struct {
+		repo, reported string
+		believed       bool
+	}{
+		{"", "registry.example.com/checkpoints" + digest, true},
+		{"", "registry.example.com/shop/orders" + digest, false},
+		{"", "registry.example.com/checkpoints:v1", false},
+		{"registry.example.com/team/checkpoints", "registry.example.com/team/checkpoints" + digest, true},
+		{"registry.example.com/team/checkpoints", "registry.example.com/checkpoints" + digest, false},
+	} {
+		m := &v1.StatefulMigration{
+			ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{v1.AnnotationAgentImage: `{"image":"` + tc.reported + `"}`}},
+			Spec:       v1.StatefulMigrationSpec{CheckpointImageRepository: tc.repo},
+		}
+		if got := slices.Contains(r.imagesOf(m), tc.reported); got != tc.believed {
+			t.Errorf("repository %q, reported %s: believed %v, want %v", tc.repo, tc.reported, got, tc.believed)
+		}
 	}
 }
