@@ -45,6 +45,11 @@ type sidecarPosition struct {
 	Assigned   []int         `json:"assigned"`
 	PausedAt   *time.Time    `json:"pausedAt"`
 	ResumedAt  *time.Time    `json:"resumedAt"`
+	PauseSteps *struct {
+		Idle    time.Duration `json:"idle"`
+		Offsets time.Duration `json:"offsets"`
+		Quiesce time.Duration `json:"quiesce"`
+	} `json:"pauseSteps"`
 }
 
 // maxSidecarAnswer bounds a sidecar's answer: it runs in a tenant's pod.
@@ -179,6 +184,9 @@ func (r *Reconciler) pauseCheckpointResume(ctx context.Context, m *v1.StatefulMi
 	start = time.Now()
 	archive, attempts, ckErr := r.checkpointRetrying(ctx, m)
 	steps := &v1.CheckpointSteps{Pause: metav1.Duration{Duration: pausedIn}, Checkpoint: metav1.Duration{Duration: time.Since(start)}, Attempts: attempts}
+	if ps := paused.PauseSteps; ps != nil {
+		steps.SidecarIdle, steps.SidecarOffsets, steps.SidecarQuiesce = &metav1.Duration{Duration: ps.Idle}, &metav1.Duration{Duration: ps.Offsets}, &metav1.Duration{Duration: ps.Quiesce}
+	}
 	res := v1.AgentResult{Archive: archive, Offsets: paused.Checkpoint, Assigned: paused.Assigned, Steps: steps}
 	if ckErr == nil && m.Status.Strategy.StopsForCheckpoint() {
 		res.PausedAt = microTime(paused.PausedAt)

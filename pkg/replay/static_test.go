@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -304,4 +305,51 @@ func TestCommittedRightAfterTheTopicAppears(t *testing.T) {
 	if err != nil || len(got) != 2 {
 		t.Fatalf("committed offsets right after the topic appeared: %v (%v); want both partitions", got, err)
 	}
+}
+
+// A static member that delivered from each of its partitions answers a
+// pause with O without a broker round trip inside the pause (Next is what
+// it committed), and that O is the group's committed offsets.
+func TestAPauseOfAStaticMemberAsksTheBrokerNothing(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, topic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	var fetches atomic.Int64
+	c.ControlKey(int16(kmsg.OffsetFetch), func(kmsg.Request) (kmsg.Response, error, bool) {
+		fetches.Add(1)
+		return nil, nil, false
+	})
+	b := &broker{addr: c.ListenAddrs()[0]}
+	k := b.sources("quick-pause")
+	k.InstanceID = "orders-0"
+	rec := newRecorder()
+	e := NewLive(k, deliverer(t, rec))
+	runEngine(t, e)
+	b.produce(t, 0, 20)
+	expect.Eventually(t, "deliveries from both partitions", func() error {
+		if pos := e.Position(); len(pos.Assigned) != 2 || len(pos.Next) != 2 || pos.Delivered != 20 {
+			return fmt.Errorf("assigned %v, next %v, delivered %d", pos.Assigned, pos.Next, pos.Delivered)
+		}
+		return nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), expect.Timeout)
+	defer cancel()
+	before := fetches.Load()
+	pos, err := e.Pause(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := fetches.Load() - before; n != 0 {
+		t.Fatalf("the pause asked the broker for the committed offsets %d times", n)
+	}
+	committed, err := b.sources("quick-pause").Committed(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !maps.Equal(pos.Checkpoint, committed) {
+		t.Fatalf("O %v; the group's committed offsets are %v", pos.Checkpoint, committed)
+	}
+	mustResume(t, e)
 }

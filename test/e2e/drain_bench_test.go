@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/ms2m/ms2m/internal/example/deploy"
@@ -107,6 +108,11 @@ func drainOnce(ctx context.Context, b *testing.B, c *Cluster, n int) {
 			steps["kubelet"] = append(steps["kubelet"], res.Steps.Checkpoint.Duration)
 			steps["resume-call"] = append(steps["resume-call"], res.Steps.Resume.Duration)
 			steps["attempts"] = append(steps["attempts"], time.Duration(res.Steps.Attempts))
+			for name, d := range map[string]*metav1.Duration{"sidecar-idle": res.Steps.SidecarIdle, "sidecar-offsets": res.Steps.SidecarOffsets, "sidecar-quiesce": res.Steps.SidecarQuiesce} {
+				if d != nil {
+					steps[name] = append(steps[name], d.Duration)
+				}
+			}
 		}
 		tr := m.Status.PhaseTransitions
 		if m.Status.Phase != v1.PhaseCompleted || m.Status.Downtime == nil || len(tr) < 2 {

@@ -170,6 +170,12 @@ type CheckpointSteps struct {
 	// Pause is the /pause call: the sidecar stopping its deliveries and
 	// reading O from the broker.
 	Pause metav1.Duration `json:"pause"`
+	// Of the pause call, as the sidecar timed its parts: waiting for the
+	// delivery in flight, reading the group's committed offsets, and
+	// quiescing the app's connections.
+	SidecarIdle    *metav1.Duration `json:"sidecarIdle,omitempty"`
+	SidecarOffsets *metav1.Duration `json:"sidecarOffsets,omitempty"`
+	SidecarQuiesce *metav1.Duration `json:"sidecarQuiesce,omitempty"`
 	// Checkpoint is the kubelet's checkpoint API (the runtime's dump),
 	// every attempt included.
 	Checkpoint metav1.Duration `json:"checkpoint"`
@@ -180,7 +186,8 @@ type CheckpointSteps struct {
 	Resume metav1.Duration `json:"resume"`
 }
 
-// String reads "pause 3ms, kubelet checkpoint 25ms (2 attempts), resume 2ms".
+// String reads "pause call 3ms (in-flight delivery 1ms, offsets 0s,
+// quiesce 1ms), kubelet checkpoint 25ms (2 attempts), resume call 2ms".
 func (s *CheckpointSteps) String() string {
 	if s == nil {
 		return ""
@@ -189,6 +196,11 @@ func (s *CheckpointSteps) String() string {
 	if s.Attempts > 1 {
 		tries = fmt.Sprintf(" (%d attempts)", s.Attempts)
 	}
-	return fmt.Sprintf("pause call %s, kubelet checkpoint %s%s, resume call %s",
-		FormatDuration(s.Pause.Duration), FormatDuration(s.Checkpoint.Duration), tries, FormatDuration(s.Resume.Duration))
+	parts := ""
+	if s.SidecarIdle != nil && s.SidecarOffsets != nil && s.SidecarQuiesce != nil {
+		parts = fmt.Sprintf(" (in-flight delivery %s, offsets %s, quiesce %s)",
+			FormatDuration(s.SidecarIdle.Duration), FormatDuration(s.SidecarOffsets.Duration), FormatDuration(s.SidecarQuiesce.Duration))
+	}
+	return fmt.Sprintf("pause call %s%s, kubelet checkpoint %s%s, resume call %s",
+		FormatDuration(s.Pause.Duration), parts, FormatDuration(s.Checkpoint.Duration), tries, FormatDuration(s.Resume.Duration))
 }

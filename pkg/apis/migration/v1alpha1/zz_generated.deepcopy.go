@@ -51,7 +51,7 @@ func (in *AgentResult) DeepCopyInto(out *AgentResult) {
 	if in.Steps != nil {
 		in, out := &in.Steps, &out.Steps
 		*out = new(CheckpointSteps)
-		**out = **in
+		(*in).DeepCopyInto(*out)
 	}
 }
 
@@ -69,6 +69,21 @@ func (in *AgentResult) DeepCopy() *AgentResult {
 func (in *CheckpointSteps) DeepCopyInto(out *CheckpointSteps) {
 	*out = *in
 	out.Pause = in.Pause
+	if in.SidecarIdle != nil {
+		in, out := &in.SidecarIdle, &out.SidecarIdle
+		*out = new(v1.Duration)
+		**out = **in
+	}
+	if in.SidecarOffsets != nil {
+		in, out := &in.SidecarOffsets, &out.SidecarOffsets
+		*out = new(v1.Duration)
+		**out = **in
+	}
+	if in.SidecarQuiesce != nil {
+		in, out := &in.SidecarQuiesce, &out.SidecarQuiesce
+		*out = new(v1.Duration)
+		**out = **in
+	}
 	out.Checkpoint = in.Checkpoint
 	out.Resume = in.Resume
 }
