@@ -1,15 +1,14 @@
 package simcriu
 
 import (
-	"bufio"
-	"bytes"
-	"encoding/hex"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/ms2m/ms2m/pkg/procnet"
 )
 
 // What CRIU does with a process's TCP sockets (criu/sk-inet.c,
@@ -30,21 +29,15 @@ import (
 //     repair, which cannot work in a new pod: its address is gone.
 //   - A closed (unconnected) socket is recreated.
 const (
-	tcpEstablished = 0x01
-	tcpSynSent     = 0x02
-	tcpFinWait1    = 0x04
-	tcpFinWait2    = 0x05
-	tcpClose       = 0x07
-	tcpCloseWait   = 0x08
-	tcpLastAck     = 0x09
-	tcpListen      = 0x0A
-	tcpClosing     = 0x0B
+	tcpEstablished = procnet.Established
+	tcpSynSent     = procnet.SynSent
+	tcpFinWait1    = procnet.FinWait1
+	tcpFinWait2    = procnet.FinWait2
+	tcpCloseWait   = procnet.CloseWait
+	tcpLastAck     = procnet.LastAck
+	tcpListen      = procnet.Listen
+	tcpClosing     = procnet.Closing
 )
-
-var tcpStates = map[int]string{
-	tcpEstablished: "ESTABLISHED", tcpSynSent: "SYN_SENT", tcpFinWait1: "FIN_WAIT1", tcpFinWait2: "FIN_WAIT2",
-	tcpClose: "CLOSE", tcpCloseWait: "CLOSE_WAIT", tcpLastAck: "LAST_ACK", tcpListen: "LISTEN", tcpClosing: "CLOSING",
-}
 
 // Socket is one TCP socket a process holds open.
 type Socket struct {
@@ -97,23 +90,14 @@ func TCPSockets(pid int) ([]Socket, error) {
 			}
 		}
 	}
+	socks, err := procnet.Read(fmt.Sprintf("/proc/%d/net", pid))
+	if err != nil {
+		return nil, fmt.Errorf("reading the TCP table of process %d: %w", pid, err)
+	}
 	var out []Socket
-	for _, table := range []string{"tcp", "tcp6"} {
-		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/%s", pid, table))
-		if os.IsNotExist(err) {
-			continue // no IPv6
-		}
-		if err != nil {
-			return nil, fmt.Errorf("reading the TCP table of process %d: %w", pid, err)
-		}
-		socks, err := parseTCPTable(data)
-		if err != nil {
-			return nil, fmt.Errorf("/proc/%d/net/%s: %w", pid, table, err)
-		}
-		for _, s := range socks {
-			if inodes[s.inode] {
-				out = append(out, s)
-			}
+	for _, s := range fromProcnet(socks) {
+		if inodes[s.inode] {
+			out = append(out, s)
 		}
 	}
 	return out, nil
@@ -139,62 +123,18 @@ func processTree(pid int) []int {
 	return out
 }
 
-// parseTCPTable reads the kernel's /proc/net/tcp format:
-// "sl local_address rem_address st tx_queue:rx_queue ... inode".
+// parseTCPTable reads the kernel's /proc/net/tcp format.
 func parseTCPTable(data []byte) ([]Socket, error) {
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Scan() // header
-	var out []Socket
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) < 10 {
-			continue
-		}
-		local, err1 := hexAddr(f[1])
-		remote, err2 := hexAddr(f[2])
-		st, err3 := strconv.ParseInt(f[3], 16, 32)
-		_, rx, _ := strings.Cut(f[4], ":")
-		queued, err4 := strconv.ParseInt(rx, 16, 64)
-		if err := firstErr(err1, err2, err3, err4); err != nil {
-			return nil, fmt.Errorf("line %q: %w", sc.Text(), err)
-		}
-		name := tcpStates[int(st)]
-		if name == "" {
-			name = fmt.Sprintf("state %#x", st)
-		}
-		out = append(out, Socket{Local: local, Remote: remote, State: name, Queued: int(queued), inode: f[9], state: int(st)})
-	}
-	return out, sc.Err()
+	socks, err := procnet.Parse(data)
+	return fromProcnet(socks), err
 }
 
-func firstErr(errs ...error) error {
-	for _, err := range errs {
-		if err != nil {
-			return err
-		}
+func fromProcnet(socks []procnet.Socket) []Socket {
+	out := make([]Socket, 0, len(socks))
+	for _, s := range socks {
+		out = append(out, Socket{Local: s.Local, Remote: s.Remote, State: procnet.StateName(s.State), Queued: s.Queued, inode: s.Inode, state: s.State})
 	}
-	return nil
-}
-
-// hexAddr decodes "0100007F:1F90" (IPv4) or a 32-digit IPv6 address: the
-// kernel prints each 32-bit word in host (little-endian) byte order.
-func hexAddr(s string) (string, error) {
-	h, p, ok := strings.Cut(s, ":")
-	if !ok {
-		return "", fmt.Errorf("address %q", s)
-	}
-	raw, err := hex.DecodeString(h)
-	if err != nil || (len(raw) != 4 && len(raw) != 16) {
-		return "", fmt.Errorf("address %q", s)
-	}
-	for i := 0; i < len(raw); i += 4 {
-		raw[i], raw[i+1], raw[i+2], raw[i+3] = raw[i+3], raw[i+2], raw[i+1], raw[i]
-	}
-	port, err := strconv.ParseUint(p, 16, 16)
-	if err != nil {
-		return "", fmt.Errorf("port %q", p)
-	}
-	return net.JoinHostPort(net.IP(raw).String(), strconv.FormatUint(port, 10)), nil
+	return out
 }
 
 // CRIUOptions are the options of a node's CRIU configuration that decide
