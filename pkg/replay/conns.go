@@ -18,9 +18,13 @@ import (
 // Without the wait the kubelet's checkpoint could fail for the sidecar's
 // own connections, and be tried again inside the pause.
 type ConnTracker struct {
-	mu     sync.Mutex
-	open   map[*trackedConn]struct{}
-	closed []connPair
+	mu   sync.Mutex
+	open map[*trackedConn]struct{}
+	// closed are the connections closed since record, while recording
+	// (during a quiesce only: a long-lived sidecar must not remember
+	// every connection it ever closed).
+	recording bool
+	closed    []connPair
 }
 
 // connPair is a connection as the sidecar sees it.
@@ -57,17 +61,27 @@ func (c *trackedConn) Close() error {
 		c.t.mu.Lock()
 		defer c.t.mu.Unlock()
 		delete(c.t.open, c)
-		c.t.closed = append(c.t.closed, connPair{local: c.LocalAddr().String(), remote: c.RemoteAddr().String()})
+		if c.t.recording {
+			c.t.closed = append(c.t.closed, connPair{local: c.LocalAddr().String(), remote: c.RemoteAddr().String()})
+		}
 	})
 	return c.Conn.Close()
 }
 
-// takeClosed returns the connections closed since the last call.
+// record starts remembering the connections that close.
+func (t *ConnTracker) record() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.recording, t.closed = true, nil
+}
+
+// takeClosed stops remembering and returns the connections closed since
+// record.
 func (t *ConnTracker) takeClosed() []connPair {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	out := t.closed
-	t.closed = nil
+	t.recording, t.closed = false, nil
 	return out
 }
 

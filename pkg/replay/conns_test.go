@@ -98,3 +98,23 @@ func TestTheSidecarsConnectionsAreClosedOnBothEndsBeforeTheCheckpoint(t *testing
 		}
 	}
 }
+
+// Outside a quiesce the tracker remembers no closed connection: a sidecar
+// that runs for months must not grow with every connection it closed.
+func TestTheTrackerForgetsConnectionsClosedOutsideAQuiesce(t *testing.T) {
+	app := slowCloser(t, 0)
+	client, conns := NewAppClient(5 * time.Second)
+	for range 5 {
+		resp, err := client.Post("http://"+app+"/messages", "text/plain", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		client.CloseIdleConnections()
+	}
+	conns.mu.Lock()
+	defer conns.mu.Unlock()
+	if len(conns.closed) != 0 || len(conns.open) != 0 {
+		t.Fatalf("tracker holds %d closed and %d open connections; want none", len(conns.closed), len(conns.open))
+	}
+}

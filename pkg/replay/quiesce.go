@@ -28,7 +28,7 @@ func (d *Deliverer) Quiesce(ctx context.Context) error {
 		client = http.DefaultClient
 	}
 	if d.Conns != nil {
-		d.Conns.takeClosed() // closed earlier: long gone on the app's side too
+		d.Conns.record()
 	}
 	var err error
 	if d.QuiesceURL != "" {
