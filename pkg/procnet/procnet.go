@@ -1,8 +1,6 @@
 // Package procnet reads the kernel's TCP socket tables (/proc/net/tcp and
 // tcp6): what CRIU's dump looks at to decide whether a process's sockets
-// can be checkpointed (the simulated dump, pkg/simcriu) and what the replay
-// sidecar waits on before it lets a checkpoint go ahead (its connections
-// to the app closed on both ends).
+// can be checkpointed (the simulated dump, pkg/simcriu).
 package procnet
 
 import (

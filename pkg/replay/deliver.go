@@ -54,9 +54,6 @@ type Deliverer struct {
 	// URL is the app's delivery endpoint, e.g. http://<pod IP>:8080/messages.
 	URL    string
 	Client *http.Client
-	// Conns, when set, tracks Client's connections (NewAppClient): a
-	// pause then waits until the app has closed its end of them.
-	Conns *ConnTracker
 	// QuiesceURL, when set, is where the app is told, at a pause, that its
 	// container is checkpointed next (see Quiesce).
 	QuiesceURL string

@@ -279,8 +279,7 @@ func Run(ctx context.Context, o Options, auth Authenticator) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	metrics := NewMetrics(reg)
-	appClient, appConns := NewAppClient(30 * time.Second)
-	d := &Deliverer{URL: o.AppURL, QuiesceURL: o.QuiesceURL, Client: appClient, Conns: appConns, BatchSize: o.BatchSize, MaxAttempts: o.MaxAttempts,
+	d := &Deliverer{URL: o.AppURL, QuiesceURL: o.QuiesceURL, Client: &http.Client{Timeout: 30 * time.Second}, BatchSize: o.BatchSize, MaxAttempts: o.MaxAttempts,
 		OnAppError: func(m kafka.Message, err error) {
 			metrics.AppErrors.Inc()
 			logger.Info("app did not acknowledge; retrying", "partition", m.Partition, "offset", m.Offset, "error", err.Error())
