@@ -157,8 +157,8 @@ func BenchmarkControlLatency(b *testing.B) {
 		reportLatency(b, lat)
 	})
 	b.Run("fence", func(b *testing.B) {
-		// Each fence needs a live group member; rejoining after the
-		// resume (the rollback path) is outside the timer.
+		// Each fence needs a live group member; the rejoin after it (the
+		// rollback path: a resume never ends a fence) is outside the timer.
 		var acked atomic.Int64
 		h := start(b, noopApp(&acked))
 		call := benchControl(b, h.engine)
@@ -180,7 +180,7 @@ func BenchmarkControlLatency(b *testing.B) {
 			call("/fence")
 			lat = append(lat, time.Since(t0))
 			b.StopTimer()
-			call("/resume")
+			call("/rejoin")
 			b.StartTimer()
 		}
 		reportLatency(b, lat)

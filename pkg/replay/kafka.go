@@ -187,6 +187,15 @@ func (k *Kafka) Committed(ctx context.Context) (map[int]int64, error) {
 	if err != nil {
 		return nil, err
 	}
+	if errors.Is(resp.Error, kafka.GroupIdNotFound) {
+		// A group that never committed (newer brokers say so instead of
+		// answering -1 per partition): nothing committed yet.
+		out := make(map[int]int64, len(parts))
+		for _, p := range parts {
+			out[p] = 0
+		}
+		return out, nil
+	}
 	if resp.Error != nil {
 		return nil, resp.Error
 	}
