@@ -36,6 +36,8 @@ func TestValidateNamesTheFlag(t *testing.T) {
 		{"per-namespace limit above the cluster's", func(o *Options) { o.MaxParallelPerNamespace = o.MaxParallelMigrations + 1 }, "--max-parallel-migrations-per-namespace"},
 		{"repository without a registry host", func(o *Options) { o.CheckpointImageRepository = "team/checkpoints" }, "--checkpoint-image-repository"},
 		{"no workers", func(o *Options) { o.MigrationWorkers = 0 }, "--migration-workers"},
+		{"unknown image retention", func(o *Options) { o.CheckpointImageRetention = "forever" }, "--checkpoint-image-retention"},
+		{"no image deletion wait", func(o *Options) { o.CheckpointImageDeletionTimeout = 0 }, "--checkpoint-image-deletion-timeout"},
 		{"no disruption-budget wait", func(o *Options) { o.DisruptionBudgetTimeout = 0 }, "--disruption-budget-timeout"},
 		{"sub-second cutoff", func(o *Options) { o.DefaultReplayCutoff = time.Millisecond }, "--default-replay-cutoff"},
 		{"webhook port out of range", func(o *Options) { o.WebhookPort = 70000 }, "--webhook-port"},
