@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"strings"
 	"time"
 
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -16,6 +15,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/ms2m/ms2m/pkg/agent"
+	"github.com/ms2m/ms2m/pkg/checkpoint"
 	"github.com/ms2m/ms2m/pkg/clientconfig"
 )
 
@@ -28,14 +28,8 @@ func main() {
 	flag.StringVar(&o.KubeletCAFile, "kubelet-ca-file", "", "CA that signed the kubelet's serving certificate.")
 	flag.BoolVar(&o.KubeletInsecureTLS, "kubelet-insecure-tls", false, "Do not verify the kubelet's certificate (self-signed kubelets).")
 	flag.StringVar(&o.Repository, "checkpoint-image-repository", "", "Repository for checkpoint images of migrations that name none.")
-	flag.Func("allowed-registries", "Comma-separated registry hosts (host[:port]) checkpoint images may be pushed to (default: the registry of --checkpoint-image-repository). Checkpoint images hold the whole memory of a process.", func(v string) error {
-		o.AllowedRegistries = splitList(v)
-		return nil
-	})
-	flag.Func("plain-http-registries", "Comma-separated registry hosts reached without TLS (default: none; every other registry is TLS only).", func(v string) error {
-		o.PlainHTTPRegistries = splitList(v)
-		return nil
-	})
+	flag.Var((*checkpoint.Hosts)(&o.AllowedRegistries), "allowed-registries", "Comma-separated registry hosts (host[:port]) checkpoint images may be pushed to (default: the registry of --checkpoint-image-repository). Checkpoint images hold the whole memory of a process.")
+	flag.Var((*checkpoint.Hosts)(&o.PlainHTTPRegistries), "plain-http-registries", "Comma-separated registry hosts reached without TLS (default: none; every other registry is TLS only).")
 	flag.StringVar(&o.CheckpointDir, "checkpoint-dir", agent.DefaultCheckpointDir, "The kubelet's checkpoint directory: the only place checkpoint archives are read from (and removed).")
 	flag.DurationVar(&o.CheckpointTimeout, "checkpoint-timeout", time.Minute, "Bound on one kubelet checkpoint call.")
 	flag.IntVar(&controlPort, "sidecar-control-port", agent.DefaultSidecarControlPort, "The replay sidecars' control port (the manager's --sidecar-control-port): the agent pauses a source's sidecar for the checkpoint and resumes it.")
@@ -54,16 +48,6 @@ func main() {
 		fmt.Fprintln(os.Stderr, "ms2m-agent:", err)
 		os.Exit(1)
 	}
-}
-
-func splitList(v string) []string {
-	var out []string
-	for _, s := range strings.Split(v, ",") {
-		if s = strings.TrimSpace(s); s != "" {
-			out = append(out, s)
-		}
-	}
-	return out
 }
 
 func run(o agent.Options, probeAddr, metricsAddr, hostRoot, podName, podUID string, interval time.Duration) error {

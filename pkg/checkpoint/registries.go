@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"unicode"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -26,6 +27,22 @@ type Registries struct {
 
 // NewRegistries allows the hosts in allowed or, when it is empty, the
 // registry of the default repository only.
+// Hosts is a comma-separated list of registry hosts (host[:port]) as a
+// flag value: --allowed-registries, --plain-http-registries.
+type Hosts []string
+
+func (h *Hosts) String() string { return strings.Join(*h, ",") }
+
+func (h *Hosts) Set(v string) error {
+	*h = SplitList(v)
+	return nil
+}
+
+// SplitList splits a comma-separated flag value, dropping blanks.
+func SplitList(v string) []string {
+	return strings.FieldsFunc(v, func(r rune) bool { return r == ',' || unicode.IsSpace(r) })
+}
+
 func NewRegistries(defaultRepository string, allowed, plainHTTP []string) Registries {
 	r := Registries{Allowed: allowed, PlainHTTP: plainHTTP}
 	if len(r.Allowed) == 0 && defaultRepository != "" {

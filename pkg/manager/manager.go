@@ -122,9 +122,9 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 			"delete (all), keep-failed (keep failed migrations' images, for debugging) or keep (none; the registry's own retention must remove them).")
 	fs.DurationVar(&o.CheckpointImageDeletionTimeout, "checkpoint-image-deletion-timeout", o.CheckpointImageDeletionTimeout,
 		"How long a deleted restored pod waits for its checkpoint image's deletion when the registry does not delete it; then the pod goes, with a Warning Event.")
-	fs.Var((*hostList)(&o.AllowedRegistries), "allowed-registries",
+	fs.Var((*checkpoint.Hosts)(&o.AllowedRegistries), "allowed-registries",
 		"Comma-separated registry hosts (host[:port]) where the manager deletes checkpoint images (default: the registry of --checkpoint-image-repository).")
-	fs.Var((*hostList)(&o.PlainHTTPRegistries), "plain-http-registries",
+	fs.Var((*checkpoint.Hosts)(&o.PlainHTTPRegistries), "plain-http-registries",
 		"Comma-separated registry hosts the manager reaches over plain HTTP; every other only over verified HTTPS.")
 	fs.IntVar(&o.MaxParallelMigrations, "max-parallel-migrations", o.MaxParallelMigrations, "Migrations running at once in the cluster; more wait in Pending.")
 	fs.IntVar(&o.MaxOutboundPerNode, "max-outbound-migrations-per-node", o.MaxOutboundPerNode, "Migrations leaving one node at once; more wait in Pending.")
@@ -182,29 +182,8 @@ type userList []string
 func (l *userList) String() string { return strings.Join(*l, ",") }
 
 func (l *userList) Set(v string) error {
-	*l = nil
-	for _, u := range strings.Split(v, ",") {
-		if u = strings.TrimSpace(u); u != "" {
-			*l = append(*l, u)
-		}
-	}
-	if len(*l) == 0 {
+	if *l = checkpoint.SplitList(v); len(*l) == 0 {
 		return errors.New("names no user")
-	}
-	return nil
-}
-
-// hostList is a comma-separated list of registry hosts as a flag value.
-type hostList []string
-
-func (l *hostList) String() string { return strings.Join(*l, ",") }
-
-func (l *hostList) Set(v string) error {
-	*l = nil
-	for _, h := range strings.Split(v, ",") {
-		if h = strings.TrimSpace(h); h != "" {
-			*l = append(*l, h)
-		}
 	}
 	return nil
 }

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"slices"
@@ -102,8 +101,7 @@ func drainOnce(ctx context.Context, b *testing.B, c *Cluster, n int) {
 	// Where each checkpoint pause went, as the agents timed their calls.
 	steps := map[string][]time.Duration{}
 	for _, m := range list.Items {
-		var res v1.AgentResult
-		if err := json.Unmarshal([]byte(m.Annotations[v1.AnnotationAgentCheckpoint]), &res); err == nil && res.Steps != nil {
+		if res, err := v1.AgentResultOf(&m, v1.AnnotationAgentCheckpoint); err == nil && res != nil && res.Steps != nil {
 			steps["pause-call"] = append(steps["pause-call"], res.Steps.Pause.Duration)
 			steps["kubelet"] = append(steps["kubelet"], res.Steps.Checkpoint.Duration)
 			steps["resume-call"] = append(steps["resume-call"], res.Steps.Resume.Duration)

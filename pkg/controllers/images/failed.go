@@ -2,11 +2,9 @@ package images
 
 import (
 	"context"
-	"encoding/json"
 	"slices"
 	"strings"
 
-	"github.com/google/go-containerregistry/pkg/name"
 	corev1 "k8s.io/api/core/v1"
 	ctrl "sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -16,7 +14,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
-	"github.com/ms2m/ms2m/pkg/checkpoint"
 )
 
 // AnnotationImagesDeleted lists, on a failed StatefulMigration, the
@@ -113,15 +110,13 @@ func (r *FailedMigrations) imagesOf(m *v1.StatefulMigration) []string {
 	if m.Status.CheckpointImage != "" {
 		out = append(out, m.Status.CheckpointImage)
 	}
-	var res v1.AgentResult
-	if raw := m.Annotations[v1.AnnotationAgentImage]; raw != "" && json.Unmarshal([]byte(raw), &res) == nil && res.Image != "" && !slices.Contains(out, res.Image) {
+	res, err := v1.AgentResultOf(m, v1.AnnotationAgentImage)
+	if err == nil && res != nil && res.Image != "" && !slices.Contains(out, res.Image) {
 		repo := m.Spec.CheckpointImageRepository
 		if repo == "" {
 			repo = r.Opts.DefaultRepository
 		}
-		d, err := name.NewDigest(res.Image)
-		want, rerr := checkpoint.ParseRepository(repo)
-		if err == nil && rerr == nil && d.Context().Name() == want.Name() {
+		if inRepository(res.Image, repo) {
 			out = append(out, res.Image)
 		}
 	}

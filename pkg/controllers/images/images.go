@@ -238,7 +238,7 @@ func (r *Reconciler) decide(ctx context.Context, pod *corev1.Pod, ref string) (v
 		return waitForMigration, m, fmt.Sprintf("migration %s is %s", m.Name, m.Status.Phase), nil
 	case m != nil && m.Status.Phase == v1.PhaseFailed && r.Opts.Retention == RetainFailed:
 		return keepImage, m, fmt.Sprintf("migration %s failed and --checkpoint-image-retention=%s keeps it for debugging", m.Name, RetainFailed), nil
-	case m == nil && !r.inDefaultRepository(ref):
+	case m == nil && !inRepository(ref, r.Opts.DefaultRepository):
 		return keepImage, nil, fmt.Sprintf("no StatefulMigration in %s records it and it is not in the default checkpoint repository %q, so the manager cannot vouch that it is a checkpoint image",
 			pod.Namespace, r.Opts.DefaultRepository), nil
 	}
@@ -248,13 +248,14 @@ func (r *Reconciler) decide(ctx context.Context, pod *corev1.Pod, ref string) (v
 	return deleteImage, m, "", nil
 }
 
-func (r *Reconciler) inDefaultRepository(ref string) bool {
+// inRepository reports whether ref is a digest in repository repo.
+func inRepository(ref, repo string) bool {
 	d, err := name.NewDigest(ref)
-	if err != nil || r.Opts.DefaultRepository == "" {
+	if err != nil || repo == "" {
 		return false
 	}
-	repo, err := checkpoint.ParseRepository(r.Opts.DefaultRepository)
-	return err == nil && d.Context().Name() == repo.Name()
+	want, err := checkpoint.ParseRepository(repo)
+	return err == nil && d.Context().Name() == want.Name()
 }
 
 // reference parses ref as a digest in an allowed registry.

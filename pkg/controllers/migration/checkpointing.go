@@ -69,7 +69,7 @@ func (w *work) checkpointed(ctx context.Context) (*v1.AgentResult, *corev1.Pod, 
 		o, _ := fail(v1.ReasonInvalidKafkaBinding, "source pod's Kafka binding: %s", errs.ToAggregate())
 		return nil, nil, o, false, nil
 	}
-	res, err := agentResult(m, v1.AnnotationAgentCheckpoint)
+	res, err := v1.AgentResultOf(m, v1.AnnotationAgentCheckpoint)
 	if err != nil {
 		return nil, nil, outcome{}, false, err
 	}

@@ -2,7 +2,6 @@ package migration
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"maps"
 	"slices"
@@ -202,19 +201,6 @@ func podReady(p *corev1.Pod) bool {
 // sidecarAddr is the control endpoint of a pod's replay sidecar.
 func (w *work) sidecarAddr(pod *corev1.Pod) replay.Endpoint {
 	return replay.EndpointOf(pod.Status.PodIP, w.r.Opts.SidecarControlPort, pod.Namespace, string(pod.UID))
-}
-
-// agentResult reads the agent's report in annotation key (nil: none yet).
-func agentResult(m *v1.StatefulMigration, key string) (*v1.AgentResult, error) {
-	raw, ok := m.Annotations[key]
-	if !ok {
-		return nil, nil
-	}
-	var r v1.AgentResult
-	if err := json.Unmarshal([]byte(raw), &r); err != nil {
-		return nil, fmt.Errorf("annotation %s: %w", key, err)
-	}
-	return &r, nil
 }
 
 // topic is the topic the migration's offsets are of: the spec's, else

@@ -43,7 +43,7 @@ func (w *work) imagePushed() (outcome, bool, error) {
 	if o, late := w.timedOut(); late {
 		return o, false, nil
 	}
-	res, err := agentResult(m, v1.AnnotationAgentImage)
+	res, err := v1.AgentResultOf(m, v1.AnnotationAgentImage)
 	if err != nil {
 		return outcome{}, false, err
 	}

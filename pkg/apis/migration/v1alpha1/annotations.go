@@ -1,6 +1,7 @@
 package v1alpha1
 
 import (
+	"encoding/json"
 	"fmt"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -162,6 +163,21 @@ type AgentResult struct {
 	ResumedAt *metav1.MicroTime `json:"resumedAt,omitempty"`
 	// Steps is where the pause went, by the agent's clock.
 	Steps *CheckpointSteps `json:"steps,omitempty"`
+}
+
+// AgentResultOf reads the node agent's report in m's annotation key
+// (AnnotationAgentCheckpoint or AnnotationAgentImage); nil when there is
+// none yet.
+func AgentResultOf(m *StatefulMigration, key string) (*AgentResult, error) {
+	raw, ok := m.Annotations[key]
+	if !ok {
+		return nil, nil
+	}
+	var r AgentResult
+	if err := json.Unmarshal([]byte(raw), &r); err != nil {
+		return nil, fmt.Errorf("annotation %s: %w", key, err)
+	}
+	return &r, nil
 }
 
 // CheckpointSteps time the calls the node agent makes while the source is
