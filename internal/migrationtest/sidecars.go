@@ -226,6 +226,7 @@ func (s *Sidecars) answer(call string, mode replay.Mode, paused bool) (replay.Po
 			pos.FencedAt = &fenced
 		case "Handover":
 			pos.LiveAt = &live
+			pos.HandoverSteps = &replay.HandoverSteps{Behind: 3, Replay: s.handover / 2, Join: s.handover / 4}
 		}
 	}
 	return pos, nil

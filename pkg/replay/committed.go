@@ -114,7 +114,7 @@ func (p *committedPoller) raise(offs map[int]int64) {
 	}
 }
 
-// committedAtLeast implements fenceRaiser.
+// committedAtLeast implements committedRaiser.
 func (k *Kafka) committedAtLeast(offs map[int]int64) {
 	k.transport()
 	k.poll.raise(offs)

@@ -114,6 +114,19 @@ type Position struct {
 
 	// PauseSteps, in the answer to a pause, say where its time went.
 	PauseSteps *PauseSteps `json:"pauseSteps,omitempty"`
+	// HandoverSteps, on a target live after a handover, say where the
+	// target's part of the handover's stall went.
+	HandoverSteps *HandoverSteps `json:"handoverSteps,omitempty"`
+}
+
+// HandoverSteps time a target's part of a handover: from the handover call
+// to the fence it replayed Behind messages (those the source processed
+// after the target's last replayed one) in Replay, then its group member
+// joined in Join.
+type HandoverSteps struct {
+	Behind int64         `json:"behind"`
+	Replay time.Duration `json:"replay"`
+	Join   time.Duration `json:"join"`
 }
 
 // PauseSteps time a pause's parts: waiting for the delivery in flight
@@ -206,6 +219,10 @@ type Engine struct {
 	// liveFrom is where a handed-over target went live: its position at
 	// the moment the replay reached the fence.
 	liveFrom map[int]int64
+	// Of a handover: when it was asked, how far behind the fence the
+	// target was then, and when the replay reached the fence.
+	handoverAt, atFenceAt time.Time
+	handoverBehind        int64
 	// See Position: when deliveries stopped and started again.
 	pausedAt, resumedAt, fencedAt, liveAt time.Time
 	closing                               sync.WaitGroup
@@ -407,6 +424,15 @@ func (e *Engine) PositionWithLag(ctx context.Context) (Position, error) {
 			return pos, unavailable{fmt.Errorf("reading the group's committed offsets: %w", err)}
 		}
 		limit = committed
+		// What was just read also releases the replay up to it, without
+		// waiting for the replay's own poll of the committed offsets (every
+		// MaxWait/5): a target asked to catch up (CaughtUp reads every
+		// caughtUpPoll) follows the live member that closely, so it is
+		// seen caught up, and what it still replays after the fence is
+		// what the source processed in between.
+		if r, ok := e.sources.(committedRaiser); ok {
+			r.committedAtLeast(committed)
+		}
 	}
 	for p, next := range pos.Next {
 		pos.Lag += max(limit[p]-next, 0)
@@ -463,6 +489,9 @@ func (e *Engine) positionLocked() Position {
 		PausedAt: at(e.pausedAt), ResumedAt: at(e.resumedAt), FencedAt: at(e.fencedAt), LiveAt: at(e.liveAt)}
 	if a, ok := e.src.(assigner); ok {
 		pos.Assigned = a.Assigned()
+	}
+	if e.mode == ModeLive && !e.handoverAt.IsZero() && !e.atFenceAt.IsZero() {
+		pos.HandoverSteps = &HandoverSteps{Behind: e.handoverBehind, Replay: max(e.atFenceAt.Sub(e.handoverAt), 0), Join: e.liveAt.Sub(e.atFenceAt)}
 	}
 	return pos
 }

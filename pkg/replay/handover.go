@@ -23,6 +23,7 @@ func (e *Engine) settleAtFenceLocked() {
 	if e.handover {
 		e.liveFrom = maps.Clone(e.next)
 		e.liveAt = time.Now()
+		e.atFenceAt = e.liveAt
 		e.setModeLocked(ModeLive)
 		e.replaceSourceLocked(e.sources.Live())
 		return
@@ -166,16 +167,17 @@ func (e *Engine) boundLocked(fence map[int]int64) error {
 	return nil
 }
 
-// fenceRaiser is Sources that can be told committed offsets it has not
-// polled yet (see Kafka.committedAtLeast).
-type fenceRaiser interface{ committedAtLeast(map[int]int64) }
+// committedRaiser is Sources that can be told committed offsets it has
+// not polled yet (see Kafka.committedAtLeast): the fence, or offsets just
+// read for the lag.
+type committedRaiser interface{ committedAtLeast(map[int]int64) }
 
 // fenceCommittedLocked tells the replay source that the group has
 // committed the fence: F is the fenced source's committed offsets, so the
 // replay need not wait for its next poll of them to read up to F (that
 // wait was on the handover's stall).
 func (e *Engine) fenceCommittedLocked() {
-	if r, ok := e.sources.(fenceRaiser); ok && e.fence != nil {
+	if r, ok := e.sources.(committedRaiser); ok && e.fence != nil {
 		r.committedAtLeast(e.fence)
 	}
 }
@@ -194,6 +196,12 @@ func (e *Engine) Handover(ctx context.Context, fence map[int]int64) (Position, e
 	case e.mode == ModeReplay:
 		if err := e.boundLocked(fence); err != nil {
 			return Position{}, err
+		}
+		if e.handoverAt.IsZero() {
+			e.handoverAt = time.Now()
+			for p, f := range fence {
+				e.handoverBehind += max(f-e.next[p], 0)
+			}
 		}
 		e.handover = true
 		e.paused = false

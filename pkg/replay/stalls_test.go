@@ -196,6 +196,22 @@ func TestStallsAreTheIntervalsWithoutDelivery(t *testing.T) {
 	if n, _ := sourceApp.heldUntil(fenced.Fence, time.Time{}); n != 0 {
 		t.Fatalf("the fenced source delivered %d messages past the fence", n)
 	}
+	// Where the target's part went: the replay from the call to the
+	// fence, then the join, which spans the member's SyncGroup.
+	st := live.HandoverSteps
+	if st == nil {
+		t.Fatal("the live target reports no handover steps")
+	}
+	atFence := live.LiveAt.Add(-st.Join)
+	asked := atFence.Add(-st.Replay)
+	if st.Behind < 0 || st.Behind > total(fenced.Fence)-total(o) || st.Replay < 0 || st.Join < 0 {
+		t.Fatalf("steps %+v: want 0 ≤ behind ≤ %d (F - O) and no negative time", st, total(fenced.Fence)-total(o))
+	}
+	within(t, "the handover call by its steps", &asked, beforeHandover, afterHandover)
+	if joined.Before(atFence) {
+		t.Fatalf("the member's SyncGroup came %s before the replay reached the fence: the join step %s must span it", atFence.Sub(joined), st.Join)
+	}
+	t.Logf("handover steps: %d behind, replayed in %s, joined in %s", st.Behind, st.Replay, st.Join)
 	t.Logf("checkpoint pause %s, handover %s", resumed.ResumedAt.Sub(*resumed.PausedAt), live.LiveAt.Sub(*fenced.FencedAt))
 }
 
@@ -227,5 +243,45 @@ func TestCaughtUpAnswersOnceTheTargetReplayedEverything(t *testing.T) {
 	pos, err := target.CaughtUp(ctx)
 	if err != nil || pos.Lag != 0 || total(pos.Next) != 200 {
 		t.Fatalf("caught up: lag %d, at %v (%v); want lag 0 at the 200 committed", pos.Lag, pos.Next, err)
+	}
+}
+
+// TestCaughtUpDoesNotWaitForTheReplaysPoll: a target asked to catch up
+// replays up to the committed offsets that answer read, not only up to
+// those its replay's own, slower poll last saw. Here that poll comes every
+// 20 s and saw nothing committed: the catch-up must not wait for the next.
+func TestCaughtUpDoesNotWaitForTheReplaysPoll(t *testing.T) {
+	b := startBroker(t, 2)
+	b.produce(t, 0, 100)
+	from := map[int]int64{0: 0, 1: 0}
+	slow := b.sources("slow-poll")
+	slow.MaxWait = 100 * time.Second // the replay polls the committed offsets every MaxWait/5
+	target := NewReplay(slow, deliverer(t, http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})), from)
+	runEngine(t, target)
+	slow.transport() // creates the poller
+	expect.Eventually(t, "the replay's first poll of the committed offsets", func() error {
+		slow.poll.mu.Lock()
+		defer slow.poll.mu.Unlock()
+		if slow.poll.last == nil {
+			return fmt.Errorf("not polled yet")
+		}
+		return nil
+	})
+	source := NewLive(b.sources("slow-poll"), deliverer(t, http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})))
+	runEngine(t, source)
+	expect.Eventually(t, "the source processed (and committed) the backlog", func() error {
+		if source.Position().Delivered < 100 {
+			return fmt.Errorf("%d delivered", source.Position().Delivered)
+		}
+		return nil
+	})
+	if n := target.Position().Delivered + target.Position().Replayed; n != 0 {
+		t.Fatalf("the target replayed %d before the source committed anything; want 0 (the gate)", n)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second) // half the replay's poll interval
+	defer cancel()
+	pos, err := target.CaughtUp(ctx)
+	if err != nil || pos.Lag != 0 || total(pos.Next) != 100 {
+		t.Fatalf("caught up: lag %d, at %v (%v); want lag 0 at the 100 committed, without the replay's next poll", pos.Lag, pos.Next, err)
 	}
 }

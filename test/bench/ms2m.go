@@ -85,5 +85,8 @@ func migrate(ctx context.Context, t *trial, src *corev1.Pod, target string, stra
 	if c := meta.FindStatusCondition(m.Status.Conditions, v1.ConditionReplayCaughtUp); c != nil {
 		out.Cutover = c.Reason
 	}
+	if c := meta.FindStatusCondition(m.Status.Conditions, v1.ConditionHandedOver); c != nil {
+		out.HandedOver = c.Message
+	}
 	return out, nil
 }

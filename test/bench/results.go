@@ -40,6 +40,8 @@ type result struct {
 	// Cutover is the replay's end (MS2M): CaughtUp or ReplayCutoffReached.
 	Cutover string
 	Err     string
+	// handedOver is the HandedOver condition's message (logged only).
+	handedOver string
 	// downtimeAt is when the downtime ended, after the start (logged only).
 	downtimeAt time.Duration
 }
@@ -53,6 +55,9 @@ func (r result) String() string {
 	switch {
 	case isMS2M(r.Method):
 		s += fmt.Sprintf(", checkpoint pause %s, handover %s, controller downtime %s, %s", ms(r.PauseStall), ms(r.HandoverStall), ms(r.ControllerDowntime), r.Cutover)
+		if r.handedOver != "" {
+			s += " [" + r.handedOver + "]"
+		}
 	case r.Method == stopAndCopy.Name:
 		s += fmt.Sprintf(", controller downtime %s", ms(r.ControllerDowntime))
 	}

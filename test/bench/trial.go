@@ -41,6 +41,9 @@ type moved struct {
 	ControllerDowntime time.Duration
 	// Cutover is why the replay ended (MS2M only).
 	Cutover string
+	// HandedOver is the HandedOver condition's message: where the
+	// handover went (MS2M only; logged, not in the CSV).
+	HandedOver string
 	// Pause and Handover are when MS2M's source was paused for the
 	// checkpoint (from the request to Transferring) and when it handed
 	// over (Finalizing to Completed), on the controller's clock (the
@@ -127,7 +130,7 @@ func (t *trial) measure(ctx context.Context, r *result) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", t.method.Name, err)
 	}
-	r.Total, r.Phases, r.ControllerDowntime, r.Cutover = end.Sub(start), m.Phases, m.ControllerDowntime, m.Cutover
+	r.Total, r.Phases, r.ControllerDowntime, r.Cutover, r.handedOver = end.Sub(start), m.Phases, m.ControllerDowntime, m.Cutover, m.HandedOver
 
 	if err := deploy.WaitProducer(ctx, b.sb.Client, ns, t.e); err != nil {
 		return err

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -101,7 +102,9 @@ func (w *work) handOver(ctx context.Context) (*corev1.Pod, outcome, bool, error)
 		fence := fromOffsets(m.Status.FenceOffsets)
 		addr := w.sidecarAddr(target)
 		hctx, cancel := context.WithTimeout(ctx, w.remaining())
+		called := w.r.Clock.Now()
 		live, err := w.r.Sidecars.Handover(hctx, addr, fence)
+		path := w.handoverPath(called, w.r.Clock.Since(called), live.HandoverSteps)
 		cancel()
 		if err != nil {
 			// The target may have gone live even though the answer was
@@ -111,9 +114,9 @@ func (w *work) handOver(ctx context.Context) (*corev1.Pod, outcome, bool, error)
 				o, err := sidecarFailed(ctx, err, v1.ReasonHandoverFailed, "handover at the fence %v", fence)
 				return nil, o, false, err
 			}
-			live = pos
+			live, path = pos, ""
 		}
-		if err := w.handedOverTo(ctx, target, live); err != nil {
+		if err := w.handedOverTo(ctx, target, live, path); err != nil {
 			return nil, outcome{}, false, err
 		}
 		// Recorded before the source is touched: a reconcile that dies
@@ -210,7 +213,7 @@ func (w *work) unmarkRestored(ctx context.Context, target *corev1.Pod) error {
 // handedOverTo records that target is live at the fence: on the pod, so
 // that its sidecar stays live across restarts, then in the status, with
 // the downtime.
-func (w *work) handedOverTo(ctx context.Context, target *corev1.Pod, live replay.Position) error {
+func (w *work) handedOverTo(ctx context.Context, target *corev1.Pod, live replay.Position, path string) error {
 	m := w.m
 	// Where the target's sidecar says it went live, next to F: what the
 	// zero-loss line reports as observed.
@@ -227,10 +230,30 @@ func (w *work) handedOverTo(ctx context.Context, target *corev1.Pod, live replay
 		w.r.Metrics.DowntimeSeconds.Observe(downtime.Seconds())
 	}
 	split := m.Status.Stalls.Split()
+	if path != "" {
+		path = "; the handover: " + path
+	}
 	setCondition(&m.Status, m.Generation, v1.ConditionHandedOver, true, v1.ReasonSucceeded,
-		fmt.Sprintf("target live at the fence %v; downtime %s (%s)", fromOffsets(m.Status.FenceOffsets), v1.FormatDuration(downtime), split))
+		fmt.Sprintf("target live at the fence %v; downtime %s (%s)%s", fromOffsets(m.Status.FenceOffsets), v1.FormatDuration(downtime), split, path))
 	w.event(corev1.EventTypeNormal, "HandedOver", "target %s live at the fence; downtime %s (%s)", target.Name, v1.FormatDuration(downtime), split)
 	return nil
+}
+
+// handoverPath says where the handover's stall went, by the controller's
+// clock and the target's: "fence call 5.1ms, controller 0.4ms, handover
+// call 9.3ms (target 2 messages behind the fence: replayed in 6.2ms,
+// joined in 2.1ms)". The fence call is left out when it was made in an
+// earlier reconcile, the target's part when it reported none.
+func (w *work) handoverPath(called time.Time, call time.Duration, st *replay.HandoverSteps) string {
+	var parts []string
+	if !w.fenceAnswered.IsZero() {
+		parts = append(parts, "fence call "+v1.FormatDuration(w.fenceCall), "controller "+v1.FormatDuration(called.Sub(w.fenceAnswered)))
+	}
+	s := "handover call " + v1.FormatDuration(call)
+	if st != nil {
+		s += fmt.Sprintf(" (target %d messages behind the fence: replayed in %s, joined in %s)", st.Behind, v1.FormatDuration(st.Replay), v1.FormatDuration(st.Join))
+	}
+	return strings.Join(append(parts, s), ", ")
 }
 
 // stall is the interval from start to end as a sidecar reported them

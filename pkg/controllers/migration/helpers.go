@@ -82,7 +82,10 @@ func (w *work) fence(ctx context.Context, src *corev1.Pod) (outcome, bool, error
 	if err := w.r.setSidecarMode(ctx, src, v1.SidecarModeFenced); err != nil {
 		return outcome{}, false, err
 	}
+	called := w.r.Clock.Now()
 	pos, err := w.r.Sidecars.Fence(ctx, w.sidecarAddr(src))
+	w.fenceAnswered = w.r.Clock.Now()
+	w.fenceCall = w.fenceAnswered.Sub(called)
 	if err != nil {
 		o, err := sidecarFailed(ctx, err, v1.ReasonHandoverFailed, "fencing the source")
 		return o, false, err

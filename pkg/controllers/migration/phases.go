@@ -146,6 +146,11 @@ type work struct {
 	// events are recorded once the status that reports them is written, so
 	// a reconcile that lost a conflict does not announce what did not happen.
 	events []event
+	// The handover's path through this reconcile, by the controller's
+	// clock: how long the fence call took and when it answered (zero when
+	// the fence was in an earlier reconcile).
+	fenceCall     time.Duration
+	fenceAnswered time.Time
 }
 
 type event struct{ kind, reason, msg string }

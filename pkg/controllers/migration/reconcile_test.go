@@ -105,6 +105,12 @@ func TestDowntimeIsTheSumOfTheSidecarsStalls(t *testing.T) {
 	if !hasEvent(w.recorded(), "Normal HandedOver target "+m.Status.TargetPod+" live at the fence; "+split) {
 		t.Fatalf("no HandedOver Event saying %q", split)
 	}
+	// And where the handover went: both calls (made in one reconcile) by
+	// the controller's clock, the target's part by its own.
+	if c := condition(m, v1.ConditionHandedOver); !strings.Contains(c.Message, "; the handover: fence call ") ||
+		!strings.Contains(c.Message, "handover call ") || !strings.Contains(c.Message, "(target 3 messages behind the fence: replayed in 2.4ms, joined in 1.2ms)") {
+		t.Fatalf("HandedOver condition %q; want it to say where the handover went", c.Message)
+	}
 	for name, want := range map[string]float64{
 		"ms2m_migration_downtime_seconds": (pause + handover).Seconds(), "ms2m_migration_checkpoint_pause_seconds": pause.Seconds(),
 		"ms2m_migration_handover_stall_seconds": handover.Seconds(),

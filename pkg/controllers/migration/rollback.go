@@ -95,7 +95,7 @@ func (r *Reconciler) abortTarget(ctx context.Context, w *work, target *corev1.Po
 		return false, nil
 	}
 	log.FromContext(ctx).Info("rollback found the target live: the handover happened", "target", target.Name)
-	return true, w.handedOverTo(ctx, target, pos)
+	return true, w.handedOverTo(ctx, target, pos, "")
 }
 
 // failed records the end of a failed migration and what the rollback did.
