@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/ms2m/ms2m/internal/expect"
@@ -256,6 +257,115 @@ func TestAgentChangesOnlyItsOwnNodesMs2mLabels(t *testing.T) {
 			n.Spec.Taints = append(n.Spec.Taints, corev1.Taint{Key: "ms2m.io/drain", Effect: corev1.TaintEffectNoSchedule})
 		}); err != nil {
 			t.Errorf("an administrator labelling and tainting a node: %v", err)
+		}
+	})
+}
+
+// The manager may create and patch pods in every namespace (RBAC cannot
+// say "migration targets only"). With its token it creates a migration's
+// target and adopts it, as the controller does, and nothing more: no pod
+// that is not a migration target, none beyond Pod Security baseline
+// (privileged, host namespaces, host paths and ports, extra capabilities),
+// and no change to a pod's spec. Others are left alone. Against a real
+// API server with the chart's ValidatingAdmissionPolicy installed.
+func TestManagerCreatesOnlyMigrationTargetsWithoutHostAccess(t *testing.T) {
+	env := testenv.Start(t, testenv.Options{})
+	ctx := context.Background()
+	if _, err := runHelm(t, "install", release, chartDir(), "--namespace", namespace, "--create-namespace", "--skip-crds",
+		"--kubeconfig", env.KubeconfigFile(t)); err != nil {
+		t.Fatal(err)
+	}
+	const tenantNS = "shop"
+	if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: tenantNS}}); err != nil {
+		t.Fatal(err)
+	}
+	as := func(user string, groups ...string) client.Client {
+		cfg := rest.CopyConfig(env.Config)
+		cfg.Impersonate = rest.ImpersonationConfig{UserName: user, Groups: append(groups, "system:authenticated")}
+		c, err := client.New(cfg, client.Options{Scheme: env.Scheme})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	manager := as("system:serviceaccount:"+namespace+":"+release+"-manager", "system:serviceaccounts")
+	admin := as("alice", "system:masters")
+	target := func(name string, mutate func(*corev1.Pod)) *corev1.Pod {
+		p := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Namespace: tenantNS, Name: name,
+				Labels:      map[string]string{v1.LabelMigration: "move-orders-0"},
+				Annotations: map[string]string{v1.AnnotationMigrationName: "move-orders-0"}},
+			Spec: corev1.PodSpec{Containers: []corev1.Container{
+				{Name: "app", Image: "registry.example/ckpt/orders@sha256:" + strings.Repeat("a", 64)},
+				{Name: v1.SidecarContainerName, Image: "ms2m-replay"},
+			}},
+		}
+		if mutate != nil {
+			mutate(p)
+		}
+		return p
+	}
+	refused := func(t *testing.T, what string, err error, want string) {
+		t.Helper()
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v; want refused saying %q", what, err, want)
+		}
+	}
+	privileged := func(p *corev1.Pod) {
+		p.Spec.Containers[0].SecurityContext = &corev1.SecurityContext{Privileged: ptr.To(true)}
+	}
+	// The API server enforces a new policy once its informers have it.
+	expect.Eventually(t, "the policy enforced", func() error {
+		if err := manager.Create(ctx, target("probe", privileged), client.DryRunAll); err == nil {
+			return errors.New("the manager still creates a privileged pod")
+		}
+		return nil
+	})
+
+	t.Run("a migration target", func(t *testing.T) {
+		p := target("orders-0-ms2m", nil)
+		if err := manager.Create(ctx, p); err != nil {
+			t.Fatalf("the manager creating a target: %v", err)
+		}
+		patch := client.MergeFrom(p.DeepCopy())
+		p.Labels["app"] = "orders"
+		p.Annotations[v1.AnnotationSidecarMode] = string(v1.SidecarModeLive)
+		p.OwnerReferences = []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: "orders-5d4", UID: "5d4"}}
+		if err := manager.Patch(ctx, p, patch); err != nil {
+			t.Fatalf("the manager adopting its target (labels, annotations, owner): %v", err)
+		}
+		patch = client.MergeFrom(p.DeepCopy())
+		p.Spec.Containers[0].Image = "evil.example/miner:latest"
+		refused(t, "the manager changing a container's image", manager.Patch(ctx, p, patch), "never its spec")
+	})
+
+	for name, c := range map[string]struct {
+		mutate func(*corev1.Pod)
+		want   string
+	}{
+		"not a migration target": {func(p *corev1.Pod) { delete(p.Labels, v1.LabelMigration) }, "only migration target pods"},
+		"privileged":             {privileged, "app: privileged"},
+		"host network":           {func(p *corev1.Pod) { p.Spec.HostNetwork = true }, "hostNetwork"},
+		"host PID":               {func(p *corev1.Pod) { p.Spec.HostPID = true }, "hostPID"},
+		"host path": {func(p *corev1.Pod) {
+			p.Spec.Volumes = []corev1.Volume{{Name: "root", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/"}}}}
+		}, "hostPath volume root"},
+		"host port": {func(p *corev1.Pod) {
+			p.Spec.Containers[1].Ports = []corev1.ContainerPort{{ContainerPort: 10250, HostPort: 10250}}
+		}, "ms2m-replay: hostPort 10250"},
+		"SYS_ADMIN in an init container": {func(p *corev1.Pod) {
+			p.Spec.InitContainers = []corev1.Container{{Name: "setup", Image: "busybox",
+				SecurityContext: &corev1.SecurityContext{Capabilities: &corev1.Capabilities{Add: []corev1.Capability{"NET_BIND_SERVICE", "SYS_ADMIN"}}}}}
+		}, "setup: capability SYS_ADMIN"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			refused(t, "the manager creating a pod "+name, manager.Create(ctx, target("x", c.mutate), client.DryRunAll), c.want)
+		})
+	}
+
+	t.Run("others are left alone", func(t *testing.T) {
+		if err := admin.Create(ctx, target("ops-debug", privileged), client.DryRunAll); err != nil {
+			t.Fatalf("a cluster admin creating a privileged pod: %v", err)
 		}
 	})
 }

@@ -154,12 +154,13 @@ func checkpointOffsets(pos Position, committed map[int]int64) map[int]int64 {
 
 // coversAssigned: the member knows its partitions (static) and delivered
 // from each since it started, so Next is O for all of them.
-func coversAssigned(pos Position) bool {
-	if len(pos.Assigned) == 0 || pos.Mode != ModeLive {
+// Live, each offset in Next was committed before the next delivery began.
+func coversAssigned(assigned []int, next map[int]int64) bool {
+	if len(assigned) == 0 {
 		return false
 	}
-	for _, p := range pos.Assigned {
-		if _, ok := pos.Next[p]; !ok {
+	for _, p := range assigned {
+		if _, ok := next[p]; !ok {
 			return false
 		}
 	}
@@ -329,7 +330,7 @@ func (e *Engine) Pause(ctx context.Context) (Position, error) {
 	// A static member that delivered from each of its partitions answers
 	// without asking the broker: a round trip less inside the pause.
 	var committed map[int]int64
-	if !coversAssigned(pos) {
+	if pos.Mode != ModeLive || !coversAssigned(pos.Assigned, pos.Next) {
 		var err error
 		if committed, err = e.sources.Committed(ctx); err != nil {
 			return Position{}, unavailable{fmt.Errorf("paused, but reading the group's committed offsets for the checkpoint failed: %w", err)}

@@ -310,7 +310,7 @@ func TestCommittedRightAfterTheTopicAppears(t *testing.T) {
 // A static member that delivered from each of its partitions answers a
 // pause with O without a broker round trip inside the pause (Next is what
 // it committed), and that O is the group's committed offsets.
-func TestAPauseOfAStaticMemberAsksTheBrokerNothing(t *testing.T) {
+func TestAPauseOrFenceOfAStaticMemberAsksTheBrokerNothing(t *testing.T) {
 	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, topic))
 	if err != nil {
 		t.Fatal(err)
@@ -352,4 +352,28 @@ func TestAPauseOfAStaticMemberAsksTheBrokerNothing(t *testing.T) {
 		t.Fatalf("O %v; the group's committed offsets are %v", pos.Checkpoint, committed)
 	}
 	mustResume(t, e)
+
+	// So does its fence: F is what it committed, inside the handover's
+	// stall without a round trip to the broker.
+	b.produce(t, 20, 10)
+	expect.Eventually(t, "the resumed member delivered the rest", func() error {
+		if n := e.Position().Delivered; n != 30 {
+			return fmt.Errorf("%d delivered", n)
+		}
+		return nil
+	})
+	before = fetches.Load()
+	fenced, err := e.Fence(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := fetches.Load() - before; n != 0 {
+		t.Fatalf("the fence asked the broker for the committed offsets %d times", n)
+	}
+	if committed, err = b.sources("quick-pause").Committed(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !maps.Equal(fenced.Fence, committed) || total(committed) != 30 {
+		t.Fatalf("F %v; the group's committed offsets are %v (30 delivered)", fenced.Fence, committed)
+	}
 }

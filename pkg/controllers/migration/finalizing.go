@@ -251,7 +251,11 @@ func (w *work) handoverPath(called time.Time, call time.Duration, st *replay.Han
 	}
 	s := "handover call " + v1.FormatDuration(call)
 	if st != nil {
-		s += fmt.Sprintf(" (target %d messages behind the fence: replayed in %s, joined in %s)", st.Behind, v1.FormatDuration(st.Replay), v1.FormatDuration(st.Join))
+		msgs := "messages"
+		if st.Behind == 1 {
+			msgs = "message"
+		}
+		s += fmt.Sprintf(" (target %d %s behind the fence: replayed in %s, joined in %s)", st.Behind, msgs, v1.FormatDuration(st.Replay), v1.FormatDuration(st.Join))
 	}
 	return strings.Join(append(parts, s), ", ")
 }

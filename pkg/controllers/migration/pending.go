@@ -63,6 +63,9 @@ func pending(ctx context.Context, w *work) (outcome, error) {
 		return o, err
 	}
 	m.Status.TargetNode = target
+	if o, refused, err := w.targetAdmitted(ctx, src); err != nil || refused {
+		return o, err
+	}
 	setCondition(&m.Status, m.Generation, v1.ConditionValidated, true, v1.ReasonSucceeded,
 		fmt.Sprintf("source %s on %s, target node %s, strategy %s", src.Name, src.Spec.NodeName, target, m.Status.Strategy))
 
@@ -285,4 +288,47 @@ func (a *admissions) admit(m *v1.StatefulMigration, cached []v1.StatefulMigratio
 	}
 	a.m[m.UID] = admitted{namespace: m.Namespace, sourceNode: m.Status.SourceNode}
 	return false, "", nil
+}
+
+// targetAdmitted asks the API server whether it would admit the target pod
+// (a server-side dry run of its creation: admission policies such as the
+// chart's, Pod Security, quotas, webhooks), so that a target it refuses
+// fails the migration here, before the source is paused and checkpointed,
+// rather than in Restoring. The dry run's pod has the checkpoint image and
+// offsets still to come as placeholders. Sequential's target is created
+// by its StatefulSet, not by the manager, and is not asked about.
+func (w *work) targetAdmitted(ctx context.Context, src *corev1.Pod) (outcome, bool, error) {
+	if w.m.Status.Strategy == v1.StrategySequential {
+		return outcome{}, false, nil
+	}
+	probe := w.m.DeepCopy()
+	repo := probe.Spec.CheckpointImageRepository
+	if repo == "" {
+		repo = w.r.Opts.DefaultRepository
+	}
+	if repo == "" {
+		repo = "checkpoints.invalid/ms2m"
+	}
+	probe.Status.CheckpointImage = repo + "@sha256:" + strings.Repeat("0", 64)
+	if len(probe.Status.CheckpointOffsets) == 0 {
+		probe.Status.CheckpointOffsets = []v1.PartitionOffset{{Topic: "dry-run", Partition: 0, Offset: 0}}
+	}
+	keys, err := w.selectorKeys(ctx, src)
+	if err != nil {
+		return outcome{}, false, err
+	}
+	pod, err := migratable.BuildTarget(probe, src, keys, migratable.AppContainers(probe, src)[0])
+	if err != nil {
+		return outcome{}, false, err
+	}
+	err = w.r.Client.Create(ctx, pod, client.DryRunAll)
+	switch {
+	case err == nil, apierrors.IsAlreadyExists(err):
+		return outcome{}, false, nil
+	case apierrors.IsForbidden(err), apierrors.IsInvalid(err):
+		o, _ := fail(v1.ReasonTargetPodRefused, "the API server would not admit the target pod (a dry run of its creation, before anything was paused): %v", err)
+		return o, true, nil
+	default:
+		return outcome{}, false, fmt.Errorf("dry run of the target pod's creation: %w", err)
+	}
 }

@@ -23,6 +23,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/ms2m/ms2m/internal/expect"
 	"github.com/ms2m/ms2m/internal/migrationtest"
 	"github.com/ms2m/ms2m/internal/testenv"
 	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
@@ -672,10 +673,12 @@ func TestTargetRefusedWhileThePodWebhookIsDownIsRetried(t *testing.T) {
 			AdmissionReviewVersions: []string{"v1"},
 		}},
 	}
+	// Down after Pending, whose dry run of the target would otherwise
+	// wait for it there (TestATargetTheAPIServerWouldRefuseFailsBeforeThePause).
+	m := w.until(w.migrate("down"), "Transferring", inPhase(v1.PhaseTransferring))
 	must(t, api.Create(ctx, down))
 	t.Cleanup(func() { _ = api.Delete(context.Background(), down) })
-
-	m := w.until(w.migrate("down"), "Restoring", inPhase(v1.PhaseRestoring))
+	m = w.until(m, "Restoring", inPhase(v1.PhaseRestoring))
 	var refused error
 	_ = kwait.PollUntilContextTimeout(ctx, 5*time.Millisecond, 20*time.Second, true, func(context.Context) (bool, error) {
 		_, refused = w.reconcile(m)
@@ -696,5 +699,59 @@ func TestTargetRefusedWhileThePodWebhookIsDownIsRetried(t *testing.T) {
 	ended := func(m *v1.StatefulMigration) bool { return m != nil && m.Status.Phase.IsTerminal() }
 	if got := w.until(m, "ended", ended); got.Status.Phase != v1.PhaseCompleted {
 		t.Fatalf("once the webhook answers: phase %s (%s); want Completed", got.Status.Phase, got.Status.FailureReason)
+	}
+}
+
+// A target pod the API server would refuse (here an admission policy that
+// refuses host-network targets, as the chart's refuses the manager pods
+// beyond Pod Security baseline) fails the migration in Pending, naming the
+// refusal, before the source was paused or checkpointed: a dry run of the
+// target's creation.
+func TestATargetTheAPIServerWouldRefuseFailsBeforeThePause(t *testing.T) {
+	w := newWorld(t, func(w *world, _ *Options) { w.sourceMutate = func(p *corev1.Pod) { p.Spec.HostNetwork = true } })
+	ctx := context.Background()
+	policy := &admissionregistrationv1.ValidatingAdmissionPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: w.ns + "-no-host-network-targets"},
+		Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{
+			FailurePolicy: ptr.To(admissionregistrationv1.Fail),
+			MatchConstraints: &admissionregistrationv1.MatchResources{
+				NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: w.ns}},
+				ResourceRules: []admissionregistrationv1.NamedRuleWithOperations{{RuleWithOperations: admissionregistrationv1.RuleWithOperations{
+					Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
+					Rule:       admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}}}}},
+			},
+			Validations: []admissionregistrationv1.Validation{{
+				Expression: "!(has(object.metadata.labels) && 'migration.ms2m.io/migration' in object.metadata.labels) || !object.spec.?hostNetwork.orValue(false)",
+				Message:    "no host network for migration targets",
+			}},
+		},
+	}
+	binding := &admissionregistrationv1.ValidatingAdmissionPolicyBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: policy.Name},
+		Spec:       admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec{PolicyName: policy.Name, ValidationActions: []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny}},
+	}
+	must(t, api.Create(ctx, policy))
+	must(t, api.Create(ctx, binding))
+	t.Cleanup(func() { _ = api.Delete(context.Background(), binding); _ = api.Delete(context.Background(), policy) })
+	// The API server enforces a new policy once its informers have it.
+	probe := migrationtest.SourcePod(w.ns, "probe", w.targetNode, "127.0.0.1:1")
+	probe.Labels = map[string]string{v1.LabelMigration: "probe"}
+	probe.Spec.HostNetwork = true
+	expect.Eventually(t, "the policy enforced", func() error {
+		if err := api.Create(ctx, probe.DeepCopy(), client.DryRunAll); err == nil {
+			return errors.New("a host-network target is still admitted")
+		}
+		return nil
+	})
+
+	got := w.until(w.migrate("refused"), "Failed", inPhase(v1.PhaseFailed))
+	if c := condition(got, v1.ConditionReady); c == nil || c.Reason != v1.ReasonTargetPodRefused || !strings.Contains(got.Status.FailureReason, "no host network for migration targets") {
+		t.Fatalf("Ready %+v, failure %q; want %s naming the policy's message", c, got.Status.FailureReason, v1.ReasonTargetPodRefused)
+	}
+	if enteredAt(&got.Status, v1.PhaseCheckpointing) != (time.Time{}) || slices.Contains(w.sidecars.Calls(), "Pause") {
+		t.Fatalf("the source was paused (calls %v, phases %v); want the refusal found before", w.sidecars.Calls(), got.Status.PhaseTransitions)
+	}
+	if w.pod(w.source) == nil {
+		t.Fatal("the source pod is gone")
 	}
 }

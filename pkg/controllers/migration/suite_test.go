@@ -122,6 +122,8 @@ type world struct {
 	statefulSet *corev1.Pod
 	// webhookDown: the StatefulSet's pod is recreated without the restore.
 	webhookDown bool
+	// sourceMutate, when set, changes the source pod before it is created.
+	sourceMutate func(*corev1.Pod)
 }
 
 type option func(*world, *Options)
@@ -170,6 +172,9 @@ func newWorld(t *testing.T, opts ...option) *world {
 	src := migrationtest.SourcePod(w.ns, w.source, w.sourceNode, broker)
 	if w.statefulSet != nil {
 		src.OwnerReferences = w.statefulSet.OwnerReferences
+	}
+	if w.sourceMutate != nil {
+		w.sourceMutate(src)
 	}
 	must(t, api.Create(ctx, src))
 	must(t, migrationtest.ReportRunning(ctx, api, src))

@@ -61,4 +61,8 @@ const (
 	// disruption for the handover within the manager's
 	// --disruption-budget-timeout; the source serves on.
 	ReasonDisruptionBudgetTimedOut = "DisruptionBudgetTimedOut"
+	// ReasonTargetPodRefused: the API server would not admit the target
+	// pod (an admission policy, Pod Security, a quota), found by a dry
+	// run in Pending, before the source is touched.
+	ReasonTargetPodRefused = "TargetPodRefused"
 )
