@@ -100,8 +100,9 @@ type Position struct {
 	// started, the group's committed offset, read while paused.
 	Checkpoint map[int]int64 `json:"checkpoint,omitempty"`
 
-	// The stalls, by this sidecar's clock: when it stopped starting
-	// deliveries for a pause (PausedAt) or a fence (FencedAt), when a
+	// The stalls, by this sidecar's clock: when its last delivery before
+	// a pause (PausedAt) or a fence (FencedAt) ended (from then it starts
+	// none; the message in flight when the call came is not held up), when a
 	// pause, or a fence rolled back, ended (ResumedAt), and, on a
 	// handed-over target, when it was live (LiveAt: at the fence and, as
 	// a group member, joined and reading from it). A message arriving between a stop and its end waits for
@@ -351,13 +352,20 @@ func (e *Engine) pause(ctx context.Context) (Position, error) {
 	defer stop()
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if !e.paused {
+	started := !e.paused
+	if started {
 		e.pausedAt, e.resumedAt = time.Now(), time.Time{}
 	}
 	e.paused = true
 	e.interruptLocked()
 	if err := e.waitIdleLocked(ctx); err != nil {
 		return Position{}, err
+	}
+	if started {
+		// The stall starts when the last delivery before it ended: the
+		// message in flight at the pause was not held up, and one arriving
+		// meanwhile would have waited for it anyway.
+		e.pausedAt = time.Now()
 	}
 	return e.positionLocked(), nil
 }

@@ -65,6 +65,11 @@ func (e *Engine) Fence(ctx context.Context) (Position, error) {
 		e.mu.Unlock()
 		return Position{}, err
 	}
+	if e.mode == ModeLive && !wasPaused {
+		// As a pause's: the stall starts when the last delivery before
+		// the fence ended.
+		e.fencedAt = time.Now()
+	}
 	var assigned []int
 	if a, ok := e.src.(assigner); ok {
 		assigned = a.Assigned()

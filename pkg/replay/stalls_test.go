@@ -285,3 +285,70 @@ func TestCaughtUpDoesNotWaitForTheReplaysPoll(t *testing.T) {
 		t.Fatalf("caught up: lag %d, at %v (%v); want lag 0 at the 100 committed, without the replay's next poll", pos.Lag, pos.Next, err)
 	}
 }
+
+// inFlightApp takes 50 ms per message (its work, not a synchronisation)
+// and says when it started and finished each.
+type inFlightApp struct {
+	started chan struct{}
+	mu      sync.Mutex
+	done    time.Time
+}
+
+func (a *inFlightApp) ServeHTTP(http.ResponseWriter, *http.Request) {
+	select {
+	case a.started <- struct{}{}:
+	default:
+	}
+	time.Sleep(50 * time.Millisecond)
+	a.mu.Lock()
+	a.done = time.Now()
+	a.mu.Unlock()
+}
+
+func (a *inFlightApp) lastDone() time.Time {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.done
+}
+
+// A message in flight when a pause or fence comes is not held up, and one
+// arriving meanwhile would have waited for it anyway: the stall starts when
+// that delivery ends, not when the call came.
+func TestAStallStartsWhenTheDeliveryInFlightEnds(t *testing.T) {
+	b := startBroker(t, 1)
+	app := &inFlightApp{started: make(chan struct{}, 2)}
+	e := NewLive(b.sources("in-flight"), deliverer(t, app))
+	runEngine(t, e)
+	ctx, cancel := context.WithTimeout(context.Background(), expect.Timeout)
+	defer cancel()
+	for _, stop := range []string{"pause", "fence"} {
+		b.produce(t, 0, 1)
+		select {
+		case <-app.started:
+		case <-ctx.Done():
+			t.Fatalf("%s: no delivery started", stop)
+		}
+		called := time.Now()
+		var at *time.Time
+		switch stop {
+		case "pause":
+			pos, err := e.Pause(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			at = pos.PausedAt
+			mustResume(t, e)
+		case "fence":
+			pos, err := e.Fence(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			at = pos.FencedAt
+		}
+		done := app.lastDone()
+		if at == nil || at.Before(done) || !done.After(called) {
+			t.Fatalf("%s called at %s, the delivery in flight ended at %s: the stall starts at %v; want at or after the delivery's end",
+				stop, called.Format(time.StampMicro), done.Format(time.StampMicro), at)
+		}
+	}
+}

@@ -222,11 +222,12 @@ type ReplayProgress struct {
 // message already in flight.
 type Stalls struct {
 	// CheckpointPause is how long the source's sidecar held deliveries for
-	// the checkpoint: from the pause to the resume, by its clock.
+	// the checkpoint: from the end of its last delivery before the pause
+	// to the resume, by its clock.
 	// +optional
 	CheckpointPause *metav1.Duration `json:"checkpointPause,omitempty"`
-	// Handover is from the source's fence (its sidecar stopped delivering)
-	// to the target live (its sidecar at the fence and, as a group member,
+	// Handover is from the source's fence (the end of its sidecar's last
+	// delivery before it) to the target live (its sidecar at the fence and, as a group member,
 	// joined and reading from it), by the two sidecars' clocks.
 	// +optional
 	Handover *metav1.Duration `json:"handover,omitempty"`
