@@ -96,6 +96,16 @@ func NewEffectWriter(brokers []string, topic string) *EffectWriter {
 // refuses while a TCP connection is open.
 func (e *EffectWriter) CloseConnections() { e.tr.CloseIdleConnections() }
 
+// Warm opens the writer's broker connection and reads the effects topic's
+// metadata ahead of the next write, which would otherwise dial first: after
+// a quiesce (the checkpoint), the first live effect, on the source after
+// its resume and on the restored target after its handover, pays that on
+// the migration's stall.
+func (e *EffectWriter) Warm(ctx context.Context) error {
+	_, err := (&kafka.Client{Addr: e.w.Addr, Transport: e.tr}).Metadata(ctx, &kafka.MetadataRequest{Topics: []string{e.w.Topic}})
+	return err
+}
+
 // Write publishes r synchronously.
 func (e *EffectWriter) Write(ctx context.Context, r Record) error {
 	err := e.w.WriteMessages(ctx, kafka.Message{Key: []byte(r.Key), Value: fmt.Appendf(nil, "%d", r.Seq)})

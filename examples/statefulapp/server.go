@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -29,6 +30,10 @@ type Server struct {
 	HTTP interface{ SetKeepAlivesEnabled(bool) }
 
 	quiesced atomic.Bool
+	// effectsWarm: the effects writer was (re)connected since the process
+	// started or last quiesced.
+	effectsWarm atomic.Bool
+	warming     sync.Mutex
 }
 
 // Handler serves /messages, /state and /healthz.
@@ -44,7 +49,10 @@ func (s *Server) Handler() http.Handler {
 	// connection may be open (replay.QuiescePath).
 	mux.HandleFunc("POST "+replay.QuiescePath, func(w http.ResponseWriter, _ *http.Request) {
 		if s.Effects != nil {
+			s.warming.Lock()
 			s.Effects.CloseConnections()
+			s.effectsWarm.Store(false)
+			s.warming.Unlock()
 		}
 		if s.HTTP != nil {
 			s.quiesced.Store(true)
@@ -58,6 +66,19 @@ func (s *Server) Handler() http.Handler {
 func (s *Server) message(w http.ResponseWriter, req *http.Request) {
 	if s.HTTP != nil && s.quiesced.CompareAndSwap(true, false) {
 		s.HTTP.SetKeepAlivesEnabled(true) // deliveries resumed
+	}
+	if s.Effects != nil && s.effectsWarm.CompareAndSwap(false, true) {
+		// The effects writer reconnects while this message is processed
+		// (after a resume) or replayed (on a restored target), not within
+		// the first live effect's write, inside the migration's stall.
+		// A quiesce waits for it: no connection may open behind it.
+		s.warming.Lock()
+		go func() {
+			defer s.warming.Unlock()
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			_ = s.Effects.Warm(ctx)
+		}()
 	}
 	partition, err1 := strconv.Atoi(req.Header.Get(replay.HeaderPartition))
 	offset, err2 := strconv.ParseInt(req.Header.Get(replay.HeaderOffset), 10, 64)

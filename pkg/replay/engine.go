@@ -218,6 +218,10 @@ type Engine struct {
 	from      map[int]int64
 	fence     map[int]int64
 	handover  bool // go live at the fence (else stop there)
+	// prepared is the live source a handover opened while the replay
+	// still runs to the fence: its group member joins meanwhile, and the
+	// engine reads from it once at the fence.
+	prepared Source
 	// liveFrom is where a handed-over target went live: its position at
 	// the moment the replay reached the fence.
 	liveFrom map[int]int64
@@ -297,7 +301,17 @@ func (e *Engine) wake() {
 func (e *Engine) closeSource() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	e.dropPreparedLocked()
 	e.replaceSourceLocked(nil)
+}
+
+// dropPreparedLocked closes a live source prepared for a handover that
+// will not happen.
+func (e *Engine) dropPreparedLocked() {
+	if p := e.prepared; p != nil {
+		e.prepared = nil
+		e.closing.Go(func() { _ = p.Close() })
+	}
 }
 
 // waitIdleLocked waits for the in-flight message (or batch) to be

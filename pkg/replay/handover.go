@@ -25,7 +25,12 @@ func (e *Engine) settleAtFenceLocked() {
 		e.liveAt = time.Now()
 		e.atFenceAt = e.liveAt
 		e.setModeLocked(ModeLive)
-		e.replaceSourceLocked(e.sources.Live())
+		live := e.prepared
+		if live == nil {
+			live = e.sources.Live()
+		}
+		e.prepared = nil
+		e.replaceSourceLocked(live)
 		return
 	}
 	if e.src != nil {
@@ -222,6 +227,13 @@ func (e *Engine) Handover(ctx context.Context, fence map[int]int64) (Position, e
 		}
 		e.handover = true
 		e.paused = false
+		if e.prepared == nil {
+			// The group member joins (in the source's place: the source
+			// was fenced, its commits are final at F) while the replay
+			// runs the rest of the way to F; nothing is read from it
+			// before then.
+			e.prepared = e.sources.Live()
+		}
 		e.settleAtFenceLocked()
 		e.cond.Broadcast()
 	case e.fence != nil && !maps.Equal(e.fence, fence):
@@ -288,6 +300,7 @@ func (e *Engine) Abort() Position {
 	if e.mode == ModeReplay || e.mode == ModeStandby {
 		e.handover = false
 		e.setModeLocked(ModeAborted)
+		e.dropPreparedLocked()
 		e.replaceSourceLocked(nil)
 	}
 	return e.positionLocked()
