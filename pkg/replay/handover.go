@@ -30,6 +30,9 @@ func (e *Engine) settleAtFenceLocked() {
 			live = e.sources.Live()
 		}
 		e.prepared = nil
+		if a, ok := live.(activator); ok {
+			a.Activate()
+		}
 		e.replaceSourceLocked(live)
 		return
 	}
@@ -227,12 +230,13 @@ func (e *Engine) Handover(ctx context.Context, fence map[int]int64) (Position, e
 		}
 		e.handover = true
 		e.paused = false
-		if e.prepared == nil {
+		if p, ok := e.sources.(preparer); ok && e.prepared == nil {
 			// The group member joins (in the source's place: the source
 			// was fenced, its commits are final at F) while the replay
-			// runs the rest of the way to F; nothing is read from it
-			// before then.
-			e.prepared = e.sources.Live()
+			// runs the rest of the way to F; it reads nothing before then.
+			if live := p.PrepareLive(); live != nil {
+				e.prepared = live
+			}
 		}
 		e.settleAtFenceLocked()
 		e.cond.Broadcast()
@@ -255,6 +259,14 @@ func (e *Engine) Handover(ctx context.Context, fence map[int]int64) (Position, e
 	}
 	return e.positionLocked(), nil
 }
+
+// preparer is Sources that can open the live source of a handover before
+// the replay reaches the fence (Kafka.PrepareLive; nil when it cannot).
+type preparer interface{ PrepareLive() Source }
+
+// activator is a prepared live source: it joins at once and reads from
+// Activate on.
+type activator interface{ Activate() }
 
 // joiner is a live source that joins its group before it reads (the
 // static member): live means joined.

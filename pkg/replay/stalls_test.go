@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"strconv"
 	"sync"
@@ -447,4 +448,46 @@ func TestATargetJoinsItsGroupWhileItReplaysToTheFence(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// A handover's member, joined while the replay still runs, reads nothing
+// past the fence before the target is at it: what it fetched would hold
+// the room the replay needs (one budget per sidecar), and with a budget
+// smaller than a fetch per partition the handover would never finish.
+func TestAPreparedMemberTakesNoRoomFromTheReplay(t *testing.T) {
+	b := startBroker(t, 4)
+	sources := b.sources("room")
+	sources.InstanceID = "orders-0"
+	source := NewLive(sources, deliverer(t, http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})))
+	runEngine(t, source)
+	b.produce(t, 0, 80)
+	expect.Eventually(t, "the source processed everything", func() error {
+		if n := source.Position().Delivered; n < 80 {
+			return fmt.Errorf("%d delivered", n)
+		}
+		return nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	fenced, err := source.Fence(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.produce(t, 80, 80) // past the fence, for the target's member to fetch
+	tight := b.sources("room")
+	tight.InstanceID, tight.BufferBytes = "orders-0", 1 // one fetch at a time
+	from := map[int]int64{}
+	for p := range fenced.Fence {
+		from[p] = 0
+	}
+	slow := http.HandlerFunc(func(http.ResponseWriter, *http.Request) { time.Sleep(2 * time.Millisecond) }) // the app's work
+	target := NewReplay(tight, deliverer(t, slow), from)
+	runEngine(t, target)
+	live, err := target.Handover(ctx, fenced.Fence)
+	if err != nil {
+		t.Fatalf("handover with a one-fetch budget: %v (at %v, fence %v)", err, target.Position().Next, fenced.Fence)
+	}
+	if !maps.Equal(live.LiveFrom, fenced.Fence) {
+		t.Fatalf("live from %v; want F %v", live.LiveFrom, fenced.Fence)
+	}
 }

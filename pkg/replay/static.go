@@ -44,6 +44,29 @@ type static struct {
 	// joined closes, at joinedAt, when the member first reads.
 	joined   chan struct{}
 	joinedAt time.Time
+	// gate, when not nil, holds the member's reads (not its join) until
+	// Activate closes it: a handover's member joins while the replay runs
+	// to the fence, but fetches nothing past it, taking no room from the
+	// replay's budget, until the engine is at the fence.
+	gate     chan struct{}
+	activate sync.Once
+}
+
+// Activate implements activator: the prepared member starts reading.
+func (s *static) Activate() {
+	if s.gate != nil {
+		s.activate.Do(func() { close(s.gate) })
+	}
+}
+
+// PrepareLive is Live for a handover that has not reached the fence yet: a
+// static member joins the group now and reads once activated (see
+// activator); nil for a dynamic member, which joins when it goes live.
+func (k *Kafka) PrepareLive() Source {
+	if k.InstanceID == "" {
+		return nil
+	}
+	return k.newStatic(make(chan struct{}))
 }
 
 // Session and heartbeat of a static member. A fenced source keeps its
@@ -54,9 +77,11 @@ const (
 	staticHeartbeat        = time.Second
 )
 
-func (k *Kafka) static() Source {
+func (k *Kafka) static() Source { return k.newStatic(nil) }
+
+func (k *Kafka) newStatic(gate chan struct{}) *static {
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &static{k: k, instance: k.InstanceID, out: make(chan fetched), cancel: cancel, done: make(chan struct{}), joined: make(chan struct{}),
+	s := &static{k: k, instance: k.InstanceID, out: make(chan fetched), cancel: cancel, done: make(chan struct{}), joined: make(chan struct{}), gate: gate,
 		client: &kafka.Client{Addr: kafka.TCP(k.Brokers...), Timeout: staticRebalanceTimeout + 5*time.Second, Transport: k.transport()}}
 	go s.run(ctx)
 	return s
@@ -255,6 +280,13 @@ func (s *static) consume(ctx context.Context) error {
 		committed, err := s.k.Committed(gctx)
 		if err != nil {
 			return fmt.Errorf("committed offsets of group %s: %w", s.k.Group, err)
+		}
+		if s.gate != nil {
+			select {
+			case <-s.gate:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
 		}
 		for _, p := range parts {
 			m.wg.Add(1)
