@@ -29,12 +29,8 @@ import (
 // The agent and the manager still can. Against a real API server with the
 // chart's ValidatingAdmissionPolicy installed.
 func TestOnlyMs2mWritesAgentResultsAndStatus(t *testing.T) {
-	env := testenv.Start(t, testenv.Options{})
+	env := withChart(t)
 	ctx := context.Background()
-	if _, err := runHelm(t, "install", release, chartDir(), "--namespace", namespace, "--create-namespace", "--skip-crds",
-		"--kubeconfig", env.KubeconfigFile(t)); err != nil {
-		t.Fatal(err)
-	}
 	const tenantNS = "shop"
 	for _, o := range []client.Object{
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: tenantNS}},
@@ -48,15 +44,7 @@ func TestOnlyMs2mWritesAgentResultsAndStatus(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	as := func(user string) client.Client {
-		cfg := rest.CopyConfig(env.Config)
-		cfg.Impersonate = rest.ImpersonationConfig{UserName: user, Groups: []string{"system:serviceaccounts", "system:authenticated"}}
-		c, err := client.New(cfg, client.Options{Scheme: env.Scheme})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
+	as := func(user string) client.Client { return impersonating(t, env, user, "system:serviceaccounts") }
 	tenant := as("system:serviceaccount:shop:app")
 	agent := as("system:serviceaccount:" + namespace + ":" + release + "-agent")
 	manager := as("system:serviceaccount:" + namespace + ":" + release + "-manager")
@@ -123,12 +111,8 @@ func TestOnlyMs2mWritesAgentResultsAndStatus(t *testing.T) {
 // Everyone else is left alone. Against a real API server with the chart's
 // ValidatingAdmissionPolicy installed.
 func TestAgentChangesOnlyItsOwnNodesMs2mLabels(t *testing.T) {
-	env := testenv.Start(t, testenv.Options{})
+	env := withChart(t)
 	ctx := context.Background()
-	if _, err := runHelm(t, "install", release, chartDir(), "--namespace", namespace, "--create-namespace", "--skip-crds",
-		"--kubeconfig", env.KubeconfigFile(t)); err != nil {
-		t.Fatal(err)
-	}
 	agentSA := release + "-agent"
 	for _, name := range []string{"node-a", "node-b"} {
 		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"topology.kubernetes.io/zone": "z1"}}}
@@ -269,27 +253,14 @@ func TestAgentChangesOnlyItsOwnNodesMs2mLabels(t *testing.T) {
 // and no change to a pod's spec. Others are left alone. Against a real
 // API server with the chart's ValidatingAdmissionPolicy installed.
 func TestManagerCreatesOnlyMigrationTargetsWithoutHostAccess(t *testing.T) {
-	env := testenv.Start(t, testenv.Options{})
+	env := withChart(t)
 	ctx := context.Background()
-	if _, err := runHelm(t, "install", release, chartDir(), "--namespace", namespace, "--create-namespace", "--skip-crds",
-		"--kubeconfig", env.KubeconfigFile(t)); err != nil {
-		t.Fatal(err)
-	}
 	const tenantNS = "shop"
 	if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: tenantNS}}); err != nil {
 		t.Fatal(err)
 	}
-	as := func(user string, groups ...string) client.Client {
-		cfg := rest.CopyConfig(env.Config)
-		cfg.Impersonate = rest.ImpersonationConfig{UserName: user, Groups: append(groups, "system:authenticated")}
-		c, err := client.New(cfg, client.Options{Scheme: env.Scheme})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
-	manager := as("system:serviceaccount:"+namespace+":"+release+"-manager", "system:serviceaccounts")
-	admin := as("alice", "system:masters")
+	manager := impersonating(t, env, "system:serviceaccount:"+namespace+":"+release+"-manager", "system:serviceaccounts")
+	admin := impersonating(t, env, "alice", "system:masters")
 	target := func(name string, mutate func(*corev1.Pod)) *corev1.Pod {
 		p := &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Namespace: tenantNS, Name: name,
@@ -368,4 +339,29 @@ func TestManagerCreatesOnlyMigrationTargetsWithoutHostAccess(t *testing.T) {
 			t.Fatalf("a cluster admin creating a privileged pod: %v", err)
 		}
 	})
+}
+
+// withChart is a real API server with the chart installed (its CRDs
+// skipped: the test environment has them).
+func withChart(t *testing.T) *testenv.Env {
+	t.Helper()
+	env := testenv.Start(t, testenv.Options{})
+	if _, err := runHelm(t, "install", release, chartDir(), "--namespace", namespace, "--create-namespace", "--skip-crds",
+		"--kubeconfig", env.KubeconfigFile(t)); err != nil {
+		t.Fatal(err)
+	}
+	return env
+}
+
+// impersonating is a client of env acting as user, in groups and
+// system:authenticated.
+func impersonating(t *testing.T, env *testenv.Env, user string, groups ...string) client.Client {
+	t.Helper()
+	cfg := rest.CopyConfig(env.Config)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: user, Groups: append(groups, "system:authenticated")}
+	c, err := client.New(cfg, client.Options{Scheme: env.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

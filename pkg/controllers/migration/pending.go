@@ -11,6 +11,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -63,8 +64,12 @@ func pending(ctx context.Context, w *work) (outcome, error) {
 		return o, err
 	}
 	m.Status.TargetNode = target
-	if o, refused, err := w.targetAdmitted(ctx, src); err != nil || refused {
-		return o, err
+	// Once per migration, not on every reconcile while it waits for
+	// capacity (a drain holds many).
+	if !meta.IsStatusConditionTrue(m.Status.Conditions, v1.ConditionValidated) {
+		if o, refused, err := w.targetAdmitted(ctx, src); err != nil || refused {
+			return o, err
+		}
 	}
 	setCondition(&m.Status, m.Generation, v1.ConditionValidated, true, v1.ReasonSucceeded,
 		fmt.Sprintf("source %s on %s, target node %s, strategy %s", src.Name, src.Spec.NodeName, target, m.Status.Strategy))
