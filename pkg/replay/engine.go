@@ -225,6 +225,11 @@ type Engine struct {
 	// liveFrom is where a handed-over target went live: its position at
 	// the moment the replay reached the fence.
 	liveFrom map[int]int64
+	// fenceAnswer is the fence F this engine answered (and the partitions
+	// it held then) since it was fenced: a fence asked again answers it,
+	// whatever the group has committed since (the target, live, commits
+	// past F).
+	fenceAnswer *Position
 	// Of a handover: when it was asked, how far behind the fence the
 	// target was then, and when the replay reached the fence.
 	handoverAt, atFenceAt time.Time
@@ -411,6 +416,7 @@ func (e *Engine) Rejoin() Position {
 	defer e.mu.Unlock()
 	if e.mode == ModeFenced {
 		e.resumedAt = time.Now()
+		e.fenceAnswer = nil
 		e.setModeLocked(ModeLive)
 		e.replaceSourceLocked(e.sources.Live())
 	}

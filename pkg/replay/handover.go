@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"slices"
 	"time"
 )
 
@@ -43,11 +44,31 @@ func (e *Engine) settleAtFenceLocked() {
 
 // Fence stops live consumption after the in-flight message and leaves the
 // group. It returns the fence F: the group's committed offsets, which equal
-// what the app acknowledged. Fencing twice returns the same F.
+// what the app acknowledged. Fencing twice returns the same F, also once the
+// target, live, has committed past it (a controller that did not record the
+// handover asks again); only a sidecar restarted fenced reads F anew.
 func (e *Engine) Fence(ctx context.Context) (Position, error) {
+	pos, err := e.fenceOnce(ctx)
+	if err == nil && pos.Fence != nil {
+		e.mu.Lock()
+		if e.mode == ModeFenced && e.fenceAnswer == nil {
+			e.fenceAnswer = &Position{Fence: maps.Clone(pos.Fence), Assigned: slices.Clone(pos.Assigned)}
+		}
+		e.mu.Unlock()
+	}
+	return pos, err
+}
+
+func (e *Engine) fenceOnce(ctx context.Context) (Position, error) {
 	stop := context.AfterFunc(ctx, e.wake)
 	defer stop()
 	e.mu.Lock()
+	if e.mode == ModeFenced && e.fenceAnswer != nil {
+		pos := e.positionLocked()
+		pos.Fence, pos.Assigned = maps.Clone(e.fenceAnswer.Fence), slices.Clone(e.fenceAnswer.Assigned)
+		e.mu.Unlock()
+		return pos, nil
+	}
 	if e.mode == ModeReplay || e.mode == ModeStandby || e.mode == ModeAborted {
 		mode := e.mode
 		e.mu.Unlock()

@@ -260,3 +260,52 @@ func TestAbortSettlesALostHandover(t *testing.T) {
 		return nil
 	})
 }
+
+// A controller that did not record a handover (its status write lost)
+// finds the target live and fences the source again: the source answers
+// the same F, although the target has committed past it since.
+func TestAFenceAskedAgainAfterTheHandoverAnswersTheSameF(t *testing.T) {
+	b := startBroker(t, 2)
+	for _, static := range []bool{true, false} {
+		group := fmt.Sprintf("refence-%t", static)
+		sources := b.sources(group)
+		if static {
+			sources.InstanceID = "orders-0"
+		}
+		source := NewLive(sources, deliverer(t, http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})))
+		runEngine(t, source)
+		b.produce(t, 0, 20)
+		expect.Eventually(t, "the source processed everything", func() error {
+			if n := source.Position().Delivered; n < 20 {
+				return fmt.Errorf("%d delivered", n)
+			}
+			return nil
+		})
+		ctx, cancel := context.WithTimeout(context.Background(), expect.Timeout)
+		defer cancel()
+		first, err := source.Fence(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		target := NewReplay(sources, deliverer(t, http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})), first.Fence)
+		runEngine(t, target)
+		if _, err := target.Handover(ctx, first.Fence); err != nil {
+			t.Fatal(err)
+		}
+		b.produce(t, 20, 10)
+		expect.Eventually(t, "the target committed past F", func() error {
+			committed, err := sources.Committed(ctx)
+			if err != nil {
+				return err
+			}
+			if total(committed) <= total(first.Fence) {
+				return fmt.Errorf("committed %v, F %v", committed, first.Fence)
+			}
+			return nil
+		})
+		again, err := source.Fence(ctx)
+		if err != nil || !maps.Equal(again.Fence, first.Fence) {
+			t.Fatalf("static %t: fenced again: F %v (%v); want the first answer %v", static, again.Fence, err, first.Fence)
+		}
+	}
+}
