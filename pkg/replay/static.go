@@ -276,35 +276,46 @@ func (s *static) consume(ctx context.Context) error {
 	gctx, stop := context.WithCancel(ctx)
 	m := &merged{out: s.out, closed: gctx.Done(), cancel: stop}
 	defer func() { _ = m.Close() }()
+	var committed map[int]int64
 	if len(parts) > 0 {
-		committed, err := s.k.Committed(gctx)
-		if err != nil {
+		var err error
+		if committed, err = s.k.Committed(gctx); err != nil {
 			return fmt.Errorf("committed offsets of group %s: %w", s.k.Group, err)
 		}
-		if s.gate != nil {
-			select {
-			case <-s.gate:
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		}
+	}
+	read := func() {
 		for _, p := range parts {
 			m.wg.Add(1)
 			go m.pump(gctx, s.k, p, committed[p], nil)
 		}
+		s.mu.Lock()
+		if s.joinedAt.IsZero() {
+			s.joinedAt = time.Now()
+			close(s.joined)
+		}
+		s.mu.Unlock()
 	}
-	s.mu.Lock()
-	if s.joinedAt.IsZero() {
-		s.joinedAt = time.Now()
-		close(s.joined)
+	// A prepared member heartbeats while its gate holds its reads: the
+	// replay before it may outlast the session timeout.
+	gate := s.gate
+	select {
+	case <-gate:
+		gate = nil
+	default:
 	}
-	s.mu.Unlock()
+	if gate == nil {
+		read()
+	}
 	t := time.NewTicker(staticHeartbeat)
 	defer t.Stop()
 	for tick := 1; ; tick++ {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-gate:
+			gate = nil // a nil channel never fires again
+			read()
+			continue
 		case <-t.C:
 		}
 		// The leader watches the topic's partitions, as Kafka's consumers

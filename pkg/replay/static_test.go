@@ -377,3 +377,44 @@ func TestAPauseOrFenceOfAStaticMemberAsksTheBrokerNothing(t *testing.T) {
 		t.Fatalf("F %v; the group's committed offsets are %v (30 delivered)", fenced.Fence, committed)
 	}
 }
+
+// A handover's prepared member stays in the group while its reads wait
+// for the replay (which may outlast the session timeout): it heartbeats
+// from its join on, and reads once activated.
+func TestAPreparedMemberHeartbeatsUntilItReads(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, topic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	var beats atomic.Int64
+	c.ControlKey(int16(kmsg.Heartbeat), func(kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		beats.Add(1)
+		return nil, nil, false
+	})
+	b := &broker{addr: c.ListenAddrs()[0]}
+	b.produce(t, 0, 1)
+	k := b.sources("prepared")
+	k.InstanceID = "orders-0"
+	src := k.PrepareLive()
+	t.Cleanup(func() { _ = src.Close() })
+	expect.Eventually(t, "heartbeats before any read", func() error {
+		if n := beats.Load(); n < 2 {
+			return fmt.Errorf("%d heartbeats", n)
+		}
+		return nil
+	})
+	select {
+	case <-src.(joiner).Joined():
+		t.Fatal("the prepared member reads before it was activated")
+	default:
+	}
+	src.(activator).Activate()
+	ctx, cancel := context.WithTimeout(context.Background(), expect.Timeout)
+	defer cancel()
+	m, err := src.FetchMessage(ctx)
+	if err != nil || m.Offset != 0 {
+		t.Fatalf("after activation: offset %d (%v); want the first message", m.Offset, err)
+	}
+}
