@@ -139,8 +139,12 @@ type PauseSteps struct {
 	Quiesce time.Duration `json:"quiesce"`
 }
 
-// checkpointOffsets is Position.Checkpoint of a paused pos.
-func checkpointOffsets(pos Position, committed map[int]int64) map[int]int64 {
+// memberOffsets are, per partition the member consumes (pos.Assigned; all
+// for a dynamic member), the offset its app's state is exact to: pos.Next,
+// or for a partition not delivered from since it started, the group's
+// committed offset. A paused member's O (Position.Checkpoint), a fenced
+// one's F.
+func memberOffsets(pos Position, committed map[int]int64) map[int]int64 {
 	o := maps.Clone(committed)
 	if o == nil {
 		o = map[int]int64{}
@@ -356,7 +360,7 @@ func (e *Engine) Pause(ctx context.Context) (Position, error) {
 			return Position{}, unavailable{fmt.Errorf("paused, but reading the group's committed offsets for the checkpoint failed: %w", err)}
 		}
 	}
-	pos.Checkpoint = checkpointOffsets(pos, committed)
+	pos.Checkpoint = memberOffsets(pos, committed)
 	steps.Offsets, start = time.Since(start), time.Now()
 	if err := e.deliver.Quiesce(ctx); err != nil && e.OnQuiesceError != nil {
 		e.OnQuiesceError(err)

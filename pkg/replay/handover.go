@@ -112,34 +112,24 @@ func (e *Engine) fenceOnce(ctx context.Context) (Position, error) {
 	pos.Assigned = assigned
 	e.mu.Unlock()
 
-	// A static member fenced from live that delivered from each of its
-	// partitions answers without asking the broker, as its pause does:
-	// Next is what it committed. A round trip less inside the handover's
-	// stall.
-	if fromLive && coversAssigned(assigned, pos.Next) {
-		pos.Fence = make(map[int]int64, len(assigned))
-		for _, p := range assigned {
-			pos.Fence[p] = pos.Next[p]
+	// F as a pause's O: a static member fenced from live that delivered
+	// from each of its partitions answers from what it acknowledged,
+	// without asking the broker (a round trip less inside the handover's
+	// stall); otherwise from the group's committed offsets, which must
+	// equal what it acknowledged.
+	var committed map[int]int64
+	if !fromLive || !coversAssigned(assigned, pos.Next) {
+		var err error
+		if committed, err = e.sources.Committed(ctx); err != nil {
+			return Position{}, unavailable{fmt.Errorf("reading the fence from the group's committed offsets: %w", err)}
 		}
-		return pos, nil
-	}
-	committed, err := e.sources.Committed(ctx)
-	if err != nil {
-		return Position{}, unavailable{fmt.Errorf("reading the fence from the group's committed offsets: %w", err)}
-	}
-	for p, off := range pos.Next {
-		if committed[p] != off {
-			return Position{}, fmt.Errorf("partition %d: committed offset %d differs from the acknowledged position %d", p, committed[p], off)
+		for p, off := range pos.Next {
+			if committed[p] != off {
+				return Position{}, fmt.Errorf("partition %d: committed offset %d differs from the acknowledged position %d", p, committed[p], off)
+			}
 		}
 	}
-	pos.Fence = committed
-	if assigned != nil {
-		// One replica of several: its partitions only.
-		pos.Fence = make(map[int]int64, len(assigned))
-		for _, p := range assigned {
-			pos.Fence[p] = committed[p]
-		}
-	}
+	pos.Fence = memberOffsets(pos, committed)
 	return pos, nil
 }
 

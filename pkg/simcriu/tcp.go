@@ -28,16 +28,6 @@ import (
 //     --tcp-established restores it with its original addresses through TCP
 //     repair, which cannot work in a new pod: its address is gone.
 //   - A closed (unconnected) socket is recreated.
-const (
-	tcpEstablished = procnet.Established
-	tcpSynSent     = procnet.SynSent
-	tcpFinWait1    = procnet.FinWait1
-	tcpFinWait2    = procnet.FinWait2
-	tcpCloseWait   = procnet.CloseWait
-	tcpLastAck     = procnet.LastAck
-	tcpListen      = procnet.Listen
-	tcpClosing     = procnet.Closing
-)
 
 // Socket is one TCP socket a process holds open.
 type Socket struct {
@@ -51,7 +41,7 @@ type Socket struct {
 }
 
 func (s Socket) String() string {
-	if s.state == tcpListen {
+	if s.state == procnet.Listen {
 		return fmt.Sprintf("%s LISTEN (%d waiting to be accepted)", s.Local, s.Queued)
 	}
 	return fmt.Sprintf("%s -> %s %s", s.Local, s.Remote, s.State)
@@ -60,7 +50,7 @@ func (s Socket) String() string {
 // connected says whether CRIU treats s as a connection.
 func (s Socket) connected() bool {
 	switch s.state {
-	case tcpEstablished, tcpSynSent, tcpFinWait1, tcpFinWait2, tcpCloseWait, tcpLastAck, tcpClosing:
+	case procnet.Established, procnet.SynSent, procnet.FinWait1, procnet.FinWait2, procnet.CloseWait, procnet.LastAck, procnet.Closing:
 		return true
 	}
 	return false
@@ -190,7 +180,7 @@ func ReadCRIUOptions(root string) (CRIUOptions, error) {
 func (o CRIUOptions) CheckDump(socks []Socket) (connected []Socket, err error) {
 	for _, s := range socks {
 		switch {
-		case s.state == tcpListen && s.Queued > 0 && !o.TCPSkipInFlight:
+		case s.state == procnet.Listen && s.Queued > 0 && !o.TCPSkipInFlight:
 			return nil, fmt.Errorf("CRIU: In-flight connection (l) for %s: in-flight connections can be ignored with the --tcp-skip-in-flight option", s)
 		case s.connected() && !o.TCPEstablished && !o.TCPClose:
 			return nil, fmt.Errorf("CRIU: Connected TCP socket, consider using --tcp-established option (%s)", s)

@@ -318,11 +318,7 @@ func (w *work) targetAdmitted(ctx context.Context, src *corev1.Pod) (outcome, bo
 	if len(probe.Status.CheckpointOffsets) == 0 {
 		probe.Status.CheckpointOffsets = []v1.PartitionOffset{{Topic: "dry-run", Partition: 0, Offset: 0}}
 	}
-	keys, err := w.selectorKeys(ctx, src)
-	if err != nil {
-		return outcome{}, false, err
-	}
-	pod, err := migratable.BuildTarget(probe, src, keys, migratable.AppContainers(probe, src)[0])
+	pod, err := w.buildTarget(ctx, probe, src)
 	if err != nil {
 		return outcome{}, false, err
 	}

@@ -12,6 +12,16 @@ import (
 	"github.com/ms2m/ms2m/pkg/migratable"
 )
 
+// buildTarget is m's target pod for the source src, outside its owner's
+// selector.
+func (w *work) buildTarget(ctx context.Context, m *v1.StatefulMigration, src *corev1.Pod) (*corev1.Pod, error) {
+	keys, err := w.selectorKeys(ctx, src)
+	if err != nil {
+		return nil, err
+	}
+	return migratable.BuildTarget(m, src, keys, migratable.AppContainers(m, src)[0])
+}
+
 // restoring creates the target pod from the checkpoint image on the target
 // node, its sidecar replaying from O, and waits until it runs.
 func restoring(ctx context.Context, w *work) (outcome, error) {
@@ -33,11 +43,7 @@ func restoring(ctx context.Context, w *work) (outcome, error) {
 		if src == nil {
 			return o, err
 		}
-		keys, err := w.selectorKeys(ctx, src)
-		if err != nil {
-			return outcome{}, err
-		}
-		target, err = migratable.BuildTarget(m, src, keys, migratable.AppContainers(m, src)[0])
+		target, err = w.buildTarget(ctx, m, src)
 		if err != nil {
 			return outcome{}, err
 		}
