@@ -15,11 +15,17 @@ type committedPoller struct {
 	committed func(context.Context) (map[int]int64, error)
 	interval  time.Duration
 
-	mu      sync.Mutex
-	waiters int
-	running bool
-	last    map[int]int64 // the offsets of the last successful poll
-	polled  chan struct{} // closed after each poll
+	// closely is the interval while following the live member closely
+	// (see follow), until closelyUntil.
+	closely time.Duration
+
+	mu           sync.Mutex
+	waiters      int
+	running      bool
+	last         map[int]int64 // the offsets of the last successful poll
+	polled       chan struct{} // closed after each poll
+	closelyUntil time.Time
+	hurry        chan struct{} // cuts a poll's wait short when follow starts
 }
 
 // pollTimeout bounds one poll.
@@ -83,9 +89,49 @@ func (p *committedPoller) run() {
 		}
 		close(p.polled)
 		p.polled = make(chan struct{})
+		interval := p.interval
+		if time.Now().Before(p.closelyUntil) {
+			interval = min(interval, p.closely)
+		}
+		hurry := p.hurryLocked()
 		p.mu.Unlock()
-		time.Sleep(p.interval)
+		t := time.NewTimer(interval)
+		select {
+		case <-t.C:
+		case <-hurry:
+			t.Stop()
+		}
 	}
+}
+
+func (p *committedPoller) hurryLocked() chan struct{} {
+	if p.hurry == nil {
+		p.hurry = make(chan struct{}, 1)
+	}
+	return p.hurry
+}
+
+// follow polls every closely interval for the next d: a target the
+// controller saw caught up is fenced next, and whatever the live member
+// commits before the fence is replayed on the handover's stall unless the
+// replay already read it. At the usual interval (MaxWait/5) that was a
+// message or two at 100 msg/s.
+func (p *committedPoller) follow(d time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closelyUntil = time.Now().Add(d)
+	select {
+	case p.hurryLocked() <- struct{}{}:
+	default:
+	}
+}
+
+// unfollow ends follow early: the fence is known, nothing is left to
+// follow.
+func (p *committedPoller) unfollow() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closelyUntil = time.Time{}
 }
 
 // waitCommittedPast returns the group's committed offset of partition once
@@ -118,4 +164,14 @@ func (p *committedPoller) raise(offs map[int]int64) {
 func (k *Kafka) committedAtLeast(offs map[int]int64) {
 	k.transport()
 	k.poll.raise(offs)
+}
+
+// followCommitted implements committedRaiser.
+func (k *Kafka) followCommitted(d time.Duration) {
+	k.transport()
+	if d > 0 {
+		k.poll.follow(d)
+	} else {
+		k.poll.unfollow()
+	}
 }

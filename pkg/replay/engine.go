@@ -476,8 +476,15 @@ func (e *Engine) PositionWithLag(ctx context.Context) (Position, error) {
 	return pos, nil
 }
 
-// caughtUpPoll is how often CaughtUp asks the group's committed offsets.
+// caughtUpPoll is how often CaughtUp asks the group's committed offsets,
+// and how often the replay does for followAfterCaughtUp after it.
 const caughtUpPoll = 2 * time.Millisecond
+
+// followAfterCaughtUp is how long a target keeps following the live
+// member's commits at caughtUpPoll after a CaughtUp call: long enough for
+// the controller's fence, which waits for the source's message in flight,
+// and short, as each poll is an OffsetFetch (and a Metadata) to the broker.
+const followAfterCaughtUp = time.Second
 
 // CaughtUp waits, on a replaying target, until it has replayed everything
 // the live member committed (Lag 0), or ctx ends; it answers the position
@@ -486,6 +493,13 @@ const caughtUpPoll = 2 * time.Millisecond
 // the fence, on the handover's stall, is then what the source processed in
 // between, not a sample's worth.
 func (e *Engine) CaughtUp(ctx context.Context) (Position, error) {
+	// Whatever the answer, the fence comes next (or another look): until
+	// then the replay follows the live member closely on its own.
+	defer func() {
+		if r, ok := e.sources.(committedRaiser); ok && e.Position().Fence == nil {
+			r.followCommitted(followAfterCaughtUp)
+		}
+	}()
 	var last *Position
 	for {
 		pos, err := e.PositionWithLag(ctx)

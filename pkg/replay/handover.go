@@ -205,8 +205,12 @@ func (e *Engine) boundLocked(fence map[int]int64) error {
 
 // committedRaiser is Sources that can be told committed offsets it has
 // not polled yet (see Kafka.committedAtLeast): the fence, or offsets just
-// read for the lag.
-type committedRaiser interface{ committedAtLeast(map[int]int64) }
+// read for the lag; and asked to follow them closely for a while (d > 0)
+// or no longer (d = 0).
+type committedRaiser interface {
+	committedAtLeast(map[int]int64)
+	followCommitted(d time.Duration)
+}
 
 // fenceCommittedLocked tells the replay source that the group has
 // committed the fence: F is the fenced source's committed offsets, so the
@@ -215,6 +219,7 @@ type committedRaiser interface{ committedAtLeast(map[int]int64) }
 func (e *Engine) fenceCommittedLocked() {
 	if r, ok := e.sources.(committedRaiser); ok && e.fence != nil {
 		r.committedAtLeast(e.fence)
+		r.followCommitted(0)
 	}
 }
 

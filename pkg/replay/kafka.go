@@ -81,7 +81,7 @@ func (k *Kafka) transport() *kafka.Transport {
 			limit = DefaultBufferBytes
 		}
 		k.buf = newBudget(limit)
-		k.poll = &committedPoller{committed: k.Committed, interval: k.maxWait() / 5}
+		k.poll = &committedPoller{committed: k.Committed, interval: k.maxWait() / 5, closely: caughtUpPoll}
 	})
 	return k.tr
 }

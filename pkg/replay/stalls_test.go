@@ -286,6 +286,43 @@ func TestCaughtUpDoesNotWaitForTheReplaysPoll(t *testing.T) {
 	}
 }
 
+// A target seen caught up follows the live member's commits closely on
+// its own until the fence: what the source commits between the catch-up
+// and the fence is replayed before the handover comes, not on its stall.
+func TestACaughtUpTargetFollowsTheLiveMemberUntilTheFence(t *testing.T) {
+	b := startBroker(t, 2)
+	b.produce(t, 0, 100)
+	from := map[int]int64{0: 0, 1: 0}
+	slow := b.sources("follow")
+	slow.MaxWait = 1000 * time.Second // the replay polls the committed offsets every MaxWait/5
+	target := NewReplay(slow, deliverer(t, http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})), from)
+	runEngine(t, target)
+	source := NewLive(b.sources("follow"), deliverer(t, http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})))
+	runEngine(t, source)
+	delivered := func(n int64) func() error {
+		return func() error {
+			if d := source.Position().Delivered; d < n {
+				return fmt.Errorf("%d delivered", d)
+			}
+			return nil
+		}
+	}
+	expect.Eventually(t, "the source processed (and committed) the backlog", delivered(100))
+	ctx, cancel := context.WithTimeout(context.Background(), expect.Timeout)
+	defer cancel()
+	if pos, err := target.CaughtUp(ctx); err != nil || pos.Lag != 0 {
+		t.Fatalf("caught up: lag %d (%v); want 0", pos.Lag, err)
+	}
+	b.produce(t, 100, 5)
+	expect.Eventually(t, "the source processed (and committed) 5 more", delivered(105))
+	expect.Eventually(t, "the target replayed them without another look and long before its next poll", func() error {
+		if n := total(target.Position().Next); n != 105 {
+			return fmt.Errorf("at %d of the 105 committed", n)
+		}
+		return nil
+	})
+}
+
 // inFlightApp takes 50 ms per message (its work, not a synchronisation)
 // and says when it started and finished each.
 type inFlightApp struct {
