@@ -35,7 +35,7 @@ func main() {
 	flag.IntVar(&controlPort, "sidecar-control-port", agent.DefaultSidecarControlPort, "The replay sidecars' control port (the manager's --sidecar-control-port): the agent pauses a source's sidecar for the checkpoint and resumes it.")
 	flag.StringVar(&podName, "pod-name", os.Getenv("POD_NAME"), "The agent's pod (env POD_NAME, downward API metadata.name): its tokens for the sidecars are bound to it, so they name its node.")
 	flag.StringVar(&podUID, "pod-uid", os.Getenv("POD_UID"), "The agent's pod's UID (env POD_UID, downward API metadata.uid).")
-	flag.StringVar(&hostRoot, "host-root", "/", "Where the host's filesystem is mounted: the runtime's configuration and criu (with its package metadata) are read under it.")
+	flag.StringVar(&hostRoot, "host-root", "/", "Where the host's filesystem is mounted: the runtime's configuration, criu (with its package metadata) and the containers' cgroups (/sys/fs/cgroup) are read under it.")
 	flag.DurationVar(&interval, "probe-interval", 5*time.Minute, "How often the node's checkpoint/restore capability is probed.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8082", "Address of /healthz and /readyz.")
 	flag.StringVar(&metricsAddr, "metrics-bind-address", "0", "Address of the metrics endpoint; 0 disables it.")
@@ -44,6 +44,7 @@ func main() {
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 	o.SidecarControlPort = int32(controlPort)
+	o.HostRoot = hostRoot
 	if err := run(o, probeAddr, metricsAddr, hostRoot, podName, podUID, interval); err != nil {
 		fmt.Fprintln(os.Stderr, "ms2m-agent:", err)
 		os.Exit(1)

@@ -72,6 +72,9 @@ type Options struct {
 	// SidecarTokens issues a token for a sidecar's control API audience,
 	// bound to the agent's pod (see clientconfig.NewPodAudienceTokens).
 	SidecarTokens func(ctx context.Context, audience string) (string, error)
+	// HostRoot is where the host's filesystem is mounted (default /):
+	// the containers' cgroups are read under it (see freezer.go).
+	HostRoot string
 }
 
 // Reconciler acts on the migrations leaving its node.
@@ -88,6 +91,8 @@ type Reconciler struct {
 	// Sidecar is the client for the replay sidecars' control API
 	// (http.DefaultClient if nil).
 	Sidecar *http.Client
+	// readCgroupEvents reads a cgroup.events file (os.ReadFile if nil).
+	readCgroupEvents func(string) ([]byte, error)
 }
 
 // +kubebuilder:rbac:groups=migration.ms2m.io,resources=statefulmigrations,verbs=get;list;watch;patch

@@ -10,16 +10,19 @@ import (
 	"syscall"
 )
 
-// HostPaths are the host directories the prober reads, each to be mounted
+// HostPaths are the host directories the agent reads, each to be mounted
 // read-only at the same path under --host-root: the runtimes'
 // configuration, CRIU's (/etc/criu: what it does with TCP connections), the
-// directories criu is looked for in and dpkg's database (criu's version). A file a containerd configuration imports from
-// elsewhere is read only where its directory is mounted too. The Helm
-// chart mounts these by default (agent.hostPaths), and its tests check it.
+// directories criu is looked for in and dpkg's database (criu's version),
+// which the prober reads; and cgroup v2 (/sys/fs/cgroup), where the end of
+// a checkpoint's freeze is seen (freezer.go). A file a containerd
+// configuration imports from elsewhere is read only where its directory is
+// mounted too. The Helm chart mounts these by default (agent.hostPaths),
+// and its tests check it.
 func HostPaths() []string {
 	paths := []string{path.Dir(containerdConfig), path.Dir(crioConfig), path.Dir(criuConfigFiles[0])}
 	paths = append(paths, criuDirs...)
-	return append(paths, path.Dir(dpkgStatus))
+	return append(paths, path.Dir(dpkgStatus), cgroupRoot)
 }
 
 // hostFS reads the host's filesystem, mounted at root in the agent's

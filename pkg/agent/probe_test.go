@@ -388,7 +388,7 @@ func TestHostFSResolveStaysInRoot(t *testing.T) {
 	}
 }
 
-// Deployments mount HostPaths, one volume each: every path the prober
+// Deployments mount HostPaths, one volume each: every path the agent
 // reads must lie under one, and no two may overlap (two volumes at one
 // mount path make the pod invalid; a nested one is mounted twice).
 func TestHostPathsCoverWhatTheProberReads(t *testing.T) {
@@ -396,10 +396,10 @@ func TestHostPathsCoverWhatTheProberReads(t *testing.T) {
 	under := func(p string) bool {
 		return slices.ContainsFunc(paths, func(d string) bool { return p == d || strings.HasPrefix(p, d+"/") })
 	}
-	read := append([]string{containerdConfig, containerdDefaultImports, crioConfig, crioConfigDir, dpkgStatus, dpkgInfoDir}, criuDirs...)
+	read := append([]string{containerdConfig, containerdDefaultImports, crioConfig, crioConfigDir, dpkgStatus, dpkgInfoDir, cgroupRoot}, criuDirs...)
 	for _, p := range read {
 		if !under(p) {
-			t.Errorf("the prober reads %s, under none of HostPaths %v", p, paths)
+			t.Errorf("the agent reads %s, under none of HostPaths %v", p, paths)
 		}
 	}
 	for i, p := range paths {

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,6 +10,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path"
 	"strconv"
 	"strings"
 	"time"
@@ -155,6 +158,7 @@ func (r *Reconciler) callSidecar(ctx context.Context, addr, audience, path strin
 
 // pauseCheckpointResume pauses the source's sidecar, checkpoints the app
 // container through the kubelet and resumes the sidecar as soon as the
+// runtime lets the container run again (see freezer.go), or else when the
 // kubelet answers; it returns the checkpoint's report: the archive, O and
 // the pause as the sidecar timed it. A failure after the pause resumes the
 // sidecar too: the source serves on. A strategy that stops the source for
@@ -168,7 +172,7 @@ func (r *Reconciler) pauseCheckpointResume(ctx context.Context, m *v1.StatefulMi
 	}
 	start := time.Now()
 	paused, err := r.callSidecar(ctx, addr, audience, "/pause", PauseTimeout)
-	pausedIn := time.Since(start)
+	steps := &v1.CheckpointSteps{Pause: metav1.Duration{Duration: time.Since(start)}}
 	if err != nil {
 		r.resumeSidecar(ctx, addr, audience)
 		if transient(err) {
@@ -181,35 +185,112 @@ func (r *Reconciler) pauseCheckpointResume(ctx context.Context, m *v1.StatefulMi
 		r.resumeSidecar(ctx, addr, audience)
 		return v1.AgentResult{}, fmt.Errorf("no offsets to record yet, the topic has none: %w", errTryAgain)
 	}
+	stops := m.Status.Strategy.StopsForCheckpoint()
+	// resumed is the sidecar's answer to a resume at the container's thaw:
+	// the source serves again, the kubelet has not answered yet.
+	var resumed *sidecarPosition
+	var thaw thawReport
 	start = time.Now()
-	archive, attempts, ckErr := r.checkpointRetrying(ctx, m)
-	steps := &v1.CheckpointSteps{Pause: metav1.Duration{Duration: pausedIn}, Checkpoint: metav1.Duration{Duration: time.Since(start)}, Attempts: attempts}
+	archive, attempts, ckErr := r.checkpointRetrying(ctx, m, func() (string, error) {
+		if resumed != nil {
+			// The last attempt failed after its thaw resumed the source:
+			// the next checkpoint needs its own pause and O.
+			again, err := r.callSidecar(ctx, addr, audience, "/pause", PauseTimeout)
+			if err != nil || len(again.Checkpoint) == 0 {
+				r.resumeSidecar(ctx, addr, audience)
+				return "", fmt.Errorf("pausing the source's sidecar again for another checkpoint: %w", cmp.Or(err, errors.New("no offsets")))
+			}
+			paused, resumed = again, nil
+		}
+		var watch *thawWatch
+		if !stops {
+			watch = r.watchContainerThaw(ctx, m, func() error {
+				t := time.Now()
+				pos, err := r.callSidecar(ctx, addr, audience, "/resume", 10*time.Second)
+				if err == nil {
+					resumed, steps.Resume.Duration = &pos, time.Since(t)
+				}
+				return err
+			})
+		}
+		archive, err := r.checkpoint(ctx, m)
+		if watch != nil {
+			thaw = watch.stop()
+		}
+		return archive, err
+	})
+	answered := time.Now()
+	steps.Checkpoint, steps.Attempts = metav1.Duration{Duration: answered.Sub(start)}, attempts
 	if ps := paused.PauseSteps; ps != nil {
 		steps.SidecarIdle, steps.SidecarOffsets, steps.SidecarQuiesce = &metav1.Duration{Duration: ps.Idle}, &metav1.Duration{Duration: ps.Offsets}, &metav1.Duration{Duration: ps.Quiesce}
 	}
 	res := v1.AgentResult{Archive: archive, Offsets: paused.Checkpoint, Assigned: paused.Assigned, Steps: steps}
-	if ckErr == nil && m.Status.Strategy.StopsForCheckpoint() {
+	if ckErr == nil && stops {
 		res.PausedAt = microTime(paused.PausedAt)
 		return res, nil
 	}
-	start = time.Now()
-	resumed, err := r.callSidecar(ctx, addr, audience, "/resume", 10*time.Second)
-	steps.Resume.Duration = time.Since(start)
-	log.FromContext(ctx).V(1).Info("checkpoint bracket", "migration", m.Name, "steps", steps.String())
-	if ckErr != nil {
-		if err != nil {
+	if resumed != nil {
+		steps.ResumedAtThaw = true
+		steps.Frozen = &metav1.Duration{Duration: thaw.ThawedAt.Sub(thaw.FrozenAt)}
+		steps.KubeletAfterThaw = &metav1.Duration{Duration: answered.Sub(thaw.ThawedAt)}
+	} else {
+		if thaw.Err != nil {
+			steps.NoThaw = thaw.Err.Error()
+		}
+		start = time.Now()
+		pos, err := r.callSidecar(ctx, addr, audience, "/resume", 10*time.Second)
+		steps.Resume.Duration = time.Since(start)
+		if err != nil && ckErr != nil {
 			r.resumeSidecar(ctx, addr, audience)
 		}
-		return v1.AgentResult{}, ckErr
+		if err != nil && ckErr == nil {
+			// The controller's rollback resumes it; the checkpoint is void.
+			return v1.AgentResult{}, fmt.Errorf("checkpointed, but resuming the source's sidecar failed: %w", err)
+		}
+		resumed = &pos
 	}
-	if err != nil {
-		// The controller's rollback resumes it; the checkpoint is void.
-		return v1.AgentResult{}, fmt.Errorf("checkpointed, but resuming the source's sidecar failed: %w", err)
+	log.FromContext(ctx).V(1).Info("checkpoint bracket", "migration", m.Name, "steps", steps.String())
+	if ckErr != nil {
+		return v1.AgentResult{}, ckErr
 	}
 	if resumed.PausedAt != nil && resumed.ResumedAt != nil {
 		res.PausedAt, res.ResumedAt = microTime(resumed.PausedAt), microTime(resumed.ResumedAt)
 	}
 	return res, nil
+}
+
+// watchContainerThaw watches the freezer of the migration's app container
+// (see freezer.go) and calls resume at the runtime's thaw; nil if the
+// container's cgroup cannot be found (logged: the sidecar is then resumed
+// when the kubelet answers).
+func (r *Reconciler) watchContainerThaw(ctx context.Context, m *v1.StatefulMigration, resume func() error) *thawWatch {
+	h := hostFS{root: cmp.Or(r.Opts.HostRoot, "/")}
+	dir, err := r.appCgroup(ctx, h, m)
+	if err != nil {
+		return stoppedWatch(err)
+	}
+	events, err := h.resolve(path.Join(dir, "cgroup.events"))
+	if err != nil {
+		return stoppedWatch(err)
+	}
+	read := r.readCgroupEvents
+	if read == nil {
+		read = os.ReadFile
+	}
+	return watchThaw(func() ([]byte, error) { return read(events) }, resume)
+}
+
+// appCgroup is the app container's cgroup directory on the host.
+func (r *Reconciler) appCgroup(ctx context.Context, h hostFS, m *v1.StatefulMigration) (string, error) {
+	ctr, err := r.appContainer(ctx, m)
+	if err != nil {
+		return "", err
+	}
+	pod := &corev1.Pod{}
+	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: m.Namespace, Name: m.Spec.SourcePod}, pod); err != nil {
+		return "", err
+	}
+	return h.containerCgroup(pod, ctr)
 }
 
 func microTime(t *time.Time) *metav1.MicroTime {

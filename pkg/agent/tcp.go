@@ -81,10 +81,10 @@ const checkpointAttempts = 3
 
 // checkpointRetrying checkpoints, trying again shortly when CRIU refused
 // for a TCP connection; the last refusal says what to change.
-func (r *Reconciler) checkpointRetrying(ctx context.Context, m *v1.StatefulMigration) (string, int, error) {
+func (r *Reconciler) checkpointRetrying(ctx context.Context, m *v1.StatefulMigration, checkpoint func() (string, error)) (string, int, error) {
 	wait := 50 * time.Millisecond
 	for attempt := 1; ; attempt++ {
-		archive, err := r.checkpoint(ctx, m)
+		archive, err := checkpoint()
 		if !refusedForAConnection(err) {
 			return archive, attempt, err
 		}

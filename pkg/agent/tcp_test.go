@@ -57,7 +57,7 @@ func TestCheckpointRefusedForAConnectionIsRetriedThenExplained(t *testing.T) {
 			r := &Reconciler{Client: fake.NewClientBuilder().WithObjects(node).Build(), Kubelet: kubelet.Client(), Opts: Options{NodeName: "node-1"}}
 			m := &v1.StatefulMigration{ObjectMeta: metav1.ObjectMeta{Name: "move", Namespace: "shop"},
 				Spec: v1.StatefulMigrationSpec{SourcePod: "orders", Containers: []string{"app"}}}
-			archive, _, err := r.checkpointRetrying(context.Background(), m)
+			archive, _, err := r.checkpointRetrying(context.Background(), m, func() (string, error) { return r.checkpoint(context.Background(), m) })
 			if calls.Load() != tc.calls {
 				t.Errorf("%d checkpoint calls, want %d", calls.Load(), tc.calls)
 			}

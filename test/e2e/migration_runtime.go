@@ -44,9 +44,12 @@ func RunAsNonRootSpec(in SpecInput) features.Feature {
 // the other node of their runtime, which does not hold it: CRI-O restores
 // only from a base image in the node's store and does not pull it
 // (containerd pulls it). Both complete with zero loss, the target having
-// pulled the base image in its init container first.
+// pulled the base image in its init container first. On both runtimes the
+// source's checkpoint pause ended when the runtime let the container run
+// again (its cgroup's last thaw), not when the kubelet answered: on
+// containerd, which writes the archive after that, earlier.
 func BaseImagePullSpec(in SpecInput) features.Feature {
-	return feature("target without the base image", "a CRI-O and a containerd target pull it first; both complete, zero loss", func(ctx context.Context, t *testing.T) {
+	return feature("target without the base image", "a CRI-O and a containerd target pull it first; both complete, zero loss; the pause ends at the runtime's thaw", func(ctx context.Context, t *testing.T) {
 		in.Cluster.sandboxOnly(t, "reads the simulated nodes' image stores")
 		image := kubelet.SecondProjectImage + ":v0.1.0"
 		for _, runtime := range []string{kubelet.FlavourCRIO, kubelet.FlavourContainerd} {
@@ -65,6 +68,17 @@ func BaseImagePullSpec(in SpecInput) features.Feature {
 			s.verifyZeroLoss(ctx)
 			if !in.Cluster.Sandbox.Fleet.Holds(dst, image) {
 				t.Errorf("%s: the target node %s does not hold the base image after the restore", runtime, dst)
+			}
+			ck, err := v1.AgentResultOf(got, v1.AnnotationAgentCheckpoint)
+			switch {
+			case err != nil || ck == nil || ck.Steps == nil:
+				t.Errorf("%s: no checkpoint steps reported (%v)", runtime, err)
+			case !ck.Steps.ResumedAtThaw:
+				t.Errorf("%s: the source's sidecar was resumed only when the kubelet answered: %s", runtime, ck.Steps)
+			case runtime == kubelet.FlavourContainerd && ck.Steps.KubeletAfterThaw.Duration <= 0:
+				t.Errorf("%s: the kubelet answered no later than the thaw, though containerd writes the archive after it: %s", runtime, ck.Steps)
+			default:
+				t.Logf("%s: checkpoint %s", runtime, ck.Steps)
 			}
 			t.Logf("%s: %s/%s moved from %s to %s, which did not hold %s; restored after its %s init container, zero loss",
 				runtime, s.NS, pod.Name, src, got.Status.TargetNode, image, migratable.InitPullBase)

@@ -1,11 +1,9 @@
 package kubelet
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -195,7 +193,7 @@ func (n *node) checkpoint(w http.ResponseWriter, req *http.Request) {
 // the kubelet would: <node dir>/checkpoints/checkpoint-<pod>_<ns>-<ctr>-<time>.tar.
 func (n *node) dump(ctx context.Context, pr *podRuntime, c *container, ns, pod string) (string, error) {
 	pr.mu.Lock()
-	running, processless, socket := c.st.running, c.processless, c.hookSocket
+	running, processless, socket, cgroup := c.st.running, c.processless, c.hookSocket, c.cgroup
 	pid := 0
 	if c.cmd != nil && c.cmd.Process != nil {
 		pid = c.cmd.Process.Pid
@@ -233,12 +231,23 @@ func (n *node) dump(ctx context.Context, pr *podRuntime, c *container, ns, pod s
 			return "", err
 		}
 		a.Memory = mem
-		pages, err := n.freezeAndDump(pid, dir, a)
+		pages, unpause, err := n.freezeAndDump(ctx, pid, cgroup, dir, a)
 		if err != nil {
 			return "", err
 		}
 		defer func() { _ = pages.Close(); _ = os.Remove(pages.Name()) }()
 		a.Pages = pages
+		// containerd resumes the container once the dump and the rootfs
+		// diff are taken, and writes the archive while it runs
+		// (client/task.go Checkpoint, then the CRI's CheckpointContainer);
+		// CRI-O (1.29+) keeps it paused until the archive is written
+		// (internal/lib/checkpoint.go ContainerCheckpoint), so that no
+		// file changes after the dump.
+		if n.spec.flavour() == FlavourContainerd {
+			unpause()
+		} else {
+			defer unpause()
+		}
 	}
 	a.DumpDuration = time.Since(start)
 	a.Config.CheckpointedTime = time.Now().UTC()
@@ -255,50 +264,47 @@ func (n *node) dump(ctx context.Context, pr *podRuntime, c *container, ns, pod s
 	return path, f.Close()
 }
 
-// freezeAndDump does what CRIU does with the frozen process: it refuses
-// connected TCP sockets unless the node's CRIU configuration allows them,
-// and copies the resident pages into an image file (returned, at offset 0;
-// a.PagesSize set), then lets the process run on (--leave-running).
-func (n *node) freezeAndDump(pid int, dir string, a *simcriu.Archive) (*os.File, error) {
-	opts, err := simcriu.ReadCRIUOptions(n.root())
-	if err != nil {
-		return nil, err
-	}
-	thaw, err := simcriu.Frozen(pid)
-	if err != nil {
-		return nil, err
-	}
-	defer thaw()
-	socks, err := simcriu.TCPSockets(pid)
-	if err != nil {
-		return nil, err
-	}
-	connected, err := opts.CheckDump(socks)
-	if err != nil {
-		return nil, err
-	}
-	for _, s := range connected {
-		a.ConnectedTCP = append(a.ConnectedTCP, s.String())
-	}
+// freezeAndDump does what the runtime does for a checkpoint: it pauses
+// the container (its cgroup frozen; here the processes are stopped) and
+// runs the (SIMULATED) CRIU, a process of its own as runc and CRIU are,
+// which thaws the cgroup while it holds the processes and freezes it again
+// when done (see RunSimulatedCRIU). It returns the pages CRIU wrote (an
+// image file at offset 0; a.PagesSize set) and unpause, the runtime's
+// resume (the container runs on: --leave-running). On an error the
+// container is resumed already. The container's cgroup therefore shows
+// frozen 1, 0, 1, 0, as on a node.
+func (n *node) freezeAndDump(ctx context.Context, pid int, cg simcriu.Cgroup, dir string, a *simcriu.Archive) (pages *os.File, unpause func(), err error) {
 	f, err := os.CreateTemp(dir, ".pages-*.img")
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	w := bufio.NewWriterSize(f, 1<<20)
-	n64, err := simcriu.DumpPages(pid, w)
-	if err == nil {
-		err = w.Flush()
-	}
-	if err == nil {
-		_, err = f.Seek(0, io.SeekStart)
-	}
+	defer func() {
+		if err != nil {
+			_ = f.Close()
+			_ = os.Remove(f.Name())
+		}
+	}()
+	thaw, err := simcriu.Frozen(pid)
 	if err != nil {
-		_ = f.Close()
-		_ = os.Remove(f.Name())
-		return nil, err
+		return nil, nil, err
 	}
-	a.PagesSize = n64
-	return f, nil
+	frozen := func(v bool) {
+		if cg == "" {
+			return
+		}
+		if err := cg.Freeze(v); err != nil {
+			n.f.log.Error(err, "writing the SIMULATED cgroup", "cgroup", string(cg))
+		}
+	}
+	frozen(true) // the runtime's pause
+	unpause = func() { frozen(false); thaw() }
+	res, err := n.runSimulatedCRIU(ctx, pid, cg, f.Name())
+	if err != nil {
+		unpause()
+		return nil, nil, err
+	}
+	a.ConnectedTCP, a.PagesSize = res.Connected, res.PagesSize
+	return f, unpause, nil
 }
 
 // root is the node's directory, which stands for its root filesystem

@@ -36,9 +36,10 @@ type container struct {
 	argv        []string // the command line as in the image, for checkpoints
 	env         []string
 	hookSocket  string
-	restoreFrom string // memory image of a restored container
-	baseImage   string // the image a checkpoint image was taken from
-	uid, gid    uint32 // the user the process runs as (see runAs)
+	cgroup      simcriu.Cgroup // while it runs
+	restoreFrom string         // memory image of a restored container
+	baseImage   string         // the image a checkpoint image was taken from
+	uid, gid    uint32         // the user the process runs as (see runAs)
 
 	cmd         *exec.Cmd
 	done        chan struct{}

@@ -24,6 +24,7 @@ type podRuntime struct {
 	f     *Fleet
 	key   string
 	uid   types.UID
+	qos   corev1.PodQOSClass
 	node  *node
 	dir   string
 	sock  string
@@ -48,7 +49,7 @@ func (f *Fleet) runtimeFor(pod *corev1.Pod, n *node) *podRuntime {
 	}
 	sum := sha256.Sum256([]byte(string(pod.UID)))
 	pr = &podRuntime{
-		f: f, key: key, uid: pod.UID, node: n, start: time.Now(),
+		f: f, key: key, uid: pod.UID, qos: pod.Status.QOSClass, node: n, start: time.Now(),
 		dir:  f.PodDir(n.spec.Name, pod.Namespace, pod.Name),
 		sock: filepath.Join(f.sockDir, hex.EncodeToString(sum[:6])),
 	}

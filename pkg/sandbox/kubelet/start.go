@@ -2,6 +2,8 @@ package kubelet
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -312,7 +314,17 @@ func (pr *podRuntime) startLocked(c *container) {
 	if c.st.started {
 		c.st.restartCount++
 	}
-	c.st.containerID = fmt.Sprintf("ms2m-sim://%s-%s-%d", pr.uid, c.spec.Name, c.st.restartCount)
+	// An ID as a runtime makes one (64 hex digits), under a scheme that
+	// names the simulation.
+	id := sha256.Sum256(fmt.Appendf(nil, "%s/%s/%d", pr.uid, c.spec.Name, c.st.restartCount))
+	c.st.containerID = "ms2m-sim://" + hex.EncodeToString(id[:])
+	if c.cgroup != "" {
+		c.cgroup.Remove()
+	}
+	c.cgroup = pr.node.containerCgroup(pr.uid, pr.qos, hex.EncodeToString(id[:]))
+	if err := c.cgroup.Create(); err != nil {
+		pr.f.log.Error(err, "creating the SIMULATED cgroup", "pod", pr.key, "container", c.spec.Name)
+	}
 	c.st.waiting, c.st.message = "", ""
 	if c.processless || c.binary == "" {
 		c.st.started, c.st.running, c.st.ready, c.st.startedAt = true, !isInit(pr, c), true, now

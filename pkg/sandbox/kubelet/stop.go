@@ -3,6 +3,7 @@ package kubelet
 import (
 	"context"
 	"os"
+	"slices"
 	"syscall"
 	"time"
 
@@ -10,6 +11,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
+
+	"github.com/ms2m/ms2m/pkg/simcriu"
 )
 
 // terminate stops the processes within the grace period (SIGTERM, then
@@ -73,11 +76,20 @@ func (pr *podRuntime) release(grace time.Duration) {
 	pr.kill(grace)
 	pr.mu.Lock()
 	ip := pr.ip
+	var cgroups []simcriu.Cgroup
+	for _, c := range append(slices.Clone(pr.inits), pr.ctrs...) {
+		if c.cgroup != "" {
+			cgroups = append(cgroups, c.cgroup)
+		}
+	}
 	pr.mu.Unlock()
 	if ip != "" {
 		pr.f.podIPs.put(ip)
 	}
 	for _, c := range pr.ctrs {
 		_ = os.Remove(c.hookSocket)
+	}
+	for _, g := range cgroups {
+		g.Remove()
 	}
 }

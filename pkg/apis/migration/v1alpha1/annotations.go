@@ -200,10 +200,23 @@ type CheckpointSteps struct {
 	Attempts int `json:"attempts,omitempty"`
 	// Resume is the /resume call.
 	Resume metav1.Duration `json:"resume"`
+	// ResumedAtThaw: the agent resumed the sidecar when the runtime let
+	// the container run again (its cgroup thawed after the dump), before
+	// the kubelet answered; Frozen is how long the container was held
+	// (the runtime's pause to its resume, as the cgroup showed it), and
+	// KubeletAfterThaw how much later the kubelet answered (containerd
+	// writes the archive after the resume). NoThaw says why the sidecar
+	// was resumed only when the kubelet answered.
+	ResumedAtThaw    bool             `json:"resumedAtThaw,omitempty"`
+	Frozen           *metav1.Duration `json:"frozen,omitempty"`
+	KubeletAfterThaw *metav1.Duration `json:"kubeletAfterThaw,omitempty"`
+	NoThaw           string           `json:"noThaw,omitempty"`
 }
 
 // String reads "pause call 3ms (in-flight delivery 1ms, offsets 0s,
-// quiesce 1ms), kubelet checkpoint 25ms (2 attempts), resume call 2ms".
+// quiesce 1ms), kubelet checkpoint 25ms (2 attempts), resume call 2ms
+// (container frozen 9ms; resumed at its thaw, 14ms before the kubelet
+// answered)".
 func (s *CheckpointSteps) String() string {
 	if s == nil {
 		return ""
@@ -217,6 +230,14 @@ func (s *CheckpointSteps) String() string {
 		parts = fmt.Sprintf(" (in-flight delivery %s, offsets %s, quiesce %s)",
 			FormatDuration(s.SidecarIdle.Duration), FormatDuration(s.SidecarOffsets.Duration), FormatDuration(s.SidecarQuiesce.Duration))
 	}
-	return fmt.Sprintf("pause call %s%s, kubelet checkpoint %s%s, resume call %s",
-		FormatDuration(s.Pause.Duration), parts, FormatDuration(s.Checkpoint.Duration), tries, FormatDuration(s.Resume.Duration))
+	resume := ""
+	switch {
+	case s.ResumedAtThaw && s.Frozen != nil && s.KubeletAfterThaw != nil:
+		resume = fmt.Sprintf(" (container frozen %s; resumed at its thaw, %s before the kubelet answered)",
+			FormatDuration(s.Frozen.Duration), FormatDuration(s.KubeletAfterThaw.Duration))
+	case s.NoThaw != "":
+		resume = fmt.Sprintf(" (after the kubelet's answer: %s)", s.NoThaw)
+	}
+	return fmt.Sprintf("pause call %s%s, kubelet checkpoint %s%s, resume call %s%s",
+		FormatDuration(s.Pause.Duration), parts, FormatDuration(s.Checkpoint.Duration), tries, FormatDuration(s.Resume.Duration), resume)
 }
