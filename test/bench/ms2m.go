@@ -88,5 +88,11 @@ func migrate(ctx context.Context, t *trial, src *corev1.Pod, target string, stra
 	if c := meta.FindStatusCondition(m.Status.Conditions, v1.ConditionHandedOver); c != nil {
 		out.HandedOver = c.Message
 	}
+	if ck, err := v1.AgentResultOf(m, v1.AnnotationAgentCheckpoint); err == nil && ck != nil && ck.Steps != nil {
+		out.Checkpoint = ck.Steps.String()
+		if ck.Steps.ResumedAtThaw && ck.Steps.Frozen != nil {
+			out.Frozen = ck.Steps.Frozen.Duration
+		}
+	}
 	return out, nil
 }

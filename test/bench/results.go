@@ -40,8 +40,12 @@ type result struct {
 	// Cutover is the replay's end (MS2M): CaughtUp or ReplayCutoffReached.
 	Cutover string
 	Err     string
-	// handedOver is the HandedOver condition's message (logged only).
-	handedOver string
+	// Frozen is how long the runtime held the source's app container for
+	// the checkpoint, by its cgroup (MS2M; 0 if the agent did not see it).
+	Frozen time.Duration
+	// handedOver is the HandedOver condition's message, checkpoint the
+	// agent's report of the pause's steps (logged only).
+	handedOver, checkpoint string
 	// downtimeAt is when the downtime ended, after the start (logged only).
 	downtimeAt time.Duration
 }
@@ -57,6 +61,9 @@ func (r result) String() string {
 		s += fmt.Sprintf(", checkpoint pause %s, handover %s, controller downtime %s, %s", ms(r.PauseStall), ms(r.HandoverStall), ms(r.ControllerDowntime), r.Cutover)
 		if r.handedOver != "" {
 			s += " [" + r.handedOver + "]"
+		}
+		if r.checkpoint != "" {
+			s += " [checkpoint: " + r.checkpoint + "]"
 		}
 	case r.Method == stopAndCopy.Name:
 		s += fmt.Sprintf(", controller downtime %s", ms(r.ControllerDowntime))
@@ -77,7 +84,7 @@ func ms(d time.Duration) string {
 var phaseColumns = []string{"Pending", "Checkpointing", "Transferring", "Restoring", "Replaying", "Finalizing", "Stopping", "Starting", "Rebuilding"}
 
 var header = append([]string{"rate", "run", "method", "downtime_ms", "max_gap_ms", "service_ms", "controller_downtime_ms", "checkpoint_pause_ms", "handover_ms", "total_ms",
-	"replayed", "input", "lost", "duplicated", "unexpected", "state_ok", "cutover"}, append(phaseMSColumns(), "error")...)
+	"replayed", "input", "lost", "duplicated", "unexpected", "state_ok", "cutover"}, append(phaseMSColumns(), "frozen_ms", "error")...)
 
 func phaseMSColumns() []string {
 	var out []string
@@ -111,10 +118,17 @@ func (r result) record() []string {
 		}
 		rec = append(rec, v)
 	}
-	return append(rec, r.Err)
+	frozen := ""
+	if r.Frozen > 0 {
+		frozen = msField(r.Frozen)
+	}
+	return append(rec, frozen, r.Err)
 }
 
 func parseRecord(rec []string) (result, error) {
+	if len(rec) == len(header)-1 { // a CSV from before frozen_ms
+		rec = append(rec[:len(rec)-1:len(rec)-1], "", rec[len(rec)-1])
+	}
 	if len(rec) != len(header) {
 		return result{}, fmt.Errorf("%d fields, want %d", len(rec), len(header))
 	}
@@ -133,7 +147,7 @@ func parseRecord(rec []string) (result, error) {
 	r := result{Rate: f(0), Run: int(f(1)), Method: rec[2], Downtime: d(3), MaxGap: d(4), Service: d(5), ControllerDowntime: d(6),
 		PauseStall: d(7), HandoverStall: d(8),
 		Total: d(9), Replayed: int64(f(10)), Input: int(f(11)), Lost: int(f(12)), Duplicated: int(f(13)), Unexpected: int(f(14)),
-		StateOK: rec[15] == "true", Cutover: rec[16], Err: rec[len(rec)-1]}
+		StateOK: rec[15] == "true", Cutover: rec[16], Frozen: d(len(rec) - 2), Err: rec[len(rec)-1]}
 	const firstPhase = 17
 	for i, p := range phaseColumns {
 		if rec[firstPhase+i] != "" {

@@ -49,6 +49,12 @@ type moved struct {
 	// over (Finalizing to Completed), on the controller's clock (the
 	// manager runs in this process: the same clock).
 	Pause, Handover [2]time.Time
+	// Frozen is how long the source's runtime held the app container for
+	// the checkpoint, as the node agent saw its cgroup (MS2M, when the
+	// agent resumed the sidecar at the thaw); Checkpoint is the agent's
+	// report of the pause's steps (logged).
+	Frozen     time.Duration
+	Checkpoint string
 }
 
 type span struct {
@@ -131,6 +137,7 @@ func (t *trial) measure(ctx context.Context, r *result) error {
 		return fmt.Errorf("%s: %w", t.method.Name, err)
 	}
 	r.Total, r.Phases, r.ControllerDowntime, r.Cutover, r.handedOver = end.Sub(start), m.Phases, m.ControllerDowntime, m.Cutover, m.HandedOver
+	r.Frozen, r.checkpoint = m.Frozen, m.Checkpoint
 
 	if err := deploy.WaitProducer(ctx, b.sb.Client, ns, t.e); err != nil {
 		return err
