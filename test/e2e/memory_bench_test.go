@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -20,8 +21,9 @@ import (
 // (pkg/simcriu, DumpPages), so the checkpoint, the image and the restore
 // grow with the memory as on a real node. Reports the Checkpointing phase
 // (the source is paused through it), the Transferring and Restoring
-// phases, the whole migration (Pending to Completed) and the checkpoint
-// image's size; fails if a message is lost or processed twice live. Run:
+// phases, the whole migration (Pending to Completed), the checkpoint
+// image's size, the stalls and the container's freeze (the pause's
+// floor); fails if a message is lost or processed twice live. Run:
 // go test ./test/e2e -run '^$' -bench MigrationByMemory -benchtime 1x
 func BenchmarkMigrationByMemory(b *testing.B) {
 	c := cluster
@@ -90,7 +92,19 @@ func migrateWithMemory(ctx context.Context, b *testing.B, c *Cluster, mib int) {
 	b.ReportMetric(ms(st.CheckpointPause.Duration), "pause-ms")
 	b.ReportMetric(ms(st.Handover.Duration), "handover-ms")
 	b.ReportMetric(ms(m.Status.Downtime.Duration), "downtime-ms")
-	b.Logf("%d MiB: checkpointing %s, transferring %s, restoring %s, migration %s, image %.1f MiB (the layer as pushed); downtime %s (%s); zero loss",
+	// The pause's floor: how long the runtime held the container, as the
+	// agent saw its cgroup (it resumes the sidecar at the runtime's resume).
+	frozen := "the freeze's end not seen"
+	if ck, err := v1.AgentResultOf(m, v1.AnnotationAgentCheckpoint); err == nil && ck != nil && ck.Steps != nil && ck.Steps.ResumedAtThaw && ck.Steps.Frozen != nil {
+		b.ReportMetric(ms(ck.Steps.Frozen.Duration), "frozen-ms")
+		node := &corev1.Node{}
+		if err := cl.Get(ctx, client.ObjectKey{Name: m.Status.SourceNode}, node); err != nil {
+			b.Fatal(err)
+		}
+		frozen = fmt.Sprintf("the container frozen %s on %s (%s), the pause %s longer", v1.FormatDuration(ck.Steps.Frozen.Duration), node.Name,
+			node.Labels[v1.LabelRuntime], v1.FormatDuration(st.CheckpointPause.Duration-ck.Steps.Frozen.Duration))
+	}
+	b.Logf("%d MiB: checkpointing %s, transferring %s, restoring %s, migration %s, image %.1f MiB (the layer as pushed); downtime %s (%s); %s; zero loss",
 		mib, ckpt.Round(time.Millisecond), transfer.Round(time.Millisecond), restore.Round(time.Millisecond), total.Round(time.Millisecond),
-		float64(m.Status.CheckpointSizeBytes)/(1<<20), v1.FormatDuration(m.Status.Downtime.Duration), st.Split())
+		float64(m.Status.CheckpointSizeBytes)/(1<<20), v1.FormatDuration(m.Status.Downtime.Duration), st.Split(), frozen)
 }
