@@ -70,6 +70,9 @@ func writeEvents(t *testing.T, dir string, frozen bool) {
 type freezerWorld struct {
 	*checkpointWorld
 	states chan bool // the kubelet's next freezer state, taken by a read
+	// answer is the kubelet's answer once the runtime resumed the
+	// container (the archive written).
+	answer func(http.ResponseWriter)
 }
 
 func newFreezerWorld(t *testing.T, initiallyFrozen bool, checkpoint []bool, resumedFirst bool) *freezerWorld {
@@ -97,8 +100,18 @@ func newFreezerWorld(t *testing.T, initiallyFrozen bool, checkpoint []bool, resu
 		}
 		return fmt.Appendf(nil, "populated 1\nfrozen %d\n", v), nil
 	}
-	answer := w.kubelet
+	w.answer = w.kubelet
+	resumes := func() int {
+		n := 0
+		for _, c := range w.called() {
+			if c == "/resume" {
+				n++
+			}
+		}
+		return n
+	}
 	w.kubelet = func(rw http.ResponseWriter) {
+		before := resumes()
 		for _, s := range checkpoint {
 			select {
 			case w.states <- s:
@@ -111,12 +124,12 @@ func newFreezerWorld(t *testing.T, initiallyFrozen bool, checkpoint []bool, resu
 		// expect.Timeout), and the kubelet answers once it is.
 		if resumedFirst {
 			deadline := time.Now().Add(expect.Timeout)
-			for !slices.Contains(w.called(), "/resume") && time.Now().Before(deadline) {
+			for resumes() == before && time.Now().Before(deadline) {
 				time.Sleep(time.Millisecond) // polling the FAKE sidecar's record
 			}
 		}
 		w.record("answered")
-		answer(rw)
+		w.answer(rw)
 	}
 	return w
 }
@@ -171,5 +184,33 @@ func TestTheSourceStaysPausedUntilTheKubeletAnswersWhenTheThawIsUnclear(t *testi
 				t.Fatalf("steps %+v; want no resume at a thaw, because %q", st, tc.why)
 			}
 		})
+	}
+}
+
+// A checkpoint CRIU refused after the runtime's resume (the cgroup shows
+// the same four states: CRIU restores the freezer, the runtime resumes the
+// container) has resumed the source; the next attempt pauses it again and
+// records that pause's O, not the first's.
+func TestACheckpointTriedAgainAfterAThawPausesTheSourceAgain(t *testing.T) {
+	w := newFreezerWorld(t, false, []bool{true, false, true, false}, true)
+	succeed, attempts := w.answer, 0
+	w.answer = func(rw http.ResponseWriter) {
+		if attempts++; attempts == 1 {
+			w.offsets = `{"0":121,"1":98}` // the source processed one more after its resume
+			http.Error(rw, "checkpointing of shop/orders/app failed (CRIU: Connected TCP socket, consider using --tcp-established option)", http.StatusInternalServerError)
+			return
+		}
+		succeed(rw)
+	}
+	_, report, ok := w.reconcile()
+	if !ok || report.Error != "" {
+		t.Fatalf("report %+v (%v)", report, ok)
+	}
+	want := []string{"/pause", "checkpoint", "/resume", "answered", "/pause", "checkpoint", "/resume", "answered"}
+	if calls := w.called(); !slices.Equal(calls, want) {
+		t.Fatalf("calls %v; want %v", calls, want)
+	}
+	if report.Offsets[0] != 121 || report.Steps == nil || report.Steps.Attempts != 2 || !report.Steps.ResumedAtThaw {
+		t.Fatalf("report %+v (steps %v); want the second pause's O, 2 attempts, resumed at the thaw", report, report.Steps)
 	}
 }

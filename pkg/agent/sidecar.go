@@ -260,9 +260,9 @@ func (r *Reconciler) pauseCheckpointResume(ctx context.Context, m *v1.StatefulMi
 }
 
 // watchContainerThaw watches the freezer of the migration's app container
-// (see freezer.go) and calls resume at the runtime's thaw; nil if the
-// container's cgroup cannot be found (logged: the sidecar is then resumed
-// when the kubelet answers).
+// (see freezer.go) and calls resume at the runtime's thaw. A container
+// whose cgroup cannot be found gets a watch that saw nothing and says why
+// (the sidecar is then resumed when the kubelet answers).
 func (r *Reconciler) watchContainerThaw(ctx context.Context, m *v1.StatefulMigration, resume func() error) *thawWatch {
 	h := hostFS{root: cmp.Or(r.Opts.HostRoot, "/")}
 	dir, err := r.appCgroup(ctx, h, m)
