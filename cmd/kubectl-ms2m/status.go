@@ -133,6 +133,13 @@ func describeFields(w io.Writer, m *v1.StatefulMigration, now time.Time) {
 	}
 	if st.Downtime != nil {
 		field("Downtime", "%s", migrationclient.DowntimeLine(st))
+		pause, handover := migrationclient.StallPaths(m)
+		if pause != "" {
+			field("  Checkpoint pause", "%s", pause)
+		}
+		if handover != "" {
+			field("  Handover", "%s", handover)
+		}
 	}
 }
 

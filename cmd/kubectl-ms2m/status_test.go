@@ -57,6 +57,7 @@ func TestStatusSummary(t *testing.T) {
 		"Checkpoint offsets (O): orders/0=120 orders/1=98",
 		"Fence offsets (F): orders/0=140 orders/1=101",
 		"Downtime: 41.0ms (checkpoint pause 29.0ms + handover 12.0ms, measured by the sidecars)",
+		"Handover: fence call 2.0ms, controller 0.1ms, handover call 9.0ms",
 		"PHASE STARTED DURATION",
 		"Pending +0.0ms 500.0ms",
 		"Replaying +2.000s 500.0ms",

@@ -238,7 +238,7 @@ func completedStatus() v1.StatefulMigrationStatus {
 	for i, p := range []v1.Phase{v1.PhasePending, v1.PhaseCheckpointing, v1.PhaseTransferring, v1.PhaseRestoring, v1.PhaseReplaying, v1.PhaseFinalizing, v1.PhaseCompleted} {
 		enter(&st, p, time.Duration(i)*500*time.Millisecond)
 	}
-	condition(&st, v1.ConditionHandedOver, true, v1.ReasonSucceeded, "target live from the fence offsets")
+	condition(&st, v1.ConditionHandedOver, true, v1.ReasonSucceeded, "target live from the fence offsets"+v1.HandoverPathPrefix+"fence call 2.0ms, controller 0.1ms, handover call 9.0ms")
 	condition(&st, v1.ConditionReady, true, v1.ReasonSucceeded, "orders-0 now runs as orders-0-ms2m-x1 on node-b")
 	return st
 }

@@ -181,6 +181,19 @@ func DowntimeLine(st *v1.StatefulMigrationStatus) string {
 	return FormatDuration(st.Downtime.Duration) + " (" + split + ", " + by + ")"
 }
 
+// StallPaths says where a migration's stalls went: the node agent's steps
+// of the checkpoint pause (its report's steps) and the controller's path of
+// the handover (the HandedOver condition's); "" where not reported.
+func StallPaths(m *v1.StatefulMigration) (pause, handover string) {
+	if ck, err := v1.AgentResultOf(m, v1.AnnotationAgentCheckpoint); err == nil && ck != nil && ck.Steps != nil {
+		pause = ck.Steps.String()
+	}
+	if c := meta.FindStatusCondition(m.Status.Conditions, v1.ConditionHandedOver); c != nil {
+		_, handover, _ = strings.Cut(c.Message, v1.HandoverPathPrefix)
+	}
+	return pause, handover
+}
+
 // Timings renders a finished migration's phase durations and downtime, one
 // per line.
 func Timings(m *v1.StatefulMigration) string {
@@ -195,11 +208,20 @@ func Timings(m *v1.StatefulMigration) string {
 		fmt.Fprintf(&b, "  %-13s %10s\n", "total", FormatDuration(Elapsed(&m.Status, time.Time{})))
 	}
 	if st := m.Status.Stalls; st != nil {
+		// Each stall, then where it went, as the node agent and the
+		// controller reported it.
+		pause, handover := StallPaths(m)
 		if st.CheckpointPause != nil {
 			fmt.Fprintf(&b, "  %-13s %10s (the source held deliveries for the checkpoint)\n", "pause", FormatDuration(st.CheckpointPause.Duration))
+			if pause != "" {
+				fmt.Fprintf(&b, "  %-24s %s\n", "", pause)
+			}
 		}
 		if st.Handover != nil {
 			fmt.Fprintf(&b, "  %-13s %10s (source fenced → target live)\n", "handover", FormatDuration(st.Handover.Duration))
+			if handover != "" {
+				fmt.Fprintf(&b, "  %-24s %s\n", "", handover)
+			}
 		}
 	}
 	if m.Status.Downtime != nil {

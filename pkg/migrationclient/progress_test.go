@@ -1,6 +1,7 @@
 package migrationclient
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -194,6 +195,28 @@ func TestTimingsListsFinishedPhases(t *testing.T) {
 	}
 	if strings.Contains(got, "Completed") {
 		t.Errorf("Timings lists the final phase as if it had a duration:\n%s", got)
+	}
+}
+
+// Each stall is followed by where it went: the agent's checkpoint steps,
+// the controller's handover path.
+func TestTimingsSayWhereEachStallWent(t *testing.T) {
+	m := migration(v1.PhasePending, time.Duration(0), v1.PhaseCompleted, 510*time.Millisecond)
+	m.Status.Stalls = &v1.Stalls{CheckpointPause: &metav1.Duration{Duration: 40 * time.Millisecond}, Handover: &metav1.Duration{Duration: 8 * time.Millisecond}}
+	steps := &v1.CheckpointSteps{Checkpoint: metav1.Duration{Duration: 50 * time.Millisecond}, ResumedAtThaw: true,
+		Frozen: &metav1.Duration{Duration: 36 * time.Millisecond}, KubeletAfterThaw: &metav1.Duration{Duration: 2 * time.Millisecond}}
+	report, err := json.Marshal(v1.AgentResult{Steps: steps})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Annotations = map[string]string{v1.AnnotationAgentCheckpoint: string(report)}
+	m.Status.Conditions = []metav1.Condition{{Type: v1.ConditionHandedOver, Status: metav1.ConditionTrue,
+		Message: "target live at the fence map[0:9]; downtime 48.0ms (checkpoint pause 40.0ms + handover 8.0ms)" + v1.HandoverPathPrefix + "fence call 1.0ms, controller 0.1ms, handover call 6.0ms"}}
+	got := Timings(m)
+	for _, want := range []string{"container frozen 36.0ms; resumed at its thaw", "fence call 1.0ms, controller 0.1ms, handover call 6.0ms"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("Timings lacks %q:\n%s", want, got)
+		}
 	}
 }
 

@@ -231,7 +231,7 @@ func (w *work) handedOverTo(ctx context.Context, target *corev1.Pod, live replay
 	}
 	split := m.Status.Stalls.Split()
 	if path != "" {
-		path = "; the handover: " + path
+		path = v1.HandoverPathPrefix + path
 	}
 	setCondition(&m.Status, m.Generation, v1.ConditionHandedOver, true, v1.ReasonSucceeded,
 		fmt.Sprintf("target live at the fence %v; downtime %s (%s)%s", fromOffsets(m.Status.FenceOffsets), v1.FormatDuration(downtime), split, path))

@@ -30,6 +30,12 @@ const (
 	ConditionRolledBack = "RolledBack"
 )
 
+// HandoverPathPrefix precedes, in the HandedOver condition's message, where
+// the handover's stall went ("fence call 4.4ms, controller 0.2ms, handover
+// call 12.8ms (target 2 messages behind the fence: ...)"), which
+// `kubectl ms2m` and the sandbox's demo show.
+const HandoverPathPrefix = "; the handover: "
+
 // Condition reasons. They are also the reasons of the Events the controller
 // emits, so a user sees the same word in `kubectl describe` and in status.
 const (
