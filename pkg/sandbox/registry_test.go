@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"errors"
 	"io"
 	"log"
 	"net/http"
@@ -8,12 +9,14 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
 	"github.com/ms2m/ms2m/pkg/checkpoint"
 )
@@ -144,4 +147,48 @@ func mustRef(t *testing.T, s string) name.Reference {
 		t.Fatal(err)
 	}
 	return r
+}
+
+// The registry's private repositories answer only to its credentials, as a
+// private registry does: an anonymous pull or one with a wrong password is
+// refused (401, with a challenge); the open repositories stay open.
+func TestPrivateRepositoriesAnswerOnlyToTheRegistryCredentials(t *testing.T) {
+	srv := httptest.NewServer(privateRepos{password: "right", next: registry.New(registry.Logger(log.New(io.Discard, "", 0)))})
+	defer srv.Close()
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	img, err := random.Image(1024, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	private, err := name.ParseReference(addr + "/" + privateRepositories + "app:v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	open, err := name.ParseReference(addr + "/checkpoints/app:v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	right := remote.WithAuth(&authn.Basic{Username: registryUser, Password: "right"})
+	if err := remote.Write(private, img, right); err != nil {
+		t.Fatalf("pushing with the credentials: %v", err)
+	}
+	if err := remote.Write(open, img); err != nil {
+		t.Fatalf("pushing to an open repository: %v", err)
+	}
+	for what, opts := range map[string][]remote.Option{
+		"anonymous":        nil,
+		"a wrong password": {remote.WithAuth(&authn.Basic{Username: registryUser, Password: "wrong"})},
+	} {
+		_, err := remote.Head(private, opts...)
+		var terr *transport.Error
+		if !errors.As(err, &terr) || terr.StatusCode != http.StatusUnauthorized {
+			t.Errorf("%s pull of a private image: %v, want 401", what, err)
+		}
+	}
+	if _, err := remote.Head(private, right); err != nil {
+		t.Errorf("pull with the credentials: %v", err)
+	}
+	if _, err := remote.Head(open); err != nil {
+		t.Errorf("anonymous pull of an open repository: %v", err)
+	}
 }

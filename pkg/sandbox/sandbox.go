@@ -110,6 +110,8 @@ type Sandbox struct {
 	mgrProcess bool
 	kafka      *kfake.Cluster
 	registry   *http.Server
+	// registryPassword opens the registry's private repositories.
+	registryPassword string
 	proxy      *kubeproxy.Proxy
 }
 
@@ -242,7 +244,7 @@ func Start(ctx context.Context, opts Options) (s *Sandbox, err error) {
 	}
 	if s.Fleet, err = kubelet.Start(ctx, kubelet.Options{
 		Client: s.Client, Config: s.Config, Dir: filepath.Join(opts.Dir, "nodes"), SharedDir: opts.Dir, Nodes: nodes,
-		Runtime: kubelet.Runtime{BinDir: opts.BinDir, Registry: s.Registry}, CA: ca,
+		Runtime: kubelet.Runtime{BinDir: opts.BinDir, Registry: s.Registry, ProjectImages: projectImages(s)}, CA: ca,
 		Log: opts.Log.WithName("kubelet"), Env: []string{EnvDir + "=" + opts.Dir},
 		PodCIDR: fmt.Sprintf("127.%d.0.0/16", 10+2*slot), NodeCIDR: fmt.Sprintf("127.%d.0.0/16", 11+2*slot),
 	}); err != nil {
@@ -294,10 +296,14 @@ func (s *Sandbox) startRegistry(port int) error {
 		_ = l.Close()
 		return err
 	}
+	if s.registryPassword, err = registryPassword(s.opts.Dir); err != nil {
+		_ = l.Close()
+		return err
+	}
 	s.Registry = l.Addr().String()
-	s.registry = &http.Server{Handler: reg, ReadHeaderTimeout: 10 * time.Second}
+	s.registry = &http.Server{Handler: privateRepos{next: reg, password: s.registryPassword}, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = s.registry.Serve(l) }()
-	return nil
+	return s.pushPrivateImages()
 }
 
 func (s *Sandbox) writeState() error {

@@ -2,11 +2,17 @@ package e2e
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/e2e-framework/pkg/features"
 
 	"github.com/ms2m/ms2m/internal/example/deploy"
+	"github.com/ms2m/ms2m/internal/expect"
 	v1 "github.com/ms2m/ms2m/pkg/apis/migration/v1alpha1"
 	"github.com/ms2m/ms2m/pkg/migratable"
 	"github.com/ms2m/ms2m/pkg/sandbox/kubelet"
@@ -42,31 +48,43 @@ func RunAsNonRootSpec(in SpecInput) features.Feature {
 // BaseImagePullSpec: the app's image is one no node holds until a pod uses
 // it. A pod on a CRI-O node and one on a containerd node each migrate to
 // the other node of their runtime, which does not hold it: CRI-O restores
-// only from a base image in the node's store and does not pull it
-// (containerd pulls it). Both complete with zero loss, the target having
-// pulled the base image in its init container first. On both runtimes the
-// source's checkpoint pause ended when the runtime let the container run
-// again (its cgroup's last thaw), not when the kubelet answered: on
-// containerd, which writes the archive after that, earlier.
+// only from a base image in the node's store and does not pull it;
+// containerd pulls it, but with the node's credentials only, not the pod's
+// imagePullSecrets, so the containerd pod's image is a private one (the
+// sandbox registry's, which a pod without its pull secret cannot even
+// start from). Both complete with zero loss, the target having pulled the
+// base image in its init container first, with the pod's pull secret. On
+// both runtimes the source's checkpoint pause ended when the runtime let
+// the container run again (its cgroup's last thaw), not when the kubelet
+// answered: on containerd, which writes the archive after that, earlier.
 func BaseImagePullSpec(in SpecInput) features.Feature {
-	return feature("target without the base image", "a CRI-O and a containerd target pull it first; both complete, zero loss; the pause ends at the runtime's thaw", func(ctx context.Context, t *testing.T) {
+	return feature("target without the base image", "a CRI-O target (public image) and a containerd target (private image, pull secret) pull it first; both complete, zero loss; the pause ends at the runtime's thaw", func(ctx context.Context, t *testing.T) {
 		in.Cluster.sandboxOnly(t, "reads the simulated nodes' image stores")
-		image := kubelet.SecondProjectImage + ":v0.1.0"
+		sb := in.Cluster.Sandbox
 		for _, runtime := range []string{kubelet.FlavourCRIO, kubelet.FlavourContainerd} {
+			image, secrets := kubelet.SecondProjectImage+":v0.1.0", []string(nil)
+			if runtime == kubelet.FlavourContainerd {
+				image, secrets = sb.PrivateAppImage(), []string{"sandbox-registry"}
+			}
 			nodes := in.Cluster.schedulableNodes(t, v1.LabelCheckpointRestore+"=true,"+v1.LabelRuntime+"="+runtime)
 			if len(nodes) < 2 {
 				t.Fatalf("needs two nodes that restore as %s, have %v", runtime, nodes)
 			}
 			src, dst := nodes[0], nodes[1]
-			if in.Cluster.Sandbox.Fleet.Holds(dst, image) {
+			if sb.Fleet.Holds(dst, image) {
 				t.Fatalf("%s holds %s already: nothing to check", dst, image)
 			}
 			// A group of its own: the first pod still consumes when the second starts.
-			s := in.open(t, "baseimg", func(e *deploy.Example) { e.AppImage, e.Bare, e.Node, e.Group = image, true, src, "orders-"+runtime })
+			s := in.open(t, "baseimg", func(e *deploy.Example) {
+				e.AppImage, e.ImagePullSecrets, e.Bare, e.Node, e.Group = image, secrets, true, src, "orders-"+runtime
+			})
+			if secrets != nil {
+				s.privateImageNeedsItsSecret(ctx, image, src)
+			}
 			pod := s.deploy(ctx, in.Load.Count/4).Pod
 			got := s.completed(s.migrate(ctx, "move", pod.Name, v1.StatefulMigrationSpec{TargetNode: dst}))
 			s.verifyZeroLoss(ctx)
-			if !in.Cluster.Sandbox.Fleet.Holds(dst, image) {
+			if !sb.Fleet.Holds(dst, image) {
 				t.Errorf("%s: the target node %s does not hold the base image after the restore", runtime, dst)
 			}
 			ck, err := v1.AgentResultOf(got, v1.AnnotationAgentCheckpoint)
@@ -84,4 +102,40 @@ func BaseImagePullSpec(in SpecInput) features.Feature {
 				runtime, s.NS, pod.Name, src, got.Status.TargetNode, image, migratable.InitPullBase)
 		}
 	})
+}
+
+// privateImageNeedsItsSecret checks that the sandbox refuses a private
+// image as a registry does: a pod without the pull secret waits in
+// ErrImagePull, unauthorized. Then it creates the secret the spec's pods
+// name.
+func (s *Spec) privateImageNeedsItsSecret(ctx context.Context, image, node string) {
+	s.t.Helper()
+	pods := s.Client.CoreV1().Pods(s.NS)
+	bare := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "no-pull-secret"}, Spec: corev1.PodSpec{NodeName: node,
+		Containers: []corev1.Container{{Name: "app", Image: image, Command: []string{"/ms2m/example-consumer"}}}}}
+	if _, err := pods.Create(ctx, bare, metav1.CreateOptions{}); err != nil {
+		s.t.Fatal(err)
+	}
+	expect.Eventually(s.t, "a pod without the pull secret refused its private image", func() error {
+		p, err := pods.Get(ctx, bare.Name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		for _, st := range p.Status.ContainerStatuses {
+			if w := st.State.Waiting; w != nil && w.Reason == "ErrImagePull" && strings.Contains(w.Message, "UNAUTHORIZED") {
+				return nil
+			}
+		}
+		return fmt.Errorf("status %+v", p.Status.ContainerStatuses)
+	})
+	if err := pods.Delete(ctx, bare.Name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To(int64(0))}); err != nil {
+		s.t.Fatal(err)
+	}
+	secret, err := s.Cluster.Sandbox.PullSecret(s.NS, s.Example.ImagePullSecrets[0])
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	if _, err := s.Client.CoreV1().Secrets(s.NS).Create(ctx, secret, metav1.CreateOptions{}); err != nil {
+		s.t.Fatal(err)
+	}
 }

@@ -73,8 +73,10 @@ type Example struct {
 	Annotations map[string]string
 	// AppEnv is added to the consumer's app container's environment.
 	AppEnv map[string]string
-	// AppImage is the consumer's app image (default Image).
-	AppImage string
+	// AppImage is the consumer's app image (default Image), pulled with
+	// ImagePullSecrets (secrets in the namespace).
+	AppImage         string
+	ImagePullSecrets []string
 	// RunAsNonRoot sets the consumer pod's runAsNonRoot, without a
 	// runAsUser: the kubelet then verifies the image's user.
 	RunAsNonRoot bool
@@ -154,6 +156,9 @@ func (e Example) Consumer() *appsv1.Deployment {
 	app := &d.Spec.Template.Spec.Containers[0]
 	if e.AppImage != "" {
 		app.Image = e.AppImage
+	}
+	for _, name := range e.ImagePullSecrets {
+		d.Spec.Template.Spec.ImagePullSecrets = append(d.Spec.Template.Spec.ImagePullSecrets, corev1.LocalObjectReference{Name: name})
 	}
 	for _, k := range slices.Sorted(maps.Keys(e.AppEnv)) {
 		app.Env = append(app.Env, env(k, e.AppEnv[k]))

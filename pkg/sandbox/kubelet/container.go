@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -107,7 +108,8 @@ type restored struct {
 	user string
 }
 
-// restore pulls a checkpoint image and prepares the start from it: the
+// restore pulls an image from the sandbox registry with keys and, for a
+// checkpoint image, prepares the start from it: the
 // binary and command line recorded in the archive, the memory image written
 // where the process reads it (SIMULATED CRIU restore). ok is false for an
 // ordinary image.
@@ -126,8 +128,8 @@ type restored struct {
 //
 // For both the one layer is the archive and config.dump names the base
 // image (rootfsImageName).
-func (rt *Runtime) restore(ctx context.Context, ref name.Reference, dir, ctrName, flavour string) (r restored, ok bool, err error) {
-	opts := []remote.Option{remote.WithContext(ctx), remote.WithPlatform(v1.Platform{OS: "linux", Architecture: runtime.GOARCH})}
+func (rt *Runtime) restore(ctx context.Context, ref name.Reference, dir, ctrName, flavour string, keys authn.Keychain) (r restored, ok bool, err error) {
+	opts := []remote.Option{remote.WithContext(ctx), remote.WithPlatform(v1.Platform{OS: "linux", Architecture: runtime.GOARCH}), remote.WithAuthFromKeychain(keys)}
 	if flavour == FlavourContainerd {
 		desc, err := remote.Get(ref, opts...)
 		if err != nil {

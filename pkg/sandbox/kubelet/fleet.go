@@ -43,6 +43,9 @@ type NodeSpec struct {
 // absence from a node's image store it can observe.
 const SecondProjectImage = "ghcr.io/ms2m/ms2m-app"
 
+// ProjectImage is the project's image (the Dockerfile's).
+const ProjectImage = "ghcr.io/ms2m/ms2m"
+
 // The runtimes a simulated node can behave as, with the release each
 // simulates.
 const (
@@ -122,7 +125,7 @@ type Fleet struct {
 // begins running the pods bound to them.
 func Start(ctx context.Context, opts Options) (*Fleet, error) {
 	if len(opts.Runtime.ProjectImages) == 0 {
-		opts.Runtime.ProjectImages = []string{"ghcr.io/ms2m/ms2m", SecondProjectImage}
+		opts.Runtime.ProjectImages = []string{ProjectImage, SecondProjectImage}
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	f := &Fleet{

@@ -92,6 +92,7 @@ func (pr *podRuntime) prepare(ctx context.Context, pod *corev1.Pod) error {
 	if kubeconfig != "" {
 		base = append(base, "KUBECONFIG="+kubeconfig)
 	}
+	var keys pullKeychain // the pod's pull credentials, read once needed
 	for i, c := range append(append([]*container{}, pr.inits...), pr.ctrs...) {
 		env, vars, err := r.resolve(&c.spec)
 		if err != nil {
@@ -108,18 +109,30 @@ func (pr *podRuntime) prepare(ctx context.Context, pod *corev1.Pod) error {
 		c.st.imageID = "sandbox://" + c.spec.Image
 		pr.mu.Unlock()
 		if ref, ok := f.opts.Runtime.fromRegistry(c.spec.Image); ok {
-			pr.node.pulled(c.spec.Image)
-			r, isCheckpoint, err := f.opts.Runtime.restore(ctx, ref, pr.dir, c.spec.Name, pr.node.spec.flavour())
+			// Pulled with the pod's imagePullSecrets, at every start (the
+			// kubelet checks a pod's credentials even for an image the
+			// node holds, KubeletEnsureSecretPulledImages).
+			if keys == nil {
+				keys = f.podKeychain(ctx, pod)
+			}
+			r, isCheckpoint, err := f.opts.Runtime.restore(ctx, ref, pr.dir, c.spec.Name, pr.node.spec.flavour(), keys)
 			if err != nil {
 				pr.setWaiting("ErrImagePull", err.Error())
 				return err
 			}
+			pr.node.pulled(c.spec.Image)
 			if isCheckpoint {
 				// CRI-O looks the base image up in the node's store and
 				// does not pull it (server/container_restore.go);
-				// containerd pulls it, with the node's credentials only
-				// (the sandbox's images need none).
-				if pr.node.spec.flavour() == FlavourContainerd {
+				// containerd pulls it, with the node's credentials only,
+				// not the pod's imagePullSecrets.
+				if pr.node.spec.flavour() == FlavourContainerd && !pr.node.holds(r.baseImage) {
+					if err := f.opts.Runtime.pull(ctx, r.baseImage, nodeCredentials); err != nil {
+						err = fmt.Errorf("restoring container %s from checkpoint image %s: containerd pulls its base image with the node's credentials, not the pod's imagePullSecrets: %w; pull it first (ms2m's restored pods do, in their %s init container)",
+							c.spec.Name, c.spec.Image, err, "ms2m-pull-base-image")
+						pr.setWaiting("CreateContainerError", err.Error())
+						return err
+					}
 					pr.node.pulled(r.baseImage)
 				}
 				if !pr.node.holds(r.baseImage) {
