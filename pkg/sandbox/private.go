@@ -82,7 +82,9 @@ func registryPassword(dir string) (string, error) {
 // only with the registry's credentials.
 func (s *Sandbox) PrivateAppImage() string { return s.privateAppRepository() + ":v0.1.0" }
 
-func (s *Sandbox) privateAppRepository() string { return s.Registry + "/" + privateRepositories + "ms2m-app" }
+func (s *Sandbox) privateAppRepository() string {
+	return s.Registry + "/" + privateRepositories + "ms2m-app"
+}
 
 // PullSecret is an image pull secret (kubernetes.io/dockerconfigjson) for
 // the sandbox registry, named name in namespace.

@@ -112,7 +112,7 @@ type Sandbox struct {
 	registry   *http.Server
 	// registryPassword opens the registry's private repositories.
 	registryPassword string
-	proxy      *kubeproxy.Proxy
+	proxy            *kubeproxy.Proxy
 }
 
 // State is what `sandbox status` and other tools read from Dir/sandbox.json.
