@@ -246,6 +246,16 @@ func TestCaughtUpAnswersOnceTheTargetReplayedEverything(t *testing.T) {
 	}
 }
 
+// slowPollingTarget runs a target of group replaying both partitions from
+// 0, whose replay polls the committed offsets only every maxWait/5.
+func slowPollingTarget(t *testing.T, b *broker, group string, maxWait time.Duration) (*Engine, *Kafka) {
+	slow := b.sources(group)
+	slow.MaxWait = maxWait
+	target := NewReplay(slow, deliverer(t, http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})), map[int]int64{0: 0, 1: 0})
+	runEngine(t, target)
+	return target, slow
+}
+
 // TestCaughtUpDoesNotWaitForTheReplaysPoll: a target asked to catch up
 // replays up to the committed offsets that answer read, not only up to
 // those its replay's own, slower poll last saw. Here that poll comes every
@@ -253,11 +263,7 @@ func TestCaughtUpAnswersOnceTheTargetReplayedEverything(t *testing.T) {
 func TestCaughtUpDoesNotWaitForTheReplaysPoll(t *testing.T) {
 	b := startBroker(t, 2)
 	b.produce(t, 0, 100)
-	from := map[int]int64{0: 0, 1: 0}
-	slow := b.sources("slow-poll")
-	slow.MaxWait = 100 * time.Second // the replay polls the committed offsets every MaxWait/5
-	target := NewReplay(slow, deliverer(t, http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})), from)
-	runEngine(t, target)
+	target, slow := slowPollingTarget(t, b, "slow-poll", 100*time.Second)
 	slow.transport() // creates the poller
 	expect.Eventually(t, "the replay's first poll of the committed offsets", func() error {
 		slow.poll.mu.Lock()
@@ -292,11 +298,7 @@ func TestCaughtUpDoesNotWaitForTheReplaysPoll(t *testing.T) {
 func TestACaughtUpTargetFollowsTheLiveMemberUntilTheFence(t *testing.T) {
 	b := startBroker(t, 2)
 	b.produce(t, 0, 100)
-	from := map[int]int64{0: 0, 1: 0}
-	slow := b.sources("follow")
-	slow.MaxWait = 1000 * time.Second // the replay polls the committed offsets every MaxWait/5
-	target := NewReplay(slow, deliverer(t, http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})), from)
-	runEngine(t, target)
+	target, _ := slowPollingTarget(t, b, "follow", 1000*time.Second)
 	source := NewLive(b.sources("follow"), deliverer(t, http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})))
 	runEngine(t, source)
 	delivered := func(n int64) func() error {
