@@ -268,7 +268,7 @@ func (n *node) dump(ctx context.Context, pr *podRuntime, c *container, ns, pod s
 // the container (its cgroup frozen; here the processes are stopped) and
 // runs the (SIMULATED) CRIU, a process of its own as runc and CRIU are,
 // which thaws the cgroup while it holds the processes and freezes it again
-// when done (see RunSimulatedCRIU). It returns the pages CRIU wrote (an
+// when done (see simcriu.RunDump). It returns the pages CRIU wrote (an
 // image file at offset 0; a.PagesSize set) and unpause, the runtime's
 // resume (the container runs on: --leave-running). On an error the
 // container is resumed already. The container's cgroup therefore shows
