@@ -32,12 +32,31 @@ type broker struct {
 // partitions.
 func startBroker(t testing.TB, partitions int32) *broker {
 	t.Helper()
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(partitions, topic))
+	_, b := startCluster(t, partitions)
+	return b
+}
+
+// startCluster is startBroker with more options, and the cluster itself
+// for tests that watch or steer its requests.
+func startCluster(t testing.TB, partitions int32, opts ...kfake.Opt) (*kfake.Cluster, *broker) {
+	t.Helper()
+	c, err := kfake.NewCluster(append([]kfake.Opt{kfake.NumBrokers(1), kfake.SeedTopics(partitions, topic)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.Close)
-	return &broker{addr: c.ListenAddrs()[0]}
+	return c, &broker{addr: c.ListenAddrs()[0]}
+}
+
+// waitDelivered waits until e has delivered at least n messages live.
+func waitDelivered(t testing.TB, e *Engine, n int64) {
+	t.Helper()
+	expect.Eventually(t, fmt.Sprintf("the source delivered %d", n), func() error {
+		if d := e.Position().Delivered; d < n {
+			return fmt.Errorf("%d delivered", d)
+		}
+		return nil
+	})
 }
 
 func (b *broker) produce(t testing.TB, from, n int) {

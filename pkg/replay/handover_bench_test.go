@@ -70,12 +70,7 @@ func handoverStall(b *testing.B, static bool, i int) time.Duration {
 	source := NewLive(src, deliverer(b, &liveApp{first: make(chan time.Time, 1)}))
 	runEngine(b, source)
 	br.produce(b, 0, 20)
-	expect.Eventually(b, "the source consumed", func() error {
-		if n := source.Position().Delivered; n < 20 {
-			return fmt.Errorf("%d delivered", n)
-		}
-		return nil
-	})
+	waitDelivered(b, source, 20)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	o, err := src.Committed(ctx)

@@ -81,12 +81,7 @@ func TestHandoverAtFenceHasNoGapAndNoDuplicate(t *testing.T) {
 	sourceApp, targetApp := newRecorder(), newRecorder()
 	source := NewLive(sources, deliverer(t, sourceApp))
 	runEngine(t, source)
-	expect.Eventually(t, "source processing live", func() error {
-		if n := source.Position().Delivered; n < 100 {
-			return fmt.Errorf("%d delivered", n)
-		}
-		return nil
-	})
+	waitDelivered(t, source, 100)
 
 	// Checkpointing: pause, record O, resume.
 	ctx, cancel := context.WithTimeout(context.Background(), 2*expect.Timeout)
@@ -275,12 +270,7 @@ func TestAFenceAskedAgainAfterTheHandoverAnswersTheSameF(t *testing.T) {
 		source := NewLive(sources, deliverer(t, http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})))
 		runEngine(t, source)
 		b.produce(t, 0, 20)
-		expect.Eventually(t, "the source processed everything", func() error {
-			if n := source.Position().Delivered; n < 20 {
-				return fmt.Errorf("%d delivered", n)
-			}
-			return nil
-		})
+		waitDelivered(t, source, 20)
 		ctx, cancel := context.WithTimeout(context.Background(), expect.Timeout)
 		defer cancel()
 		first, err := source.Fence(ctx)

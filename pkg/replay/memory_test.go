@@ -58,12 +58,8 @@ func BenchmarkSidecarMemory64x1MiB(b *testing.B) {
 // startBrokerWith is startBroker with more options (larger messages).
 func startBrokerWith(t testing.TB, partitions int32, opts ...kfake.Opt) *broker {
 	t.Helper()
-	c, err := kfake.NewCluster(append([]kfake.Opt{kfake.NumBrokers(1), kfake.SeedTopics(partitions, topic)}, opts...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	return &broker{addr: c.ListenAddrs()[0]}
+	_, b := startCluster(t, partitions, opts...)
+	return b
 }
 
 // largeMessages lets the broker take messages of a few MiB.

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/ms2m/ms2m/internal/expect"
@@ -88,11 +87,7 @@ func within(t *testing.T, what string, got *time.Time, from, to time.Time) {
 // position reaches an app before the stall ends, and the target is live
 // only once its group member has joined (its SyncGroup answered).
 func TestStallsAreTheIntervalsWithoutDelivery(t *testing.T) {
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, topic))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
+	c, b := startCluster(t, 2)
 	var mu sync.Mutex
 	var synced time.Time
 	c.ControlKey(int16(kmsg.SyncGroup), func(kmsg.Request) (kmsg.Response, error, bool) {
@@ -102,7 +97,6 @@ func TestStallsAreTheIntervalsWithoutDelivery(t *testing.T) {
 		mu.Unlock()
 		return nil, nil, false
 	})
-	b := &broker{addr: c.ListenAddrs()[0]}
 	sources := b.sources("stalls")
 	sources.InstanceID = "orders-0"
 
@@ -123,12 +117,7 @@ func TestStallsAreTheIntervalsWithoutDelivery(t *testing.T) {
 	sourceApp, targetApp := &clockedApp{}, &clockedApp{}
 	source := NewLive(sources, deliverer(t, sourceApp))
 	runEngine(t, source)
-	expect.Eventually(t, "source processing live", func() error {
-		if n := source.Position().Delivered; n < 50 {
-			return fmt.Errorf("%d delivered", n)
-		}
-		return nil
-	})
+	waitDelivered(t, source, 50)
 
 	// The checkpoint pause.
 	beforePause := time.Now()
@@ -225,12 +214,7 @@ func TestCaughtUpAnswersOnceTheTargetReplayedEverything(t *testing.T) {
 	b.produce(t, 0, 200)
 	source := NewLive(sources, deliverer(t, http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})))
 	runEngine(t, source)
-	expect.Eventually(t, "the source processed the backlog", func() error {
-		if n := source.Position().Delivered; n < 200 {
-			return fmt.Errorf("%d delivered", n)
-		}
-		return nil
-	})
+	waitDelivered(t, source, 200)
 	ctx, cancel := context.WithTimeout(context.Background(), expect.Timeout)
 	defer cancel()
 	from := map[int]int64{0: 0, 1: 0}
@@ -275,12 +259,7 @@ func TestCaughtUpDoesNotWaitForTheReplaysPoll(t *testing.T) {
 	})
 	source := NewLive(b.sources("slow-poll"), deliverer(t, http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})))
 	runEngine(t, source)
-	expect.Eventually(t, "the source processed (and committed) the backlog", func() error {
-		if source.Position().Delivered < 100 {
-			return fmt.Errorf("%d delivered", source.Position().Delivered)
-		}
-		return nil
-	})
+	waitDelivered(t, source, 100)
 	if n := target.Position().Delivered + target.Position().Replayed; n != 0 {
 		t.Fatalf("the target replayed %d before the source committed anything; want 0 (the gate)", n)
 	}
@@ -301,22 +280,14 @@ func TestACaughtUpTargetFollowsTheLiveMemberUntilTheFence(t *testing.T) {
 	target, _ := slowPollingTarget(t, b, "follow", 1000*time.Second)
 	source := NewLive(b.sources("follow"), deliverer(t, http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})))
 	runEngine(t, source)
-	delivered := func(n int64) func() error {
-		return func() error {
-			if d := source.Position().Delivered; d < n {
-				return fmt.Errorf("%d delivered", d)
-			}
-			return nil
-		}
-	}
-	expect.Eventually(t, "the source processed (and committed) the backlog", delivered(100))
+	waitDelivered(t, source, 100)
 	ctx, cancel := context.WithTimeout(context.Background(), expect.Timeout)
 	defer cancel()
 	if pos, err := target.CaughtUp(ctx); err != nil || pos.Lag != 0 {
 		t.Fatalf("caught up: lag %d (%v); want 0", pos.Lag, err)
 	}
 	b.produce(t, 100, 5)
-	expect.Eventually(t, "the source processed (and committed) 5 more", delivered(105))
+	waitDelivered(t, source, 105)
 	expect.Eventually(t, "the target replayed them without another look and long before its next poll", func() error {
 		if n := total(target.Position().Next); n != 105 {
 			return fmt.Errorf("at %d of the 105 committed", n)
@@ -421,11 +392,7 @@ func (a *replayClock) ServeHTTP(_ http.ResponseWriter, r *http.Request) {
 // of the way to the fence, not after it: the join is off the handover's
 // stall when the replay takes longer. It still delivers live from exactly F.
 func TestATargetJoinsItsGroupWhileItReplaysToTheFence(t *testing.T) {
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, topic))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
+	c, b := startCluster(t, 1)
 	var mu sync.Mutex
 	var synced []time.Time
 	c.ControlKey(int16(kmsg.SyncGroup), func(kmsg.Request) (kmsg.Response, error, bool) {
@@ -435,18 +402,12 @@ func TestATargetJoinsItsGroupWhileItReplaysToTheFence(t *testing.T) {
 		mu.Unlock()
 		return nil, nil, false
 	})
-	b := &broker{addr: c.ListenAddrs()[0]}
 	sources := b.sources("overlap")
 	sources.InstanceID = "orders-0"
 	source := NewLive(sources, deliverer(t, http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})))
 	runEngine(t, source)
 	b.produce(t, 0, 30)
-	expect.Eventually(t, "the source processed everything", func() error {
-		if n := source.Position().Delivered; n < 30 {
-			return fmt.Errorf("%d delivered", n)
-		}
-		return nil
-	})
+	waitDelivered(t, source, 30)
 	ctx, cancel := context.WithTimeout(context.Background(), expect.Timeout)
 	defer cancel()
 	fenced, err := source.Fence(ctx)
@@ -500,12 +461,7 @@ func TestAPreparedMemberTakesNoRoomFromTheReplay(t *testing.T) {
 	source := NewLive(sources, deliverer(t, http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})))
 	runEngine(t, source)
 	b.produce(t, 0, 80)
-	expect.Eventually(t, "the source processed everything", func() error {
-		if n := source.Position().Delivered; n < 80 {
-			return fmt.Errorf("%d delivered", n)
-		}
-		return nil
-	})
+	waitDelivered(t, source, 80)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	fenced, err := source.Fence(ctx)

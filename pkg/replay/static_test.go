@@ -311,17 +311,12 @@ func TestCommittedRightAfterTheTopicAppears(t *testing.T) {
 // pause with O without a broker round trip inside the pause (Next is what
 // it committed), and that O is the group's committed offsets.
 func TestAPauseOrFenceOfAStaticMemberAsksTheBrokerNothing(t *testing.T) {
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, topic))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
+	c, b := startCluster(t, 2)
 	var fetches atomic.Int64
 	c.ControlKey(int16(kmsg.OffsetFetch), func(kmsg.Request) (kmsg.Response, error, bool) {
 		fetches.Add(1)
 		return nil, nil, false
 	})
-	b := &broker{addr: c.ListenAddrs()[0]}
 	k := b.sources("quick-pause")
 	k.InstanceID = "orders-0"
 	rec := newRecorder()
@@ -382,18 +377,13 @@ func TestAPauseOrFenceOfAStaticMemberAsksTheBrokerNothing(t *testing.T) {
 // for the replay (which may outlast the session timeout): it heartbeats
 // from its join on, and reads once activated.
 func TestAPreparedMemberHeartbeatsUntilItReads(t *testing.T) {
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, topic))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
+	c, b := startCluster(t, 1)
 	var beats atomic.Int64
 	c.ControlKey(int16(kmsg.Heartbeat), func(kmsg.Request) (kmsg.Response, error, bool) {
 		c.KeepControl()
 		beats.Add(1)
 		return nil, nil, false
 	})
-	b := &broker{addr: c.ListenAddrs()[0]}
 	b.produce(t, 0, 1)
 	k := b.sources("prepared")
 	k.InstanceID = "orders-0"
